@@ -1,0 +1,123 @@
+"""The block updates of Algorithm 2 as pure functions (MATH.md §3).
+
+Samples are columns.  A weight block is the augmented W̃_i = [Ŵ_i  b_i] ∈ R^{d_i×(d_{i-1}+1)}
+acting on Ṽ_{i-1} = [V_{i-1}; 1ᵀ]; the ones row is never materialised: W̃Ṽ = ŴV + b1ᵀ is one
+``addmm`` and ṼṼᵀ, UṼᵀ are assembled from VVᵀ, UVᵀ and row sums.  Every function returns the
+exact global minimiser of its subproblem and never modifies its arguments.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bcd.activations import Activation
+
+Tensor = torch.Tensor
+
+
+def affine(W: Tensor, V_prev: Tensor) -> Tensor:
+    """W̃Ṽ = ŴV + b1ᵀ (the pre-activation product P)."""
+    return torch.addmm(W[:, -1:], W[:, :-1], V_prev)
+
+
+def augmented_gram(V_prev: Tensor) -> Tensor:
+    """ṼṼᵀ ∈ R^{(d+1)×(d+1)} for Ṽ = [V; 1ᵀ]."""
+    d, n = V_prev.shape
+    G = V_prev.new_empty(d + 1, d + 1)
+    torch.matmul(V_prev, V_prev.T, out=G[:d, :d])
+    s = V_prev.sum(dim=1)
+    G[:d, d] = s
+    G[d, :d] = s
+    G[d, d] = n
+    return G
+
+
+def augmented_cross(U: Tensor, V_prev: Tensor) -> Tensor:
+    """UṼᵀ = [UVᵀ  U1] ∈ R^{d_i×(d_{i-1}+1)}."""
+    d_out, d_in = U.shape[0], V_prev.shape[0]
+    C = U.new_empty(d_out, d_in + 1)
+    torch.matmul(U, V_prev.T, out=C[:, :d_in])
+    C[:, d_in] = U.sum(dim=1)
+    return C
+
+
+def squared_loss_scale(reduction: str, n: int) -> float:
+    """c in R(V) = (c/2)‖V − Y‖²: 1 for ``sum``, 1/n for ``mean``."""
+    return 1.0 if reduction == "sum" else 1.0 / n
+
+
+def update_V_N(V_N: Tensor, U_N: Tensor, Y: Tensor, *, gamma: float, alpha: float, c: float) -> Tensor:
+    """V_N⁺ = argmin_V (c/2)‖V − Y‖² + γ/2‖V − U_N⁻‖² + α/2‖V − V_N⁻‖²
+    = (cY + γU_N⁻ + αV_N⁻)/(c + γ + α)."""
+    out = torch.add(V_N, U_N, alpha=gamma / alpha).mul_(alpha)
+    return out.add_(Y, alpha=c).div_(c + gamma + alpha)
+
+
+def update_V_N_prox_linear(
+    V_N: Tensor, U_N: Tensor, grad_R: Tensor, *, gamma: float, alpha: float
+) -> Tensor:
+    """Prox-linear step of Theorem 2:
+    V_N⁺ = argmin_V ⟨∇R(V_N⁻), V − V_N⁻⟩ + α/2‖V − V_N⁻‖² + γ/2‖V − U_N⁻‖²
+    = (αV_N⁻ − ∇R(V_N⁻) + γU_N⁻)/(α + γ)."""
+    out = torch.add(V_N, U_N, alpha=gamma / alpha).mul_(alpha)
+    return out.sub_(grad_R).div_(alpha + gamma)
+
+
+def update_U_N(V_N: Tensor, P_N: Tensor) -> Tensor:
+    """U_N⁺ = argmin_U γ/2‖V_N⁺ − U‖² + γ/2‖U − W_N⁻Ṽ_{N-1}⁻‖² = (V_N⁺ + P_N)/2, P_N = W_N⁻Ṽ_{N-1}⁻.
+    (No proximal term: the subproblem is already γ-strongly convex.)"""
+    return torch.add(V_N, P_N).mul_(0.5)
+
+
+def update_W(
+    W: Tensor,
+    U: Tensor,
+    V_prev: Tensor,
+    *,
+    gamma: float,
+    alpha: float,
+    lam: float,
+    gram: Tensor | None = None,
+) -> Tensor:
+    """W̃_i⁺ = argmin_W λ/2‖W‖² + γ/2‖U_i⁺ − WṼ_{i-1}⁻‖² + α/2‖W − W̃_i⁻‖²
+    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, solved by Cholesky on the right-hand side.
+
+    ``gram`` may pass a precomputed ṼṼᵀ (constant for i = 1, where Ṽ_0 = X̃)."""
+    G = augmented_gram(V_prev) if gram is None else gram
+    M = G.mul(gamma)
+    M.diagonal().add_(alpha + lam)
+    R = augmented_cross(U, V_prev).mul_(gamma).add_(W, alpha=alpha)
+    L = torch.linalg.cholesky(M)
+    return torch.cholesky_solve(R.T, L).T.contiguous()
+
+
+def update_V_hidden(sigma_U: Tensor, W_next: Tensor, U_next: Tensor) -> Tensor:
+    """V_i⁺ = argmin_V γ/2‖V − σ(U_i⁻)‖² + γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ‖²  (i < N, no proximal term).
+
+    Normal equations (I + ŴᵀŴ)V = S + Ŵᵀ(U_{i+1}⁺ − b1ᵀ), S = σ(U_i⁻), Ŵ, b = W̃_{i+1}⁺.
+    When d_{i+1} < d_i the equivalent Woodbury form V = S + Ŵᵀ(I + ŴŴᵀ)⁻¹(U − b1ᵀ − ŴS) is
+    cheaper (a d_{i+1}-sized Cholesky); both are exact.  The branch is chosen by flop count.
+    """
+    W_hat, b = W_next[:, :-1], W_next[:, -1:]
+    d_next, d = W_hat.shape
+    if 2 * d_next * d + d_next * d_next < d * d_next + d * d:  # Woodbury: fewer n-sized flops
+        K = W_hat @ W_hat.T
+        K.diagonal().add_(1.0)
+        T = torch.addmm(U_next - b, W_hat, sigma_U, alpha=-1.0)  # U − b1ᵀ − ŴS
+        Z = torch.cholesky_solve(T, torch.linalg.cholesky(K))
+        return torch.addmm(sigma_U, W_hat.T, Z)
+    M = W_hat.T @ W_hat
+    M.diagonal().add_(1.0)
+    rhs = torch.addmm(sigma_U, W_hat.T, U_next - b)
+    return torch.cholesky_solve(rhs, torch.linalg.cholesky(M))
+
+
+def update_U_hidden(
+    V: Tensor, P: Tensor, U: Tensor, *, gamma: float, alpha: float, activation: Activation
+) -> Tensor:
+    """U_i⁺ = argmin_U γ/2‖V_i⁺ − σ(U)‖² + γ/2‖U − W_i⁻Ṽ_{i-1}⁻‖² + α/2‖U − U_i⁻‖²  (i < N).
+
+    Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
+    P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`)."""
+    m = torch.add(P, U, alpha=alpha / gamma).mul_(gamma / (gamma + alpha))
+    return activation.prox(V, m, (gamma + alpha) / gamma)

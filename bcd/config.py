@@ -1,0 +1,192 @@
+"""Configuration records, validated on construction.
+
+A bad value raises ``ValueError`` naming the field, the value and what is allowed, before
+anything is computed or written.  Glossary (paper symbols, MATH.md §1):
+
+* ``gamma`` (γ > 0): weight of the splitting penalties ‖V_i − σ(U_i)‖², ‖U_i − W̃_iṼ_{i-1}‖².
+* ``alpha`` (α > 0): weight of the proximal terms α/2‖· − ·⁻‖².
+* ``lam`` (λ ≥ 0): r_i(W̃_i) = λ/2‖W̃_i‖² on the whole augmented weight (bias included).
+* ``hidden``: widths d_1..d_{N-1}; d_0 and d_N come from the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIVATIONS = ("relu", "identity")
+LOSSES = ("squared",)
+REDUCTIONS = ("sum", "mean")
+SPLITTINGS = ("three",)
+VN_UPDATES = ("prox", "prox_linear")
+INITS = ("authors", "kaiming")
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float64")
+DATASETS = ("mnist", "fashion-mnist", "teacher", "mixture", "npz")
+SUBSETS = ("stratified", "leading")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(allowed)}")
+
+
+def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name}={value!r} is not allowed; {name} must be {bound}")
+
+
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = "an integer >= 0" if allow_zero else "an integer >= 1"
+        raise ValueError(f"{name}={value!r} is not allowed; {name} must be {bound}")
+
+
+@dataclass(frozen=True)
+class BCDConfig:
+    """Hyperparameters of one BCD run (Algorithm 2 of Zeng et al., 2019).
+
+    ``vn_update="prox_linear"`` selects the prox-linear V_N step of Theorem 2 (MATH.md §4.7).
+    ``eval_every`` is how often (in sweeps) the forward-pass accuracy is computed; the
+    objective L̄ is evaluated every sweep.
+    """
+
+    hidden: tuple[int, ...] = (1500, 1500, 1500)
+    activation: str = "relu"
+    gamma: float = 1.0
+    alpha: float = 5.0
+    lam: float = 0.0
+    loss: str = "squared"
+    reduction: str = "sum"
+    splitting: str = "three"
+    vn_update: str = "prox"
+    sweeps: int = 50
+    init: str = "authors"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else self.hidden
+        if not isinstance(hidden, tuple) or len(hidden) == 0:
+            raise ValueError(
+                f"hidden={self.hidden!r} is not allowed; give at least one hidden width, e.g. [1500, 1500]"
+            )
+        for j, d in enumerate(hidden):
+            _positive_int(f"hidden[{j}]", d)
+        object.__setattr__(self, "hidden", hidden)
+        for name in ("gamma", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+            _positive(name, getattr(self, name))
+        _positive("lam", self.lam, allow_zero=True)
+        object.__setattr__(self, "lam", float(self.lam))
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("reduction", self.reduction, REDUCTIONS)
+        _choice("splitting", self.splitting, SPLITTINGS)
+        _choice("vn_update", self.vn_update, VN_UPDATES)
+        _choice("init", self.init, INITS)
+        _choice("device", self.device, DEVICES)
+        _choice("dtype", self.dtype, DTYPES)
+        _positive_int("sweeps", self.sweeps, allow_zero=True)
+        _positive_int("seed", self.seed, allow_zero=True)
+        _positive_int("eval_every", self.eval_every)
+
+    @property
+    def N(self) -> int:  # noqa: N802 - paper symbol
+        """Number of weight layers N = len(hidden) + 1."""
+        return len(self.hidden) + 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the samples come from.
+
+    ``n_train`` / ``n_test`` take a subset (``subset="stratified"``: equal share per class,
+    in the official order within each class; ``"leading"``: the first n).  ``None`` = all.
+    ``path`` is the ``.npz`` file for ``dataset="npz"`` (arrays ``X_train``, ``y_train`` and
+    optionally ``X_test``, ``y_test``; samples are rows).
+    """
+
+    dataset: str = "mnist"
+    n_train: int | None = None
+    n_test: int | None = None
+    subset: str = "stratified"
+    path: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("subset", self.subset, SUBSETS)
+        _positive_int("n_train", self.n_train, optional=True)
+        _positive_int("n_test", self.n_test, optional=True)
+        _positive_int("data seed", self.seed, allow_zero=True)
+        if self.dataset == "npz" and not self.path:
+            raise ValueError("dataset='npz' needs path=<file.npz> (arrays X_train, y_train[, X_test, y_test])")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: data + hyperparameters + where to write the run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    bcd: BCDConfig = field(default_factory=BCDConfig)
+    out: str = "runs/latest"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["bcd"]["hidden"] = list(self.bcd.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        unknown = set(d) - {"data", "bcd", "out"}
+        if unknown:
+            raise ValueError(f"unknown config section(s) {sorted(unknown)}; allowed: data, bcd, out")
+        return cls(
+            data=_build(DataConfig, d.get("data", {}), "data"),
+            bcd=_build(BCDConfig, d.get("bcd", {}), "bcd"),
+            out=str(d.get("out", "runs/latest")),
+        )
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in [{section}]; allowed: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """Read a TOML file with ``[data]`` and ``[bcd]`` tables (and optional ``out``); apply overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    return merge_overrides(raw, overrides)
+
+
+def merge_overrides(raw: dict[str, Any], overrides: dict[str, dict[str, Any]] | None) -> RunConfig:
+    """Merge ``{"data": {...}, "bcd": {...}, "out": ...}`` overrides into a raw config dict."""
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            merged.setdefault(section, {}).update(values)
+        else:
+            merged[section] = values
+    return RunConfig.from_dict(merged)

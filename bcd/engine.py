@@ -1,0 +1,186 @@
+"""The sweep loop shared by every variant, and the public ``train`` entry point.
+
+One sweep applies the variant's schedule in order; each step's new block replaces the old one.
+Hooks (the verification recorder, user callbacks) see every step *before* its assignment —
+old iterate in ``state``, new block in ``new`` — and every finished sweep; a hook returning
+``True`` from ``on_sweep_end`` stops the run.  Time spent in hooks is measured separately and
+excluded from the engine time (``time_engine_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+import pandas as pd
+import torch
+
+from bcd.config import BCDConfig
+from bcd.objective import OBJECTIVE, accuracy, objective_terms
+from bcd.problem import BCDState, Problem, initial_state, make_problem
+from bcd.schedule import Step, schedule_for
+
+Tensor = torch.Tensor
+
+SWEEP = "sweep"
+TIME_ENGINE = "time_engine_s"
+TIME_HOOKS = "time_hooks_s"
+TIME_EVAL = "time_eval_s"
+TRAIN_ACC = "train_acc"
+TEST_ACC = "test_acc"
+
+
+class Hook(Protocol):
+    """Any subset of these methods may be defined."""
+
+    def on_run_start(self, problem: Problem, state: BCDState) -> None: ...
+    def on_step(self, k: int, step: Step, state: BCDState, new: Tensor, aux: dict) -> None: ...
+    def on_sweep_end(self, k: int, state: BCDState, record: dict[str, Any]) -> bool | None: ...
+
+
+@dataclass
+class TrainResult:
+    """Final iterate, per-sweep log (row 0 = the initial point Q⁰) and why the run stopped."""
+
+    state: BCDState
+    log: pd.DataFrame
+    stop_reason: str
+    problem: Problem
+
+    @property
+    def weights(self) -> list[Tensor]:
+        """W̃_1..W̃_N (bias as last column)."""
+        return [w for w in self.state.W[1:]]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sweep(state: BCDState, problem: Problem, schedule: Iterable[Step], hooks: Iterable[Hook] = ()) -> float:
+    """Apply one sweep in place of ``state`` (each block replaced by its step's new value).
+
+    Returns the seconds spent inside hooks."""
+    k = state.sweep + 1
+    on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
+    hook_time = 0.0
+    for step in schedule:
+        aux: dict[str, Tensor] = {}
+        new = step.update(state, problem, step.layer, aux)
+        if on_step:
+            t0 = time.perf_counter()
+            for f in on_step:
+                f(k, step, state, new, aux)
+            hook_time += time.perf_counter() - t0
+        state.set(step.block, step.layer, new)
+    state.sweep = k
+    return hook_time
+
+
+def evaluate(state: BCDState, problem: Problem, with_accuracy: bool) -> dict[str, float]:
+    """L̄ and its terms, and (optionally) train/test accuracy of the forward pass."""
+    rec: dict[str, float] = objective_terms(state, problem)
+    nan = float("nan")
+    rec[TRAIN_ACC] = rec[TEST_ACC] = nan
+    if with_accuracy and problem.labels is not None:
+        rec[TRAIN_ACC] = accuracy(state.W, problem.X, problem.labels, problem)
+        if problem.X_test is not None:
+            rec[TEST_ACC] = accuracy(state.W, problem.X_test, problem.labels_test, problem)
+    return rec
+
+
+def run(
+    problem: Problem,
+    state: BCDState,
+    *,
+    sweeps: int | None = None,
+    hooks: Iterable[Hook] = (),
+    progress: bool = False,
+) -> TrainResult:
+    """Run ``sweeps`` sweeps (default ``config.sweeps``) from ``state``; log every sweep."""
+    cfg = problem.config
+    sweeps = cfg.sweeps if sweeps is None else sweeps
+    hooks = list(hooks)
+    schedule = schedule_for(cfg.splitting, cfg.N)
+    for h in hooks:
+        if hasattr(h, "on_run_start"):
+            h.on_run_start(problem, state)
+    rows = [_record(state, problem, 0.0, 0.0)]
+    bar = _progress(sweeps, progress)
+    stop = "max_sweeps"
+    try:
+        for _ in range(sweeps):
+            _sync(problem.X.device)
+            t0 = time.perf_counter()
+            hook_time = sweep(state, problem, schedule, hooks)
+            _sync(problem.X.device)
+            elapsed = time.perf_counter() - t0
+            rec = _record(state, problem, elapsed - hook_time, hook_time)
+            rows.append(rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(_postfix(rec))
+            if not math.isfinite(rec[OBJECTIVE]):
+                stop = "non_finite_objective"
+                break
+            if any(h.on_sweep_end(state.sweep, state, rec) for h in hooks if hasattr(h, "on_sweep_end")):
+                stop = "stopped_by_hook"
+                break
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(state, pd.DataFrame(rows), stop, problem)
+
+
+def _record(state: BCDState, problem: Problem, engine_s: float, hooks_s: float) -> dict[str, Any]:
+    k = state.sweep
+    every = problem.config.eval_every
+    t0 = time.perf_counter()
+    rec = evaluate(state, problem, with_accuracy=(k % every == 0 or k == problem.config.sweeps))
+    return {SWEEP: k, TIME_ENGINE: engine_s, TIME_HOOKS: hooks_s, TIME_EVAL: time.perf_counter() - t0, **rec}
+
+
+def _postfix(rec: dict[str, Any]) -> dict[str, str]:
+    out = {"L̄": f"{rec[OBJECTIVE]:.6g}"}
+    for key in (TRAIN_ACC, TEST_ACC):
+        if not math.isnan(rec[key]):
+            out[key] = f"{rec[key]:.4f}"
+    return out
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="sweep", dynamic_ncols=True)
+
+
+def train(
+    X,
+    y,
+    config: BCDConfig | None = None,
+    *,
+    X_test=None,
+    y_test=None,
+    n_classes: int | None = None,
+    init_weights: list | None = None,
+    hooks: Iterable[Hook] = (),
+    progress: bool = False,
+) -> TrainResult:
+    """Train with Algorithm 2.
+
+    ``X``: (n, d_0) array, **samples as rows**; ``y``: integer labels (n,) or real targets (n, d_N).
+    ``init_weights``: optional W̃_1..W̃_N, each (d_i, d_{i-1}+1) with the bias as the last column,
+    to start from the same point as another implementation.  Returns a :class:`TrainResult`
+    with the final blocks and the per-sweep log.
+    """
+    config = config or BCDConfig()
+    problem = make_problem(X, y, config, X_test=X_test, y_test=y_test, n_classes=n_classes)
+    state = initial_state(problem, init_weights)
+    return run(problem, state, hooks=hooks, progress=progress)

@@ -1,0 +1,214 @@
+"""The data and constants of one BCD problem, and the iterate Q = (W, V, U).
+
+Index convention: lists are indexed by the paper's layer index i = 1..N; slot 0 holds
+V_0 := X (fixed) and ``None`` for W_0, U_0.  Samples are columns: X ∈ R^{d_0×n}, Y ∈ R^{d_N×n}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bcd.activations import Activation, get_activation
+from bcd.blocks import affine, augmented_gram, squared_loss_scale
+from bcd.config import BCDConfig
+
+Tensor = torch.Tensor
+BLOCKS = ("W", "V", "U")
+
+
+@dataclass
+class BCDState:
+    """The iterate Q^k: W̃_i, V_i, U_i for i = 1..N (V[0] is X)."""
+
+    W: list[Tensor | None]
+    V: list[Tensor]
+    U: list[Tensor | None]
+    sweep: int = 0
+
+    @property
+    def N(self) -> int:  # noqa: N802 - paper symbol
+        return len(self.W) - 1
+
+    def get(self, block: str, i: int) -> Tensor:
+        return getattr(self, block)[i]
+
+    def set(self, block: str, i: int, value: Tensor) -> None:
+        getattr(self, block)[i] = value
+
+    def blocks(self):
+        """Yield (block, i, tensor) over every variable block in a fixed order."""
+        for i in range(1, self.N + 1):
+            for b in BLOCKS:
+                yield b, i, self.get(b, i)
+
+    def clone(self) -> BCDState:
+        def c(xs):
+            return [None if x is None else x.clone() for x in xs]
+
+        return BCDState(c(self.W), [self.V[0], *c(self.V[1:])], c(self.U), self.sweep)
+
+
+@dataclass
+class Problem:
+    """Data (samples as columns) plus the resolved constants γ, α, λ, c and σ."""
+
+    X: Tensor
+    Y: Tensor
+    config: BCDConfig
+    labels: Tensor | None = None
+    X_test: Tensor | None = None
+    labels_test: Tensor | None = None
+    activation: Activation = field(init=False)
+    c: float = field(init=False)
+    gram_X: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.activation = get_activation(self.config.activation)
+        self.c = squared_loss_scale(self.config.reduction, self.n)
+        self.gram_X = augmented_gram(self.X)  # Ṽ_0Ṽ_0ᵀ is constant: computed once
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """(d_0, d_1, ..., d_N)."""
+        return (self.X.shape[0], *self.config.hidden, self.Y.shape[0])
+
+    def sigma(self, i: int, U: Tensor) -> Tensor:
+        """σ_i(U): the hidden activation for i < N, the identity for i = N."""
+        return U if i == self.config.N else self.activation.apply(U)
+
+
+def _as_matrix(name: str, a, dtype: torch.dtype) -> Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array with samples as rows; got shape {tuple(t.shape)}")
+    if not torch.is_floating_point(t) and t.dtype not in (torch.uint8, torch.int32, torch.int64):
+        raise ValueError(f"{name} has dtype {t.dtype}; allowed: a real floating or integer dtype")
+    t = t.to(dtype)
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        r, c = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name} contains NaN/Inf (first at row {r}, column {c}); all values must be finite")
+    return t
+
+
+def make_problem(
+    X,
+    y,
+    config: BCDConfig,
+    *,
+    X_test=None,
+    y_test=None,
+    n_classes: int | None = None,
+) -> Problem:
+    """Validate the data and build a :class:`Problem`.
+
+    ``X``: (n, d_0), **samples as rows** (the NumPy convention; transposed once to columns here).
+    ``y``: integer labels of shape (n,) (one-hot targets, accuracy reported) or real targets of
+    shape (n, d_N) (regression, e.g. a teacher network's outputs).
+    """
+    dtype = getattr(torch, config.dtype)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available here; allowed: cpu")
+    Xr = _as_matrix("X", X, dtype)
+    n = Xr.shape[0]
+    if n == 0:
+        raise ValueError("X has no samples (shape (0, d)); give at least one row")
+    labels, Y = _targets("y", y, n, n_classes, dtype)
+    n_out = Y.shape[1]
+    labels_test = X_test_c = None
+    if X_test is not None:
+        Xt = _as_matrix("X_test", X_test, dtype)
+        if Xt.shape[1] != Xr.shape[1]:
+            raise ValueError(f"X_test has {Xt.shape[1]} features but X has {Xr.shape[1]}; they must match")
+        if y_test is None:
+            raise ValueError("X_test was given without y_test")
+        lt, Yt = _targets("y_test", y_test, Xt.shape[0], n_out if labels is not None else None, dtype)
+        if labels is None or lt is None:
+            raise ValueError("test data needs integer labels (accuracy is only defined for classification)")
+        labels_test, X_test_c = lt.to(device), Xt.T.contiguous().to(device)
+    return Problem(
+        X=Xr.T.contiguous().to(device),
+        Y=Y.T.contiguous().to(device),
+        config=config,
+        labels=None if labels is None else labels.to(device),
+        X_test=X_test_c,
+        labels_test=labels_test,
+    )
+
+
+def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
+    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} samples but X has {n}; they must match")
+    if t.ndim == 2 and torch.is_floating_point(t):
+        return None, _as_matrix(name, t, dtype)
+    if t.ndim != 1 or torch.is_floating_point(t):
+        raise ValueError(f"{name} must be integer labels of shape (n,) or real targets (n, d_N); got {t.dtype} {tuple(t.shape)}")
+    t = t.to(torch.int64)
+    k = int(t.max()) + 1 if n_classes is None else n_classes
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= k:
+        raise ValueError(f"{name} has labels in [{lo}, {hi}]; allowed: 0..{k - 1} for {k} classes")
+    Y = torch.zeros(n, k, dtype=dtype)
+    Y[torch.arange(n), t] = 1.0
+    return t, Y
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def init_weights(config: BCDConfig, widths: tuple[int, ...]) -> list[Tensor]:
+    """W̃_1..W̃_N on the CPU from ``config.seed`` (device-independent, deterministic).
+
+    ``authors``: Ŵ ~ 0.01·N(0,1), b = 0.1 (the authors' experiments);
+    ``kaiming``: Ŵ ~ N(0, 2/d_{i-1}), b = 0.
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    dtype = getattr(torch, config.dtype)
+    Ws = []
+    for d_in, d_out in zip(widths[:-1], widths[1:]):
+        W = torch.empty(d_out, d_in + 1, dtype=torch.float64)
+        W[:, :-1] = torch.randn(d_out, d_in, generator=gen, dtype=torch.float64)
+        if config.init == "authors":
+            W[:, :-1] *= 0.01
+            W[:, -1] = 0.1
+        else:
+            W[:, :-1] *= (2.0 / d_in) ** 0.5
+            W[:, -1] = 0.0
+        Ws.append(W.to(dtype))
+    return Ws
+
+
+def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
+    """Q⁰: the given (or freshly drawn) weights, and U_i = W̃_iṼ_{i-1}, V_i = σ_i(U_i) from a forward pass."""
+    cfg = problem.config
+    widths = problem.widths
+    dtype, device = problem.X.dtype, problem.X.device
+    if weights is None:
+        weights = init_weights(cfg, widths)
+    if len(weights) != cfg.N:
+        raise ValueError(f"got {len(weights)} initial weight matrices; this network has N={cfg.N} layers")
+    W: list[Tensor | None] = [None]
+    for i, w in enumerate(weights, start=1):
+        w = torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w)
+        expected = (widths[i], widths[i - 1] + 1)
+        if tuple(w.shape) != expected:
+            raise ValueError(
+                f"initial W{i} has shape {tuple(w.shape)}; expected {expected} "
+                "(d_i × (d_(i-1)+1), the bias as the last column)"
+            )
+        W.append(w.to(dtype=dtype, device=device).clone())
+    V: list[Tensor] = [problem.X]
+    U: list[Tensor | None] = [None]
+    for i in range(1, cfg.N + 1):
+        U.append(affine(W[i], V[i - 1]))
+        V.append(problem.sigma(i, U[i]).clone())
+    return BCDState(W, V, U)
