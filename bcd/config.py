@@ -106,7 +106,7 @@ class BCDConfig:
         _positive_int("eval_every", self.eval_every)
 
     @property
-    def N(self) -> int:  # noqa: N802 - paper symbol
+    def N(self) -> int:
         """Number of weight layers N = len(hidden) + 1."""
         return len(self.hidden) + 1
 

@@ -58,7 +58,7 @@ def objective_terms(state: BCDState, problem: Problem, products: list[Tensor | N
             names.append(reg_term(i))
             values.append(0.5 * lam * _sq(state.W[i]))
     host = torch.stack(values).cpu().tolist()
-    out = dict(zip(names, host))
+    out = dict(zip(names, host, strict=False))
     out[OBJECTIVE] = float(sum(host))
     return out
 

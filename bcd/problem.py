@@ -6,6 +6,7 @@ V_0 := X (fixed) and ``None`` for W_0, U_0.  Samples are columns: X ∈ R^{d_0×
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ class BCDState:
     sweep: int = 0
 
     @property
-    def N(self) -> int:  # noqa: N802 - paper symbol
+    def N(self) -> int:
         return len(self.W) - 1
 
     def get(self, block: str, i: int) -> Tensor:
@@ -130,7 +131,7 @@ def make_problem(
             raise ValueError(f"X_test has {Xt.shape[1]} features but X has {Xr.shape[1]}; they must match")
         if y_test is None:
             raise ValueError("X_test was given without y_test")
-        lt, Yt = _targets("y_test", y_test, Xt.shape[0], n_out if labels is not None else None, dtype)
+        lt, _Yt = _targets("y_test", y_test, Xt.shape[0], n_out if labels is not None else None, dtype)
         if labels is None or lt is None:
             raise ValueError("test data needs integer labels (accuracy is only defined for classification)")
         labels_test, X_test_c = lt.to(device), Xt.T.contiguous().to(device)
@@ -151,7 +152,9 @@ def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
     if t.ndim == 2 and torch.is_floating_point(t):
         return None, _as_matrix(name, t, dtype)
     if t.ndim != 1 or torch.is_floating_point(t):
-        raise ValueError(f"{name} must be integer labels of shape (n,) or real targets (n, d_N); got {t.dtype} {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be integer labels of shape (n,) or real targets (n, d_N); got {t.dtype} {tuple(t.shape)}"
+        )
     t = t.to(torch.int64)
     k = int(t.max()) + 1 if n_classes is None else n_classes
     lo, hi = int(t.min()), int(t.max())
@@ -174,7 +177,7 @@ def init_weights(config: BCDConfig, widths: tuple[int, ...]) -> list[Tensor]:
     gen = torch.Generator().manual_seed(config.seed)
     dtype = getattr(torch, config.dtype)
     Ws = []
-    for d_in, d_out in zip(widths[:-1], widths[1:]):
+    for d_in, d_out in itertools.pairwise(widths):
         W = torch.empty(d_out, d_in + 1, dtype=torch.float64)
         W[:, :-1] = torch.randn(d_out, d_in, generator=gen, dtype=torch.float64)
         if config.init == "authors":

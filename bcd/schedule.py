@@ -9,8 +9,8 @@ ResNet) are new schedules; the sweep loop in :mod:`bcd.engine` is shared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -1,0 +1,126 @@
+"""The ``bcd`` command line.  Exit codes: 0 success, 1 a verified claim failed, 2 bad input.
+
+Sub-commands are contributed by modules listed in ``COMMANDS``; each has ``register(subparsers)``
+which adds its parser and sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib import resources
+from typing import Any
+
+from bcd.config import BCDConfig, DataConfig, RunConfig, load_config, merge_overrides
+
+COMMANDS = ("bcd.cli",)
+
+DEFAULT_TRAIN_CONFIG = "train_default.toml"
+
+# flag -> (section, key, type)
+_FLAGS: dict[str, tuple[str, str, Any]] = {
+    "dataset": ("data", "dataset", str),
+    "n_train": ("data", "n_train", int),
+    "n_test": ("data", "n_test", int),
+    "subset": ("data", "subset", str),
+    "data_path": ("data", "path", str),
+    "hidden": ("bcd", "hidden", None),
+    "activation": ("bcd", "activation", str),
+    "gamma": ("bcd", "gamma", float),
+    "alpha": ("bcd", "alpha", float),
+    "lam": ("bcd", "lam", float),
+    "reduction": ("bcd", "reduction", str),
+    "vn_update": ("bcd", "vn_update", str),
+    "sweeps": ("bcd", "sweeps", int),
+    "init": ("bcd", "init", str),
+    "seed": ("bcd", "seed", int),
+    "device": ("bcd", "device", str),
+    "dtype": ("bcd", "dtype", str),
+    "eval_every": ("bcd", "eval_every", int),
+}
+
+
+def parse_widths(text: str) -> list[int]:
+    try:
+        widths = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--hidden {text!r} is not a comma-separated list of integers, e.g. 1500,1500,1500") from None
+    return widths
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Config file + per-field overrides shared by every command that trains."""
+    p.add_argument("config", nargs="?", help="TOML file with [data] and [bcd] tables (default: the embedded one)")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("overrides of the config file")
+    for flag in _FLAGS:
+        g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper())
+
+
+def resolve_run_config(args: argparse.Namespace, default_file: str) -> RunConfig:
+    overrides: dict[str, Any] = {"data": {}, "bcd": {}}
+    for flag, (section, key, typ) in _FLAGS.items():
+        raw = getattr(args, flag, None)
+        if raw is None:
+            continue
+        if typ is None:
+            overrides[section][key] = parse_widths(raw)
+        else:
+            try:
+                overrides[section][key] = typ(raw)
+            except ValueError:
+                raise ValueError(f"--{flag.replace('_', '-')} {raw!r} is not a valid {typ.__name__}") from None
+    if args.out:
+        overrides["out"] = args.out
+    if args.config:
+        return load_config(args.config, overrides)
+    return merge_overrides(embedded_config(default_file), overrides)
+
+
+def embedded_config(name: str) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(resources.files("bcd.configs").joinpath(name).read_text())
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bcd.runner import train_from_config
+
+    cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    _result, out = train_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    print((out / "summary.txt").read_text().strip())
+    print(f"run directory: {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a fully connected network with Algorithm 2 and write a run directory")
+    add_run_arguments(p)
+    p.set_defaults(func=_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bcd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"bcd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["BCDConfig", "DataConfig", "RunConfig", "main"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The trace schema: every column name of a verification trace is defined here, once.
+
+Two tidy tables (one row per observation):
+
+* the **sweep table**, one row per sweep k = 0..T (row 0 = the initial iterate Q⁰);
+* the **block table**, one row per block update (sweep k, its position in the schedule).
+
+Objective-term names come from :mod:`bcd.objective` (the engine logs them too) and are
+re-exported here so that verification, reports and tests import them from one place.
+"""
+
+from __future__ import annotations
+
+from bcd.engine import SWEEP, TEST_ACC, TIME_ENGINE, TIME_EVAL, TIME_HOOKS, TRAIN_ACC
+from bcd.objective import LOSS, OBJECTIVE, act_term, aff_term, reg_term, term_names
+
+# ---------------------------------------------------------------- sweep table (one row per sweep)
+DECREASE = "decrease"  # L̄(Q^{k-1}) − L̄(Q^k)
+DQ_SQ = "dQ_sq"  # ‖ΔQ^k‖² over all blocks
+G_NORM = "g_norm"  # ‖g^k‖, g^k ∈ ∂L̄(Q^k) built from the block optimality conditions (MATH.md §5)
+NORM_W_MAX = "norm_W_max"  # max_i ‖W̃_i^k‖
+NORM_V_MAX = "norm_V_max"  # max_i ‖V_i^k‖
+NORM_U_MAX = "norm_U_max"  # max_i ‖U_i^k‖
+BOUND_B = "B"  # running max over sweeps ≤ k of every block norm (the B of the relative-error bound)
+CUM_DQ = "cum_dQ"  # Σ_{j≤k} ‖ΔQ^j‖  (finite length)
+CUM_G_SQ = "cum_g_sq"  # Σ_{j≤k} ‖g^j‖²  (rate)
+
+# ---------------------------------------------------------------- block table (one row per block update)
+STEP = "step"  # position of the update in the sweep's schedule, 0-based
+BLOCK = "block"  # "W", "V" or "U"
+LAYER = "layer"  # the paper's layer index i = 1..N
+BLOCK_DECREASE = "block_decrease"  # L̄ before − L̄ after this single update
+BLOCK_DELTA_SQ = "delta_sq"  # ‖X⁺ − X⁻‖² of this block
+BLOCK_CONST = "descent_const"  # the block's own sufficient-descent constant (MATH.md §4.1)
+BLOCK_G_NORM = "g_block_norm"  # ‖g^k component of this block‖
+BLOCK_RESIDUAL = "residual"  # relative stationarity residual of the block's own subproblem
+
+__all__ = [
+    "BLOCK", "BLOCK_CONST", "BLOCK_DECREASE", "BLOCK_DELTA_SQ", "BLOCK_G_NORM", "BLOCK_RESIDUAL", "BOUND_B",
+    "CUM_DQ", "CUM_G_SQ", "DECREASE", "DQ_SQ", "G_NORM", "LAYER", "LOSS", "NORM_U_MAX", "NORM_V_MAX",
+    "NORM_W_MAX", "OBJECTIVE", "STEP", "SWEEP", "TEST_ACC", "TIME_ENGINE", "TIME_EVAL", "TIME_HOOKS",
+    "TRAIN_ACC", "act_term", "aff_term", "reg_term", "term_names",
+]
