@@ -23,7 +23,9 @@ NORM_V_MAX = "norm_V_max"  # max_i ‖V_i^k‖
 NORM_U_MAX = "norm_U_max"  # max_i ‖U_i^k‖
 BOUND_B = "B"  # running max over sweeps ≤ k of every block norm (the B of the relative-error bound)
 CUM_DQ = "cum_dQ"  # Σ_{j≤k} ‖ΔQ^j‖  (finite length)
-CUM_G_SQ = "cum_g_sq"  # Σ_{j≤k} ‖g^j‖²  (rate)
+CUM_G_SQ = "cum_g_sq"  # Σ_{j≤k} ‖g^j‖²  (rate); NaN once a sweep without g^k has been passed
+INSTRUMENTED = "instrumented"  # True where the preset's per-block quantities were computed (the schedule)
+TIME_RECORDER = "time_recorder_s"  # seconds the recorder itself spent on this sweep (all of its hooks)
 
 # ---------------------------------------------------------------- block table (one row per block update)
 STEP = "step"  # position of the update in the sweep's schedule, 0-based
@@ -35,9 +37,56 @@ BLOCK_CONST = "descent_const"  # the block's own sufficient-descent constant (MA
 BLOCK_G_NORM = "g_block_norm"  # ‖g^k component of this block‖
 BLOCK_RESIDUAL = "residual"  # relative stationarity residual of the block's own subproblem
 
+# ---------------------------------------------------------------- trace.meta keys
+META_CONFIG = "config"  # the BCDConfig as a dict
+META_DTYPE = "dtype"
+META_N_SAMPLES = "n"
+META_WIDTHS = "widths"  # [d_0, ..., d_N]
+META_PRESET = "preset"  # "cheap" | "standard" | "full" | "audit"
+META_SOURCE = "source"  # "engine" (the recorder) or "audit" (iterates from any implementation)
+META_SCHEDULE = "schedule"  # which sweeps carry the preset's per-block columns
+META_G_DEFINITION = "g_definition"  # what G_NORM measures: "optimality_conditions" or "least_norm"
+META_BLOCKS_ARE_UPDATES = "blocks_are_updates"  # False for audit traces: block rows are per-iterate blocks
+
 __all__ = [
-    "BLOCK", "BLOCK_CONST", "BLOCK_DECREASE", "BLOCK_DELTA_SQ", "BLOCK_G_NORM", "BLOCK_RESIDUAL", "BOUND_B",
-    "CUM_DQ", "CUM_G_SQ", "DECREASE", "DQ_SQ", "G_NORM", "LAYER", "LOSS", "NORM_U_MAX", "NORM_V_MAX",
-    "NORM_W_MAX", "OBJECTIVE", "STEP", "SWEEP", "TEST_ACC", "TIME_ENGINE", "TIME_EVAL", "TIME_HOOKS",
-    "TRAIN_ACC", "act_term", "aff_term", "reg_term", "term_names",
+    "BLOCK",
+    "BLOCK_CONST",
+    "BLOCK_DECREASE",
+    "BLOCK_DELTA_SQ",
+    "BLOCK_G_NORM",
+    "BLOCK_RESIDUAL",
+    "BOUND_B",
+    "CUM_DQ",
+    "CUM_G_SQ",
+    "DECREASE",
+    "DQ_SQ",
+    "G_NORM",
+    "INSTRUMENTED",
+    "LAYER",
+    "LOSS",
+    "META_BLOCKS_ARE_UPDATES",
+    "META_CONFIG",
+    "META_DTYPE",
+    "META_G_DEFINITION",
+    "META_N_SAMPLES",
+    "META_PRESET",
+    "META_SCHEDULE",
+    "META_SOURCE",
+    "META_WIDTHS",
+    "NORM_U_MAX",
+    "NORM_V_MAX",
+    "NORM_W_MAX",
+    "OBJECTIVE",
+    "STEP",
+    "SWEEP",
+    "TEST_ACC",
+    "TIME_ENGINE",
+    "TIME_EVAL",
+    "TIME_HOOKS",
+    "TIME_RECORDER",
+    "TRAIN_ACC",
+    "act_term",
+    "aff_term",
+    "reg_term",
+    "term_names",
 ]
