@@ -59,3 +59,50 @@ def prox_linear_alpha_bound(L_R: float, gamma: float) -> float:
     (block decrease ≥ ((2α + γ − L_R)/2)‖ΔV_N‖²).  The seeds state α > max{0, (L_R − 1)/2};
     the two agree at γ = 1."""
     return max(0.0, (L_R - gamma) / 2.0)
+
+
+# ----------------------------------------------------------------------------- extensions (Theorem 2, L_R)
+
+
+def loss_lipschitz_constant(reduction: str, n: int | None = None) -> float:
+    """L_R (Lipschitz constant of ∇R) for R = (c/2)‖V − Y‖²: c = 1 ("sum") or 1/n ("mean").
+
+    With ``reduction="mean"`` and n unknown, returns the upper bound 1 (every constant below is
+    monotone in L_R, so this is conservative)."""
+    if reduction == "sum":
+        return 1.0
+    if reduction == "mean":
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ValueError(f"n={n!r} is not allowed; n must be an integer >= 1")
+        return 1.0 if n is None else 1.0 / n
+    raise ValueError(f"reduction={reduction!r} is not supported; allowed: sum, mean")
+
+
+def prox_linear_block_constant(gamma: float, alpha: float, L_R: float) -> float:
+    """V_N block decrease constant of the prox-linear step (Theorem 2, derived): (2α + γ − L_R)/2.
+
+    Exact (equality) for a quadratic loss; negative when α ≤ (L_R − γ)/2 (L̄ may rise)."""
+    return (2.0 * alpha + gamma - L_R) / 2.0
+
+
+def sufficient_descent_constant_prox_linear(gamma: float, alpha: float, L_R: float) -> float:
+    """a for Algorithm 2 with the prox-linear V_N step: min{α/2, γ/2, (2α + γ − L_R)/2}."""
+    return min(sufficient_descent_constant(gamma, alpha), prox_linear_block_constant(gamma, alpha, L_R))
+
+
+def seeds_prox_linear_alpha_bound(L_R: float) -> float:
+    """The seeds' condition of Theorem 2: α > max{0, (L_R − 1)/2} (equals the derived one at γ = 1)."""
+    return max(0.0, (L_R - 1.0) / 2.0)
+
+
+def delta_prox_linear(gamma: float, alpha: float, B: float, L_R: float, L_B: float = 1.0) -> float:
+    """δ for the prox-linear V_N step: max{δ, α + γ + L_R} (the V_N component of g^k gains
+    ∇R(V_N⁺) − ∇R(V_N⁻), of norm ≤ L_R‖ΔV_N‖) [derived]."""
+    return max(delta(gamma, alpha, B, L_B), alpha + gamma + L_R)
+
+
+def relative_error_constant_prox_linear(
+    gamma: float, alpha: float, B: float, N: int, L_R: float, L_B: float = 1.0
+) -> float:
+    """b = δ_pl√(3N) for the prox-linear V_N step."""
+    return delta_prox_linear(gamma, alpha, B, L_R, L_B) * math.sqrt(3 * N)
