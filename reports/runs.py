@@ -1,0 +1,206 @@
+"""What a report is built from: one :class:`RunData` per run directory (trace + verdicts + environment).
+
+Nothing here recomputes a check: the trace and the verdicts are read as saved.  Whether the
+theory guarantees a claim for a run comes from the verdict itself, else from ``theory.assumptions``
+when that module exists, else from the fallback reading of MATH.md §4 in :func:`fallback_guarantee`
+(stated as an assumption in the report).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bcd.config import BCDConfig
+from bcd.rundir import CONFIG, ENVIRONMENT, write_json
+from theory import constants
+from verification.trace import Trace
+from verification.verdict import FAIL, Verdict
+
+VERDICTS = "verdicts.json"
+
+# Keys that distinguish seeds of one configuration, not configurations.
+SEED_KEYS = (("bcd", "seed"), ("data", "seed"))
+_NOT_CONFIG = ("out",)
+
+
+@dataclass
+class RunData:
+    """One run as the report sees it.  ``config``: the RunConfig as a dict (``{"data", "bcd"}``);
+    ``verdicts`` is None when the run was never verified (no ``verdicts.json``)."""
+
+    name: str
+    trace: Trace
+    verdicts: list[Verdict] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def bcd(self) -> BCDConfig:
+        raw = self.config.get("bcd") or self.trace.meta.get("config")
+        if raw is None:
+            raise ValueError(f"run {self.name!r} has neither config.json nor a config in its trace meta")
+        return BCDConfig(**raw)
+
+    @property
+    def seed(self) -> int:
+        return self.bcd.seed
+
+    @property
+    def group_key(self) -> str:
+        """The config without its seeds: runs with equal keys are seeds of one configuration."""
+        cfg = {s: dict(v) for s, v in self.config.items() if isinstance(v, dict)}
+        if "bcd" not in cfg:
+            cfg["bcd"] = dict(self.trace.meta.get("config", {}))
+        for section, key in SEED_KEYS:
+            cfg.get(section, {}).pop(key, None)
+        cfg["widths"] = list(self.trace.meta.get("widths", []))
+        cfg["n"] = self.trace.meta.get("n")
+        return json.dumps(cfg, sort_keys=True, default=str)
+
+    def verdict(self, claim: str) -> Verdict | None:
+        for v in self.verdicts or ():
+            if v.claim == claim:
+                return v
+        return None
+
+
+def save_verdicts(directory: str | Path, verdicts: list[Verdict]) -> Path:
+    path = Path(directory) / VERDICTS
+    write_json(path, [v.to_dict() for v in verdicts])
+    return path
+
+
+def load_verdicts(directory: str | Path) -> list[Verdict] | None:
+    path = Path(directory) / VERDICTS
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    if not isinstance(raw, list):
+        raise ValueError(f"{str(path)!r} must hold a JSON list of verdicts, got {type(raw).__name__}")
+    return [Verdict.from_dict(d) for d in raw]
+
+
+def load_run(directory: str | Path, name: str | None = None) -> RunData:
+    """Read a run directory: its trace (required), verdicts, environment and config (optional)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"run directory {str(directory)!r} does not exist")
+    trace = Trace.load(directory)
+    env_path, cfg_path = directory / ENVIRONMENT, directory / CONFIG
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
+    return RunData(name or directory.name, trace, load_verdicts(directory), env, cfg, directory)
+
+
+def unique_names(runs: list[RunData]) -> None:
+    """Make run names unique (``name``, ``name#2``...) so legends and sections never collide."""
+    seen: dict[str, int] = {}
+    for r in runs:
+        n = seen.get(r.name, 0) + 1
+        seen[r.name] = n
+        if n > 1:
+            r.name = f"{r.name}#{n}"
+
+
+def groups(runs: list[RunData]) -> list[list[RunData]]:
+    """Runs grouped by configuration minus seed, in first-seen order."""
+    out: dict[str, list[RunData]] = {}
+    for r in runs:
+        out.setdefault(r.group_key, []).append(r)
+    return list(out.values())
+
+
+def group_labels(grouped: list[list[RunData]]) -> list[str]:
+    """A short label per group naming only the config keys that differ between groups."""
+    if len(grouped) == 1:
+        g = grouped[0]
+        return [g[0].name if len(g) == 1 else f"mean ± std over {len(g)} seeds"]
+    flat = [_flatten(json.loads(g[0].group_key)) for g in grouped]
+    keys = sorted({k for f in flat for k in f})
+    differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+    labels = []
+    for g, f in zip(grouped, flat, strict=True):
+        text = ", ".join(f"{k.split('.')[-1]}={_short(f.get(k))}" for k in differing[:3]) or g[0].name
+        labels.append(text if len(g) == 1 else f"{text} ({len(g)} seeds)")
+    return labels
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return "-".join(str(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------- which claims the theory guarantees
+@dataclass(frozen=True)
+class Guarantee:
+    """Whether the theory guarantees a claim for a run (None = conditional/undecided) and why."""
+
+    guaranteed: bool | None
+    source: str  # "verdict", "theory", or "assumed"
+    reason: str
+
+
+def fallback_guarantee(claim: str, cfg: BCDConfig) -> Guarantee:
+    """MATH.md §4 read for this config, used only while ``theory.assumptions`` is unavailable.
+
+    Assumption 1 holds for squared loss, ReLU/identity and r_i = λ/2‖W̃_i‖² (Proposition 1), so
+    claims 1–4 hold for Algorithm 2; convergence of Q^k needs bounded iterates, guaranteed by a
+    coercive r_i (λ > 0) and otherwise only conditional; the prox-linear V_N step needs
+    α > (L_R − γ)/2; the KL exponent is beyond the paper and a global minimum needs a start near one."""
+    base = "assumed from MATH.md §4: Assumption 1 holds (squared loss, " + cfg.activation + ", r = λ/2‖W̃‖²)"
+    if cfg.vn_update == "prox_linear":
+        L_R = 1.0  # squared loss with c ≤ 1 ("sum": c = 1, "mean": c = 1/n)
+        bound = constants.prox_linear_alpha_bound(L_R, cfg.gamma)
+        if not cfg.alpha > bound and claim in (
+            constants.MONOTONE,
+            constants.SUFFICIENT_DESCENT,
+            constants.RATE,
+            constants.CONVERGENCE,
+        ):
+            return Guarantee(False, "assumed", f"prox-linear V_N needs α > (L_R − γ)/2 = {bound:g}; α = {cfg.alpha:g}")
+    if claim in (
+        constants.MONOTONE,
+        constants.SUFFICIENT_DESCENT,
+        constants.RELATIVE_ERROR,
+        constants.RATE,
+        constants.BLOCK_EXACTNESS,
+    ):
+        return Guarantee(True, "assumed", base)
+    if claim == constants.CONVERGENCE:
+        if cfg.lam > 0:
+            return Guarantee(True, "assumed", base + "; λ > 0 makes r_i coercive (condition ii)")
+        return Guarantee(None, "assumed", "conditional: λ = 0, so convergence needs bounded iterates (condition i)")
+    if claim == constants.KL_EXPONENT:
+        return Guarantee(False, "assumed", "beyond the paper: reported, not guaranteed")
+    if claim == constants.GLOBAL_MINIMUM:
+        return Guarantee(False, "assumed", "needs a start close to a global minimiser")
+    return Guarantee(None, "assumed", f"claim {claim!r} is not listed in MATH.md §4")
+
+
+def guarantee(run: RunData, verdict: Verdict) -> Guarantee:
+    """The verdict's own ``guaranteed`` (the checks ask theory.assumptions), else :func:`fallback_guarantee`."""
+    why = verdict.details.get("guaranteed_reason", "") if isinstance(verdict.details, dict) else ""
+    if verdict.guaranteed is not None:
+        return Guarantee(verdict.guaranteed, "theory", str(why or "as decided by the check"))
+    return fallback_guarantee(verdict.claim, run.bcd)
+
+
+def failed_guaranteed(run: RunData) -> list[Verdict]:
+    """The verdicts of guaranteed claims that failed (the ones that make ``bcd verify`` exit 1)."""
+    return [v for v in run.verdicts or () if v.status == FAIL and guarantee(run, v).guaranteed]

@@ -1,0 +1,153 @@
+"""The one style module of the reports: figure sizes, colours, paper symbols, log-safe values, saving.
+
+Every figure of :mod:`reports.figures` is drawn inside :func:`style` and saved with :func:`save`,
+so a change of look happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+# ---------------------------------------------------------------- paper symbols (mathtext)
+SYM_L = r"$\bar{\mathcal{L}}$"
+SYM_L_K = r"$\bar{\mathcal{L}}(Q^k)$"
+SYM_L_GAP = r"$\bar{\mathcal{L}}(Q^k) - \min_j \bar{\mathcal{L}}(Q^j)$"
+SYM_DQ = r"$\|\Delta Q^k\|$"
+SYM_DQ_SQ = r"$\|\Delta Q^k\|^2$"
+SYM_G = r"$\|g^k\|$"
+SYM_RATIO = r"$\|g^k\| \,/\, \|\Delta Q^k\|$"
+SYM_RUNAVG = r"$\frac{1}{T}\sum_{k\leq T}\|g^k\|^2$"
+SYM_CUM_DQ = r"$\sum_{j\leq k}\|\Delta Q^j\|$"
+SYM_K = r"sweep $k$"
+SYM_T = r"sweep $T$"
+
+
+def act_label(i: int) -> str:
+    return rf"$\frac{{\gamma}}{{2}}\|V_{{{i}}} - \sigma_{{{i}}}(U_{{{i}}})\|^2$"
+
+
+def aff_label(i: int) -> str:
+    return rf"$\frac{{\gamma}}{{2}}\|U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}\|^2$"
+
+
+def reg_label(i: int) -> str:
+    return rf"$\frac{{\lambda}}{{2}}\|\tilde W_{{{i}}}\|^2$"
+
+
+def block_label(block: str, layer: int) -> str:
+    return rf"${block}_{{{layer}}}$"
+
+
+LOSS_LABEL = r"$R(V_N;Y)$"
+
+# ---------------------------------------------------------------- colours and sizes
+# Okabe–Ito, readable for the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+BLOCK_COLOURS = {"W": "#0072B2", "V": "#009E73", "U": "#D55E00"}
+STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
+THEORY_COLOUR = "#444444"
+CLIPPED_COLOUR = "#cf222e"
+WIDE = (9.0, 3.6)
+SINGLE = (6.0, 4.0)
+DPI = 150
+FIGURE_FORMATS = ("png", "pdf")
+
+_RC = {
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "font.size": 9.5,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 10.5,
+    "legend.fontsize": 8,
+    "legend.framealpha": 0.85,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,
+    "svg.fonttype": "none",
+}
+
+
+def colour(j: int) -> str:
+    return PALETTE[j % len(PALETTE)]
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """Apply the report's rcParams for the duration of the block."""
+    with plt.rc_context(_RC):
+        yield
+
+
+def new_figure(ncols: int = 1, size: tuple[float, float] | None = None, nrows: int = 1):
+    """A figure with constrained layout (labels never overlap the neighbouring panel)."""
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=size or (WIDE if ncols > 1 else SINGLE), layout="constrained", squeeze=False
+    )
+    return fig, axes.ravel()
+
+
+def save(fig, directory: Path, name: str) -> dict[str, Path]:
+    """Write ``name.png`` and ``name.pdf`` into ``directory``; close the figure; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext in FIGURE_FORMATS:
+        path = directory / f"{name}.{ext}"
+        fig.savefig(path, format=ext)
+        paths[ext] = path
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------- log axes that never crash
+def log_floor(values: np.ndarray, rel: float = 1e-3) -> float:
+    """The value drawn for entries ≤ 0 on a log axis: ``rel`` × the smallest positive finite entry
+    (1e-300 when there is none)."""
+    v = np.asarray(values, dtype=float)
+    pos = v[np.isfinite(v) & (v > 0)]
+    return float(pos.min() * rel) if pos.size else 1e-300
+
+
+def clip_for_log(values, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values with every finite entry ≤ floor raised to ``floor``, mask of the raised entries).
+
+    Non-finite entries stay NaN (a gap in the line); the mask lets the caller mark clipped points."""
+    v = np.asarray(values, dtype=float).copy()
+    clipped = np.isfinite(v) & (v <= floor)
+    v[clipped] = floor
+    v[~np.isfinite(v)] = np.nan
+    return v, clipped
+
+
+def spans_decades(values, decades: float = 2.0) -> bool:
+    """True when the positive finite values span more than ``decades`` orders of magnitude."""
+    v = np.asarray(values, dtype=float)
+    pos = v[np.isfinite(v) & (v > 0)]
+    return bool(pos.size >= 2 and np.log10(pos.max() / pos.min()) > decades)
+
+
+def mark_clipped(ax, x, y, clipped, floor: float) -> None:
+    """Draw clipped points as red down-triangles on the floor so they never silently vanish."""
+    x = np.asarray(x)
+    if clipped.any():
+        ax.scatter(
+            x[clipped],
+            np.full(int(clipped.sum()), floor),
+            marker="v",
+            s=18,
+            color=CLIPPED_COLOUR,
+            zorder=5,
+            linewidths=0,
+        )
