@@ -1,0 +1,524 @@
+"""The recorder: an engine hook that turns the block updates of Algorithm 2 into a tidy :class:`Trace`.
+
+Sweep table (one row per sweep k = 0..T) and block table (one row per block update), column names
+from :mod:`verification.schema`.  What each preset computes (every quantity is in-stream, from the
+old block in ``state``, the new block, and what the step published in ``aux``):
+
+* ``cheap``: L̄ and every term (reused from the engine's ``record``, never recomputed), the sweep
+  decrease L̄^{k−1} − L̄^k, ‖ΔQ^k‖², max ‖W̃_i‖, ‖V_i‖, ‖U_i‖, B (running max of block norms),
+  Σ‖ΔQ‖.  Computed on **every** sweep, whatever the schedule.
+* ``standard``: + the block table: per-block decrease of L̄, ‖Δ‖², the block's descent constant,
+  ‖g^k component‖ (MATH.md §5), and ‖g^k‖, Σ‖g‖² in the sweep table.
+* ``full``: + the exactness residual of every block update and train/test accuracy.
+
+**Schedule.** ``schedule`` (every k sweeps, or log-spaced) selects the sweeps that get the standard
+and full quantities; the other sweeps keep the cheap columns (so consecutive sweep decreases are
+always available) and have no block rows; their g columns are NaN, and Σ‖g‖² becomes NaN from the
+first sweep without g^k onwards (a partial sum with holes would be misleading).
+
+**Per-block decrease** of L̄ = (terms of L̄ that depend on the block, before) − (after); the
+proximal terms are not part of L̄.  V_N, U_N, U_i: elementwise norms.  W_i: the aff term is a
+quadratic in W̃ evaluated from E = U_i⁺ − P_i⁻ (P_i⁻ = W̃_i⁻Ṽ_{i-1}⁻ is ``aux["P"]`` of the U_i step),
+EṼᵀ and the Gram ṼṼᵀ (``aux["gram"]``):  with D = W̃⁺ − W̃⁻,
+    ‖U⁺ − W̃⁺Ṽ⁻‖² = ‖E‖² − 2⟨EṼᵀ, D⟩ + ⟨DṼṼᵀ, D⟩,
+so the decrease γ/2(2⟨EṼᵀ,D⟩ − ⟨DṼṼᵀ,D⟩) + λ/2(‖W̃⁻‖² − ‖W̃⁺‖²) is formed from small quantities
+(no cancellation of two large norms).  The "after" value of the aff term is also the "before"
+value of the V_{i-1} update.  Where a block's "after" value is a term the engine evaluates at the
+end of the sweep anyway (the V_i update: γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖²; the W_1 update:
+γ/2‖U_1⁺ − W̃_1⁺X̃‖², both untouched by later steps of the sweep) it is taken from ``record``.
+A sweep's block decreases sum to L̄^{k−1} − L̄^k (telescoping; tested in float64).
+
+**g^k** (MATH.md §5), component by component, with ΔX = X^k − X^{k−1} and P_i = W̃_iṼ_{i-1}:
+    V_N: −γΔU_N − αΔV_N  (prox-linear V_N: −γΔU_N − (α − c)ΔV_N, from its own optimality condition)
+    U_N: γ(P_N^{k−1} − P_N^k)        U_i: γ(P_i^{k−1} − P_i^k) − αΔU_i       V_i: γ(σ(U_i^{k−1}) − σ(U_i^k))
+    W_i: γ(P_i^k − U_i^k)Ṽ_{i-1}^kᵀ − γ(W̃_i^kṼ_{i-1}^{k−1} − U_i^k)Ṽ_{i-1}^{k−1}ᵀ − αΔW̃_i   (W_1: −αΔW̃_1)
+P_i^k = W̃_i^kṼ_{i-1}^k is exactly ``aux["P"]`` of the U_i step of sweep k+1 (neither W̃_i nor V_{i-1}
+changes in between), so the U_i and W_i components are completed there — one d_i×n buffer per
+layer (γP_i^{k−1} − αΔU_i) is carried across the sweep boundary, no copy of the iterate — and for
+the last sweep from the final state when :meth:`Recorder.trace` is called.  The second W term is
+−γ(DṼṼᵀ − EṼᵀ) with the quantities above.  For exact block updates g^k is the gradient of L̄ at
+Q^k wherever L̄ is differentiable (away from ReLU kinks; tested against autograd in float64); at a
+kink U_i^k = 0 the prox optimality condition selects an element of the limiting subdifferential
+while autograd's ReLU′(0) = 0 selects another (see verification/audit.py for the least-norm one).
+
+**Exactness residual** (``full``) of a block update: ‖Σ_j t_j‖ / Σ_j ‖t_j‖, where Σ_j t_j = 0 is the
+subproblem's optimality condition written as a sum of uncancelled summands (e.g. for W̃_i:
+γW̃⁺ṼṼᵀ − γUṼᵀ + (α+λ)W̃⁺ − αW̃⁻).  It is ≲ eps·cond for an exact solve, O(relative error) for a
+wrong one.  V_i (i<N): t = V⁺, −σ(U_i⁻), Ŵᵀ(P_{i+1}⁺ − U_{i+1}⁺) (the last completed in the next sweep,
+its size bounded by ‖Ŵ‖_F(‖P⁺‖ + ‖U⁺‖); one more d_i×n buffer per layer in ``full``).  The U_i
+subproblem is elementwise and, for ReLU, nonconvex: per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²
+(a = V_i⁺, m = (γP⁻ + αU⁻)/(γ + α), β = (γ + α)/γ); its global minimisers are computed independently
+of the engine's prox (the better of u₊ = max((a + βm)/(1 + β), 0) and u₋ = min(m, 0), both at a tie
+up to rounding) and the residual entry is (1 + β)·dist(u_new, argmin f) — equal to |f′(u_new)| on
+the minimiser's branch, and positive for a stationary but worse candidate, which a stationarity
+test alone would miss — relative to ‖a·1[u>0]‖ + ‖σ(u)‖ + β‖u‖ + β‖m‖.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bcd.blocks import affine, augmented_cross
+from bcd.objective import accuracy, objective_terms
+from bcd.problem import BCDState, Problem
+from bcd.schedule import Step
+from theory.constants import block_descent_constant
+from verification import schema as S
+from verification.trace import Trace
+
+Tensor = torch.Tensor
+PRESETS = ("cheap", "standard", "full")
+G_DEFINITION = "optimality_conditions"
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which sweeps get the standard/full quantities: every ``every``-th sweep, or, with
+    ``per_decade`` > 0, log-spaced sweeps (k where ⌊p·log10 k⌋ steps up: every sweep early on,
+    then about p per decade)."""
+
+    every: int = 1
+    per_decade: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("every", "per_decade"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name == "every" else 0):
+                bound = ">= 1" if name == "every" else ">= 0"
+                raise ValueError(f"schedule {name}={v!r} is not allowed; it must be an integer {bound}")
+        if self.per_decade and self.every != 1:
+            raise ValueError("a schedule is either every k sweeps or log-spaced (per_decade), not both")
+
+    @classmethod
+    def log_spaced(cls, per_decade: int = 10) -> Schedule:
+        if not isinstance(per_decade, int) or per_decade < 1:
+            raise ValueError(f"per_decade={per_decade!r} is not allowed; it must be an integer >= 1")
+        return cls(per_decade=per_decade)
+
+    def __call__(self, k: int) -> bool:
+        if k <= 1:
+            return True
+        if self.per_decade:
+            p = self.per_decade
+            return math.floor(p * math.log10(k) + 1e-12) > math.floor(p * math.log10(k - 1) + 1e-12)
+        return k % self.every == 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"per_decade": self.per_decade} if self.per_decade else {"every": self.every}
+
+
+def as_schedule(schedule: Schedule | int | None) -> Schedule:
+    if schedule is None:
+        return Schedule()
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, int) and not isinstance(schedule, bool):
+        return Schedule(every=schedule)
+    raise ValueError(f"schedule={schedule!r} is not allowed; give None, an integer k (every k sweeps) or a Schedule")
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+@dataclass
+class _Sweep:
+    """Everything recorded for one sweep until it can be written as rows (values may be 0-d tensors)."""
+
+    k: int
+    instrumented: bool
+    dq_sq: list = field(default_factory=list)
+    norms: dict = field(default_factory=lambda: {"W": [], "V": [], "U": []})
+    blocks: list = field(default_factory=list)
+    record: dict | None = None
+    pending: int = 0
+    seconds: float = 0.0
+    g_components: dict | None = None
+
+
+def _sq(t: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(t).square()
+
+
+def _norm(t: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(t)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.vdot(a.reshape(-1), b.reshape(-1))
+
+
+def _ratio(r: Tensor, scale: Tensor) -> Tensor:
+    return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
+
+
+def u_block_residual(new: Tensor, a: Tensor, m: Tensor, beta: float, activation: str) -> Tensor:
+    """Relative exactness residual of the elementwise U_i update (see the module docstring).
+
+    Per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²; residual = ‖(1+β)·dist(u_new, argmin f)‖ divided by
+    ‖a·1[u>0]‖ + ‖σ(u_new)‖ + β‖u_new‖ + β‖m‖.  The minimisers are computed here, independently of
+    the engine's prox: ReLU has the two candidates u₊ = max((a+βm)/(1+β), 0), u₋ = min(m, 0)."""
+    u_plus = torch.add(a, m, alpha=beta).div_(1.0 + beta)
+    if activation == "identity":
+        dist = (new - u_plus).abs_()
+        sig = new
+        active = torch.ones_like(new, dtype=torch.bool)
+    elif activation == "relu":
+        u_plus.clamp_(min=0.0)
+        u_minus = m.clamp(max=0.0)
+
+        def f(u: Tensor) -> Tensor:
+            return 0.5 * (a - u.clamp(min=0.0)).square() + 0.5 * beta * (u - m).square()
+
+        f_plus, f_minus = f(u_plus), f(u_minus)
+        eps = torch.finfo(new.dtype).eps
+        tie = 16 * eps * (f_plus + f_minus + 0.5 * a.square() + 0.5 * beta * m.square())
+        d_plus = torch.where(f_plus <= f_minus + tie, (new - u_plus).abs(), torch.full_like(new, math.inf))
+        d_minus = torch.where(f_minus <= f_plus + tie, (new - u_minus).abs(), torch.full_like(new, math.inf))
+        dist = torch.minimum(d_plus, d_minus)
+        sig = new.clamp(min=0.0)
+        active = new > 0
+    else:
+        raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity")
+    r = _norm(dist.mul_(1.0 + beta))
+    scale = _norm(torch.where(active, a, torch.zeros_like(a))) + _norm(sig) + beta * (_norm(new) + _norm(m))
+    return _ratio(r, scale)
+
+
+# --------------------------------------------------------------------------- the recorder
+
+
+class Recorder:
+    """Engine hook producing a verification :class:`Trace` (call :meth:`trace` after the run).
+
+    ``preset``: ``cheap`` | ``standard`` | ``full`` (module docstring); ``schedule``: None (every
+    sweep), an integer k (every k sweeps) or a :class:`Schedule`.  ``keep_g=True`` additionally
+    keeps every g^k component tensor (``g_components[k][(block, i)]``) — a full copy of the
+    iterate per sweep, for tests only.
+    """
+
+    def __init__(self, preset: str = "standard", schedule: Schedule | int | None = None, *, keep_g: bool = False):
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r} is not supported; allowed: {', '.join(PRESETS)}")
+        self.preset = preset
+        self.schedule = as_schedule(schedule)
+        self.keep_g = keep_g
+        self.g_components: dict[int, dict[tuple[str, int], Tensor]] = {}
+        self._level = PRESETS.index(preset)
+        self.problem: Problem | None = None
+        self.state: BCDState | None = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_run_start(self, problem: Problem, state: BCDState) -> None:
+        t0 = time.perf_counter()
+        cfg = problem.config
+        self.problem, self.state = problem, state
+        self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
+        self._rows: list[dict[str, Any]] = []
+        self._block_rows: list[dict[str, Any]] = []
+        self._open: list[_Sweep] = []
+        self._current: _Sweep | None = None
+        self._carry: dict[int, dict[str, Any]] = {}
+        self._P: dict[int, Tensor] = {}
+        self._aff_before_V: dict[int, Tensor] = {}
+        self._dV_N: Tensor | None = None
+        self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
+        self._B = 0.0
+        self._cum_dq = 0.0
+        self._cum_g_sq = 0.0
+        first = _Sweep(state.sweep, True)
+        for b, _i, t in state.blocks():
+            first.norms[b].append(_norm(t))
+        rec = objective_terms(state, problem)
+        rec.update(_accuracies(state, problem))
+        rec.update({S.TIME_ENGINE: 0.0, S.TIME_HOOKS: 0.0, S.TIME_EVAL: 0.0})
+        first.record = rec
+        first.seconds = time.perf_counter() - t0
+        self._open.append(first)
+        self._close_ready()
+
+    def on_step(self, k: int, step: Step, state: BCDState, new: Tensor, aux: dict) -> None:
+        t0 = time.perf_counter()
+        sw = self._current
+        if sw is None or sw.k != k:
+            sw = self._current = _Sweep(k, self._level > 0 and self.schedule(k))
+            sw.g_components = {} if self.keep_g else None
+            self._open.append(sw)
+        b, i = step.block, step.layer
+        old = state.get(b, i)
+        delta = new - old
+        d_sq = _sq(delta)
+        sw.dq_sq.append(d_sq)
+        sw.norms[b].append(_norm(new))
+        if b == "U" and i in self._carry:  # P_i^{k-1} of the previous sweep is this step's aux["P"]
+            self._complete(i, aux["P"], old, state.V[i - 1], state.W[i])
+        if sw.instrumented:
+            row = {S.SWEEP: k, S.STEP: len(sw.blocks), S.BLOCK: b, S.LAYER: i, S.BLOCK_DELTA_SQ: d_sq,
+                   S.BLOCK_CONST: self._block_constant(b, i), S.BLOCK_DECREASE: math.nan,
+                   S.BLOCK_G_NORM: math.nan, S.BLOCK_RESIDUAL: math.nan, "_minus": None}
+            sw.blocks.append(row)
+            self._row_of[(b, i)] = row
+            getattr(self, f"_step_{b}")(sw, row, i, state, old, new, delta, aux)
+        sw.seconds += time.perf_counter() - t0
+
+    def on_sweep_end(self, k: int, state: BCDState, record: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        sw = self._current
+        if sw is None or sw.k != k:  # a sweep with no steps
+            sw = self._current = _Sweep(k, False)
+            self._open.append(sw)
+        rec = dict(record)
+        if sw.instrumented and self._level >= 2 and math.isnan(rec.get(S.TRAIN_ACC, math.nan)):
+            rec.update(_accuracies(state, self.problem))
+        sw.record = rec
+        self._close_ready()
+        sw.seconds += time.perf_counter() - t0
+        return None
+
+    # ------------------------------------------------------------------ per-block work (standard/full)
+
+    def _step_V(self, sw, row, i, state, old, new, delta, aux) -> None:
+        g, N, full = self.gamma, self.N, self._level >= 2
+        if i == N:
+            U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
+            row[S.BLOCK_DECREASE] = 0.5 * c * (_sq(old - Y) - _sq(new - Y)) + 0.5 * g * (_sq(old - U) - _sq(new - U))
+            self._dV_N = delta
+            if full:
+                if self.problem.config.vn_update == "prox_linear":
+                    r = (old - Y).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
+                    scale = c * (_norm(old) + _norm(Y)) + (a + g) * _norm(new) + a * _norm(old) + g * _norm(U)
+                else:
+                    r = new.mul(c + g + a).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
+                    scale = (c + g + a) * _norm(new) + c * _norm(Y) + g * _norm(U) + a * _norm(old)
+                row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
+            return
+        sig = self.problem.sigma(i, state.U[i])  # σ(U_i^{k-1}): U_i is updated after V_i
+        row[S.BLOCK_DECREASE] = 0.5 * g * (_sq(old - sig) - _sq(new - sig)) + self._aff_before_V.pop(i)
+        row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
+        if full:
+            carry = self._carry[i + 1]
+            carry["A"] = new - sig
+            carry["A_scale"] = _norm(new) + _norm(sig)
+            carry["A_row"] = row
+
+    def _step_U(self, sw, row, i, state, old, new, delta, aux) -> None:
+        g, a, N, full = self.gamma, self.alpha, self.N, self._level >= 2
+        P = aux["P"]
+        self._P[i] = P
+        if i == N:
+            V = state.V[N]
+            row[S.BLOCK_DECREASE] = 0.5 * g * (_sq(V - old) + _sq(old - P) - _sq(V - new) - _sq(new - P))
+            coef = a - (self.c if self.problem.config.vn_update == "prox_linear" else 0.0)
+            g_V = delta.mul(-g).sub_(self._dV_N, alpha=coef)
+            self._dV_N = None
+            self._set_g(sw, ("V", N), g_V)
+            self._carry[i] = {"sweep": sw, "B": P.mul(g)}
+            if full:
+                r = new.mul(2.0).sub_(V).sub_(P)
+                row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), 2 * _norm(new) + _norm(V) + _norm(P))
+        else:
+            V = state.V[i]
+            s_old, s_new = self.problem.sigma(i, old), self.problem.sigma(i, new)
+            row[S.BLOCK_DECREASE] = 0.5 * g * (_sq(V - s_old) - _sq(V - s_new) + _sq(old - P) - _sq(new - P))
+            self._set_g(sw, ("V", i), (s_old - s_new).mul_(g))
+            self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
+            if full:
+                m = torch.add(P, old, alpha=a / g).mul_(g / (g + a))
+                row[S.BLOCK_RESIDUAL] = u_block_residual(new, V, m, (g + a) / g, self.problem.config.activation)
+        sw.pending += 1
+        self._carry[i]["U_row"] = row
+
+    def _step_W(self, sw, row, i, state, old, new, delta, aux) -> None:
+        g, a, lam, full = self.gamma, self.alpha, self.lam, self._level >= 2
+        P, G = self._P.pop(i), aux["gram"]
+        E = state.U[i] - P  # U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻
+        E_sq = _sq(E)
+        reg_dec = -0.5 * lam * (2 * _dot(old, delta) + _sq(delta)) if lam > 0 else 0.0
+        if i >= 2 or full:
+            EV = augmented_cross(E, state.V[i - 1])  # EṼ⁻ᵀ
+            DG = delta @ G
+            inner = 2 * _dot(EV, delta) - _dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
+        if i >= 2:
+            row[S.BLOCK_DECREASE] = 0.5 * g * inner + reg_dec
+            self._aff_before_V[i - 1] = 0.5 * g * (E_sq - inner)
+            carry = self._carry[i]
+            carry["S"] = (DG - EV).mul_(-g).sub_(delta, alpha=a)
+            carry["W_row"] = row
+        else:  # Ṽ_0 = X̃ is fixed: g_W1 = −αΔW̃_1, after-value of the aff term from record
+            row[S.BLOCK_DECREASE] = 0.5 * g * E_sq + reg_dec
+            row["_minus"] = S.aff_term(1)
+            self._set_g(sw, ("W", 1), delta.mul(-a))
+        if full:
+            r = (DG - EV).mul_(g).add_(delta, alpha=a)
+            if lam > 0:
+                r.add_(new, alpha=lam)
+            C = torch.addmm(EV, old, G)  # UṼᵀ = W̃⁻ṼṼᵀ + EṼᵀ
+            scale = g * (_norm(new @ G) + _norm(C)) + (a + lam) * _norm(new) + a * _norm(old)
+            row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
+
+    def _complete(self, i: int, P: Tensor, U: Tensor, V_prev: Tensor, W: Tensor) -> None:
+        """Finish the layer-i parts of g^{k} (and the V_{i-1} residual) with P = P_i^k = W̃_i^kṼ_{i-1}^k."""
+        carry = self._carry.pop(i)
+        sw: _Sweep = carry["sweep"]
+        g = self.gamma
+        self._set_g(sw, ("U", i), carry["B"].sub_(P, alpha=g), carry["U_row"])
+        if "S" in carry or "A" in carry:
+            F = P - U  # W̃_i^kṼ_{i-1}^k − U_i^k
+            if "S" in carry:
+                self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
+            if "A" in carry:
+                W_hat = W[:, :-1]
+                r = torch.addmm(carry["A"], W_hat.T, F)
+                scale = carry["A_scale"] + _norm(W_hat) * (_norm(P) + _norm(U))
+                carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
+        sw.pending -= 1
+
+    def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None) -> None:
+        row = row if row is not None else self._row_of[key]
+        row[S.BLOCK_G_NORM] = _sq(g_part)  # squared until the sweep is closed
+        if sw.g_components is not None:
+            sw.g_components[key] = g_part.clone()
+
+    def _block_constant(self, b: str, i: int) -> float:
+        """The block's own sufficient-descent constant; the prox-linear V_N step has (2α + γ − c)/2
+        (descent lemma with L_R = c for the squared loss, MATH.md §4.7)."""
+        if b == "V" and i == self.N and self.problem.config.vn_update == "prox_linear":
+            return (2 * self.alpha + self.gamma - self.c) / 2
+        return block_descent_constant(b, i, self.N, self.gamma, self.alpha)
+
+    # ------------------------------------------------------------------ rows
+
+    def _close_ready(self) -> None:
+        while self._open and self._open[0].record is not None and self._open[0].pending == 0:
+            self._close(self._open.pop(0))
+
+    def _close(self, sw: _Sweep) -> None:
+        """Turn a finished sweep into its rows (one host sync for all its tensor values)."""
+        tensors: list[Tensor] = []
+
+        def slot(v):
+            if isinstance(v, Tensor):
+                tensors.append(v.reshape(()).to(torch.float64))
+                return ("t", len(tensors) - 1)
+            return ("f", float(v))
+
+        dq = [slot(v) for v in sw.dq_sq]
+        norms = {b: [slot(v) for v in vs] for b, vs in sw.norms.items()}
+        cols = (S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL)
+        blocks = [{c: slot(r[c]) for c in cols} for r in sw.blocks]
+        host = torch.stack(tensors).cpu().tolist() if tensors else []
+
+        def val(s):
+            return host[s[1]] if s[0] == "t" else s[1]
+
+        rec = sw.record
+        row: dict[str, Any] = {S.SWEEP: sw.k, S.INSTRUMENTED: bool(sw.instrumented and sw.k > 0)}
+        for key in (S.TIME_ENGINE, S.TIME_HOOKS, S.TIME_EVAL):
+            row[key] = float(rec.get(key, math.nan))
+        row[S.TIME_RECORDER] = sw.seconds
+        row[S.OBJECTIVE] = float(rec[S.OBJECTIVE])
+        for name in S.term_names(self.N, self.lam):
+            row[name] = float(rec[name])
+        row[S.TRAIN_ACC] = float(rec.get(S.TRAIN_ACC, math.nan))
+        row[S.TEST_ACC] = float(rec.get(S.TEST_ACC, math.nan))
+        prev = self._rows[-1] if self._rows else None
+        row[S.DECREASE] = prev[S.OBJECTIVE] - row[S.OBJECTIVE] if prev is not None else math.nan
+        row[S.DQ_SQ] = sum(val(s) for s in dq) if prev is not None else math.nan
+        g_sq = [val(b[S.BLOCK_G_NORM]) for b in blocks]
+        complete_g = bool(blocks) and all(math.isfinite(x) for x in g_sq)
+        row[S.G_NORM] = math.sqrt(sum(g_sq)) if complete_g else math.nan
+        for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
+            row[col] = max((val(s) for s in norms[b]), default=math.nan)
+        self._B = max(self._B, row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX])
+        row[S.BOUND_B] = self._B
+        if prev is not None:
+            self._cum_dq += math.sqrt(row[S.DQ_SQ])
+            self._cum_g_sq += row[S.G_NORM] ** 2 if complete_g else math.nan
+        row[S.CUM_DQ] = self._cum_dq
+        row[S.CUM_G_SQ] = self._cum_g_sq if self._level > 0 else math.nan
+        self._rows.append(row)
+        for r, b in zip(sw.blocks, blocks, strict=True):
+            out = {c: r[c] for c in (S.SWEEP, S.STEP, S.BLOCK, S.LAYER, S.BLOCK_CONST)}
+            for c in cols:
+                out[c] = val(b[c])
+            if r["_minus"] is not None:
+                out[S.BLOCK_DECREASE] -= float(rec[r["_minus"]])
+            out[S.BLOCK_G_NORM] = math.sqrt(out[S.BLOCK_G_NORM])
+            self._block_rows.append(out)
+        if sw.g_components is not None:
+            self.g_components[sw.k] = sw.g_components
+
+    # ------------------------------------------------------------------ output
+
+    def finish(self) -> None:
+        """Complete what waits for the next sweep (the last sweep's U_i, W_i parts of g) from the final
+        state, and close every sweep.  Called by :meth:`trace`; safe to call more than once."""
+        if self.state is None:
+            raise ValueError("the recorder has not seen a run (on_run_start was never called)")
+        t0 = time.perf_counter()
+        state, last = self.state, self._open[-1] if self._open else None
+        for i in sorted(self._carry):
+            self._complete(i, affine(state.W[i], state.V[i - 1]), state.U[i], state.V[i - 1], state.W[i])
+        if last is not None and last.record is None:  # the engine stopped before on_sweep_end
+            last.record = {**objective_terms(state, self.problem), S.TRAIN_ACC: math.nan, S.TEST_ACC: math.nan}
+        if last is not None:
+            last.seconds += time.perf_counter() - t0
+        self._close_ready()
+
+    def trace(self) -> Trace:
+        """The trace so far (sweep table, block table, meta)."""
+        self.finish()
+        cfg = self.problem.config
+        config = dataclasses.asdict(cfg)
+        config["hidden"] = list(cfg.hidden)
+        meta = {
+            S.META_CONFIG: config,
+            S.META_DTYPE: cfg.dtype,
+            S.META_N_SAMPLES: self.problem.n,
+            S.META_WIDTHS: list(self.problem.widths),
+            S.META_PRESET: self.preset,
+            S.META_SOURCE: "engine",
+            S.META_SCHEDULE: self.schedule.describe(),
+            S.META_G_DEFINITION: G_DEFINITION,
+            S.META_BLOCKS_ARE_UPDATES: True,
+        }
+        blocks = pd.DataFrame(self._block_rows, columns=_BLOCK_COLUMNS)
+        return Trace(pd.DataFrame(self._rows), blocks, meta)
+
+
+_BLOCK_COLUMNS = [S.SWEEP, S.STEP, S.BLOCK, S.LAYER, S.BLOCK_CONST, S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE,
+                  S.BLOCK_G_NORM, S.BLOCK_RESIDUAL]
+
+
+def _accuracies(state: BCDState, problem: Problem) -> dict[str, float]:
+    out = {S.TRAIN_ACC: math.nan, S.TEST_ACC: math.nan}
+    if problem.labels is not None:
+        out[S.TRAIN_ACC] = accuracy(state.W, problem.X, problem.labels, problem)
+        if problem.X_test is not None:
+            out[S.TEST_ACC] = accuracy(state.W, problem.X_test, problem.labels_test, problem)
+    return out
+
+
+def record_run(cfg, *, preset: str = "standard", schedule: Schedule | int | None = None,
+               progress: bool = False, overwrite: bool = False):
+    """Train as the :class:`bcd.config.RunConfig` ``cfg`` says, with a :class:`Recorder`, and save the
+    trace in the run directory next to its ``config.json``.  Returns (TrainResult, Trace, run dir)."""
+    from bcd.runner import train_from_config
+
+    rec = Recorder(preset, schedule)
+    result, out = train_from_config(cfg, hooks=[rec], progress=progress, overwrite=overwrite)
+    trace = rec.trace()
+    trace.meta["stop_reason"] = result.stop_reason
+    trace.save(Path(out))
+    return result, trace, Path(out)
