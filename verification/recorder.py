@@ -71,7 +71,7 @@ from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.schedule import Step
 from theory.constants import block_descent_constant
-from verification import schema as S
+from verification import schema as S  # noqa: N812
 from verification.trace import Trace
 
 Tensor = torch.Tensor
