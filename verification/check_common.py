@@ -1,0 +1,199 @@
+"""Shared machinery of the checks: the context a check runs in (config, dtype, N), the
+"inconclusive because data is missing" path, and the ``guaranteed`` flag from theory.assumptions."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bcd.activations import get_activation
+from bcd.config import BCDConfig, RunConfig
+from theory import constants as tc
+from verification import schema as sc
+from verification.tolerance import dtype_name
+from verification.trace import Trace
+from verification.verdict import INCONCLUSIVE, Verdict
+
+
+class MissingDataError(Exception):
+    """A column, a table or the config a check needs is absent: the verdict is inconclusive."""
+
+
+@dataclass(frozen=True)
+class Context:
+    trace: Trace
+    config: BCDConfig | None
+    dtype: str
+    N: int | None
+    n: int | None = None
+
+    def need_config(self, why: str) -> BCDConfig:
+        if self.config is None:
+            raise MissingDataError(f"no configuration (neither passed nor in trace.meta['config']); needed for {why}")
+        return self.config
+
+    def constants(self, why: str) -> Constants:
+        return Constants(self.need_config(why), self.need_N(), self.n)
+
+    def need_N(self) -> int:
+        if self.N is None:
+            raise MissingDataError("the number of layers N is unknown (no config and no trace.meta['widths'])")
+        return self.N
+
+    def sweeps(self, *columns: str) -> pd.DataFrame:
+        """The sweep table sorted by sweep, with the named columns required to exist."""
+        return _require(self.trace.sweeps, "sweep table", (sc.SWEEP, *columns)).sort_values(sc.SWEEP)
+
+    def blocks(self, *columns: str) -> pd.DataFrame:
+        """The block table sorted by (sweep, step), with the named columns required to exist; only for
+        traces whose block rows are block *updates* (not the per-iterate rows of an audit trace)."""
+        if self.trace.meta.get(sc.META_BLOCKS_ARE_UPDATES, True) is False:
+            raise MissingDataError("the block rows of this trace describe iterates, not block updates (audit trace)")
+        keys = (sc.SWEEP, sc.STEP, sc.BLOCK, sc.LAYER)
+        return _require(self.trace.blocks, "block table", (*keys, *columns)).sort_values([sc.SWEEP, sc.STEP])
+
+
+def _require(df: pd.DataFrame | None, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    if df is None or len(df) == 0:
+        raise MissingDataError(f"the {what} is empty")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise MissingDataError(f"the {what} has no column(s) {missing} (a cheaper preset, or an audit trace)")
+    empty = [c for c in columns if not df[c].notna().any()]
+    if empty:
+        raise MissingDataError(f"column(s) {empty} of the {what} hold no values (not recorded on this schedule)")
+    return df
+
+
+def as_config(config: Any) -> BCDConfig | None:
+    if config is None or isinstance(config, BCDConfig):
+        return config
+    if isinstance(config, RunConfig):
+        return config.bcd
+    if isinstance(config, dict):
+        return BCDConfig(**config)
+    raise ValueError(
+        f"config={config!r} is not allowed; give a BCDConfig, a RunConfig, a dict of BCDConfig fields or None"
+    )
+
+
+def make_context(trace: Trace, config: Any = None) -> Context:
+    if not isinstance(trace, Trace):
+        raise ValueError(f"trace must be a verification.trace.Trace; got {type(trace).__name__}")
+    cfg = as_config(config)
+    if cfg is None and trace.meta.get(sc.META_CONFIG):
+        cfg = as_config(trace.meta[sc.META_CONFIG])
+    raw_dtype = trace.meta.get(sc.META_DTYPE) or (cfg.dtype if cfg is not None else None)
+    if raw_dtype is None:
+        raise ValueError(f"the trace's dtype is unknown: set trace.meta[{sc.META_DTYPE!r}] or pass a config")
+    widths = trace.meta.get(sc.META_WIDTHS)
+    N = cfg.N if cfg is not None else (len(widths) - 1 if widths else None)
+    n = trace.meta.get(sc.META_N_SAMPLES)
+    return Context(trace, cfg, dtype_name(raw_dtype), N, int(n) if n is not None else None)
+
+
+@dataclass(frozen=True)
+class Constants:
+    """The theoretical constants for one configuration, all from :mod:`theory.constants`
+    (the prox-linear V_N step of Theorem 2 has its own a, c_{V_N} and b)."""
+
+    config: BCDConfig
+    N: int
+    n: int | None
+
+    @property
+    def prox_linear(self) -> bool:
+        return self.config.vn_update == "prox_linear"
+
+    @property
+    def L_R(self) -> float:
+        return tc.loss_lipschitz_constant(self.config.reduction, self.n)
+
+    @property
+    def L_B(self) -> float:
+        return get_activation(self.config.activation).lipschitz
+
+    def a(self) -> float:
+        """Sufficient-descent constant of a whole sweep."""
+        g, al = self.config.gamma, self.config.alpha
+        return tc.sufficient_descent_constant_prox_linear(g, al, self.L_R) if self.prox_linear \
+            else tc.sufficient_descent_constant(g, al)
+
+    def block(self, block: str, layer: int) -> float:
+        """c_blk: one update of this block lowers L̄ by ≥ c_blk‖Δ‖²."""
+        g, al = self.config.gamma, self.config.alpha
+        if self.prox_linear and block == "V" and layer == self.N:
+            return tc.prox_linear_block_constant(g, al, self.L_R)
+        return tc.block_descent_constant(block, layer, self.N, g, al)
+
+    def b(self, B: float) -> float:
+        """Relative-error constant b(B) = δ√(3N) for iterates bounded by B."""
+        g, al = self.config.gamma, self.config.alpha
+        if self.prox_linear:
+            return tc.relative_error_constant_prox_linear(g, al, B, self.N, self.L_R, self.L_B)
+        return tc.relative_error_constant(g, al, B, self.N, self.L_B)
+
+
+def guaranteed(config: BCDConfig | None, claim: str, n: int | None = None) -> tuple[bool | None, str]:
+    """Whether the theory guarantees ``claim`` for ``config`` (theory.assumptions), and why not decided."""
+    if config is None:
+        return None, "no configuration: applicability not decided"
+    try:
+        from theory.assumptions import applicability
+    except ImportError as e:
+        return None, f"theory.assumptions is not available ({e}); applicability not decided"
+    try:
+        return bool(applicability(config, n=n).guaranteed(claim)), "theory.assumptions.applicability"
+    except (KeyError, ValueError) as e:
+        return None, f"theory.assumptions could not decide this claim: {e}"
+
+
+def claim_check(claim: str, title: str) -> Callable:
+    """Decorate ``f(ctx, **constants) -> Verdict`` into ``check(trace, config=None, **constants)``.
+
+    Missing data becomes an inconclusive verdict stating what is missing; ``guaranteed`` is filled in."""
+
+    def wrap(f: Callable[..., Verdict]) -> Callable[..., Verdict]:
+        @functools.wraps(f)
+        def check(trace: Trace, config: Any = None, **constants: Any) -> Verdict:
+            ctx = make_context(trace, config)
+            try:
+                v = f(ctx, **constants)
+            except MissingDataError as e:
+                v = Verdict(claim, title, INCONCLUSIVE, explanation=f"not checked: {e}")
+            g, why = guaranteed(ctx.config, claim, ctx.n)
+            return dataclasses.replace(v, guaranteed=g, details={**v.details, "guaranteed_reason": why})
+
+        check.claim = claim
+        check.title = title
+        return check
+
+    return wrap
+
+
+def bound_B(sw: pd.DataFrame) -> np.ndarray:
+    """B_k: the recorded running max of block norms, else the running max of the per-kind maxima."""
+    if sc.BOUND_B in sw and sw[sc.BOUND_B].notna().any():
+        return np.fmax.accumulate(sw[sc.BOUND_B].to_numpy(dtype=float))
+    cols = [c for c in (sc.NORM_W_MAX, sc.NORM_V_MAX, sc.NORM_U_MAX) if c in sw]
+    if not cols:
+        raise MissingDataError(f"neither {sc.BOUND_B} nor the block-norm columns are recorded: B is unknown")
+    return np.fmax.accumulate(np.nanmax(sw[cols].to_numpy(dtype=float), axis=1))
+
+
+def block_name(block: Any, layer: Any) -> str:
+    return f"{block}{int(layer)}"
+
+
+def finite(x: Any) -> np.ndarray:
+    return np.isfinite(np.asarray(x, dtype=float))
+
+
+def fmt(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"

@@ -1,0 +1,280 @@
+"""The asymptotic checks: the O(1/T) rate (Theorem 1(c)), global convergence (Theorem 1(a),(b)) and
+the KL exponent of the tail (beyond the paper).  A finite trace can bound a partial sum but can only
+give *evidence* of a limit, so the evidence criteria below are heuristics with stated thresholds;
+``fail`` is reserved for what a finite trace does contradict (a partial sum above its bound,
+non-finite or exploding iterates, steps that are not square-summable, a tail that contradicts every
+KL exponent θ < 1)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from theory import constants as tc
+from verification import schema as sc
+from verification.check_common import MissingDataError, bound_B, claim_check, finite, fmt
+from verification.stats import fit_line
+from verification.tolerance import objective_tol, objective_tol_reason, ratio_tol, ratio_tol_reason
+from verification.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
+
+# Evidence thresholds of the convergence check (heuristics, reported in every verdict).
+RHO_OBJECTIVE = 0.05  # the last quarter of sweeps lowers L̄ by ≤ 5 % of the total decrease
+RHO_LENGTH = 0.25  # the last half of sweeps adds ≤ 25 % of the path length Σ‖ΔQ^k‖
+RHO_G = 0.1  # the final ‖g^k‖ is ≤ 10 % of the largest
+RHO_B = 0.1  # the bound B on the iterates grows by ≤ 10 % over the last half
+BLOWUP = 1e3  # B growing by more than ×1000 over the last half is divergence
+MIN_SWEEPS = 6  # fewer sweeps give no tail to speak of
+KL_MIN_POINTS = 4
+
+
+def _prefix_g(sw) -> tuple[np.ndarray, np.ndarray]:
+    """Sweeps 1..T with ‖g^k‖ recorded contiguously from sweep 1 (a partial sum needs every term)."""
+    k = sw[sc.SWEEP].to_numpy(dtype=int)
+    g = sw[sc.G_NORM].to_numpy(dtype=float)
+    sel = k >= 1
+    k, g = k[sel], g[sel]
+    ok = np.isfinite(g) & (k == np.arange(1, len(k) + 1))
+    T = int(np.argmin(ok)) if not ok.all() else len(ok)
+    return k[:T], g[:T]
+
+
+def _L0(sw) -> float:
+    row = sw[sw[sc.SWEEP] == 0]
+    if row.empty or not np.isfinite(row[sc.OBJECTIVE].iloc[0]):
+        raise MissingDataError("L̄(Q⁰) (the sweep-0 row) is not in the trace")
+    return float(row[sc.OBJECTIVE].iloc[0])
+
+
+def _theory_ab(ctx, sw, a: float | None, b: float | None, T_rows: int | None = None) -> tuple[float, float, float]:
+    """a, b(B) with B the largest bound on the iterates over the sweeps used; returns (a, b, B)."""
+    B = bound_B(sw)
+    B_used = float(np.nanmax(B[: T_rows if T_rows is not None else len(B)]))
+    if a is None or b is None:
+        K = ctx.constants("the constants a and b of the rate bound")
+        a = K.a() if a is None else a
+        b = K.b(B_used) if b is None else b
+    return float(a), float(b), B_used
+
+
+# --------------------------------------------------------------------------------------- 4. rate
+@claim_check(tc.RATE, "Rate (1/T)Σ_{k≤T}‖g^k‖² ≤ C/T")
+def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.0, level: float = 0.95) -> Verdict:
+    """Theorem 1(c): sum_T = Σ_{k≤T}‖g^k‖² ≤ C = b²(L̄⁰ − L̄*)/a for every T (so (1/T)sum_T ≤ C/T and
+    min_k ‖g^k‖² ≤ C/T); L̄* = 0 conservatively (L̄ ≥ 0).  Evidence reported beside the bound: the share
+    of sum_T added by the last half (a plateau), and the log-log slope of the running average sum_T/T
+    over the last half with a ``level`` confidence interval (−1 once sum_T has plateaued)."""
+    claim, title = rate.claim, rate.title
+    sw = ctx.sweeps(sc.G_NORM, sc.OBJECTIVE)
+    k, g = _prefix_g(sw)
+    if len(k) == 0:
+        raise MissingDataError(f"{sc.G_NORM} is not recorded at sweep 1 (the partial sums need every sweep)")
+    L0 = _L0(sw)
+    rows_used = int(np.searchsorted(sw[sc.SWEEP].to_numpy(), k[-1], side="right"))
+    a, b, B = _theory_ab(ctx, sw, a, b, rows_used)
+    C = tc.rate_constant(a, b, L0, L_star)
+    sums = np.cumsum(g * g)
+    T, sum_T = int(k[-1]), float(sums[-1])
+    rtol = ratio_tol(ctx.dtype)
+    half = len(k) // 2
+    share = (sum_T - float(sums[half - 1])) / sum_T if half >= 1 and sum_T > 0 else None
+    fit = None
+    tail = slice(half, None)
+    avg = sums / k
+    if len(k[tail]) >= 3 and np.all(avg[tail] > 0):
+        fit = fit_line(np.log(k[tail]), np.log(avg[tail]), level)
+    L_last = float(sw[sc.OBJECTIVE].iloc[rows_used - 1])
+    details: dict[str, Any] = {
+        "T": T, "sum_T": sum_T, "C": C, "a": a, "b": b, "B": B, "L0": L0, "L_star_bound": L_star,
+        "C_with_last_L": tc.rate_constant(a, b, L0, L_last), "min_g_sq": float(np.min(g * g)),
+        "min_g_sq_bound": C / T, "last_half_share": share, "running_average_slope": fit.to_dict() if fit else None,
+        "sweeps_missing_g": int((sw[sc.SWEEP] >= 1).sum()) - len(k)}
+    common = dict(measured=sum_T, theoretical=C, relation="Σ_{k≤T}‖g^k‖² ≤ C", worst={"level": "sweep", "sweep": T},
+                  margin=C - sum_T, tolerance=rtol, tolerance_reason=ratio_tol_reason(ctx.dtype), details=details)
+    slope_txt = (f"running-average log-log slope {fit.slope:.3f} [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}] "
+                 f"({int(level * 100)}% CI, last {fit.n} sweeps)" if fit else "too few sweeps for a slope fit")
+    share_txt = f"the last half adds {100 * share:.2g}% of the sum" if share is not None else "no plateau measure"
+    allowed = C * (1 + rtol)
+    if not np.isfinite(sum_T) or sum_T > allowed:
+        j = int(np.argmax(~(sums <= allowed)))
+        return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[j])}}, explanation=(
+            f"Σ‖g^k‖² = {sum_T:.4g} exceeds C = b²(L̄⁰ − L̄*)/a = {C:.4g} from sweep {k[j]} on (T = {T})"))
+    if sum_T == 0.0:
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            "every recorded ‖g^k‖ is 0: the run started at a critical point and the rate says nothing"))
+    return Verdict(claim, title, PASS, **common, explanation=(
+        f"Σ_{{k≤{T}}}‖g^k‖² = {sum_T:.4g} ≤ C = {C:.4g} (C loose by ×{C / sum_T:.3g}); {share_txt}; {slope_txt}"))
+
+
+# -------------------------------------------------------------------------------- 5. convergence
+@claim_check(tc.CONVERGENCE, "Global convergence: finite length, ‖g^k‖ → 0, L̄ converges, bounded iterates")
+def convergence(ctx, a: float | None = None) -> Verdict:
+    """Evidence for Theorem 1(a),(b) from a finite trace.  Pass needs every criterion: L̄ settled
+    (last quarter ≤ RHO_OBJECTIVE of the total decrease), finite length (last half ≤ RHO_LENGTH of
+    Σ‖ΔQ^k‖), ‖g^T‖ ≤ RHO_G·max‖g^k‖, B grew ≤ RHO_B over the last half.  Fail on what a finite trace
+    contradicts: a non-finite L̄ or B, B growing ×BLOWUP over the last half, or a‖ΔQ‖² not summing
+    to at most L̄⁰ − L̄^T (the square-summability the finite-length argument starts from)."""
+    claim, title = convergence.claim, convergence.title
+    sw = ctx.sweeps(sc.OBJECTIVE)
+    k = sw[sc.SWEEP].to_numpy(dtype=int)
+    L = sw[sc.OBJECTIVE].to_numpy(dtype=float)
+    T = int(k[-1])
+    thresholds = {"RHO_OBJECTIVE": RHO_OBJECTIVE, "RHO_LENGTH": RHO_LENGTH, "RHO_G": RHO_G, "RHO_B": RHO_B,
+                  "BLOWUP": BLOWUP, "MIN_SWEEPS": MIN_SWEEPS}
+    evidence: dict[str, Any] = {}
+    failures: list[str] = []
+    unmet: list[str] = []
+    tol_reason = objective_tol_reason(ctx.dtype) + "; evidence thresholds " + ", ".join(
+        f"{n}={v:g}" for n, v in thresholds.items())
+    if not finite(L).all():
+        j = int(np.argmin(finite(L)))
+        return Verdict(claim, title, FAIL, measured=float("inf"), relation="L̄ finite",
+                       worst={"level": "sweep", "sweep": int(k[j])}, tolerance_reason=tol_reason,
+                       explanation=f"L̄ is not finite at sweep {k[j]}: the iterates diverged",
+                       details={"thresholds": thresholds})
+    if T < MIN_SWEEPS or len(k) < MIN_SWEEPS:
+        raise MissingDataError(f"only {T} sweeps: convergence evidence needs at least {MIN_SWEEPS}")
+    mid = k >= T / 2
+    # L̄ converges
+    tol_L = objective_tol(ctx.dtype, L[0], L[-1])
+    total = L[0] - L[-1]
+    late = L[k >= T - max(1, T // 4)]
+    late_drop = float(late[0] - late[-1])
+    evidence["objective"] = {"total_decrease": float(total), "last_quarter_decrease": late_drop}
+    if not late_drop <= RHO_OBJECTIVE * abs(total) + tol_L:
+        unmet.append(f"L̄ still moving: the last quarter lowered it by {late_drop:.3g} "
+                     f"({late_drop / abs(total) if total else float('inf'):.1%} of the total)")
+    # bounded iterates
+    try:
+        B = bound_B(sw)
+    except MissingDataError as e:
+        unmet.append(f"boundedness not checked: {e}")
+    else:
+        if not finite(B).all():
+            failures.append(f"the iterates are not finite (B = {B[~finite(B)][0]}) at sweep {k[~finite(B)][0]}")
+        else:
+            growth = float(B[-1] / B[mid][0]) if B[mid][0] > 0 else float("inf")
+            evidence["bounded"] = {"B_final": float(B[-1]), "growth_last_half": growth}
+            if growth > BLOWUP:
+                failures.append(f"the iterates blow up: B grew ×{growth:.3g} over the last half (> ×{BLOWUP:g})")
+            elif growth > 1 + RHO_B:
+                unmet.append(f"B still grows: ×{growth:.3g} over the last half")
+    # finite length and square summability
+    if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
+        dq_sq = sw[sc.DQ_SQ].to_numpy(dtype=float)
+        rec = (k >= 1) & finite(dq_sq)
+        dq = np.sqrt(np.maximum(dq_sq[rec], 0.0))
+        length = float(dq.sum())
+        tail_share = float(dq[k[rec] >= T / 2].sum() / length) if length > 0 else 0.0
+        evidence["finite_length"] = {"path_length": length, "last_half_share": tail_share,
+                                     "complete": bool(rec.sum() == (k >= 1).sum())}
+        if tail_share > RHO_LENGTH:
+            unmet.append(f"Σ‖ΔQ^k‖ has not plateaued: the last half adds {tail_share:.0%}")
+        if rec.sum() == (k >= 1).sum():
+            if a is None and ctx.config is not None and ctx.N is not None:
+                a = ctx.constants("a").a()
+            if a is not None:
+                lhs = float(a * dq_sq[rec].sum())
+                evidence["square_summable"] = {"a_sum_dQ_sq": lhs, "L0_minus_LT": float(total)}
+                if lhs > total + tol_L * len(dq):
+                    failures.append(f"a·Σ‖ΔQ^k‖² = {lhs:.4g} exceeds L̄⁰ − L̄^T = {total:.4g}: the steps are not "
+                                    "paid for by descent")
+    else:
+        unmet.append(f"finite length not checked: no {sc.DQ_SQ} column")
+    # ‖g^k‖ → 0
+    if sc.G_NORM in sw and sw[sc.G_NORM].notna().any():
+        g = sw[sc.G_NORM].to_numpy(dtype=float)
+        gk = g[(k >= 1) & finite(g)]
+        if len(gk):
+            evidence["g_to_zero"] = {"g_last": float(gk[-1]), "g_max": float(gk.max())}
+            if gk[-1] > RHO_G * gk.max():
+                unmet.append(f"‖g^k‖ has not decayed: last {gk[-1]:.3g} vs max {gk.max():.3g}")
+    else:
+        unmet.append(f"‖g^k‖ → 0 not checked: no {sc.G_NORM} column")
+    details = {"thresholds": thresholds, "evidence": evidence, "unmet": unmet, "failures": failures}
+    common = dict(measured=evidence.get("finite_length", {}).get("last_half_share"), theoretical=RHO_LENGTH,
+                  relation="share of Σ‖ΔQ‖ added by the last half ≤ RHO_LENGTH", worst={"level": "sweep", "sweep": T},
+                  tolerance=tol_L, tolerance_reason=tol_reason, details=details)
+    if failures:
+        return Verdict(claim, title, FAIL, **common, explanation="; ".join(failures))
+    if unmet:
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            f"no contradiction, but the evidence after {T} sweeps is incomplete: " + "; ".join(unmet)))
+    return Verdict(claim, title, PASS, **common, explanation=(
+        f"after {T} sweeps L̄ has settled, Σ‖ΔQ^k‖ plateaus (last half adds "
+        f"{fmt(100 * evidence.get('finite_length', {}).get('last_half_share', float('nan')))}%), ‖g^k‖ decayed and "
+        "the iterates stay bounded (evidence, not proof)"))
+
+
+# ------------------------------------------------------------------------------ 6. KL exponent
+def estimate_L_star(L: np.ndarray) -> tuple[float, float]:
+    """L̄* ≈ L̄^T minus the geometric tail of the last decreases: with r = (d_T/d_{T−m+1})^{1/(m−1)} over
+    the last m = max(3, T/4) decreases, the remaining decrease is d_T·r/(1−r) when 0 < r < 1 (0 otherwise).
+    Returns (L̄*, the extrapolated remaining decrease)."""
+    d = -np.diff(L)
+    m = max(3, len(d) // 4)
+    last = d[-m:]
+    extra = 0.0
+    if len(last) >= 2 and np.all(last > 0):
+        r = (last[-1] / last[0]) ** (1.0 / (len(last) - 1))
+        if 0.0 < r < 1.0:
+            extra = float(last[-1] * r / (1.0 - r))
+    return float(L[-1] - extra), extra
+
+
+def kl_regime(theta: float) -> str:
+    if theta < 0.05:
+        return "finite (θ ≈ 0)"
+    if theta <= 0.5:
+        return "linear (θ ∈ (0, ½])"
+    if theta < 1.0:
+        return "sublinear (θ ∈ (½, 1))"
+    return "outside the KL range θ ∈ [0, 1)"
+
+
+@claim_check(tc.KL_EXPONENT, "KL exponent θ of the tail (estimate, beyond the paper)")
+def kl_exponent(ctx, tail: float = 0.5, level: float = 0.95) -> Verdict:
+    """ESTIMATE, not a theorem: near the limit |L̄^k − L̄*|^θ ≤ c‖g^k‖; θ is the slope of log‖g^k‖ against
+    log(L̄^k − L̄*) over the last ``tail`` of the sweeps (L̄* from :func:`estimate_L_star`), with a
+    ``level`` confidence interval.  Pass = "estimated".  Fail only when the whole interval lies at θ ≥ 1:
+    ‖g‖ then vanishes faster than L̄ − L̄*, which contradicts every KL exponent θ < 1 (L̄ is
+    semialgebraic, so one exists) — ‖g^k‖ is then not a subgradient norm of this L̄."""
+    claim, title = kl_exponent.claim, kl_exponent.title
+    if not 0.0 < tail <= 1.0:
+        raise ValueError(f"tail={tail!r} is not allowed; a fraction in (0, 1]")
+    sw = ctx.sweeps(sc.OBJECTIVE, sc.G_NORM)
+    sw = sw[(sw[sc.SWEEP] >= 1) & finite(sw[sc.OBJECTIVE])]
+    k = sw[sc.SWEEP].to_numpy(dtype=int)
+    L = sw[sc.OBJECTIVE].to_numpy(dtype=float)
+    g = sw[sc.G_NORM].to_numpy(dtype=float)
+    if len(k) < 2 * KL_MIN_POINTS:
+        raise MissingDataError(f"only {len(k)} sweeps: the tail fit needs at least {2 * KL_MIN_POINTS}")
+    L_star, extra = estimate_L_star(L)
+    gap = L - L_star
+    floor = 10 * objective_tol(ctx.dtype, L)
+    use = (k >= k[-1] - tail * (k[-1] - k[0])) & (gap > floor) & finite(g) & (g > 0)
+    details: dict[str, Any] = {"L_star": L_star, "extrapolated_tail": extra, "tail": tail, "n_points": int(use.sum()),
+                               "estimate": True}
+    common = dict(theoretical=None, relation="|L̄ − L̄*|^θ ≤ c‖g‖ (θ estimated)", tolerance=float(np.max(floor)),
+                  tolerance_reason="points with L̄ − L̄* < 10·" + objective_tol_reason(ctx.dtype) + " are left out")
+    if use.sum() < KL_MIN_POINTS or np.ptp(np.log(gap[use])) < math.log(2.0):
+        return Verdict(claim, title, INCONCLUSIVE, **common, details=details, explanation=(
+            f"too few tail points above the noise floor ({int(use.sum())}) or L̄ − L̄* spans less than ×2: "
+            "θ cannot be estimated"))
+    fit = fit_line(np.log(gap[use]), np.log(g[use]), level)
+    theta = fit.slope
+    details.update(fit=fit.to_dict(), regime=kl_regime(theta))
+    worst = {"level": "sweep", "sweep": int(k[use][-1])}
+    common.update(measured=theta, worst=worst, margin=1.0 - fit.ci[0], details=details)
+    ci = f"[{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]"
+    if fit.ci[0] >= 1.0:
+        return Verdict(claim, title, FAIL, **common, explanation=(
+            f"estimated θ = {theta:.3f} {ci}: ‖g^k‖ vanishes faster than L̄ − L̄*, which no KL exponent θ < 1 "
+            "allows — the recorded ‖g^k‖ is not a subgradient norm of L̄"))
+    if fit.ci[1] < 0.0:
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            f"estimated θ = {theta:.3f} {ci} < 0: ‖g^k‖ grows as L̄ → L̄*, the tail is not in its asymptotic regime"))
+    return Verdict(claim, title, PASS, **common, explanation=(
+        f"ESTIMATE: θ ≈ {theta:.3f} {ci} ({int(level * 100)}% CI, {fit.n} tail sweeps) → {kl_regime(theta)} local "
+        "convergence; an estimate from a finite tail, not a theorem"))

@@ -1,0 +1,116 @@
+"""Every tolerance the checks use, in one place (MATH.md §6).
+
+One-sided checks compare two floating-point numbers that each carry rounding error, so a
+claim "x ≥ 0" is decided in three ways, never two:
+
+* ``x ≥ +tol``  → the claim is resolved and holds (pass),
+* ``x < −tol``  → the claim is violated beyond rounding (fail),
+* ``|x| < tol`` → below the noise floor: neither can be told apart (inconclusive).
+
+**Objective tolerance.**  L̄ is a sum of at most 3N+1 squared Frobenius norms, each a reduction
+over up to n·d entries; a reduction of m terms in floating point has a relative error of at most
+about log₂(m)·eps (pairwise / blocked summation, as torch does), and each entry carries a few
+more roundings (the product W̃Ṽ, the difference, the square).  A change of L̄ is the difference
+of two such sums, so its absolute rounding error is bounded by
+
+    tol(L⁻, L⁺) = κ_L · eps(dtype) · max(|L⁻|, |L⁺|, 1),       κ_L = 100,
+
+where κ_L covers log₂(m) ≤ 40 for every problem that fits in memory plus a factor ≈ 2 per
+evaluation; the ``max(…, 1)`` keeps an absolute floor for L̄ → 0, where the cancellation in
+‖U − W̃Ṽ‖² is bounded by eps·‖U‖·‖U − W̃Ṽ‖ rather than by eps·L̄.  The no-false-alarm test
+(tests/test_verification_mutants.py) records the largest increase the correct engine ever shows
+in units of eps·max(|L̄|, 1) and asserts it stays below κ_L.
+
+**Ratio tolerance.**  A computed ratio (b_emp, a_emp) or a computed sum compared with a theoretical
+constant carries a relative rounding error of a few eps; we allow κ_R · eps, κ_R = 1000.
+
+**Step noise floor.**  ‖ΔQ^k‖ is a difference of iterates of size ≤ B, so below κ_Q·eps·max(B, 1)
+(κ_Q = 100) it is indistinguishable from rounding and ratios that divide by it are not resolved.
+
+**Block-residual tolerance.**  The stationarity residual of a block subproblem, relative to the
+size of its terms, is ≈ eps·cond for an exact Cholesky solve (backward stable) and 0 for the
+elementwise closed forms; we flag residuals above √eps (1.5e-8 in float64, 3.5e-4 in float32),
+i.e. we accept condition numbers up to ≈ 1/√eps before calling an update inexact.  A wrong or
+inexact update (a Jacobi bias, a wrong β) leaves residuals of order 1e-3 … 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import numpy as np
+
+KAPPA_OBJECTIVE = 100.0
+KAPPA_RATIO = 1000.0
+KAPPA_STEP = 100.0
+
+_EPS = {
+    "float64": float(np.finfo(np.float64).eps),
+    "float32": float(np.finfo(np.float32).eps),
+    "float16": float(np.finfo(np.float16).eps),
+    "bfloat16": 2.0**-7,
+}
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float64' for 'float64', torch.float64, np.float64, np.dtype('float64')."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in _EPS:
+        with contextlib.suppress(TypeError):
+            name = np.dtype(dtype).name
+    if name not in _EPS:
+        raise ValueError(f"dtype={dtype!r} is not supported; allowed: {', '.join(_EPS)}")
+    return name
+
+
+def machine_eps(dtype: Any) -> float:
+    """Unit roundoff ×2 (the spacing of floats at 1) of ``dtype``."""
+    return _EPS[dtype_name(dtype)]
+
+
+def objective_tol(dtype: Any, *values: Any) -> Any:
+    """κ_L · eps(dtype) · max(|values|…, 1), elementwise over array arguments."""
+    scale: Any = 1.0
+    for v in values:
+        scale = np.maximum(scale, np.abs(np.asarray(v, dtype=float)))
+    out = KAPPA_OBJECTIVE * machine_eps(dtype) * scale
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def objective_tol_reason(dtype: Any) -> str:
+    return (
+        f"κ_L·eps·max(|L̄⁻|,|L̄⁺|,1) with κ_L={KAPPA_OBJECTIVE:g}, eps({dtype_name(dtype)})={machine_eps(dtype):.3g}: "
+        "rounding of a difference of two sums of squared norms (verification/tolerance.py)"
+    )
+
+
+def ratio_tol(dtype: Any) -> float:
+    """Relative slack κ_R·eps when a computed quantity is compared with a theoretical constant."""
+    return KAPPA_RATIO * machine_eps(dtype)
+
+
+def ratio_tol_reason(dtype: Any) -> str:
+    return (
+        f"relative slack κ_R·eps = {ratio_tol(dtype):.3g} (κ_R={KAPPA_RATIO:g}, {dtype_name(dtype)}): "
+        "rounding of computed norms compared with a constant"
+    )
+
+
+def step_floor(dtype: Any, B: Any = 1.0) -> Any:
+    """‖ΔQ‖ below κ_Q·eps·max(B, 1) is rounding noise of iterates of size ≤ B."""
+    out = KAPPA_STEP * machine_eps(dtype) * np.maximum(np.abs(np.asarray(B, dtype=float)), 1.0)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def residual_tol(dtype: Any) -> float:
+    """√eps(dtype): largest relative block-subproblem residual accepted as an exact minimiser."""
+    return math.sqrt(machine_eps(dtype))
+
+
+def residual_tol_reason(dtype: Any) -> str:
+    return (
+        f"√eps({dtype_name(dtype)}) = {residual_tol(dtype):.3g}: a backward-stable solve leaves ≈ eps·cond; "
+        "condition numbers up to 1/√eps are accepted"
+    )
