@@ -79,7 +79,8 @@ def block_constants(activation: str = "relu") -> dict[str, BlockConstant]:
     mu_U = 2 * gamma + alpha if activation == "identity" else sp.Integer(0)
     rows = [
         ("V_N", alpha, 0, c + gamma + alpha, False,
-         "Hessian (c+γ+α)I; the paper's α/2 uses only the minimality of the proximal subproblem"),
+         "Hessian (c+γ+α)I: the decrease equals (α + (c+γ)/2)‖Δ‖² exactly (the sharp constant); "
+         "the paper's α/2 uses only the minimality of the proximal subproblem"),
         ("U_N", 0, 2 * gamma, 2 * gamma, True,
          "no proximal term, Hessian 2γI: the decrease equals γ‖Δ‖² exactly"),
         ("W", alpha, 0, alpha + lam, False,
@@ -281,7 +282,7 @@ def numeric_constants(
         b=_num(b_expr, vals),
         L0=None if L0 is None else float(L0),
         L_star=float(L_star),
-        C=_num(rate_constant(config.activation, config.vn_update), vals),
+        C=_num(rate_constant(config.activation, config.vn_update), vals) if a_val is not None and a_val > 0 else None,
         alpha_bound_seeds=_num(pl["alpha_bound_seeds"], vals),
         alpha_bound_derived=_num(pl["alpha_bound_derived"], vals),
         expressions={

@@ -1,0 +1,161 @@
+"""``bcd theory [CONFIG]``: Assumption 1, Theorem 1's conditions, the claims and their constants as tables.
+
+Takes the same config file / override flags as ``bcd train`` (default: the embedded
+``train_default.toml``).  B (bound on all iterates) and L̄⁰ come from ``--trace DIR`` or ``--B`` / ``--L0``;
+without them the constants that need them are shown as "needs B".  Nothing here imports sympy
+until the command runs, so ``bcd train`` stays sympy-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import textwrap
+from typing import Any
+
+from bcd.cli import DEFAULT_TRAIN_CONFIG, add_run_arguments, resolve_run_config
+
+
+def _finite(name: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--{name} {text!r} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"--{name} {text!r} is not allowed; give a finite number >= 0")
+    return v
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return str(x)
+
+
+def table(headers: list[str], rows: list[list[Any]], wrap: dict[int, int] | None = None) -> str:
+    """A plain-text table; columns listed in ``wrap`` (index → width) are word-wrapped."""
+    wrap = wrap or {}
+    cells = [[textwrap.wrap(_fmt(v), wrap[j]) or [""] if j in wrap else [_fmt(v)] for j, v in enumerate(r)]
+             for r in rows]
+    widths = [max([len(h)] + [len(line) for r in cells for line in r[j]]) for j, h in enumerate(headers)]
+    sep = "  "
+    out = [sep.join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+           sep.join("-" * w for w in widths)]
+    for r in cells:
+        height = max(len(c) for c in r)
+        for k in range(height):
+            out.append(sep.join((c[k] if k < len(c) else "").ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def render(report: dict[str, Any]) -> str:
+    """The readable report of :func:`theory_report` (one string)."""
+    cfg, app, claims, consts = report["config"], report["applicability"], report["claims"], report["constants"]
+    hidden = ",".join(str(h) for h in cfg["hidden"])
+    lines = [
+        f"Configuration: N = {len(cfg['hidden']) + 1} (hidden {hidden}), σ = {cfg['activation']}, "
+        f"γ = {cfg['gamma']:g}, α = {cfg['alpha']:g}, λ = {cfg['lam']:g}, {cfg['loss']} loss ({cfg['reduction']}), "
+        f"V_N update: {cfg['vn_update']}",
+        f"Theorem at stake: {app['theorem']}",
+        "",
+        "Assumption 1",
+        table(["item", "status", "statement", "reason"],
+              [[c["id"], c["status"], c["statement"], c["reason"]] for c in app["assumption"]], {2: 34, 3: 60}),
+        "",
+        "Theorem 1 conditions (one of (i)–(iii) is needed)",
+        table(["item", "status", "statement", "reason"],
+              [[c["id"], c["status"], c["statement"], c["reason"]] for c in app["conditions"]], {2: 34, 3: 60}),
+        "",
+        "Other hypotheses",
+        table(["item", "status", "statement", "reason"],
+              [[c["id"], c["status"], c["statement"], c["reason"]] for c in app["extra"]], {2: 34, 3: 60}),
+        "",
+        "Claims (guaranteed = implied by the theory for this configuration; observed = only measured)",
+        table(
+            ["claim", "status", "relation", "constant", "value", "bound", "source", "why"],
+            [[c["id"], "guaranteed" if c["guaranteed"] else "observed", c["relation"],
+              c["constant_name"] or "", c["constant"], c["bound"], c["source"], c["guarantee_reason"]]
+             for c in claims],
+            {7: 50},
+        ),
+        "",
+        "Constants",
+        table(["name", "expression", "value"], [
+            ["a", consts["expressions"]["a"], consts["a"]],
+            ["a (sharp)", "min over blocks with exact Hessian moduli", consts["a_sharp"]],
+            ["L_R", consts["L_R_note"], consts["L_R"]],
+            ["L_B", "Lipschitz constant of σ on bounded sets", consts["L_B"]],
+            ["B", "bound on all iterates (from a trace)", consts["B"] if consts["B"] is not None else "needs B"],
+            ["δ", consts["expressions"]["delta"], consts["delta"] if consts["delta"] is not None else "needs B"],
+            ["b", consts["expressions"]["b"], consts["b"] if consts["b"] is not None else "needs B"],
+            ["C", consts["expressions"]["C"] + f"  (L̄* = {consts['L_star']:g})",
+             consts["C"] if consts["C"] is not None else "needs B and L̄⁰"],
+            ["α bound (seeds)", consts["expressions"]["alpha_bound_seeds"], consts["alpha_bound_seeds"]],
+            ["α bound (derived)", consts["expressions"]["alpha_bound_derived"], consts["alpha_bound_derived"]],
+        ], {1: 70}),
+        "",
+        "Per-block descent constants (MATH.md §4.1)",
+        table(["block", "constant", "value", "tight", "sharp"],
+              [[k, v["expr"], v["value"], v["tight"], v["sharp_expr"]]
+               for k, v in next(c for c in claims if c["id"] == "monotone_descent")["details"]["blocks"].items()]),
+        "",
+        "Proposition 1 catalogue",
+        table(["kind", "name", "formula", "semialgebraic", "real analytic", "in engine", "note"],
+              [[e["kind"], e["name"], e["formula"], e["semialgebraic"], e["real_analytic"], e["supported"], e["note"]]
+               for e in app["catalogue"]], {6: 40}),
+    ]
+    return "\n".join(lines)
+
+
+def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None) -> dict[str, Any]:
+    """Applicability, claims and constants for a BCDConfig, as one JSON-serialisable dict."""
+    from theory.assumptions import applicability
+    from theory.claims import claims_for
+    from theory.symbolic import numeric_constants
+
+    return {
+        "config": applicability(config, n=n).config,
+        "applicability": applicability(config, n=n).to_dict(),
+        "claims": [c.to_dict() for c in claims_for(config, B=B, L0=L0, L_star=L_star, n=n)],
+        "constants": numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n).to_dict(),
+    }
+
+
+def _theory(args: argparse.Namespace) -> int:
+    cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    B, L0 = _finite("B", args.B), _finite("L0", args.L0)
+    n = cfg.data.n_train
+    if args.trace:
+        from verification.schema import BOUND_B, OBJECTIVE
+        from verification.trace import Trace
+
+        tr = Trace.load(args.trace)
+        if B is None and BOUND_B in tr.sweeps and len(tr.sweeps):
+            B = float(tr.sweeps[BOUND_B].max())
+        if L0 is None and OBJECTIVE in tr.sweeps and len(tr.sweeps):
+            L0 = float(tr.sweeps[OBJECTIVE].iloc[0])
+        n = tr.meta.get("n", n)
+    report = theory_report(cfg.bcd, B=B, L0=L0, L_star=_finite("L-star", args.L_star) or 0.0, n=n)
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    else:
+        print(render(report))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("theory", help="print Assumption 1, Theorem 1's conditions, the claims and constants")
+    add_run_arguments(p)
+    p.add_argument("--trace", help="trace directory: B = its largest block norm, L̄⁰ = its first objective")
+    p.add_argument("--B", dest="B", default=None, help="bound on all iterates (overrides --trace)")
+    p.add_argument("--L0", dest="L0", default=None, help="L̄(Q⁰) (overrides --trace)")
+    p.add_argument("--L-star", dest="L_star", default=None, help="lower bound of L̄* (default 0)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_theory)
