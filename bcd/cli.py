@@ -14,7 +14,7 @@ from typing import Any
 
 from bcd.config import BCDConfig, DataConfig, RunConfig, load_config, merge_overrides
 
-COMMANDS = ("bcd.cli", "reports.cli", "theory.cli")
+COMMANDS = ("bcd.cli", "reports.cli", "theory.cli", "verification.cli")
 
 DEFAULT_TRAIN_CONFIG = "train_default.toml"
 
