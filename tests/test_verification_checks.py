@@ -1,0 +1,442 @@
+"""Verifying the verifier on synthetic traces: for every check a trace built to pass, one built to
+fail, and borderline / float-noise cases that must come out inconclusive (never pass)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bcd.config import BCDConfig
+from bcd.schedule import three_splitting
+from theory import constants as tc
+from verification import schema as sc
+from verification.checks import (
+    CHECKS,
+    block_exactness,
+    convergence,
+    kl_exponent,
+    monotone_descent,
+    rate,
+    relative_error,
+    sufficient_descent,
+    verify,
+)
+from verification.checks_tail import estimate_L_star, kl_regime
+from verification.stats import fit_line, t_quantile
+from verification.tolerance import (
+    KAPPA_OBJECTIVE,
+    dtype_name,
+    machine_eps,
+    objective_tol,
+    residual_tol,
+    step_floor,
+)
+from verification.trace import Trace
+from verification.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
+
+CFG = BCDConfig(hidden=(3,), gamma=1.0, alpha=2.0, sweeps=30, dtype="float64")
+A = tc.sufficient_descent_constant(CFG.gamma, CFG.alpha)  # 0.5
+NAMES = [(s.block, s.layer) for s in three_splitting(CFG.N)]  # V2 U2 W2 V1 U1 W1
+
+
+# ------------------------------------------------------------------------------------ builders
+def make_trace(L, dq_sq=None, g=None, B=None, *, blocks=None, dtype="float64", config=CFG) -> Trace:
+    """A sweep table from L̄^0..L̄^T (+ ‖ΔQ^k‖², ‖g^k‖, B for k = 1..T), in the recorder's layout."""
+    L = np.asarray(L, dtype=float)
+    T = len(L) - 1
+    sw = pd.DataFrame({sc.SWEEP: np.arange(T + 1), sc.OBJECTIVE: L, sc.DECREASE: np.r_[np.nan, L[:-1] - L[1:]]})
+    if dq_sq is not None:
+        dq_sq = np.asarray(dq_sq, dtype=float)
+        sw[sc.DQ_SQ] = np.r_[np.nan, dq_sq]
+        sw[sc.CUM_DQ] = np.r_[0.0, np.cumsum(np.sqrt(dq_sq))]
+    if g is not None:
+        g = np.asarray(g, dtype=float)
+        sw[sc.G_NORM] = np.r_[np.nan, g]
+        sw[sc.CUM_G_SQ] = np.r_[0.0, np.cumsum(g * g)]
+    sw[sc.BOUND_B] = np.maximum.accumulate(np.full(T + 1, 5.0) if B is None else np.asarray(B, dtype=float))
+    cfg = {**dataclasses.asdict(config), "hidden": list(config.hidden)}
+    meta = {sc.META_CONFIG: cfg, sc.META_DTYPE: dtype, sc.META_N_SAMPLES: 10, sc.META_WIDTHS: [2, 3, 2],
+            sc.META_BLOCKS_ARE_UPDATES: True}
+    return Trace(sw, pd.DataFrame() if blocks is None else blocks, meta)
+
+
+def geometric(T=30, L_star=2.0, A0=100.0, q=0.7, rho=2.0, r=3.0):
+    """L̄^k = L̄* + A0·q^k, a_emp = ρ·a, ‖g‖/‖ΔQ‖ = r: a trace every check should pass."""
+    k = np.arange(T + 1)
+    L = L_star + A0 * q**k
+    d = L[:-1] - L[1:]
+    dq_sq = d / (rho * A)
+    return L, dq_sq, r * np.sqrt(dq_sq)
+
+
+def split_blocks(L, ratio=1.5, residual=1e-15, config=CFG) -> pd.DataFrame:
+    """Block rows whose decreases sum to each sweep's decrease; each block lowers L̄ by ratio·c_blk‖Δ‖²."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(1, len(L)):
+        parts = rng.dirichlet(np.ones(len(NAMES))) * (L[k - 1] - L[k])
+        for step, ((b, i), d) in enumerate(zip(NAMES, parts, strict=True)):
+            c = tc.block_descent_constant(b, i, config.N, config.gamma, config.alpha)
+            rows.append({sc.SWEEP: k, sc.STEP: step, sc.BLOCK: b, sc.LAYER: i, sc.BLOCK_DECREASE: d,
+                         sc.BLOCK_DELTA_SQ: d / (ratio * c), sc.BLOCK_CONST: c, sc.BLOCK_G_NORM: math.sqrt(d),
+                         sc.BLOCK_RESIDUAL: residual})
+    return pd.DataFrame(rows)
+
+
+def good_trace(**kw) -> Trace:
+    L, dq_sq, g = geometric(**kw)
+    return make_trace(L, dq_sq, g, blocks=split_blocks(L))
+
+
+# ------------------------------------------------------------------------------- tolerances, stats
+def test_tolerance_scales_with_dtype_and_magnitude():
+    assert machine_eps("float32") > 1e8 * machine_eps("float64") / 1e1
+    assert objective_tol("float64", 1e4) == pytest.approx(KAPPA_OBJECTIVE * machine_eps("float64") * 1e4)
+    assert objective_tol("float64", 1e-6) == objective_tol("float64", 0.0)  # absolute floor max(|L̄|, 1)
+    assert objective_tol("float32", 1.0) > 1e8 * objective_tol("float64", 1.0) / 1e1
+    assert np.allclose(objective_tol("float64", np.array([1.0, 10.0]), np.array([20.0, 1.0])),
+                       KAPPA_OBJECTIVE * machine_eps("float64") * np.array([20.0, 10.0]))
+    assert residual_tol("float64") == pytest.approx(math.sqrt(machine_eps("float64")))
+    assert step_floor("float64", 100.0) == pytest.approx(100 * step_floor("float64", 0.5))
+    import torch
+
+    assert dtype_name(torch.float32) == dtype_name(np.float32) == "float32"
+    with pytest.raises(ValueError, match="dtype='int8' is not supported"):
+        machine_eps("int8")
+
+
+def test_t_quantiles_and_line_fit():
+    for df, ref in [(1, 12.7062047), (2, 4.30265273), (5, 2.57058184), (30, 2.04227246)]:
+        assert t_quantile(0.975, df) == pytest.approx(ref, rel=1e-7)
+    assert t_quantile(0.025, 5) == pytest.approx(-t_quantile(0.975, 5))
+    x = np.arange(8.0)
+    fit = fit_line(x, 3.0 - 2.0 * x)
+    assert fit.slope == pytest.approx(-2.0) and fit.ci[1] - fit.ci[0] < 1e-9
+    noisy = fit_line(x, 3.0 - 2.0 * x + np.random.default_rng(1).normal(0, 0.5, 8))
+    assert noisy.ci[0] < noisy.slope < noisy.ci[1] and noisy.ci[1] - noisy.ci[0] > 0.1
+    with pytest.raises(ValueError, match="at least 3 points"):
+        fit_line([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"p=1\.5"):
+        t_quantile(1.5, 3)
+
+
+# ------------------------------------------------------------------------------------ 1. monotone
+def test_monotone_passes_on_descent():
+    v = monotone_descent(good_trace())
+    assert v.status == PASS and v.details["levels"] == ["sweep", "block"]
+    assert v.measured < 0 and v.tolerance > 0 and "κ_L" in v.tolerance_reason and v.guaranteed is True
+
+
+def test_monotone_fails_on_a_sweep_increase_and_names_it():
+    L, dq, g = geometric()
+    L[12] = L[11] + 1e-3
+    v = monotone_descent(make_trace(L, dq, g))
+    assert v.status == FAIL
+    assert v.worst == {"level": "sweep", "sweep": 12}
+    assert v.measured == pytest.approx(1e-3)
+    assert "sweep 12" in v.explanation and "1.000e-03" in v.explanation
+    assert v.details["violations"][0]["shortfall"] == pytest.approx(1e-3)
+
+
+def test_monotone_fails_on_a_single_block_increase_hidden_in_a_descending_sweep():
+    L, dq, g = geometric()
+    blocks = split_blocks(L)
+    row = (blocks[sc.SWEEP] == 5) & (blocks[sc.STEP] == 4)  # U1 of sweep 5 rises, W1 compensates
+    blocks.loc[row, sc.BLOCK_DECREASE] = -0.25
+    blocks.loc[(blocks[sc.SWEEP] == 5) & (blocks[sc.STEP] == 5), sc.BLOCK_DECREASE] += 1.0
+    assert (L[4] - L[5]) > 0  # the sweep as a whole still descends
+    v = monotone_descent(make_trace(L, dq, g, blocks=blocks))
+    assert v.status == FAIL
+    assert v.worst == {"level": "block", "sweep": 5, "block": "U1", "step": 4}
+    assert "block U1" in v.explanation
+    assert monotone_descent(make_trace(L, dq, g, blocks=blocks), per_block=False).status != FAIL
+
+
+@settings(max_examples=40, deadline=None)
+@given(scale=st.floats(1e-3, 1e8), factor=st.floats(0.0, 0.95), dtype=st.sampled_from(["float32", "float64"]))
+def test_increase_within_the_noise_floor_is_inconclusive_never_fail_nor_pass(scale, factor, dtype):
+    """L̄ moves only by float noise (< tol): the verdict is inconclusive."""
+    L = np.full(11, scale)
+    tol = objective_tol(dtype, scale)
+    L[1::2] += factor * tol  # up and down within the noise floor
+    v = monotone_descent(make_trace(L, dtype=dtype))
+    assert v.status == INCONCLUSIVE, v.explanation
+    assert "noise floor" in v.explanation
+
+
+@settings(max_examples=40, deadline=None)
+@given(scale=st.floats(1e-3, 1e8), factor=st.floats(1.05, 1e3), dtype=st.sampled_from(["float32", "float64"]))
+def test_increase_just_beyond_the_tolerance_fails(scale, factor, dtype):
+    L = scale * (1.0 + 0.1 * 0.5 ** np.arange(11))  # resolved decreases ...
+    L[6] = L[5] + factor * objective_tol(dtype, L[5], L[5] * 2)  # ... and one increase beyond tol
+    v = monotone_descent(make_trace(L, dtype=dtype))
+    assert v.status == FAIL and v.worst["sweep"] == 6
+
+
+def test_monotone_nonfinite_objective_fails():
+    L, dq, g = geometric()
+    L[9] = np.nan
+    v = monotone_descent(make_trace(L, dq, g))
+    assert v.status == FAIL and v.worst["sweep"] == 9 and "not finite" in v.explanation
+
+
+def test_monotone_without_sweeps_is_inconclusive():
+    v = monotone_descent(make_trace([3.0]))
+    assert v.status == INCONCLUSIVE and "no sweep after" in v.explanation
+
+
+# --------------------------------------------------------------------------- 2. sufficient descent
+def test_sufficient_descent_passes_with_a_emp_above_a():
+    v = sufficient_descent(good_trace(rho=2.0))
+    assert v.status == PASS
+    assert v.theoretical == A and v.measured == pytest.approx(2 * A)
+    assert set(v.details["per_block"]) == {f"{b}{i}" for b, i in NAMES}
+    assert all(d["a_emp"] == pytest.approx(1.5 * d["constant"]) for d in v.details["per_block"].values())
+
+
+def test_sufficient_descent_fails_when_a_emp_below_a():
+    L, dq, g = geometric(rho=2.0)
+    dq[7] *= 4.0  # sweep 8: decrease = a/2·‖ΔQ‖²
+    v = sufficient_descent(make_trace(L, dq, g))
+    assert v.status == FAIL and v.worst == {"level": "sweep", "sweep": 8}
+    assert v.measured == pytest.approx(A / 2) and v.margin < 0
+
+
+def test_sufficient_descent_per_block_constant():
+    """Every sweep has a_emp ≥ a, but V1 falls short of its own constant γ/2."""
+    L, dq, g = geometric(rho=4.0)
+    blocks = split_blocks(L)
+    row = (blocks[sc.SWEEP] == 3) & (blocks[sc.BLOCK] == "V") & (blocks[sc.LAYER] == 1)
+    blocks.loc[row, sc.BLOCK_DELTA_SQ] *= 3.0  # ratio 1.5 → 0.5 of its constant
+    v = sufficient_descent(make_trace(L, dq, g, blocks=blocks))
+    assert v.status == FAIL and v.worst["block"] == "V1" and v.worst["sweep"] == 3
+    assert v.details["per_block"]["V1"]["a_emp"] == pytest.approx(0.5 * CFG.gamma / 2)
+
+
+def test_sufficient_descent_borderline_and_noise():
+    L, dq, g = geometric(rho=1.0)  # decrease = a‖ΔQ‖² exactly: passes (equality is allowed)
+    assert sufficient_descent(make_trace(L, dq, g)).status == PASS
+    # short by half a tolerance: still not a failure
+    tol = objective_tol("float64", L[:-1], L[1:])
+    dq_short = dq + 0.5 * tol / A
+    assert sufficient_descent(make_trace(L, dq_short, g)).status == PASS
+    dq_bad = dq.copy()
+    dq_bad[3] += 3 * tol[3] / A
+    assert sufficient_descent(make_trace(L, dq_bad, g)).status == FAIL
+    # every bound a‖ΔQ‖² below the noise floor: inconclusive
+    Lflat = np.full(8, 1e6) - np.arange(8) * 1e-11
+    v = sufficient_descent(make_trace(Lflat, np.full(7, 1e-14), np.full(7, 1e-7)))
+    assert v.status == INCONCLUSIVE and "noise floor" in v.explanation
+
+
+def test_sufficient_descent_missing_columns_and_constant_override():
+    L, _, _ = geometric()
+    v = sufficient_descent(make_trace(L))
+    assert v.status == INCONCLUSIVE and sc.DQ_SQ in v.explanation
+    L, dq, g = geometric(rho=2.0)
+    assert sufficient_descent(make_trace(L, dq, g), a=3 * A).status == FAIL  # a user-given constant
+
+
+# ------------------------------------------------------------------------------ 3. relative error
+def test_relative_error_pass_reports_both_constants():
+    v = relative_error(good_trace(r=3.0))
+    assert v.status == PASS and v.measured == pytest.approx(3.0)
+    assert v.theoretical == pytest.approx(tc.relative_error_constant(CFG.gamma, CFG.alpha, 5.0, CFG.N))
+    assert "loose" in v.explanation
+
+
+def test_relative_error_fails_when_g_exceeds_b_dq():
+    L, dq, g = geometric(r=3.0)
+    b = tc.relative_error_constant(CFG.gamma, CFG.alpha, 5.0, CFG.N)
+    g[10] = 2 * b * math.sqrt(dq[10])
+    v = relative_error(make_trace(L, dq, g))
+    assert v.status == FAIL and v.worst["sweep"] == 11 and v.measured == pytest.approx(2 * b)
+
+
+def test_relative_error_below_step_floor():
+    L = 1.0 + 1e-3 * np.arange(6)[::-1]
+    v = relative_error(make_trace(L, np.zeros(5), np.zeros(5)))
+    assert v.status == INCONCLUSIVE and "noise floor" in v.explanation
+    v = relative_error(make_trace(L, np.zeros(5), np.r_[0.0, 0.0, 1.0, 0.0, 0.0]))  # g ≠ 0 with no step
+    assert v.status == FAIL and v.worst["sweep"] == 3
+
+
+def test_relative_error_uses_the_running_bound_B():
+    L, dq, g = geometric(r=10.0)
+    assert relative_error(make_trace(L, dq, g)).status == PASS  # b(5) ≈ 147 > 10
+    B = np.r_[np.full(10, 1e-3), np.full(21, 5.0)]  # tiny B early: b(B_k) ≈ 7.3 < the ratio 10
+    v = relative_error(make_trace(L, dq, g, B=B))
+    assert tc.relative_error_constant(CFG.gamma, CFG.alpha, 1e-3, CFG.N) < 10.0
+    assert v.status == FAIL and v.worst["sweep"] <= 9
+
+
+def test_relative_error_missing_g_is_inconclusive():
+    L, dq, _ = geometric()
+    v = relative_error(make_trace(L, dq))
+    assert v.status == INCONCLUSIVE and sc.G_NORM in v.explanation
+
+
+# ----------------------------------------------------------------------------------------- 4. rate
+def test_rate_passes_with_plateau_and_slope_minus_one():
+    v = rate(good_trace(T=40, q=0.8))
+    assert v.status == PASS and v.measured <= v.theoretical
+    fit = v.details["running_average_slope"]
+    assert fit["ci"][0] - 0.05 <= -1.0 <= fit["ci"][1] + 0.05
+    assert v.details["last_half_share"] < 0.05
+
+
+def test_rate_slope_of_a_non_summable_sum_is_flat():
+    L = 1e6 - np.arange(41.0)
+    v = rate(make_trace(L, np.full(40, 0.5), np.full(40, 0.1)))
+    assert v.status == PASS  # the bound C is loose ...
+    assert v.details["running_average_slope"]["slope"] == pytest.approx(0.0, abs=1e-9)  # ... but no plateau
+    assert v.details["last_half_share"] == pytest.approx(0.5)
+
+
+def test_rate_fails_when_the_partial_sum_exceeds_C():
+    L, dq, g = geometric(L_star=0.0, A0=1.0, q=0.5)
+    a, b = A, tc.relative_error_constant(CFG.gamma, CFG.alpha, 5.0, CFG.N)
+    C = tc.rate_constant(a, b, L[0], 0.0)
+    g = g.copy()
+    g[4] = math.sqrt(2 * C)
+    v = rate(make_trace(L, dq, g))
+    assert v.status == FAIL and v.worst["sweep"] == 5
+    assert v.theoretical == pytest.approx(C) and v.measured > C
+
+
+def test_rate_zero_gradient_is_inconclusive_and_holes_stop_the_sum():
+    L = np.full(6, 2.0)
+    assert rate(make_trace(L, np.zeros(5), np.zeros(5))).status == INCONCLUSIVE
+    L, dq, g = geometric()
+    g[5:] = np.nan  # g recorded on a schedule: only the contiguous prefix is summed
+    v = rate(make_trace(L, dq, g))
+    assert v.details["T"] == 5 and v.details["sweeps_missing_g"] == 25
+
+
+# ----------------------------------------------------------------------------------- 5. convergence
+def test_convergence_pass_on_geometric_trace():
+    v = convergence(good_trace(T=40))
+    assert v.status == PASS, v.explanation
+    assert v.details["evidence"]["finite_length"]["last_half_share"] < 0.05
+
+
+def test_convergence_fails_on_nan_blowup_or_unpaid_steps():
+    L, dq, g = geometric()
+    L2 = L.copy()
+    L2[20] = np.inf
+    assert convergence(make_trace(L2, dq, g)).status == FAIL
+    B = 5.0 * np.r_[np.ones(16), 10.0 ** np.arange(1, 16)]  # the iterates blow up
+    v = convergence(make_trace(L, dq, g, B=B))
+    assert v.status == FAIL and "blow up" in v.explanation
+    v = convergence(make_trace(L, dq * 10, g))  # a·Σ‖ΔQ‖² = 2.5(L̄⁰ − L̄^T) > L̄⁰ − L̄^T
+    assert v.status == FAIL and "not paid for" in v.explanation
+
+
+def test_convergence_inconclusive_when_still_moving_or_short():
+    L = 1e3 - np.arange(31.0)  # L̄ falls linearly, steps do not shrink
+    v = convergence(make_trace(L, np.full(30, 1.0), np.full(30, 1.0)))
+    assert v.status == INCONCLUSIVE and "L̄ still moving" in v.explanation and "not plateaued" in v.explanation
+    assert convergence(good_trace(T=4)).status == INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------------- 6. KL exponent
+@pytest.mark.parametrize("theta", [0.3, 0.5, 0.75])
+def test_kl_estimates_theta_and_regime(theta):
+    k = np.arange(41)
+    gap = 0.8**k
+    L = 1.0 + gap
+    g = 2.0 * gap[1:] ** theta
+    v = kl_exponent(make_trace(L, g=g))
+    assert v.status == PASS and v.measured == pytest.approx(theta, abs=1e-6)
+    assert v.details["estimate"] is True and v.details["regime"] == kl_regime(theta)
+    assert "ESTIMATE" in v.explanation and v.guaranteed is False
+    assert estimate_L_star(L)[0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_kl_fails_when_g_vanishes_faster_than_any_kl_exponent_allows():
+    k = np.arange(41)
+    gap = 0.8**k
+    v = kl_exponent(make_trace(1.0 + gap, g=gap[1:] ** 1.5))
+    assert v.status == FAIL and v.details["fit"]["ci"][0] >= 1.0
+
+
+def test_kl_inconclusive_without_a_tail():
+    assert kl_exponent(make_trace(np.full(20, 3.0), g=np.full(19, 0.1))).status == INCONCLUSIVE
+    assert kl_exponent(good_trace(T=5)).status == INCONCLUSIVE
+    assert [kl_regime(t) for t in (0.0, 0.4, 0.7, 1.2)] == [
+        "finite (θ ≈ 0)", "linear (θ ∈ (0, ½])", "sublinear (θ ∈ (½, 1))", "outside the KL range θ ∈ [0, 1)"]
+
+
+# ---------------------------------------------------------------------------- 7. block exactness
+def test_block_exactness_pass_and_fail():
+    L, dq, g = geometric()
+    assert block_exactness(make_trace(L, dq, g, blocks=split_blocks(L))).status == PASS
+    blocks = split_blocks(L)
+    bad = (blocks[sc.BLOCK] == "W") & (blocks[sc.LAYER] == 1) & (blocks[sc.SWEEP] == 17)
+    blocks.loc[bad, sc.BLOCK_RESIDUAL] = 3e-3
+    v = block_exactness(make_trace(L, dq, g, blocks=blocks))
+    assert v.status == FAIL and v.worst == {"sweep": 17, "block": "W1", "step": 5}
+    assert v.details["inexact_blocks"] == ["W1"] and v.measured == pytest.approx(3e-3)
+
+
+@pytest.mark.parametrize(("dtype", "factor", "status"), [("float64", 0.5, PASS), ("float64", 2.0, FAIL),
+                                                          ("float32", 0.5, PASS), ("float32", 2.0, FAIL)])
+def test_block_exactness_borderline(dtype, factor, status):
+    L, dq, g = geometric()
+    blocks = split_blocks(L, residual=factor * residual_tol(dtype))
+    assert block_exactness(make_trace(L, dq, g, blocks=blocks, dtype=dtype)).status == status
+
+
+def test_block_exactness_needs_update_rows():
+    L, dq, g = geometric()
+    assert block_exactness(make_trace(L, dq, g)).status == INCONCLUSIVE
+    tr = make_trace(L, dq, g, blocks=split_blocks(L))
+    tr.meta[sc.META_BLOCKS_ARE_UPDATES] = False  # an audit trace: block rows describe iterates
+    v = block_exactness(tr)
+    assert v.status == INCONCLUSIVE and "audit" in v.explanation
+    blocks = split_blocks(L)
+    blocks[sc.BLOCK_RESIDUAL] = np.nan
+    assert block_exactness(make_trace(L, dq, g, blocks=blocks)).status == INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------------------- verify
+def test_verify_runs_every_check_and_is_json_serialisable():
+    verdicts = verify(good_trace(T=40))
+    assert [v.claim for v in verdicts] == list(tc.CLAIM_IDS) == list(CHECKS)
+    assert {v.claim: v.status for v in verdicts} == dict.fromkeys(tc.CLAIM_IDS, PASS)
+    for v in verdicts:
+        d = json.loads(json.dumps(v.to_dict()))
+        assert Verdict.from_dict(d).status == v.status and d["tolerance_reason"] and d["explanation"]
+        assert v.guaranteed is not None and d["details"]["guaranteed_reason"]
+
+
+def test_verify_cheap_trace_skips_with_reasons():
+    L, dq, _ = geometric()
+    verdicts = {v.claim: v for v in verify(make_trace(L, dq))}
+    for claim in (tc.RELATIVE_ERROR, tc.RATE, tc.KL_EXPONENT, tc.BLOCK_EXACTNESS):
+        assert verdicts[claim].status == INCONCLUSIVE and "not checked" in verdicts[claim].explanation
+    assert verdicts[tc.MONOTONE].status == PASS and verdicts[tc.SUFFICIENT_DESCENT].status == PASS
+
+
+def test_verify_config_from_argument_and_bad_input():
+    L, dq, g = geometric()
+    tr = make_trace(L, dq, g)
+    tr.meta.pop(sc.META_CONFIG)
+    v = sufficient_descent(tr)
+    assert v.status == INCONCLUSIVE and "no configuration" in v.explanation and v.guaranteed is None
+    assert sufficient_descent(tr, CFG).status == PASS
+    assert sufficient_descent(tr, {**dataclasses.asdict(CFG), "hidden": [3]}).status == PASS
+    with pytest.raises(ValueError, match="config=3 is not allowed"):
+        verify(tr, 3)
+    with pytest.raises(ValueError, match=r"must be a verification\.trace\.Trace"):
+        verify(tr.sweeps)
+    tr.meta[sc.META_DTYPE] = "int8"
+    with pytest.raises(ValueError, match="int8"):
+        verify(tr, CFG)
