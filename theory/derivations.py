@@ -258,7 +258,9 @@ def derive_V_hidden(d: int = 2, d_next: int = 3, n: int = 2) -> BlockDerivation:
     f = gamma / 2 * sq_norm(V - S) + gamma / 2 * sq_norm(Un - Wn * augment(V))
     W_hat, b = Wn[:, :d], Wn[:, d]
     form = (sp.eye(d) + W_hat.T * W_hat).inv() * (S + W_hat.T * (Un - b * sp.ones(1, n)))
-    inputs = (("sigma_U", S), ("W_next", Wn), ("U_next", Un))
+    # γ multiplies both terms, so the minimiser does not depend on it; it stays an input of the
+    # (unsimplified) derived expressions, and agreement for random γ checks that independence
+    inputs = (("sigma_U", S), ("W_next", Wn), ("U_next", Un), ("gamma", gamma))
     return _derive("V_hidden", "argmin_V γ/2‖V−σ(U_i⁻)‖² + γ/2‖U_{i+1}⁺−W̃_{i+1}⁺Ṽ‖²", V, f, inputs, form,
                    {"d_i": d, "d_{i+1}": d_next, "n": n})
 
