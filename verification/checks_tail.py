@@ -16,7 +16,7 @@ from theory import constants as tc
 from verification import schema as sc
 from verification.check_common import MissingDataError, bound_B, claim_check, finite, fmt
 from verification.stats import fit_line
-from verification.tolerance import objective_tol, objective_tol_reason, ratio_tol, ratio_tol_reason
+from verification.tolerance import objective_tol, objective_tol_reason, ratio_tol, ratio_tol_reason, step_floor
 from verification.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
 
 # Evidence thresholds of the convergence check (heuristics, reported in every verdict).
@@ -100,9 +100,12 @@ def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.
         j = int(np.argmax(~(sums <= allowed)))
         return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[j])}}, explanation=(
             f"Σ‖g^k‖² = {sum_T:.4g} exceeds C = b²(L̄⁰ − L̄*)/a = {C:.4g} from sweep {k[j]} on (T = {T})"))
-    if sum_T == 0.0:
+    g_floor = b * step_floor(ctx.dtype, B)  # what the relative-error bound allows at a rounding-level step
+    details["g_floor"] = g_floor
+    if L0 - L_star <= objective_tol(ctx.dtype, L0, L_star) or not np.any(g > g_floor):
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
-            "every recorded ‖g^k‖ is 0: the run started at a critical point and the rate says nothing"))
+            f"L̄⁰ − L̄* = {L0 - L_star:.3g} or every ‖g^k‖ (max {np.max(g):.3g} vs floor {g_floor:.3g}) is at "
+            "rounding level: the run started at a critical point and the rate says nothing"))
     return Verdict(claim, title, PASS, **common, explanation=(
         f"Σ_{{k≤{T}}}‖g^k‖² = {sum_T:.4g} ≤ C = {C:.4g} (C loose by ×{C / sum_T:.3g}); {share_txt}; {slope_txt}"))
 
