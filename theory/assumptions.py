@@ -160,7 +160,7 @@ def _theorem1(config: BCDConfig) -> tuple[Condition, ...]:
     src = "Theorem 1"
     if config.lam > 0:
         ii = Condition("T1(ii)", src, "every r_i is coercive", HOLDS,
-                       f"r_i = λ/2‖W̃_i‖² with λ = {config.lam:g} > 0 tends to +∞ as ‖W̃_i‖ → ∞")
+                       f"r_i = λ/2‖W̃_i‖² with λ = {config.lam:g} > 0 is coercive: it tends to +∞ as ‖W̃_i‖ → ∞")
         iii = Condition(
             "T1(iii)", src, "L̄ is coercive", HOLDS,
             "λ > 0 bounds every W̃_i on a sublevel set; then U_1 (via ‖U_1 − W̃_1X̃‖), V_1 (via ‖V_1 − σ(U_1)‖, "
