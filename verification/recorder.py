@@ -42,16 +42,24 @@ kink U_i^k = 0 the prox optimality condition selects an element of the limiting 
 while autograd's ReLU′(0) = 0 selects another (see verification/audit.py for the least-norm one).
 
 **Exactness residual** (``full``) of a block update: ‖Σ_j t_j‖ / Σ_j ‖t_j‖, where Σ_j t_j = 0 is the
-subproblem's optimality condition written as a sum of uncancelled summands (e.g. for W̃_i:
-γW̃⁺ṼṼᵀ − γUṼᵀ + (α+λ)W̃⁺ − αW̃⁻).  It is ≲ eps·cond for an exact solve, O(relative error) for a
-wrong one.  V_i (i<N): t = V⁺, −σ(U_i⁻), Ŵᵀ(P_{i+1}⁺ − U_{i+1}⁺) (the last completed in the next sweep,
-its size bounded by ‖Ŵ‖_F(‖P⁺‖ + ‖U⁺‖); one more d_i×n buffer per layer in ``full``).  The U_i
-subproblem is elementwise and, for ReLU, nonconvex: per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²
-(a = V_i⁺, m = (γP⁻ + αU⁻)/(γ + α), β = (γ + α)/γ); its global minimisers are computed independently
-of the engine's prox (the better of u₊ = max((a + βm)/(1 + β), 0) and u₋ = min(m, 0), both at a tie
-up to rounding) and the residual entry is (1 + β)·dist(u_new, argmin f) — equal to |f′(u_new)| on
-the minimiser's branch, and positive for a stationary but worse candidate, which a stationarity
-test alone would miss — relative to ‖a·1[u>0]‖ + ‖σ(u)‖ + β‖u‖ + β‖m‖.
+subproblem's optimality condition written as a sum of uncancelled summands (e.g. for V_N:
+(c+γ+α)V⁺ − cY − γU_N⁻ − αV⁻).  It is ≈ eps for an exact update, O(relative error) for a wrong one.
+
+* W̃_i: the normwise backward error of the linear system W̃M = γUṼᵀ + αW̃⁻, M = γṼṼᵀ + (α+λ)I:
+  ‖r‖/(‖M‖_F(‖W̃⁺‖ + ‖W̃⁻‖) + γ‖EṼᵀ‖), the right-hand side's norm bounded through UṼᵀ = W̃⁻ṼṼᵀ + EṼᵀ;
+  ≈ eps for a backward-stable Cholesky solve.  For W̃_1 the products with X̃ (d_0 wide) are not
+  otherwise computed and would cost more than the update itself, so ‖r‖_F and ‖EX̃ᵀ‖_F are
+  estimated from 16 fixed Gaussian probes as ‖rZ‖_F/4 (relative standard error ≈ 18%, irrelevant
+  next to the gap between ≈ eps for an exact update and ≳ 1e-6 for a wrong one).
+* V_i (i<N): t = V⁺, −σ(U_i⁻), Ŵᵀ(P_{i+1}⁺ − U_{i+1}⁺), the last completed in the next sweep; its size
+  is bounded by ‖Ŵ‖_F(‖P⁺‖ + ‖U⁺‖).  This needs one more d_i×n buffer per layer in ``full``.
+* U_i (i<N): elementwise and, for ReLU, nonconvex: per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²
+  (a = V_i⁺, m = (γP⁻ + αU⁻)/(γ + α), β = (γ + α)/γ).  Its global minimisers are computed
+  independently of the engine's prox (the better of u₊ = max((a + βm)/(1 + β), 0) and u₋ = min(m, 0),
+  both at a tie up to rounding) and the residual entry is (1 + β)·dist(u_new, argmin f) — |f′(u_new)|
+  up to the branch curvature on the minimiser's branch, and positive for a stationary but worse
+  candidate, which a stationarity test alone would miss — relative to ‖a‖ + ‖σ(u)‖ + β‖u‖ + β‖m‖.
+* U_N, V_N: the closed-form conditions, e.g. γ(2U⁺ − V_N⁺ − P_N⁻) for U_N.
 """
 
 from __future__ import annotations
@@ -76,6 +84,8 @@ from verification.trace import Trace
 
 Tensor = torch.Tensor
 PRESETS = ("cheap", "standard", "full")
+PROBES = 16  # Gaussian probes of the sketched W̃_1 residual (relative standard error ≈ 1/√(2·16) ≈ 18%)
+PROBE_SEED = 0
 G_DEFINITION = "optimality_conditions"
 
 
@@ -166,32 +176,30 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor, beta: float, activation:
     """Relative exactness residual of the elementwise U_i update (see the module docstring).
 
     Per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²; residual = ‖(1+β)·dist(u_new, argmin f)‖ divided by
-    ‖a·1[u>0]‖ + ‖σ(u_new)‖ + β‖u_new‖ + β‖m‖.  The minimisers are computed here, independently of
-    the engine's prox: ReLU has the two candidates u₊ = max((a+βm)/(1+β), 0), u₋ = min(m, 0)."""
-    u_plus = torch.add(a, m, alpha=beta).div_(1.0 + beta)
+    ‖a‖ + ‖σ(u_new)‖ + β‖u_new‖ + β‖m‖.  The minimisers are computed here, independently of the
+    engine's prox: ReLU has the two candidates u₊ = max((a+βm)/(1+β), 0) (where σ(u₊) = u₊) and
+    u₋ = min(m, 0) (where σ(u₋) = 0 and u₋ − m = −max(m, 0)); both count at a tie up to rounding.
+    Written with few n-sized temporaries (four), reused in place."""
+    u = m.mul(beta).add_(a).div_(1.0 + beta)  # u₊ before the clamp
     if activation == "identity":
-        dist = (new - u_plus).abs_()
-        sig = new
-        active = torch.ones_like(new, dtype=torch.bool)
+        dist = u.sub_(new).abs_()
     elif activation == "relu":
-        u_plus.clamp_(min=0.0)
-        u_minus = m.clamp(max=0.0)
-
-        def f(u: Tensor) -> Tensor:
-            return 0.5 * (a - u.clamp(min=0.0)).square() + 0.5 * beta * (u - m).square()
-
-        f_plus, f_minus = f(u_plus), f(u_minus)
-        eps = torch.finfo(new.dtype).eps
-        tie = 16 * eps * (f_plus + f_minus + 0.5 * a.square() + 0.5 * beta * m.square())
-        d_plus = torch.where(f_plus <= f_minus + tie, (new - u_plus).abs(), torch.full_like(new, math.inf))
-        d_minus = torch.where(f_minus <= f_plus + tie, (new - u_minus).abs(), torch.full_like(new, math.inf))
-        dist = torch.minimum(d_plus, d_minus)
-        sig = new.clamp(min=0.0)
-        active = new > 0
+        u.clamp_(min=0.0)
+        f_plus = torch.sub(a, u).square_()
+        t = torch.sub(u, m)
+        f_plus.add_(t.square_(), alpha=beta).mul_(0.5)  # f(u₊)
+        f_minus = torch.clamp(m, min=0.0, out=t).square_().mul_(beta).addcmul_(a, a).mul_(0.5)  # f(u₋)
+        tie = m.square().mul_(0.5 * beta).add_(f_plus).add_(f_minus).mul_(16 * torch.finfo(new.dtype).eps)
+        diff = f_plus.sub_(f_minus)
+        plus_worse, minus_worse = diff > tie, diff < tie.neg_()
+        d_plus = torch.sub(new, u, out=f_minus).abs_().masked_fill_(plus_worse, math.inf)
+        d_minus = torch.clamp(m, max=0.0, out=u).sub_(new).abs_().masked_fill_(minus_worse, math.inf)
+        dist = torch.minimum(d_plus, d_minus, out=d_plus)
     else:
         raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity")
     r = _norm(dist.mul_(1.0 + beta))
-    scale = _norm(torch.where(active, a, torch.zeros_like(a))) + _norm(sig) + beta * (_norm(new) + _norm(m))
+    sig_norm = _norm(torch.clamp(new, min=0.0, out=u)) if activation == "relu" else _norm(new)  # u is free here
+    scale = _norm(a) + sig_norm + beta * (_norm(new) + _norm(m))
     return _ratio(r, scale)
 
 
@@ -235,6 +243,7 @@ class Recorder:
         self._dV_N: Tensor | None = None
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
+        self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
         self._cum_dq = 0.0
         self._cum_g_sq = 0.0
         first = _Sweep(state.sweep, True)
@@ -334,7 +343,7 @@ class Recorder:
             self._set_g(sw, ("V", i), (s_old - s_new).mul_(g))
             self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
             if full:
-                m = torch.add(P, old, alpha=a / g).mul_(g / (g + a))
+                m = old.mul(a / (g + a)).add_(P, alpha=g / (g + a))
                 row[S.BLOCK_RESIDUAL] = u_block_residual(new, V, m, (g + a) / g, self.problem.config.activation)
         sw.pending += 1
         self._carry[i]["U_row"] = row
@@ -345,7 +354,7 @@ class Recorder:
         E = state.U[i] - P  # U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻
         E_sq = _sq(E)
         reg_dec = -0.5 * lam * (2 * _dot(old, delta) + _sq(delta)) if lam > 0 else 0.0
-        if i >= 2 or full:
+        if i >= 2:
             EV = augmented_cross(E, state.V[i - 1])  # EṼ⁻ᵀ
             DG = delta @ G
             inner = 2 * _dot(EV, delta) - _dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
@@ -359,13 +368,30 @@ class Recorder:
             row[S.BLOCK_DECREASE] = 0.5 * g * E_sq + reg_dec
             row["_minus"] = S.aff_term(1)
             self._set_g(sw, ("W", 1), delta.mul(-a))
-        if full:
-            r = (DG - EV).mul_(g).add_(delta, alpha=a)
-            if lam > 0:
-                r.add_(new, alpha=lam)
-            C = torch.addmm(EV, old, G)  # UṼᵀ = W̃⁻ṼṼᵀ + EṼᵀ
-            scale = g * (_norm(new @ G) + _norm(C)) + (a + lam) * _norm(new) + a * _norm(old)
-            row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
+        if full:  # r = W̃⁺M − (γUṼᵀ + αW̃⁻), M = γṼṼᵀ + (α+λ)I, written as γ(DṼṼᵀ − EṼᵀ) + λW̃⁺ + αD
+            norm_M = torch.linalg.vector_norm(G.mul(g).diagonal_scatter(G.diagonal().mul(g).add(a + lam)))
+            if i >= 2:  # the products are there already: exact
+                r = (DG - EV).mul_(g).add_(delta, alpha=a)
+                if lam > 0:
+                    r.add_(new, alpha=lam)
+                r_norm, EV_norm = _norm(r), _norm(EV)
+            else:  # W̃_1: Ṽ_0 = X̃ is fixed, sketch with fixed probes Z: ‖r‖_F ≈ ‖rZ‖_F/√s
+                Z, GZ, XtZ = self._probes(G, state.V[0])
+                EVZ = E @ XtZ
+                rZ = (delta @ GZ).sub_(EVZ).mul_(g).add_(delta @ Z, alpha=a)
+                if lam > 0:
+                    rZ.add_(new @ Z, alpha=lam)
+                r_norm, EV_norm = _norm(rZ) / math.sqrt(PROBES), _norm(EVZ) / math.sqrt(PROBES)
+            scale = norm_M * (_norm(new) + _norm(old)) + g * EV_norm
+            row[S.BLOCK_RESIDUAL] = _ratio(r_norm, scale)
+
+    def _probes(self, G: Tensor, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Fixed Gaussian probes Z ∈ R^{(d_0+1)×s} for the W̃_1 residual, with X̃ᵀ-side products cached."""
+        if self._probe_cache is None:
+            gen = torch.Generator().manual_seed(PROBE_SEED)
+            Z = torch.randn(G.shape[0], PROBES, generator=gen, dtype=torch.float64).to(G)
+            self._probe_cache = (Z, G @ Z, torch.addmm(Z[-1:], X.T, Z[:-1]))
+        return self._probe_cache
 
     def _complete(self, i: int, P: Tensor, U: Tensor, V_prev: Tensor, W: Tensor) -> None:
         """Finish the layer-i parts of g^{k} (and the V_{i-1} residual) with P = P_i^k = W̃_i^kṼ_{i-1}^k."""

@@ -1,0 +1,108 @@
+"""Overhead of the recorder's presets over the bare engine, all measured in ONE process on ONE problem.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_instrumentation.py                 # ~2 min on CPU
+    .venv/bin/python benchmarks/bench_instrumentation.py --n 20000 --hidden 1500,1500 --device cuda --json out.json
+
+The problem is MNIST-shaped (d_0 = 784 Gaussian-mixture inputs, 10 classes, squared loss, ReLU).
+Runs are interleaved (bare, cheap, standard, full) × ``--repeats`` from the same initial weights, after
+one untimed warm-up.  Per sweep: the bare time is the engine's ``time_engine_s`` (hooks and the
+objective evaluation excluded); a preset's time is its own ``time_engine_s`` plus every second the
+recorder spent (``time_recorder_s``: all of its hooks, including ``on_sweep_end``).  Sweep 0 (run
+start) and the last sweep (which also completes the g^k parts that wait for a next sweep) are left
+out; the reported figure is the median over the remaining sweeps and repeats.  Accuracy is
+evaluated by the engine only at the last sweep, so the ``full`` preset pays for its every-sweep
+accuracy itself.  Targets (issue 3): standard ≤ 1.25×, full ≤ 1.6× the bare sweep time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bcd.cli import parse_widths
+from bcd.config import BCDConfig
+from bcd.data import gaussian_mixture
+from bcd.engine import run
+from bcd.problem import initial_state, make_problem
+from verification import schema as S  # noqa: N812
+from verification.recorder import PRESETS, Recorder
+
+TARGETS = {"standard": 1.25, "full": 1.6}
+
+
+def measure(problem, variant: str, sweeps: int) -> tuple[list[float], list[float]]:
+    """Per-sweep (engine seconds, recorder seconds) of one run, sweeps 1..T−1."""
+    state = initial_state(problem)
+    if variant == "bare":
+        log = run(problem, state, sweeps=sweeps).log
+        engine = log[S.TIME_ENGINE].tolist()[1:-1]
+        return engine, [0.0] * len(engine)
+    rec = Recorder(variant)
+    run(problem, state, sweeps=sweeps, hooks=[rec])
+    sw = rec.trace().sweeps
+    return sw[S.TIME_ENGINE].tolist()[1:-1], sw[S.TIME_RECORDER].tolist()[1:-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=3000, help="training samples (default 3000)")
+    p.add_argument("--hidden", default="400,400", help="hidden widths, e.g. 1500,1500,1500 (default 400,400)")
+    p.add_argument("--sweeps", type=int, default=8, help="sweeps per run (default 8; the first and last are not timed)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every variant (default 3)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--dtype", default="float64", help="float64 | float32")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    if args.sweeps < 3:
+        raise SystemExit("--sweeps must be >= 3 (the first and the last sweep are not timed)")
+    hidden = parse_widths(args.hidden)
+    cfg = BCDConfig(hidden=tuple(hidden), sweeps=args.sweeps, device=args.device, dtype=args.dtype,
+                    eval_every=10**9, gamma=1.0, alpha=5.0)
+    ds = gaussian_mixture(n=args.n, d=784, k=10, seed=0)
+    problem = make_problem(ds.X_train, ds.y_train, cfg, n_classes=10)
+    variants = ("bare", *PRESETS)
+    measure(problem, "full", 3)  # warm-up: allocations, kernels, lazy imports
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    engine_only: dict[str, list[float]] = {v: [] for v in variants}
+    t_start = time.perf_counter()
+    for _ in range(args.repeats):
+        for v in variants:
+            eng, recd = measure(problem, v, args.sweeps)
+            times[v] += [e + r for e, r in zip(eng, recd, strict=True)]
+            engine_only[v] += eng
+    bare = statistics.median(times["bare"])
+    rows = []
+    for v in variants:
+        med = statistics.median(times[v])
+        eng = statistics.median(engine_only[v])
+        rows.append({"variant": v, "sweep_s": med, "engine_s": eng, "ratio_vs_bare": med / bare,
+                     "ratio_vs_own_engine": med / eng, "target": TARGETS.get(v),
+                     "meets_target": None if v not in TARGETS else med / bare <= TARGETS[v]})
+    widths = "-".join(str(d) for d in problem.widths)
+    print(f"network {widths}, n={problem.n}, {args.dtype} on {args.device}, {args.sweeps} sweeps × {args.repeats} "
+          f"repeats, torch threads {torch.get_num_threads()}, {time.perf_counter() - t_start:.0f}s")
+    print(f"{'variant':<10}{'s/sweep':>11}{'engine s':>11}{'× bare':>9}{'× own eng':>11}{'target':>8}  ok")
+    for r in rows:
+        tgt = "" if r["target"] is None else f"{r['target']:.2f}"
+        ok = "" if r["meets_target"] is None else ("yes" if r["meets_target"] else "NO")
+        print(f"{r['variant']:<10}{r['sweep_s']:>11.4f}{r['engine_s']:>11.4f}{r['ratio_vs_bare']:>9.3f}"
+              f"{r['ratio_vs_own_engine']:>11.3f}{tgt:>8}  {ok}")
+    if args.json:
+        out = {"network": widths, "n": problem.n, "dtype": args.dtype, "device": args.device,
+               "sweeps": args.sweeps, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+               "platform": platform.platform(), "processor": platform.processor(),
+               "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor(),
+               "results": rows}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
