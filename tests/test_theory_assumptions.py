@@ -111,3 +111,18 @@ def test_engine_and_cli_train_path_do_not_import_sympy():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_bcd_theory_reads_B_and_L0_from_a_trace(tmp_path, capsys):
+    import pandas as pd
+
+    from verification import schema as sc
+    from verification.trace import Trace
+
+    config = BCDConfig(hidden=(3,), gamma=1.0, alpha=2.0)
+    sweeps = pd.DataFrame({sc.SWEEP: [0, 1], sc.OBJECTIVE: [50.0, 40.0], sc.BOUND_B: [2.0, 4.0]})
+    Trace(sweeps, meta={"config": {**config.__dict__, "hidden": [3]}, "n": 10}).save(tmp_path)
+    assert main(["theory", "--hidden", "3", "--alpha", "2", "--trace", str(tmp_path), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["constants"]["B"] == 4.0 and rep["constants"]["L0"] == 50.0
+    assert rep["constants"]["b"] == pytest.approx(tc.relative_error_constant(1.0, 2.0, 4.0, 2))
