@@ -86,7 +86,7 @@ def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.
         fit = fit_line(np.log(k[tail]), np.log(avg[tail]), level)
     L_last = float(sw[sc.OBJECTIVE].iloc[rows_used - 1])
     details: dict[str, Any] = {
-        "T": T, "sum_T": sum_T, "C": C, "a": a, "b": b, "B": B, "L0": L0, "L_star_bound": L_star,
+        "T": T, "sum_g_sq": sum_T, "C": C, "a": a, "b": b, "B": B, "L0": L0, "L_star_bound": L_star,
         "C_with_last_L": tc.rate_constant(a, b, L0, L_last), "min_g_sq": float(np.min(g * g)),
         "min_g_sq_bound": C / T, "last_half_share": share, "running_average_slope": fit.to_dict() if fit else None,
         "sweeps_missing_g": int((sw[sc.SWEEP] >= 1).sum()) - len(k)}

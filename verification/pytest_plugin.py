@@ -83,7 +83,7 @@ def assert_rate(trace, *, config=None, a: float | None = None, b: float | None =
 
     v = rate(trace, config, a=a, b=b)
     d = v.details
-    lines = [f"at sweep {v.worst['sweep']}: Σ‖g^k‖² = {d['S_T']:.4g} vs C = {d['C']:.4g} "
+    lines = [f"at sweep {v.worst['sweep']}: Σ‖g^k‖² = {d['sum_g_sq']:.4g} vs C = {d['C']:.4g} "
              f"(a = {d['a']:.4g}, b = {d['b']:.4g}, L̄⁰ = {d['L0']:.4g})"] if "C" in d and v.worst else []
     return _settle(v, allow_inconclusive, lines)
 
