@@ -244,6 +244,7 @@ class Recorder:
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
         self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
+        self._acc_pending: tuple[_Sweep, list] | None = None
         self._cum_dq = 0.0
         self._cum_g_sq = 0.0
         first = _Sweep(state.sweep, True)
@@ -272,6 +273,8 @@ class Recorder:
         sw.norms[b].append(_norm(new))
         if b == "U" and i in self._carry:  # P_i^{k-1} of the previous sweep is this step's aux["P"]
             self._complete(i, aux["P"], old, state.V[i - 1], state.W[i])
+        if b == "U" and i == 1 and self._acc_pending is not None:
+            self._complete_accuracy(aux["P"])
         if sw.instrumented:
             row = {S.SWEEP: k, S.STEP: len(sw.blocks), S.BLOCK: b, S.LAYER: i, S.BLOCK_DELTA_SQ: d_sq,
                    S.BLOCK_CONST: self._block_constant(b, i), S.BLOCK_DECREASE: math.nan,
@@ -289,7 +292,7 @@ class Recorder:
             self._open.append(sw)
         rec = dict(record)
         if sw.instrumented and self._level >= 2 and math.isnan(rec.get(S.TRAIN_ACC, math.nan)):
-            rec.update(_accuracies(state, self.problem))
+            self._defer_accuracy(sw, state, rec)
         sw.record = rec
         self._close_ready()
         sw.seconds += time.perf_counter() - t0
@@ -369,7 +372,8 @@ class Recorder:
             row["_minus"] = S.aff_term(1)
             self._set_g(sw, ("W", 1), delta.mul(-a))
         if full:  # r = W̃⁺M − (γUṼᵀ + αW̃⁻), M = γṼṼᵀ + (α+λ)I, written as γ(DṼṼᵀ − EṼᵀ) + λW̃⁺ + αD
-            norm_M = torch.linalg.vector_norm(G.mul(g).diagonal_scatter(G.diagonal().mul(g).add(a + lam)))
+            c = a + lam  # ‖γG + cI‖_F² = γ²‖G‖² + 2γc·tr G + c²(d+1)
+            norm_M = (g * g * _sq(G) + 2 * g * c * G.diagonal().sum() + c * c * G.shape[0]).sqrt()
             if i >= 2:  # the products are there already: exact
                 r = (DG - EV).mul_(g).add_(delta, alpha=a)
                 if lam > 0:
@@ -410,6 +414,26 @@ class Recorder:
                 carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
         sw.pending -= 1
 
+    def _defer_accuracy(self, sw: _Sweep, state: BCDState, rec: dict[str, Any]) -> None:
+        """Test accuracy now; train accuracy at the next U_1 step, whose aux["P"] = W̃_1^kX̃ is the first
+        layer of the forward pass (the weights W̃_i^k are kept by reference: the engine replaces blocks)."""
+        problem = self.problem
+        if problem.labels is None:
+            return
+        if problem.X_test is not None:
+            rec[S.TEST_ACC] = accuracy(state.W, problem.X_test, problem.labels_test, problem)
+        self._acc_pending = (sw, list(state.W))
+        sw.pending += 1
+
+    def _complete_accuracy(self, P_1: Tensor) -> None:
+        sw, W = self._acc_pending
+        self._acc_pending = None
+        h = self.problem.sigma(1, P_1)
+        for i in range(2, len(W)):
+            h = self.problem.sigma(i, affine(W[i], h))
+        sw.record[S.TRAIN_ACC] = (h.argmax(dim=0) == self.problem.labels).to(torch.float64).mean()
+        sw.pending -= 1
+
     def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None) -> None:
         row = row if row is not None else self._row_of[key]
         row[S.BLOCK_G_NORM] = _sq(g_part)  # squared until the sweep is closed
@@ -443,6 +467,7 @@ class Recorder:
         norms = {b: [slot(v) for v in vs] for b, vs in sw.norms.items()}
         cols = (S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL)
         blocks = [{c: slot(r[c]) for c in cols} for r in sw.blocks]
+        train_acc = slot(sw.record.get(S.TRAIN_ACC, math.nan))
         host = torch.stack(tensors).cpu().tolist() if tensors else []
 
         def val(s):
@@ -456,7 +481,7 @@ class Recorder:
         row[S.OBJECTIVE] = float(rec[S.OBJECTIVE])
         for name in S.term_names(self.N, self.lam):
             row[name] = float(rec[name])
-        row[S.TRAIN_ACC] = float(rec.get(S.TRAIN_ACC, math.nan))
+        row[S.TRAIN_ACC] = val(train_acc)
         row[S.TEST_ACC] = float(rec.get(S.TEST_ACC, math.nan))
         prev = self._rows[-1] if self._rows else None
         row[S.DECREASE] = prev[S.OBJECTIVE] - row[S.OBJECTIVE] if prev is not None else math.nan
@@ -496,6 +521,8 @@ class Recorder:
         state, last = self.state, self._open[-1] if self._open else None
         for i in sorted(self._carry):
             self._complete(i, affine(state.W[i], state.V[i - 1]), state.U[i], state.V[i - 1], state.W[i])
+        if self._acc_pending is not None:
+            self._complete_accuracy(affine(self._acc_pending[1][1], self.problem.X))
         if last is not None and last.record is None:  # the engine stopped before on_sweep_end
             last.record = {**objective_terms(state, self.problem), S.TRAIN_ACC: math.nan, S.TEST_ACC: math.nan}
         if last is not None:
