@@ -259,3 +259,45 @@ def test_identity_prox_engine_agrees():
     A, M = rs.normal(size=500), rs.normal(size=500)
     assert rel(identity_prox(T(A), T(M), 2.5).numpy(), r.solve(A, M, 2.5)) <= TOL
     assert rel(relu_prox(T(A), T(M), 2.5).numpy(), r.solve(A, M, 2.5)) > 1e-3  # the check tells them apart
+
+
+def test_every_step_of_a_real_sweep_is_the_derived_minimiser_at_the_current_iterate(rng):
+    """Algorithm 2 wiring: in an engine sweep (N = 2, d = (2, 3, 2), n = 3) each step's new block equals the
+    derived closed form evaluated at the iterate of that moment (blocks updated earlier in the sweep are new)."""
+    from bcd.blocks import affine
+    from bcd.engine import sweep
+    from bcd.schedule import schedule_for
+
+    config = BCDConfig(hidden=(3,), gamma=0.8, alpha=1.7, lam=0.2, seed=1)
+    problem = make_problem(rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), config)
+    state = initial_state(problem)
+    for i in (1, 2):  # move off the forward pass so that every block actually changes
+        state.U[i] = state.U[i] + T(rng.normal(size=state.U[i].shape))
+        state.V[i] = state.V[i] + T(rng.normal(size=state.V[i].shape))
+    g, al, lam = config.gamma, config.alpha, config.lam
+    np_ = {"gamma": g, "alpha": al}
+
+    def derived(step, s):
+        i, n = step.layer, s.V[0].shape[1]
+        if step.block == "V" and i == 2:
+            return der.derive_V_N(2, n).solve(V_N=s.V[2], U_N=s.U[2], Y=problem.Y, c=problem.c, **np_)
+        if step.block == "U" and i == 2:
+            return der.derive_U_N(2, 3, n).solve(V_N=s.V[2], W_N=s.W[2], V_prev=s.V[1], gamma=g)
+        if step.block == "W":
+            d_out, d_in = s.W[i].shape[0], s.W[i].shape[1] - 1
+            return der.derive_W(d_out, d_in, n).solve(W=s.W[i], U=s.U[i], V_prev=s.V[i - 1], lam=lam, **np_)
+        if step.block == "V":
+            return der.derive_V_hidden(3, 2, n).solve(sigma_U=torch.relu(s.U[1]), W_next=s.W[2], U_next=s.U[2],
+                                                      gamma=g)
+        return der.derive_U_hidden("relu").solve(s.V[1], affine(s.W[1], s.V[0]), s.U[1], gamma_=g, alpha_=al)
+
+    seen = []
+
+    class Check:
+        def on_step(self, k, step, s, new, aux):
+            seen.append(step.name)
+            assert rel(new.numpy(), derived(step, s)) <= TOL, f"sweep {k}, step {step.name}"
+
+    for _ in range(2):
+        sweep(state, problem, schedule_for("three", 2), [Check()])
+    assert seen[:6] == ["V2", "U2", "W2", "V1", "U1", "W1"]  # Algorithm 2's backward order

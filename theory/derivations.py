@@ -242,7 +242,8 @@ def derive_W(d_out: int = 2, d_in: int = 2, n: int = 3) -> BlockDerivation:
     U, Vp = symbol_matrix("U", d_out, n), symbol_matrix("Vp", d_in, n)
     Vt = augment(Vp)
     f = lam / 2 * sq_norm(W) + gamma / 2 * sq_norm(U - W * Vt) + alpha / 2 * sq_norm(W - Wm)
-    form = (alpha * Wm + gamma * U * Vt.T) * ((alpha + lam) * sp.eye(d_in + 1) + gamma * Vt * Vt.T).inv()
+    M = (alpha + lam) * sp.eye(d_in + 1) + gamma * Vt * Vt.T  # symmetric: X M⁻¹ = (M⁻¹Xᵀ)ᵀ
+    form = M.LUsolve((alpha * Wm + gamma * U * Vt.T).T).T
     inputs = (("W", Wm), ("U", U), ("V_prev", Vp), ("gamma", gamma), ("alpha", alpha), ("lam", lam))
     return _derive("W", "argmin_W λ/2‖W‖² + γ/2‖U_i⁺−WṼ_{i-1}⁻‖² + α/2‖W−W̃_i⁻‖²", W, f, inputs, form,
                    {"d_i": d_out, "d_{i-1}": d_in, "n": n})
@@ -257,7 +258,7 @@ def derive_V_hidden(d: int = 2, d_next: int = 3, n: int = 2) -> BlockDerivation:
     Wn, Un = symbol_matrix("Wn", d_next, d + 1), symbol_matrix("Un", d_next, n)
     f = gamma / 2 * sq_norm(V - S) + gamma / 2 * sq_norm(Un - Wn * augment(V))
     W_hat, b = Wn[:, :d], Wn[:, d]
-    form = (sp.eye(d) + W_hat.T * W_hat).inv() * (S + W_hat.T * (Un - b * sp.ones(1, n)))
+    form = (sp.eye(d) + W_hat.T * W_hat).LUsolve(S + W_hat.T * (Un - b * sp.ones(1, n)))
     # γ multiplies both terms, so the minimiser does not depend on it; it stays an input of the
     # (unsimplified) derived expressions, and agreement for random γ checks that independence
     inputs = (("sigma_U", S), ("W_next", Wn), ("U_next", Un), ("gamma", gamma))
