@@ -33,8 +33,9 @@ def verdict_lines(run: RunData) -> list[str]:
         g = guarantee(run, v).guaranteed
         tag = {True: "guaranteed", False: "not guaranteed", None: "conditional"}[g]
         mt = f"measured {v.measured:.4g}" if v.measured is not None else "measured —"
-        th = f" {v.relation or 'vs'} {v.theoretical:.4g}" if v.theoretical is not None else ""
-        out.append(f"  {v.status:<12} {v.claim:<20} {mt}{th}  ({tag})")
+        th = f", theory {v.theoretical:.4g}" if v.theoretical is not None else ""
+        rel = f"  [{v.relation}]" if v.relation else ""
+        out.append(f"  {v.status:<12} {v.claim:<20} {tag:<15} {mt}{th}{rel}")
     return out
 
 
@@ -65,9 +66,8 @@ def _verify(args: argparse.Namespace) -> int:
         save_verdicts(args.config, run.verdicts)
         return finish(run, Path(args.config))
 
-    from verification.recorder import Recorder
-
     from bcd.runner import train_from_config
+    from verification.recorder import Recorder
 
     cfg = resolve_run_config(args, default_config_name())
     # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).

@@ -42,6 +42,7 @@ CLAIM_ORDER = (
 VERDICT_COLUMNS = (
     "claim",
     "guaranteed",
+    "relation",
     "theoretical",
     "measured",
     "status",
@@ -77,10 +78,16 @@ def num(x: Any) -> str:
 
 
 def worst_text(worst: dict[str, Any] | None) -> str:
+    """``{"sweep": 9, "block": "V3", "level": "block", ...}`` → ``sweep 9, block V3``."""
     if not worst:
         return "—"
-    parts = [f"{k} {v}" for k, v in worst.items()]
-    return ", ".join(parts)
+    parts = [f"sweep {worst['sweep']}"] if "sweep" in worst else []
+    if "block" in worst:
+        parts.append(f"block {worst['block']}")
+    elif worst.get("level") == "sweep":
+        parts[-1:] = [p + " (whole sweep)" for p in parts[-1:]]
+    parts += [f"{k} {v}" for k, v in worst.items() if k not in ("sweep", "block", "level", "step")]
+    return ", ".join(parts) or "—"
 
 
 def guaranteed_text(run: RunData, v) -> str:
@@ -94,7 +101,6 @@ def verdict_rows(run: RunData) -> list[dict[str, str]]:
     order = {c: j for j, c in enumerate(CLAIM_ORDER)}
     rows = []
     for v in sorted(run.verdicts or (), key=lambda v: order.get(v.claim, len(order))):
-        rel = f" {v.relation}" if v.relation else ""
         tol = f"margin {num(v.margin)}; tol {num(v.tolerance)}"
         if v.tolerance_reason:
             tol += f" ({v.tolerance_reason})"
@@ -103,7 +109,8 @@ def verdict_rows(run: RunData) -> list[dict[str, str]]:
                 "claim": f"{v.title} [{v.claim}]",
                 "guaranteed": guaranteed_text(run, v),
                 "theoretical": num(v.theoretical),
-                "measured": num(v.measured) + rel,
+                "relation": v.relation,
+                "measured": num(v.measured),
                 "status": v.status,
                 "worst sweep": worst_text(v.worst),
                 "margin / tolerance": tol,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -164,7 +165,7 @@ def plot_runs(
     if log:
         ax.set_yscale("log")
     if logx:
-        ax.set_xscale("log")
+        style.log_x_sweeps(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return notes
@@ -408,7 +409,7 @@ def fig_block_descent(runs, out: Path, warnings: list[str]) -> Figure:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(r"bound $c_{\mathrm{blk}}\,\|X^+ - X^-\|^2$")
-        ax.set_ylabel(r"block decrease $\bar{\mathcal{L}}(\ldots X^- \ldots) - \bar{\mathcal{L}}(\ldots X^+ \ldots)$")
+        ax.set_ylabel(r"decrease of $\bar{\mathcal{L}}$ by one block update")
         ax.set_title("Per-block decrease vs its bound (points must lie on or above the line)")
         ax.legend(loc="upper left")
         paths = style.save(fig, out, "block_descent")
@@ -534,7 +535,7 @@ def fig_gaps_heatmap(runs, out: Path, warnings: list[str]) -> Figure:
     with style.style():
         n = len(runs)
         fig, axes = style.new_figure(n, size=(min(4.8 * n, 14.0) if n > 1 else 6.4, 4.0))
-        floors = []
+        zeros = 0
         for ax, r in zip(axes, runs, strict=True):
             N = r.bcd.N
             rows, labels = [], []
@@ -547,15 +548,17 @@ def fig_gaps_heatmap(runs, out: Path, warnings: list[str]) -> Figure:
                         rows.append(col(r, name))
                         labels.append(lab)
             M = np.vstack(rows)
-            floor = style.log_floor(M)
-            floors.append(floor)
-            L = np.log10(np.where(np.isfinite(M) & (floor < M), M, floor))
+            positive = np.isfinite(M) & (M > 0)
+            zeros += int((~positive).sum())
+            with np.errstate(divide="ignore", invalid="ignore"):
+                L = np.ma.masked_where(~positive, np.log10(np.where(positive, M, 1.0)))
+            cmap = matplotlib.colormaps["viridis"].with_extremes(bad=style.ZERO_CELL)
             k = sweeps_of(r)
             im = ax.imshow(
                 L,
                 aspect="auto",
                 interpolation="nearest",
-                cmap="viridis",
+                cmap=cmap,
                 extent=(k.min() - 0.5, k.max() + 0.5, len(rows) - 0.5, -0.5),
             )
             ax.set_yticks(range(len(rows)), labels, fontsize=7.5)
@@ -567,7 +570,8 @@ def fig_gaps_heatmap(runs, out: Path, warnings: list[str]) -> Figure:
         paths = style.save(fig, out, "gaps_heatmap")
     caption = (
         "The splitting gaps γ/2‖V_i − σ_i(U_i)‖² and γ/2‖U_i − W̃_iṼ_{i−1}‖² of every layer i (rows) over the "
-        f"sweeps (columns), colour = log10 of the gap; zeros are drawn at the floor {min(floors):.1e}."
+        f"sweeps (columns), colour = log10 of the gap; {zeros} grey cell(s): the gap is exactly 0 (or not "
+        "finite), e.g. V_i = σ(U_i) at the initial point."
     )
     return Figure("gaps_heatmap", "Per-layer splitting gaps over sweeps", caption, paths)
 

@@ -10,12 +10,9 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # the Agg backend is selected in reports/__init__.py
 import numpy as np
+from matplotlib import ticker
 
 # ---------------------------------------------------------------- paper symbols (mathtext)
 SYM_L = r"$\bar{\mathcal{L}}$"
@@ -56,6 +53,7 @@ BLOCK_COLOURS = {"W": "#0072B2", "V": "#009E73", "U": "#D55E00"}
 STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
 THEORY_COLOUR = "#444444"
 CLIPPED_COLOUR = "#cf222e"
+ZERO_CELL = "#d0d0d0"  # heatmap cells whose value is exactly 0 (no colour on a log scale)
 WIDE = (9.0, 3.6)
 SINGLE = (6.0, 4.0)
 DPI = 150
@@ -107,6 +105,7 @@ def save(fig, directory: Path, name: str) -> dict[str, Path]:
         path = directory / f"{name}.{ext}"
         fig.savefig(path, format=ext)
         paths[ext] = path
+        fig.set_layout_engine("none")  # the layout is solved once; later formats reuse it (same size in inches)
     plt.close(fig)
     return paths
 
@@ -151,3 +150,11 @@ def mark_clipped(ax, x, y, clipped, floor: float) -> None:
             zorder=5,
             linewidths=0,
         )
+
+
+def log_x_sweeps(ax) -> None:
+    """Log x axis over sweep counts with plain tick labels 1, 2, 5, 10, 20, 50, …"""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _pos: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())

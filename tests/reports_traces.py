@@ -23,10 +23,15 @@ WIDTHS = (4, *HIDDEN, 3)
 
 
 def synthetic_trace(
-    seed: int = 0, sweeps: int = 12, failing: bool = False, drop: tuple[str, ...] = (), drop_blocks: bool = False
+    seed: int = 0,
+    sweeps: int = 12,
+    failing: bool = False,
+    drop: tuple[str, ...] = (),
+    drop_blocks: bool = False,
+    alpha: float = 2.0,
 ) -> Trace:
     rng = np.random.default_rng(seed)
-    cfg = BCDConfig(hidden=HIDDEN, gamma=1.0, alpha=2.0, sweeps=sweeps, seed=seed, eval_every=2)
+    cfg = BCDConfig(hidden=HIDDEN, gamma=1.0, alpha=alpha, sweeps=sweeps, seed=seed, eval_every=2)
     N, a = cfg.N, constants.sufficient_descent_constant(cfg.gamma, cfg.alpha)
     k = np.arange(sweeps + 1)
     L = 5.0 + 400.0 / (1.0 + k) ** 1.6 * (1 + 0.05 * rng.random())
@@ -149,9 +154,10 @@ def write_run(
     drop: tuple[str, ...] = (),
     drop_blocks: bool = False,
     verdicts: bool = True,
+    alpha: float = 2.0,
 ):
     """A run directory as ``bcd verify`` leaves it: config.json, environment.json, trace, verdicts.json."""
-    trace = synthetic_trace(seed, failing=failing, drop=drop, drop_blocks=drop_blocks)
+    trace = synthetic_trace(seed, failing=failing, drop=drop, drop_blocks=drop_blocks, alpha=alpha)
     trace.save(directory)
     cfg = RunConfig(DataConfig(dataset="teacher", n_train=50), trace.config, out=str(directory))
     write_json(directory / CONFIG, cfg.to_dict())

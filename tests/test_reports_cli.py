@@ -1,0 +1,93 @@
+"""`bcd verify` and `bcd report`: exit codes 0 / 1 / 2, files written, real checks on saved traces,
+several seeds grouped into bands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from reports_traces import write_run
+
+from bcd.cli import main
+from reports.document import FIGURES_DIR
+from reports.runs import VERDICTS, group_labels, groups, load_run
+from theory import constants
+
+SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "30", "--hidden", "6,5", "--sweeps", "6"]
+
+
+def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "environment.json",
+        "trace_sweeps.parquet",
+        "trace_blocks.parquet",
+        VERDICTS,
+        "report.html",
+        "report.md",
+        FIGURES_DIR,
+    } <= names
+    verdicts = json.loads((out / VERDICTS).read_text())
+    assert {v["claim"] for v in verdicts} == set(constants.CLAIM_IDS)
+    assert all(v["status"] != "fail" for v in verdicts if v["guaranteed"])
+    run = load_run(out)
+    assert run.trace.meta["preset"] == "full" and len(run.trace.blocks) > 0
+    assert "report:" in capsys.readouterr().out
+
+
+def test_verify_of_a_failing_run_directory_exits_1(tmp_path, capsys):
+    d = write_run(tmp_path / "run", failing=True)
+    (d / VERDICTS).unlink()  # re-verified from the saved trace by the real checks
+    assert main(["verify", str(d)]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED guaranteed claim(s): monotone_descent" in printed
+    md = (d / "report.md").read_text()
+    row = next(line for line in md.splitlines() if f"[{constants.MONOTONE}]" in line)
+    assert "| fail |" in row and "sweep 7 (whole sweep)" in row
+    assert '<span class="status fail">fail</span>' in (d / "report.html").read_text()
+
+
+def test_verify_of_a_passing_run_directory_exits_0(tmp_path):
+    d = write_run(tmp_path / "run", verdicts=False)
+    assert main(["verify", str(d)]) == 0
+    assert {v["status"] for v in json.loads((d / VERDICTS).read_text())} <= {"pass", "inconclusive"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "{tmp}/no-such.toml"],  # neither a config file nor a run directory
+        ["verify", "{run}", "--gamma", "2"],  # overrides only apply when training
+        ["verify", "{tmp}"],  # a directory without a trace
+        ["verify", "--preset", "cheap", "--sweeps", "-1"],  # a bad config value
+        ["report", "{tmp}/missing"],
+    ],
+)
+def test_bad_input_exits_2(tmp_path, argv, capsys):
+    run = write_run(tmp_path / "run", verdicts=False)
+    argv = [a.format(tmp=tmp_path, run=run) for a in argv]
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_report_of_several_seeds_overlays_and_bands(tmp_path, capsys):
+    dirs = [write_run(tmp_path / f"seed{s}", seed=s, verdicts=s != 2) for s in range(3)]
+    dirs.append(write_run(tmp_path / "alpha3", seed=9, alpha=3.0))
+    runs = [load_run(d) for d in dirs]
+    grouped = groups(runs)
+    assert [[r.name for r in g] for g in grouped] == [["seed0", "seed1", "seed2"], ["alpha3"]]
+    assert group_labels(grouped) == ["alpha=2 (3 seeds)", "alpha=3"]
+    assert main(["report", *map(str, dirs)]) == 0
+    out = tmp_path / "report"  # the common parent's report/
+    md = (out / "report.md").read_text()
+    for name in ("seed0", "seed1", "seed2", "alpha3"):
+        assert f"| {name} |" in md and f"## Verdicts — {name}" in md
+    assert "run 'seed2' has no verdicts.json" in md
+    assert "mean ± standard deviation across seeds" in md
+    assert len(list((out / FIGURES_DIR).glob("*.png"))) == 10
+    # nothing was recomputed: the saved verdicts are untouched and seed2 still has none
+    assert not (dirs[2] / VERDICTS).exists()
+    assert "warning:" in capsys.readouterr().out

@@ -1,0 +1,168 @@
+"""Reports rendered from small saved traces: files produced, verdict table content, missing columns,
+several seeds, log axes with zero/negative values."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reports_traces import synthetic_trace, write_run
+
+from reports import style
+from reports.document import FIGURES_DIR, overall, render_report, verdict_rows
+from reports.figures import FIGURES, Figure, Skipped, tail_slope
+from reports.runs import failed_guaranteed, fallback_guarantee, load_run
+from theory import constants
+from verification import schema
+
+FIGURE_NAMES = [name for name, _, _ in FIGURES]
+
+
+@pytest.fixture(scope="module")
+def passing(tmp_path_factory):
+    d = write_run(tmp_path_factory.mktemp("pass") / "run")
+    run = load_run(d)
+    return run, render_report([run], d)
+
+
+def _md_row(md: str, claim: str) -> list[str]:
+    rows = [line for line in md.splitlines() if line.startswith("| ") and f"[{claim}]" in line]
+    assert len(rows) == 1, rows
+    return [c.strip() for c in re.split(r"(?<!\\)\|", rows[0])[1:-1]]
+
+
+def test_every_file_is_written_and_the_html_is_self_contained(passing):
+    _run, report = passing
+    out = report.html.parent
+    assert report.html.name == "report.html" and report.markdown.name == "report.md"
+    for name in FIGURE_NAMES:
+        for ext in ("png", "pdf"):
+            f = out / FIGURES_DIR / f"{name}.{ext}"
+            assert f.is_file() and f.stat().st_size > 1000, f
+    assert all(isinstance(f, Figure) for f in report.figures)
+    html = report.html.read_text()
+    imgs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", html)
+    assert len(imgs) == len(FIGURE_NAMES)
+    assert all(src.startswith("data:image/png;base64,") for src in imgs)
+    # nothing that a browser would fetch: no external script, stylesheet, font or image
+    assert not re.search(r"(src|href)=\"(https?:)?//", html) and "<script" not in html and "@import" not in html
+    md = report.markdown.read_text()
+    for name in FIGURE_NAMES:
+        assert f"]({FIGURES_DIR}/{name}.png)" in md
+    assert report.warnings == []
+
+
+def test_verdict_table_of_a_passing_run(passing):
+    run, report = passing
+    md = report.markdown.read_text()
+    row = _md_row(md, constants.RELATIVE_ERROR)
+    # claim | guaranteed | relation | theoretical | measured | status | worst sweep | margin / tolerance | explanation
+    assert row[1].startswith("yes (assumed") and row[2:7] == ["≤", "2897", "3.9", "pass", "sweep 3"]
+    kl = _md_row(md, constants.KL_EXPONENT)
+    assert kl[1].startswith("no") and kl[5] == "inconclusive"
+    conv = _md_row(md, constants.CONVERGENCE)
+    assert conv[1].startswith("conditional")  # λ = 0: bounded iterates are not guaranteed
+    assert overall(run) == "pass" and failed_guaranteed(run) == []
+    # claims in MATH.md §4 order, whatever order the verdicts were saved in
+    claims = [r["claim"] for r in verdict_rows(run)]
+    assert claims[0].endswith(f"[{constants.MONOTONE}]") and claims[1].endswith(f"[{constants.SUFFICIENT_DESCENT}]")
+    html = report.html.read_text()
+    assert '<span class="status pass">pass</span>' in html and "status fail" not in html
+    for key in ("torch 2.13.0", "test-cpu", "abc123", "float64", "engine", "hooks (instrumentation)"):
+        assert key in html, key
+
+
+def test_missing_columns_warn_and_skip_never_crash(tmp_path):
+    d = write_run(tmp_path / "run", drop=(schema.G_NORM, schema.CUM_G_SQ, schema.NORM_V_MAX), drop_blocks=True)
+    report = render_report([load_run(d)], d)
+    skipped = {f.name for f in report.figures if isinstance(f, Skipped)}
+    assert skipped == {"relative_error", "rate", "block_descent", "iterate_norms"}
+    drawn = {f.name for f in report.figures if isinstance(f, Figure)}
+    assert drawn == set(FIGURE_NAMES) - skipped
+    text = " ".join(report.warnings)
+    assert schema.G_NORM in text and schema.NORM_V_MAX in text and "blocks column" in text
+    html = report.html.read_text()
+    assert "<h2>Warnings</h2>" in html and html.count("<p class='skipped'>") == len(skipped)
+    assert not (d / FIGURES_DIR / "rate.png").exists()
+
+
+def test_log_axes_keep_zero_and_negative_values_visible():
+    v, clipped = style.clip_for_log([3.0, 0.0, -2.0, np.nan, 1e-9], floor=1e-6)
+    assert clipped.tolist() == [False, True, True, False, True]
+    assert v[1] == v[2] == v[4] == 1e-6 and np.isnan(v[3])
+    assert style.log_floor([0.0, -1.0]) == 1e-300  # nothing positive: still a finite floor
+    assert style.log_floor([2.0, 0.5, 0.0]) == pytest.approx(5e-4)
+    assert style.spans_decades([1.0, 1e3]) and not style.spans_decades([1.0, 50.0])
+
+
+def test_tail_slope_recovers_a_power_law():
+    T = np.arange(1, 41, dtype=float)
+    assert tail_slope(T, 7.0 / T) == pytest.approx(-1.0)
+    assert tail_slope(T, 7.0 / T**2) == pytest.approx(-2.0)
+    assert tail_slope(T[:2], T[:2]) is None
+
+
+def test_fallback_guarantee_reads_the_config():
+    trace = synthetic_trace()
+    cfg = trace.config
+    assert fallback_guarantee(constants.SUFFICIENT_DESCENT, cfg).guaranteed is True
+    assert fallback_guarantee(constants.CONVERGENCE, cfg).guaranteed is None
+    coercive = type(cfg)(**{**cfg.__dict__, "lam": 0.1})
+    assert fallback_guarantee(constants.CONVERGENCE, coercive).guaranteed is True
+    bad_alpha = type(cfg)(**{**cfg.__dict__, "vn_update": "prox_linear", "alpha": 1e-3, "gamma": 0.5})
+    assert fallback_guarantee(constants.MONOTONE, bad_alpha).guaranteed is False
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason="headless Chromium not installed (apt-get install -y chromium chromium-driver)",
+)
+def test_report_html_in_a_real_browser(passing, tmp_path):
+    """Every figure is decoded and displayed, and the page fetches nothing but data: URIs."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    _run, report = passing
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    try:
+        driver.get(report.html.as_uri())
+        images = driver.find_elements("tag name", "img")
+        assert len(images) == len(FIGURE_NAMES)
+        for img in images:
+            assert img.is_displayed()
+            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+        resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert all(r.startswith("data:") for r in resources), resources
+        requested = [
+            json.loads(e["message"])["message"]["params"]["request"]["url"]
+            for e in driver.get_log("performance")
+            if '"Network.requestWillBeSent"' in e["message"]
+        ]
+        assert report.html.as_uri() in requested  # the log is live ...
+        network = [u for u in requested if u.split(":", 1)[0] in ("http", "https", "ws", "wss", "ftp")]
+        assert network == [], network  # ... and nothing left the machine (chrome:// pages are internal)
+    finally:
+        driver.quit()
