@@ -3,7 +3,8 @@
 Samples are columns.  A weight block is the augmented W̃_i = [Ŵ_i  b_i] ∈ R^{d_i×(d_{i-1}+1)}
 acting on Ṽ_{i-1} = [V_{i-1}; 1ᵀ]; the ones row is never materialised: W̃Ṽ = ŴV + b1ᵀ is one
 ``addmm`` and ṼṼᵀ, UṼᵀ are assembled from VVᵀ, UVᵀ and row sums.  Every function returns the
-exact global minimiser of its subproblem and never modifies its arguments.
+exact global minimiser of its subproblem and never modifies its arguments, except that a caller
+may hand over a temporary it no longer needs (``overwrite_P=True``) so its storage is reused.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ def augmented_cross(U: Tensor, V_prev: Tensor) -> Tensor:
     return C
 
 
+def solve_spd_right_(B: Tensor, M: Tensor) -> Tensor:
+    """Overwrite B with B M⁻¹ for symmetric positive definite M = LLᵀ (Cholesky; no inverse formed).
+
+    Two right-sided triangular solves, X Lᵀ = B then Y L = X, written in place: on a transposed
+    (column-major) view of a row-major d×n matrix this is the left solve M⁻¹R without any layout copy."""
+    L = torch.linalg.cholesky(M)
+    torch.linalg.solve_triangular(L.T, B, upper=True, left=False, out=B)
+    torch.linalg.solve_triangular(L, B, upper=False, left=False, out=B)
+    return B
+
+
 def squared_loss_scale(reduction: str, n: int) -> float:
     """c in R(V) = (c/2)‖V − Y‖²: 1 for ``sum``, 1/n for ``mean``."""
     return 1.0 if reduction == "sum" else 1.0 / n
@@ -63,10 +75,11 @@ def update_V_N_prox_linear(
     return out.sub_(grad_R).div_(alpha + gamma)
 
 
-def update_U_N(V_N: Tensor, P_N: Tensor) -> Tensor:
+def update_U_N(V_N: Tensor, P_N: Tensor, *, overwrite_P: bool = False) -> Tensor:
     """U_N⁺ = argmin_U γ/2‖V_N⁺ − U‖² + γ/2‖U − W_N⁻Ṽ_{N-1}⁻‖² = (V_N⁺ + P_N)/2, P_N = W_N⁻Ṽ_{N-1}⁻.
     (No proximal term: the subproblem is already γ-strongly convex.)"""
-    return torch.add(V_N, P_N).mul_(0.5)
+    out = P_N if overwrite_P else P_N.clone()
+    return out.add_(V_N).mul_(0.5)
 
 
 def update_W(
@@ -80,44 +93,58 @@ def update_W(
     gram: Tensor | None = None,
 ) -> Tensor:
     """W̃_i⁺ = argmin_W λ/2‖W‖² + γ/2‖U_i⁺ − WṼ_{i-1}⁻‖² + α/2‖W − W̃_i⁻‖²
-    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, solved by Cholesky on the right-hand side.
+    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, a right-sided Cholesky solve.
 
     ``gram`` may pass a precomputed ṼṼᵀ (constant for i = 1, where Ṽ_0 = X̃)."""
     G = augmented_gram(V_prev) if gram is None else gram
     M = G.mul(gamma)
     M.diagonal().add_(alpha + lam)
     R = augmented_cross(U, V_prev).mul_(gamma).add_(W, alpha=alpha)
-    L = torch.linalg.cholesky(M)
-    return torch.cholesky_solve(R.T, L).T.contiguous()
+    return solve_spd_right_(R, M)
 
 
-def update_V_hidden(sigma_U: Tensor, W_next: Tensor, U_next: Tensor) -> Tensor:
+def update_V_hidden(sigma_U: Tensor, W_next: Tensor, U_next: Tensor, *, overwrite_S: bool = False) -> Tensor:
     """V_i⁺ = argmin_V γ/2‖V − σ(U_i⁻)‖² + γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ‖²  (i < N, no proximal term).
 
     Normal equations (I + ŴᵀŴ)V = S + Ŵᵀ(U_{i+1}⁺ − b1ᵀ), S = σ(U_i⁻), Ŵ, b = W̃_{i+1}⁺.
     When d_{i+1} < d_i the equivalent Woodbury form V = S + Ŵᵀ(I + ŴŴᵀ)⁻¹(U − b1ᵀ − ŴS) is
     cheaper (a d_{i+1}-sized Cholesky); both are exact.  The branch is chosen by flop count.
     """
+    S = sigma_U if overwrite_S else sigma_U.clone()  # updated in place below
     W_hat, b = W_next[:, :-1], W_next[:, -1:]
     d_next, d = W_hat.shape
     if 2 * d_next * d + d_next * d_next < d * d_next + d * d:  # Woodbury: fewer n-sized flops
         K = W_hat @ W_hat.T
         K.diagonal().add_(1.0)
-        T = torch.addmm(U_next - b, W_hat, sigma_U, alpha=-1.0)  # U − b1ᵀ − ŴS
-        Z = torch.cholesky_solve(T, torch.linalg.cholesky(K))
-        return torch.addmm(sigma_U, W_hat.T, Z)
+        T = torch.addmm(U_next, W_hat, S, alpha=-1.0).sub_(b)  # U − b1ᵀ − ŴS
+        solve_spd_right_(T.T, K)  # T ← K⁻¹T
+        return S.addmm_(W_hat.T, T)
     M = W_hat.T @ W_hat
     M.diagonal().add_(1.0)
-    rhs = torch.addmm(sigma_U, W_hat.T, U_next - b)
-    return torch.cholesky_solve(rhs, torch.linalg.cholesky(M))
+    rhs = S.sub_(W_hat.T @ b).addmm_(W_hat.T, U_next)  # S + ŴᵀU − (Ŵᵀb)1ᵀ
+    solve_spd_right_(rhs.T, M)  # rhs ← M⁻¹rhs
+    return rhs
+
+
+def prox_center(P: Tensor, U: Tensor, *, gamma: float, alpha: float, overwrite_P: bool = False) -> Tensor:
+    """m = (γP + αU_i⁻)/(γ + α): the point the U_i prox is centred at."""
+    m = P if overwrite_P else P.clone()
+    return m.add_(U, alpha=alpha / gamma).mul_(gamma / (gamma + alpha))
 
 
 def update_U_hidden(
-    V: Tensor, P: Tensor, U: Tensor, *, gamma: float, alpha: float, activation: Activation
+    V: Tensor,
+    P: Tensor,
+    U: Tensor,
+    *,
+    gamma: float,
+    alpha: float,
+    activation: Activation,
+    overwrite_P: bool = False,
 ) -> Tensor:
     """U_i⁺ = argmin_U γ/2‖V_i⁺ − σ(U)‖² + γ/2‖U − W_i⁻Ṽ_{i-1}⁻‖² + α/2‖U − U_i⁻‖²  (i < N).
 
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
     P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`)."""
-    m = torch.add(P, U, alpha=alpha / gamma).mul_(gamma / (gamma + alpha))
-    return activation.prox(V, m, (gamma + alpha) / gamma)
+    m = prox_center(P, U, gamma=gamma, alpha=alpha, overwrite_P=overwrite_P)
+    return activation.prox_(V, m, (gamma + alpha) / gamma)

@@ -69,7 +69,7 @@ def sweep(state: BCDState, problem: Problem, schedule: Iterable[Step], hooks: It
     on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
     hook_time = 0.0
     for step in schedule:
-        aux: dict[str, Tensor] = {}
+        aux: dict[str, Tensor] | None = {} if on_step else None
         new = step.update(state, problem, step.layer, aux)
         if on_step:
             t0 = time.perf_counter()

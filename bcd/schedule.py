@@ -1,9 +1,10 @@
 """A BCD variant is an ordered schedule of block steps.
 
 Each :class:`Step` names the block it updates (``"V"``, ``"U"``, ``"W"`` and the paper's layer
-index i) and a pure function ``update(state, problem, i, aux) -> new block``.  Intermediate
-products the step computed anyway (``P`` = W̃_i⁻Ṽ_{i-1}⁻, the Gram ṼṼᵀ) are published in ``aux``
-so that instrumentation can reuse them instead of recomputing.  New variants (two-splitting,
+index i) and a pure function ``update(state, problem, i, aux) -> new block``.  When ``aux`` is a
+dict, intermediate products the step computed anyway (``P`` = W̃_i⁻Ṽ_{i-1}⁻, the Gram ṼṼᵀ) are
+published in it so that instrumentation can reuse them; when it is ``None`` (no hook listens)
+the step may reuse their storage instead.  New variants (two-splitting,
 ResNet) are new schedules; the sweep loop in :mod:`bcd.engine` is shared.
 """
 
@@ -27,7 +28,7 @@ from bcd.blocks import (
 from bcd.problem import BCDState, Problem
 
 Tensor = torch.Tensor
-Update = Callable[[BCDState, Problem, int, dict], Tensor]
+Update = Callable[[BCDState, Problem, int, dict | None], Tensor]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Step:
         return f"{self.block}{self.layer}"
 
 
-def step_V_N(state: BCDState, problem: Problem, i: int, aux: dict) -> Tensor:
+def step_V_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     cfg = problem.config
     if cfg.vn_update == "prox_linear":
         grad_R = (state.V[i] - problem.Y).mul_(problem.c)  # ∇R for the squared loss
@@ -49,25 +50,35 @@ def step_V_N(state: BCDState, problem: Problem, i: int, aux: dict) -> Tensor:
     return update_V_N(state.V[i], state.U[i], problem.Y, gamma=cfg.gamma, alpha=cfg.alpha, c=problem.c)
 
 
-def step_U_N(state: BCDState, problem: Problem, i: int, aux: dict) -> Tensor:
-    aux["P"] = P = affine(state.W[i], state.V[i - 1])
-    return update_U_N(state.V[i], P)
+def step_U_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    P = affine(state.W[i], state.V[i - 1])
+    if aux is not None:
+        aux["P"] = P
+    return update_U_N(state.V[i], P, overwrite_P=aux is None)
 
 
-def step_W(state: BCDState, problem: Problem, i: int, aux: dict) -> Tensor:
+def step_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     cfg = problem.config
-    aux["gram"] = G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
+    G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
+    if aux is not None:
+        aux["gram"] = G
     return update_W(state.W[i], state.U[i], state.V[i - 1], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam, gram=G)
 
 
-def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict) -> Tensor:
-    return update_V_hidden(problem.sigma(i, state.U[i]), state.W[i + 1], state.U[i + 1])
+def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    S = problem.activation.apply(state.U[i])
+    return update_V_hidden(S, state.W[i + 1], state.U[i + 1], overwrite_S=S is not state.U[i])
 
 
-def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict) -> Tensor:
+def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     cfg = problem.config
-    aux["P"] = P = affine(state.W[i], state.V[i - 1])
-    return update_U_hidden(state.V[i], P, state.U[i], gamma=cfg.gamma, alpha=cfg.alpha, activation=problem.activation)
+    P = affine(state.W[i], state.V[i - 1])
+    if aux is not None:
+        aux["P"] = P
+    return update_U_hidden(
+        state.V[i], P, state.U[i], gamma=cfg.gamma, alpha=cfg.alpha, activation=problem.activation,
+        overwrite_P=aux is None,
+    )
 
 
 def three_splitting(N: int) -> tuple[Step, ...]:

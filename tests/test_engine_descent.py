@@ -101,3 +101,25 @@ def test_initial_weights_are_injectable():
     result = train(ds.X_train, ds.y_train, config, init_weights=W)
     for got, want in zip(result.weights, W):
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_listening_hooks_do_not_change_the_iterates():
+    """With an on_step hook the steps publish P and the Gram instead of reusing their storage;
+    both paths must give bit-identical iterates."""
+
+    class Listener:
+        def __init__(self):
+            self.seen = []
+
+        def on_step(self, k, step, state, new, aux):
+            self.seen.append((step.name, sorted(aux)))
+
+    ds = gaussian_mixture(n=50, d=5, k=3, seed=4)
+    for activation in ("relu", "identity"):
+        config = BCDConfig(hidden=(7, 4), dtype="float64", sweeps=3, activation=activation)
+        listener = Listener()
+        quiet = train(ds.X_train, ds.y_train, config)
+        heard = train(ds.X_train, ds.y_train, config, hooks=[listener])
+        for a, b in zip(quiet.state.blocks(), heard.state.blocks()):
+            assert torch.equal(a[2], b[2]), a[:2]
+        assert ("U2", ["P"]) in listener.seen and ("W1", ["gram"]) in listener.seen
