@@ -154,8 +154,9 @@ MUTANT_PROBLEMS = (
 )
 
 
-def run_problem(schedule_of=None, *, hidden=(5, 4), n=20, d0=4, k=3, sweeps=12, activation="relu", **cfg_kw):
-    cfg = BCDConfig(hidden=hidden, sweeps=sweeps, dtype="float64", activation=activation, **cfg_kw)
+def run_problem(schedule_of=None, *, hidden=(5, 4), n=20, d0=4, k=3, sweeps=12, activation="relu", dtype="float64",
+                **cfg_kw):
+    cfg = BCDConfig(hidden=hidden, sweeps=sweeps, dtype=dtype, activation=activation, **cfg_kw)
     ds = gaussian_mixture(n=n, d=d0, k=k, seed=cfg.seed)
     schedule = schedule_of(cfg.N) if schedule_of is not None else None
     trace, _ = run_traced(ds.X_train, ds.y_train, cfg, schedule=schedule, preset="full", n_classes=k)
@@ -250,17 +251,18 @@ def random_config(seed: int) -> dict:
 FINITE_T_CLAIMS = (tc.MONOTONE, tc.SUFFICIENT_DESCENT, tc.RELATIVE_ERROR, tc.RATE, tc.BLOCK_EXACTNESS)
 
 
-def test_correct_engine_raises_no_false_alarm():
-    """32 random float64 configurations: no check fails, every guaranteed finite-T claim passes
+@pytest.mark.parametrize(("dtype", "n_configs"), [("float64", 32), ("float32", 12)])
+def test_correct_engine_raises_no_false_alarm(dtype, n_configs):
+    """32 random float64 (and 12 float32) configurations: no check fails, every guaranteed finite-T claim passes
     (convergence, an asymptotic claim, may be inconclusive after a few sweeps), and the rounding error
     of the computed decreases — |Σ block decreases − (L̄^{k−1} − L̄^k)|, zero in exact arithmetic — stays
     far below the tolerance factor κ_L (in units of eps·max(|L̄|, 1))."""
     noise = []
-    for seed in range(32):
+    for seed in range(n_configs):
         cfg = random_config(seed)
         rng = np.random.default_rng(seed)
         trace, config = run_problem(None, n=int(rng.integers(5, 26)), d0=int(rng.integers(1, 6)),
-                                    k=int(rng.integers(2, 5)), sweeps=int(rng.integers(8, 16)), **cfg)
+                                    k=int(rng.integers(2, 5)), sweeps=int(rng.integers(8, 16)), dtype=dtype, **cfg)
         for v in verify(trace, config):
             assert v.status != FAIL, f"config {cfg}: false alarm {v.claim}: {v.explanation}"
             if v.guaranteed and v.claim in FINITE_T_CLAIMS:
@@ -271,8 +273,28 @@ def test_correct_engine_raises_no_false_alarm():
         scale = np.maximum.reduce([np.abs(sw.loc[k, sc.OBJECTIVE].to_numpy()),
                                    np.abs(sw.loc[k - 1, sc.OBJECTIVE].to_numpy()), np.ones(len(k))])
         gap = np.abs(sums.to_numpy() - sw.loc[k, sc.DECREASE].to_numpy())
-        noise.append(float((gap / (machine_eps("float64") * scale)).max()))
+        noise.append(float((gap / (machine_eps(dtype) * scale)).max()))
     assert max(noise) < KAPPA_OBJECTIVE / 10, f"decrease rounding up to {max(noise):.3g}·eps·|L̄|: κ_L too small?"
+
+
+@pytest.mark.parametrize(("preset", "record_every"), [("cheap", None), ("standard", None), ("full", 3)])
+def test_cheaper_presets_and_schedules_skip_what_they_do_not_record(preset, record_every):
+    ds = gaussian_mixture(n=20, d=4, k=3, seed=0)
+    cfg = BCDConfig(hidden=(5,), sweeps=12, dtype="float64")
+    trace, _ = run_traced(ds.X_train, ds.y_train, cfg, preset=preset, record_every=record_every, n_classes=3)
+    v = {x.claim: x for x in verify(trace)}
+    assert v[tc.MONOTONE].status == v[tc.SUFFICIENT_DESCENT].status == PASS
+    assert all(x.status != FAIL for x in v.values())
+    if preset == "cheap":
+        for claim in (tc.RELATIVE_ERROR, tc.RATE, tc.KL_EXPONENT, tc.BLOCK_EXACTNESS):
+            assert v[claim].status == INCONCLUSIVE and "not checked" in v[claim].explanation
+        assert v[tc.MONOTONE].details["levels"] == ["sweep"]
+    if preset == "standard":
+        assert v[tc.BLOCK_EXACTNESS].status == INCONCLUSIVE and v[tc.RATE].status == PASS
+    if record_every == 3:  # block rows and g^k on sweeps 1, 3, 6, 9, 12 only: the partial sums have holes
+        assert v[tc.RATE].status == INCONCLUSIVE and "not recorded on every sweep" in v[tc.RATE].explanation
+        assert v[tc.BLOCK_EXACTNESS].status == PASS
+        assert v[tc.MONOTONE].details["n_observations"] == {"sweep": 12, "block": 5 * 3 * cfg.N}
 
 
 def test_a_run_with_nothing_to_descend_is_inconclusive_not_pass():

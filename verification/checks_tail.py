@@ -27,6 +27,7 @@ RHO_B = 0.1  # the bound B on the iterates grows by ≤ 10 % over the last half
 BLOWUP = 1e3  # B growing by more than ×1000 over the last half is divergence
 MIN_SWEEPS = 6  # fewer sweeps give no tail to speak of
 KL_MIN_POINTS = 4
+KL_FAIL_DECADES = 2.0  # θ ≥ 1 is called a contradiction only over ≥ 2 decades of L̄ − L̄* (else: not asymptotic)
 
 
 def _prefix_g(sw) -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +101,20 @@ def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.
         j = int(np.argmax(~(sums <= allowed)))
         return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[j])}}, explanation=(
             f"Σ‖g^k‖² = {sum_T:.4g} exceeds C = b²(L̄⁰ − L̄*)/a = {C:.4g} from sweep {k[j]} on (T = {T})"))
-    g_floor = b * step_floor(ctx.dtype, B)  # what the relative-error bound allows at a rounding-level step
-    details["g_floor"] = g_floor
-    if L0 - L_star <= objective_tol(ctx.dtype, L0, L_star) or not np.any(g > g_floor):
+    moved = sum_T > 0.0
+    if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():  # did any step ‖ΔQ^k‖ rise above rounding?
+        dq = np.sqrt(np.maximum(sw[sc.DQ_SQ].to_numpy(dtype=float)[sw[sc.SWEEP].to_numpy() >= 1], 0.0))
+        moved = moved and bool(np.nanmax(dq, initial=0.0) > step_floor(ctx.dtype, B))
+    if L0 - L_star <= objective_tol(ctx.dtype, L0, L_star) or not moved:
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
-            f"L̄⁰ − L̄* = {L0 - L_star:.3g} or every ‖g^k‖ (max {np.max(g):.3g} vs floor {g_floor:.3g}) is at "
-            "rounding level: the run started at a critical point and the rate says nothing"))
+            f"L̄⁰ − L̄* = {L0 - L_star:.3g} is at rounding level or no step ‖ΔQ^k‖ rose above the step floor "
+            f"{step_floor(ctx.dtype, B):.3g}: the run started at a critical point and the rate says nothing"))
+    if details["sweeps_missing_g"] > T:
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            f"‖g^k‖ is not recorded on every sweep: the partial sums cover only sweeps 1..{T} of "
+            f"{T + details['sweeps_missing_g']} (there Σ‖g^k‖² = {sum_T:.4g} ≤ C = {C:.4g})"))
+    if details["sweeps_missing_g"]:
+        share_txt += f"; partial sums only up to sweep {T} (‖g^k‖ not recorded on every later sweep)"
     return Verdict(claim, title, PASS, **common, explanation=(
         f"Σ_{{k≤{T}}}‖g^k‖² = {sum_T:.4g} ≤ C = {C:.4g} (C loose by ×{C / sum_T:.3g}); {share_txt}; {slope_txt}"))
 
@@ -115,9 +124,11 @@ def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.
 def convergence(ctx, a: float | None = None) -> Verdict:
     """Evidence for Theorem 1(a),(b) from a finite trace.  Pass needs every criterion: L̄ settled
     (last quarter ≤ RHO_OBJECTIVE of the total decrease), finite length (last half ≤ RHO_LENGTH of
-    Σ‖ΔQ^k‖), ‖g^T‖ ≤ RHO_G·max‖g^k‖, B grew ≤ RHO_B over the last half.  Fail on what a finite trace
-    contradicts: a non-finite L̄ or B, B growing ×BLOWUP over the last half, or a‖ΔQ‖² not summing
-    to at most L̄⁰ − L̄^T (the square-summability the finite-length argument starts from)."""
+    Σ‖ΔQ^k‖, and a Cauchy tail: extrapolating the last steps (:func:`cauchy_tail`) leaves a remaining
+    length ≤ RHO_LENGTH of the length so far), ‖g^T‖ ≤ RHO_G·max‖g^k‖, B grew ≤ RHO_B over the last
+    half.  Fail on what a finite trace contradicts: a non-finite L̄ or B, B growing ×BLOWUP over the last
+    half, or a‖ΔQ‖² not summing to at most L̄⁰ − L̄^T (the square-summability the finite-length argument
+    starts from)."""
     claim, title = convergence.claim, convergence.title
     sw = ctx.sweeps(sc.OBJECTIVE)
     k = sw[sc.SWEEP].to_numpy(dtype=int)
@@ -170,10 +181,17 @@ def convergence(ctx, a: float | None = None) -> Verdict:
         dq = np.sqrt(np.maximum(dq_sq[rec], 0.0))
         length = float(dq.sum())
         tail_share = float(dq[k[rec] >= T / 2].sum() / length) if length > 0 else 0.0
+        tail = cauchy_tail(dq)
+        remaining = tail["remaining_estimate"]
         evidence["finite_length"] = {"path_length": length, "last_half_share": tail_share,
                                      "complete": bool(rec.sum() == (k >= 1).sum())}
+        evidence["cauchy_tail"] = tail
         if tail_share > RHO_LENGTH:
             unmet.append(f"Σ‖ΔQ^k‖ has not plateaued: the last half adds {tail_share:.0%}")
+        if not remaining <= RHO_LENGTH * length:
+            unmet.append(f"Cauchy tail: extrapolating the last steps (×{tail['step_ratio']:.3g} per sweep, "
+                         f"power {tail['power']:.3g}) leaves Σ_{{k>T}}‖ΔQ^k‖ ≈ {remaining:.3g}, not small against "
+                         f"the length so far {length:.3g}")
         if rec.sum() == (k >= 1).sum():
             if a is None and ctx.config is not None and ctx.N is not None:
                 a = ctx.constants("a").a()
@@ -211,19 +229,38 @@ def convergence(ctx, a: float | None = None) -> Verdict:
 
 
 # ------------------------------------------------------------------------------ 6. KL exponent
+def geometric_tail(x: np.ndarray) -> tuple[float, float]:
+    """Fit a geometric decay to the last m = max(3, len/4) terms of a positive sequence x_k:
+    r = (x_T/x_{T−m+1})^{1/(m−1)}; the sum of the terms after x_T is then x_T·r/(1−r).
+    Returns (r, that remaining sum), the sum being inf when r ≥ 1 or a term is not positive."""
+    x = np.asarray(x, dtype=float)
+    last = x[-max(3, len(x) // 4):]
+    if len(last) < 2 or not np.all(last > 0):
+        return float("nan"), float("inf")
+    r = float((last[-1] / last[0]) ** (1.0 / (len(last) - 1)))
+    return r, (float(last[-1] * r / (1.0 - r)) if r < 1.0 else float("inf"))
+
+
 def estimate_L_star(L: np.ndarray) -> tuple[float, float]:
-    """L̄* ≈ L̄^T minus the geometric tail of the last decreases: with r = (d_T/d_{T−m+1})^{1/(m−1)} over
-    the last m = max(3, T/4) decreases, the remaining decrease is d_T·r/(1−r) when 0 < r < 1 (0 otherwise).
-    Returns (L̄*, the extrapolated remaining decrease)."""
-    d = -np.diff(L)
-    m = max(3, len(d) // 4)
-    last = d[-m:]
-    extra = 0.0
-    if len(last) >= 2 and np.all(last > 0):
-        r = (last[-1] / last[0]) ** (1.0 / (len(last) - 1))
-        if 0.0 < r < 1.0:
-            extra = float(last[-1] * r / (1.0 - r))
+    """L̄* ≈ L̄^T minus the geometric tail of the last decreases (:func:`geometric_tail`; 0 when they do not
+    decay geometrically).  Returns (L̄*, the extrapolated remaining decrease)."""
+    _, extra = geometric_tail(-np.diff(L))
+    extra = extra if np.isfinite(extra) else 0.0
     return float(L[-1] - extra), extra
+
+
+def cauchy_tail(x: np.ndarray) -> dict[str, float]:
+    """Remaining sum Σ_{k>T} x_k of a positive sequence, extrapolated conservatively from its last
+    m = max(3, len/4) terms as the larger of a geometric fit (:func:`geometric_tail`) and a power-law fit
+    x_k ≈ c·k^{−p} (remaining ≈ x_T·T/(p − 1) for p > 1, inf otherwise)."""
+    x = np.asarray(x, dtype=float)
+    r, geo = geometric_tail(x)
+    n_terms, window = len(x), max(3, len(x) // 4)
+    p, power = float("nan"), float("inf")
+    if n_terms > window and x[-1] > 0 and x[-window] > 0:
+        p = float(-np.log(x[-1] / x[-window]) / np.log(n_terms / (n_terms - window + 1)))
+        power = float(x[-1] * n_terms / (p - 1.0)) if p > 1.0 else float("inf")
+    return {"step_ratio": r, "power": p, "remaining_estimate": max(geo, power)}
 
 
 def kl_regime(theta: float) -> str:
@@ -240,9 +277,11 @@ def kl_regime(theta: float) -> str:
 def kl_exponent(ctx, tail: float = 0.5, level: float = 0.95) -> Verdict:
     """ESTIMATE, not a theorem: near the limit |L̄^k − L̄*|^θ ≤ c‖g^k‖; θ is the slope of log‖g^k‖ against
     log(L̄^k − L̄*) over the last ``tail`` of the sweeps (L̄* from :func:`estimate_L_star`), with a
-    ``level`` confidence interval.  Pass = "estimated".  Fail only when the whole interval lies at θ ≥ 1:
-    ‖g‖ then vanishes faster than L̄ − L̄*, which contradicts every KL exponent θ < 1 (L̄ is
-    semialgebraic, so one exists) — ‖g^k‖ is then not a subgradient norm of this L̄."""
+    ``level`` confidence interval.  Pass = "estimated".  Fail only when the whole interval lies at θ ≥ 1
+    over at least KL_FAIL_DECADES decades of L̄ − L̄*: ‖g‖ then vanishes faster than L̄ − L̄* all along the
+    tail, which no KL exponent θ < 1 allows (L̄ is semialgebraic, so one exists near the limit) — the
+    recorded ‖g^k‖ does not behave like a subgradient norm of this L̄.  Over a shorter range a transient
+    (a steep region left for a flat valley) can look like θ ≥ 1: inconclusive."""
     claim, title = kl_exponent.claim, kl_exponent.title
     if not 0.0 < tail <= 1.0:
         raise ValueError(f"tail={tail!r} is not allowed; a fraction in (0, 1]")
@@ -271,10 +310,17 @@ def kl_exponent(ctx, tail: float = 0.5, level: float = 0.95) -> Verdict:
     worst = {"level": "sweep", "sweep": int(k[use][-1])}
     common.update(measured=theta, worst=worst, margin=1.0 - fit.ci[0], details=details)
     ci = f"[{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]"
+    decades = float(np.ptp(np.log10(gap[use])))
+    details["decades"] = decades
     if fit.ci[0] >= 1.0:
-        return Verdict(claim, title, FAIL, **common, explanation=(
-            f"estimated θ = {theta:.3f} {ci}: ‖g^k‖ vanishes faster than L̄ − L̄*, which no KL exponent θ < 1 "
-            "allows — the recorded ‖g^k‖ is not a subgradient norm of L̄"))
+        if decades >= KL_FAIL_DECADES:
+            return Verdict(claim, title, FAIL, **common, explanation=(
+                f"estimated θ = {theta:.3f} {ci} over {decades:.1f} decades of L̄ − L̄*: ‖g^k‖ vanishes faster "
+                "than L̄ − L̄*, which no KL exponent θ < 1 allows — the recorded ‖g^k‖ does not behave like a "
+                "subgradient norm of L̄"))
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            f"estimated θ = {theta:.3f} {ci} ≥ 1 over only {decades:.2g} decades of L̄ − L̄* (< {KL_FAIL_DECADES:g}): "
+            "the tail is not yet in its asymptotic regime"))
     if fit.ci[1] < 0.0:
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
             f"estimated θ = {theta:.3f} {ci} < 0: ‖g^k‖ grows as L̄ → L̄*, the tail is not in its asymptotic regime"))

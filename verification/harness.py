@@ -49,14 +49,17 @@ def run_traced(
     *,
     schedule: Sequence[Step] | None = None,
     preset: str = "full",
+    record_every=None,
     init_weights: list | None = None,
     n_classes: int | None = None,
 ) -> tuple[Trace, TrainResult]:
     """Train ``config`` on (X, y) (samples as rows) with ``schedule`` (default: the config's own
-    variant) under a ``Recorder(preset)``; return the trace and the engine's result."""
+    variant) under ``Recorder(preset, record_every)`` (``record_every``: the recorder's schedule — None
+    for every sweep, an integer k, or a ``verification.recorder.Schedule``); return the trace and the
+    engine's result."""
     problem = make_problem(X, y, config, n_classes=n_classes)
     state = initial_state(problem, init_weights)
-    recorder = Recorder(preset)
+    recorder = Recorder(preset, record_every)
     with _engine_schedule(schedule) as kwargs:
         result = engine.run(problem, state, hooks=[recorder], **kwargs)
     trace = recorder.trace()
