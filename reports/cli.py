@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from bcd.cli import _FLAGS, add_run_arguments, resolve_run_config
+from reports import style
 from reports.document import render_report
 from reports.runs import RunData, failed_guaranteed, guarantee, load_run, save_verdicts
 
@@ -39,9 +40,16 @@ def verdict_lines(run: RunData) -> list[str]:
     return out
 
 
-def finish(run: RunData, out: Path) -> int:
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"png,pdf"`` → ("png", "pdf"); PNG is always written (the HTML embeds it)."""
+    formats = tuple(dict.fromkeys(["png", *(f.strip().lower() for f in text.split(",") if f.strip())]))
+    style.Target(Path("."), formats)  # validates, naming what is allowed
+    return formats
+
+
+def finish(run: RunData, out: Path, formats: tuple[str, ...]) -> int:
     """Render the report into ``out``, print the verdicts; 1 if a guaranteed claim failed."""
-    report = render_report([run], out)
+    report = render_report([run], out, formats=formats)
     print("\n".join(verdict_lines(run)))
     for w in report.warnings:
         print(f"  warning: {w}")
@@ -64,7 +72,7 @@ def _verify(args: argparse.Namespace) -> int:
         run = load_run(args.config)
         run.verdicts = verify(run.trace, run.bcd)
         save_verdicts(args.config, run.verdicts)
-        return finish(run, Path(args.config))
+        return finish(run, Path(args.config), parse_formats(args.figure_formats))
 
     from bcd.runner import train_from_config
     from verification.recorder import Recorder
@@ -79,7 +87,7 @@ def _verify(args: argparse.Namespace) -> int:
     verdicts = verify(trace, cfg.bcd)
     save_verdicts(out, verdicts)
     print((out / "summary.txt").read_text().strip())
-    return finish(load_run(out), out)
+    return finish(load_run(out), out, parse_formats(args.figure_formats))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -91,11 +99,19 @@ def _report(args: argparse.Namespace) -> int:
         out = dirs[0]
     else:
         out = Path(os.path.commonpath([d.resolve() for d in dirs])) / "report"
-    report = render_report(runs, out, title=args.title)
+    report = render_report(runs, out, title=args.title, formats=parse_formats(args.figure_formats))
     for w in report.warnings:
         print(f"warning: {w}")
     print(f"report: {report.html}")
     return 0
+
+
+def _add_formats(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--figure-formats",
+        default=",".join(style.FIGURE_FORMATS),
+        help="figure files besides the PNG the HTML embeds: pdf, svg (comma-separated; default png,pdf)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,9 +124,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(p)
     p.add_argument("--preset", choices=PRESETS, default="full", help="recorder cost preset (default: full)")
+    _add_formats(p)
     p.set_defaults(func=_verify)
     q = sub.add_parser("report", help="re-render report.html / report.md from saved run directories")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     q.add_argument("--out", help="where to write (default: the run directory; several runs: <common parent>/report)")
     q.add_argument("--title", help="report title")
+    _add_formats(q)
     q.set_defaults(func=_report)

@@ -1,7 +1,7 @@
 """The report documents: one self-contained ``report.html`` (figures as base64 PNG data URIs, inline CSS,
 no script, nothing fetched) and ``report.md`` referencing the PNG files, built from runs + verdicts.
 
-    out/report.html   out/report.md   out/figures/<name>.png|.pdf
+    out/report.html   out/report.md   out/figures/<name>.png|.pdf|.svg
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 
 from bcd.rundir import write_text
+from reports import style
 from reports.figures import Figure, Skipped, render_figures
 from reports.runs import RunData, group_labels, groups, guarantee, unique_names
 from theory import constants
@@ -349,23 +350,27 @@ def render_markdown(
             parts += [f"*Figure {j} ({f.title}) skipped: {f.reason}*", ""]
             continue
         rel = f.paths["png"].relative_to(out).as_posix()
-        pdf = f.paths["pdf"].relative_to(out).as_posix()
-        parts += [f"![{f.title}]({rel})", "", f"**Figure {j}. {f.title}.** {f.caption} ([PDF]({pdf}))", ""]
+        vector = " ".join(
+            f"([{ext.upper()}]({p.relative_to(out).as_posix()}))" for ext, p in f.paths.items() if ext != "png"
+        )
+        parts += [f"![{f.title}]({rel})", "", f"**Figure {j}. {f.title}.** {f.caption} {vector}".rstrip(), ""]
     for r in runs:
         parts += [f"## Theory constants — {r.name}", "", _md_table(("constant", "value"), theory_rows(r)), ""]
         parts += [f"## Environment — {r.name}", "", _md_table(("", ""), environment_rows(r)), ""]
     return "\n".join(parts)
 
 
-def render_report(runs: list[RunData], out: str | Path, title: str | None = None) -> Report:
-    """Draw the figures and write ``report.html`` + ``report.md`` into ``out``."""
+def render_report(
+    runs: list[RunData], out: str | Path, title: str | None = None, formats: tuple[str, ...] = style.FIGURE_FORMATS
+) -> Report:
+    """Draw the figures (``formats``: PNG plus PDF and/or SVG); write ``report.html`` + ``report.md`` into ``out``."""
     if not runs:
         raise ValueError("render_report needs at least one run")
     unique_names(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = title or ("BCD convergence report — " + (runs[0].name if len(runs) == 1 else f"{len(runs)} runs"))
-    figures, warnings = render_figures(runs, out / FIGURES_DIR)
+    figures, warnings = render_figures(runs, out / FIGURES_DIR, formats)
     for r in runs:
         if r.verdicts is None:
             warnings.append(f"run {r.name!r} has no verdicts.json: its verdict table is empty (run `bcd verify`)")

@@ -249,7 +249,7 @@ def tail_slope(T: np.ndarray, y: np.ndarray) -> float | None:
 
 
 # ---------------------------------------------------------------- the figures
-def fig_objective(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_objective(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.OBJECTIVE,), warnings, "objective")
     with style.style():
         fig, (ax1, ax2) = style.new_figure(2, size=(9.5, 5.0) if len(runs) == 1 else style.WIDE)
@@ -309,7 +309,7 @@ def fig_objective(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("objective", "Objective L̄ per sweep", caption, paths)
 
 
-def fig_sufficient_descent(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_sufficient_descent(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.DECREASE, schema.DQ_SQ), warnings, "sufficient descent")
     with style.style():
         fig, (ax1, ax2) = style.new_figure(2)
@@ -372,7 +372,7 @@ def fig_sufficient_descent(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("sufficient_descent", "Sufficient descent per sweep", caption, paths)
 
 
-def fig_block_descent(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_block_descent(runs, out: style.Target, warnings: list[str]) -> Figure:
     cols = (schema.BLOCK, schema.BLOCK_DECREASE, schema.BLOCK_DELTA_SQ, schema.BLOCK_CONST)
     runs = usable(runs, cols, warnings, "per-block descent", table="blocks")
     frames = [r.trace.blocks for r in runs]
@@ -422,7 +422,7 @@ def fig_block_descent(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("block_descent", "Per-block decrease vs (constant)‖Δ‖²", caption, paths)
 
 
-def fig_relative_error(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.G_NORM, schema.DQ_SQ), warnings, "relative error")
     with style.style():
         fig, (ax,) = style.new_figure(1, size=(6.4, 4.2))
@@ -452,7 +452,7 @@ def fig_relative_error(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("relative_error", "Relative error ‖g^k‖/‖ΔQ^k‖", caption, paths)
 
 
-def fig_rate(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_rate(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.G_NORM, schema.OBJECTIVE), warnings, "rate")
     with style.style():
         fig, (ax,) = style.new_figure(1, size=(6.4, 4.2))
@@ -496,7 +496,7 @@ def fig_rate(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("rate", "Rate O(1/T) of ‖g^k‖²", caption, paths)
 
 
-def fig_finite_length(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_finite_length(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.DQ_SQ,), warnings, "finite length")
 
     def dq(r):
@@ -527,7 +527,7 @@ def fig_finite_length(runs, out: Path, warnings: list[str]) -> Figure:
 MAX_HEATMAPS = 4
 
 
-def fig_gaps_heatmap(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_gaps_heatmap(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.act_term(1), schema.aff_term(1)), warnings, "gap heatmap")
     if len(runs) > MAX_HEATMAPS:
         warnings.append(f"gap heatmap: only the first {MAX_HEATMAPS} of {len(runs)} runs are drawn")
@@ -576,7 +576,7 @@ def fig_gaps_heatmap(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("gaps_heatmap", "Per-layer splitting gaps over sweeps", caption, paths)
 
 
-def fig_iterate_norms(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_iterate_norms(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.NORM_W_MAX, schema.NORM_V_MAX, schema.NORM_U_MAX), warnings, "iterate norms")
     with style.style():
         fig, axes = style.new_figure(3, size=(11.0, 3.5))
@@ -598,7 +598,7 @@ def fig_iterate_norms(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("iterate_norms", "Iterate norms (boundedness)", caption, paths)
 
 
-def fig_accuracy(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_accuracy(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.TRAIN_ACC,), warnings, "accuracy")
     has_test = [r for r in runs if not _has(r, "sweeps", (schema.TEST_ACC,))]
     with style.style():
@@ -623,7 +623,7 @@ def fig_accuracy(runs, out: Path, warnings: list[str]) -> Figure:
     return Figure("accuracy", "Train / test accuracy", caption, paths)
 
 
-def fig_time(runs, out: Path, warnings: list[str]) -> Figure:
+def fig_time(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.TIME_ENGINE,), warnings, "time per sweep")
 
     def after0(name):
@@ -671,16 +671,24 @@ FIGURES = (
 )
 
 
-def render_figures(runs: list[RunData], out: Path) -> tuple[list[Figure | Skipped], list[str]]:
+def render_figures(
+    runs: list[RunData], out: Path, formats: tuple[str, ...] = style.FIGURE_FORMATS
+) -> tuple[list[Figure | Skipped], list[str]]:
     """Draw every figure into ``out`` (PNG + PDF).  Returns the figures (or why each was skipped)
     and the warnings about missing columns."""
+    target = style.Target(out, tuple(formats))
     warnings: list[str] = []
     result: list[Figure | Skipped] = []
     for name, title, draw in FIGURES:
         try:
-            result.append(draw(runs, out, warnings))
+            result.append(draw(runs, target, warnings))
         except Skip as exc:
             plt.close("all")
             warnings.append(f"{title}: figure skipped: {exc}")
             result.append(Skipped(name, title, str(exc)))
+        except Exception as exc:  # a figure that cannot be drawn must not cost the run its report
+            plt.close("all")
+            reason = f"could not be drawn ({type(exc).__name__}: {exc})"
+            warnings.append(f"{title}: figure skipped: {reason}")
+            result.append(Skipped(name, title, reason))
     return result, warnings

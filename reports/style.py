@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # the Agg backend is selected in reports/__init__.py
@@ -58,6 +59,7 @@ WIDE = (9.0, 3.6)
 SINGLE = (6.0, 4.0)
 DPI = 150
 FIGURE_FORMATS = ("png", "pdf")
+VECTOR_FORMATS = ("pdf", "svg")
 
 _RC = {
     "figure.dpi": DPI,
@@ -97,12 +99,26 @@ def new_figure(ncols: int = 1, size: tuple[float, float] | None = None, nrows: i
     return fig, axes.ravel()
 
 
-def save(fig, directory: Path, name: str) -> dict[str, Path]:
-    """Write ``name.png`` and ``name.pdf`` into ``directory``; close the figure; return the paths."""
-    directory.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Target:
+    """Where figures go and in which formats (PNG always: the HTML embeds it)."""
+
+    directory: Path
+    formats: tuple[str, ...] = FIGURE_FORMATS
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.formats if f not in (*VECTOR_FORMATS, "png")]
+        if bad or "png" not in self.formats:
+            allowed = ", ".join(VECTOR_FORMATS)
+            raise ValueError(f"figure formats {list(self.formats)!r} are not allowed; give png plus any of {allowed}")
+
+
+def save(fig, target: Target, name: str) -> dict[str, Path]:
+    """Write ``name.<format>`` for every format of ``target``; close the figure; return the paths."""
+    target.directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for ext in FIGURE_FORMATS:
-        path = directory / f"{name}.{ext}"
+    for ext in target.formats:
+        path = target.directory / f"{name}.{ext}"
         fig.savefig(path, format=ext)
         paths[ext] = path
         fig.set_layout_engine("none")  # the layout is solved once; later formats reuse it (same size in inches)

@@ -13,12 +13,13 @@ from reports.document import FIGURES_DIR
 from reports.runs import VERDICTS, group_labels, groups, load_run
 from theory import constants
 
+PNG_ONLY = ["--figure-formats", "png"]  # PDFs are tested in test_reports_document.py; PNG keeps these fast
 SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "30", "--hidden", "6,5", "--sweeps", "6"]
 
 
 def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["verify", *SMALL, "--out", str(out), "--no-progress"]) == 0
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
     names = {p.name for p in out.iterdir()}
     assert {
         "config.json",
@@ -41,7 +42,8 @@ def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys):
 def test_verify_of_a_failing_run_directory_exits_1(tmp_path, capsys):
     d = write_run(tmp_path / "run", failing=True)
     (d / VERDICTS).unlink()  # re-verified from the saved trace by the real checks
-    assert main(["verify", str(d)]) == 1
+    assert main(["verify", str(d), "--figure-formats", "svg"]) == 1
+    assert (d / FIGURES_DIR / "objective.svg").is_file() and not (d / FIGURES_DIR / "objective.pdf").exists()
     printed = capsys.readouterr().out
     assert "FAILED guaranteed claim(s): monotone_descent" in printed
     md = (d / "report.md").read_text()
@@ -52,7 +54,7 @@ def test_verify_of_a_failing_run_directory_exits_1(tmp_path, capsys):
 
 def test_verify_of_a_passing_run_directory_exits_0(tmp_path):
     d = write_run(tmp_path / "run", verdicts=False)
-    assert main(["verify", str(d)]) == 0
+    assert main(["verify", str(d), *PNG_ONLY]) == 0
     assert {v["status"] for v in json.loads((d / VERDICTS).read_text())} <= {"pass", "inconclusive"}
 
 
@@ -64,6 +66,7 @@ def test_verify_of_a_passing_run_directory_exits_0(tmp_path):
         ["verify", "{tmp}"],  # a directory without a trace
         ["verify", "--preset", "cheap", "--sweeps", "-1"],  # a bad config value
         ["report", "{tmp}/missing"],
+        ["report", "{run}", "--figure-formats", "png,eps"],  # a format the report does not write
     ],
 )
 def test_bad_input_exits_2(tmp_path, argv, capsys):
@@ -80,7 +83,7 @@ def test_report_of_several_seeds_overlays_and_bands(tmp_path, capsys):
     grouped = groups(runs)
     assert [[r.name for r in g] for g in grouped] == [["seed0", "seed1", "seed2"], ["alpha3"]]
     assert group_labels(grouped) == ["alpha=2 (3 seeds)", "alpha=3"]
-    assert main(["report", *map(str, dirs)]) == 0
+    assert main(["report", *map(str, dirs), *PNG_ONLY]) == 0
     out = tmp_path / "report"  # the common parent's report/
     md = (out / "report.md").read_text()
     for name in ("seed0", "seed1", "seed2", "alpha3"):
