@@ -326,27 +326,33 @@ class Recorder:
 
     # ------------------------------------------------------------------ per-block work (standard/full)
 
+    # Decreases use x⁻² − x⁺² = −Δ(x⁻ + x⁺) entrywise, e.g. ‖o − Y‖² − ‖n − Y‖² = −⟨Δ, o + n − 2Y⟩ with Δ = n − o:
+    # one temporary, and no cancellation between two large sums.  σ(·) may return its argument (identity):
+    # its result is never modified in place.
+
     def _step_V(self, sw, row, i, state, old, new, delta, aux) -> None:
         g, N, full = self.gamma, self.N, self._level >= 2
         if i == N:
             U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
-            row[S.BLOCK_DECREASE] = 0.5 * c * (_sq(old - Y) - _sq(new - Y)) + 0.5 * g * (_sq(old - U) - _sq(new - U))
+            t = torch.add(old, new).mul_(c + g).sub_(Y, alpha=2 * c).sub_(U, alpha=2 * g)
+            row[S.BLOCK_DECREASE] = -0.5 * _dot(delta, t)
             self._dV_N = delta
             if full:
                 if self.problem.config.vn_update == "prox_linear":
-                    r = (old - Y).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
+                    r = torch.sub(old, Y, out=t).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
                     scale = c * (_norm(old) + _norm(Y)) + (a + g) * _norm(new) + a * _norm(old) + g * _norm(U)
                 else:
-                    r = new.mul(c + g + a).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
+                    r = torch.mul(new, c + g + a, out=t).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
                     scale = (c + g + a) * _norm(new) + c * _norm(Y) + g * _norm(U) + a * _norm(old)
                 row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
             return
         sig = self.problem.sigma(i, state.U[i])  # σ(U_i^{k-1}): U_i is updated after V_i
-        row[S.BLOCK_DECREASE] = 0.5 * g * (_sq(old - sig) - _sq(new - sig)) + self._aff_before_V.pop(i)
+        t = torch.add(old, new).sub_(sig, alpha=2.0)
+        row[S.BLOCK_DECREASE] = -0.5 * g * _dot(delta, t) + self._aff_before_V.pop(i)
         row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
         if full:
             carry = self._carry[i + 1]
-            carry["A"] = new - sig
+            carry["A"] = torch.sub(new, sig, out=t)
             carry["A_scale"] = _norm(new) + _norm(sig)
             carry["A_row"] = row
 
@@ -354,22 +360,26 @@ class Recorder:
         g, a, N, full = self.gamma, self.alpha, self.N, self._level >= 2
         P = aux["P"]
         self._P[i] = P
-        if i == N:
-            V = state.V[N]
-            row[S.BLOCK_DECREASE] = 0.5 * g * (_sq(V - old) + _sq(old - P) - _sq(V - new) - _sq(new - P))
+        V = state.V[i]  # V_i⁺
+        if i == N:  # ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
+            t = torch.add(V, P).sub_(old).sub_(new)
+            row[S.BLOCK_DECREASE] = g * _dot(delta, t)
             coef = a - (self.c if self.problem.config.vn_update == "prox_linear" else 0.0)
-            g_V = delta.mul(-g).sub_(self._dV_N, alpha=coef)
+            g_V = torch.mul(delta, -g, out=t).sub_(self._dV_N, alpha=coef)
             self._dV_N = None
             self._set_g(sw, ("V", N), g_V)
             self._carry[i] = {"sweep": sw, "B": P.mul(g)}
             if full:
-                r = new.mul(2.0).sub_(V).sub_(P)
+                r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
                 row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), 2 * _norm(new) + _norm(V) + _norm(P))
         else:
-            V = state.V[i]
             s_old, s_new = self.problem.sigma(i, old), self.problem.sigma(i, new)
-            row[S.BLOCK_DECREASE] = 0.5 * g * (_sq(V - s_old) - _sq(V - s_new) + _sq(old - P) - _sq(new - P))
-            self._set_g(sw, ("V", i), (s_old - s_new).mul_(g))
+            d_sig = torch.sub(s_new, s_old)
+            t = torch.add(s_old, s_new).neg_().add_(V, alpha=2.0)  # ‖V−σo‖² − ‖V−σn‖² = ⟨σn − σo, 2V − σo − σn⟩
+            act = _dot(d_sig, t)
+            self._set_g(sw, ("V", i), d_sig, factor=-g)  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
+            aff = _dot(delta, torch.add(old, new, out=t).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
+            row[S.BLOCK_DECREASE] = 0.5 * g * (act - aff)
             self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
             if full:
                 row[S.BLOCK_RESIDUAL] = u_block_residual(new, V, None, (g + a) / g, self.problem.config.activation,
@@ -435,7 +445,7 @@ class Recorder:
                 self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
             if "A" in carry:
                 W_hat = W[:, :-1]
-                r = torch.addmm(carry["A"], W_hat.T, F)
+                r = carry["A"].addmm_(W_hat.T, F)
                 scale = carry["A_scale"] + _norm(W_hat) * (_norm(P) + _norm(U))
                 carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
         sw.pending -= 1
@@ -460,11 +470,13 @@ class Recorder:
         sw.record[S.TRAIN_ACC] = (h.argmax(dim=0) == self.problem.labels).to(torch.float64).mean()
         sw.pending -= 1
 
-    def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None) -> None:
+    def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None,
+               factor: float = 1.0) -> None:
+        """Record the g^k component factor·g_part of block ``key`` (its squared norm until the sweep closes)."""
         row = row if row is not None else self._row_of[key]
-        row[S.BLOCK_G_NORM] = _sq(g_part)  # squared until the sweep is closed
+        row[S.BLOCK_G_NORM] = _sq(g_part) * (factor * factor)
         if sw.g_components is not None:
-            sw.g_components[key] = g_part.clone()
+            sw.g_components[key] = g_part.mul(factor)
 
     def _block_constant(self, b: str, i: int) -> float:
         """The block's own sufficient-descent constant; the prox-linear V_N step has (2α + γ − c)/2
