@@ -72,7 +72,7 @@ def test_sufficient_rate_and_exactness_messages():
     dq_bad = dq.copy()
     dq_bad[7] *= 4.0
     with pytest.raises(pytest.fail.Exception, match=r"at sweep 8 \(whole sweep\): L̄ fell by .* < required .* "
-                                                    r"\(shortfall .* > tolerance"):
+                                                    r"= 0\.5·‖Δ‖² \(shortfall .* > tolerance"):
         assert_sufficient_descent(make_trace(L, dq_bad, g))
     g_bad = g.copy()
     g_bad[4] = 1e6

@@ -76,12 +76,18 @@ def _block_observations(ctx, sweep_tbl: pd.DataFrame, *columns: str) -> pd.DataF
     return b
 
 
-def _obs_frame(level: str, sweep, name, step, decrease, bound, tol, resolved) -> pd.DataFrame:
-    return pd.DataFrame(
+def _obs_frame(level: str, sweep, name, step, decrease, tol, const=0.0, delta_sq=np.nan, resolved=None):
+    """One row per observation of "decrease ≥ bound = const·delta_sq" (monotone descent: const = 0).
+    ``resolved`` defaults to "the bound is above the noise floor" (for const = 0: the decrease is)."""
+    obs = pd.DataFrame(
         {"level": level, "sweep": np.asarray(sweep, dtype=int), "block": name, "step": step,
-         "decrease": np.asarray(decrease, dtype=float), "bound": np.asarray(bound, dtype=float),
-         "tol": np.asarray(tol, dtype=float), "resolved": np.asarray(resolved, dtype=bool)}
+         "decrease": np.asarray(decrease, dtype=float), "tol": np.asarray(tol, dtype=float),
+         "const": np.broadcast_to(np.asarray(const, dtype=float), np.shape(np.asarray(sweep))),
+         "delta_sq": np.broadcast_to(np.asarray(delta_sq, dtype=float), np.shape(np.asarray(sweep)))}
     )
+    obs["bound"] = np.where(obs["const"] > 0, obs["const"] * obs["delta_sq"], 0.0)
+    obs["resolved"] = (obs["decrease"] >= obs["tol"]) if resolved is None else np.asarray(resolved, dtype=bool)
+    return obs
 
 
 def _where(row: pd.Series) -> dict[str, Any]:
@@ -103,8 +109,8 @@ def _violations(obs: pd.DataFrame) -> pd.DataFrame:
 
 def _violation_list(viol: pd.DataFrame) -> list[dict[str, Any]]:
     rows = viol.sort_values("shortfall", ascending=False).head(MAX_LISTED)
-    return [{**_where(r), "decrease": r["decrease"], "bound": r["bound"], "shortfall": r["shortfall"],
-             "tolerance": r["tol"]} for _, r in rows.iterrows()]
+    return [{**_where(r), "decrease": r["decrease"], "bound": r["bound"], "constant": r["const"],
+             "shortfall": r["shortfall"], "tolerance": r["tol"]} for _, r in rows.iterrows()]
 
 
 def _worst(obs: pd.DataFrame) -> pd.Series:
@@ -138,7 +144,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
     if bad is not None:
         return bad
     tol = objective_tol(ctx.dtype, sw["L_prev"], sw["L"])
-    parts = [_obs_frame("sweep", sw[sc.SWEEP], "", -1, sw["decrease"], 0.0, tol, sw["decrease"] >= tol)]
+    parts = [_obs_frame("sweep", sw[sc.SWEEP], "", -1, sw["decrease"], tol)]
     levels, note = ["sweep"], ""
     if per_block:
         try:
@@ -148,7 +154,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
         else:
             btol = objective_tol(ctx.dtype, b["L_before"], b["L_after"])
             d = b[sc.BLOCK_DECREASE]
-            parts.append(_obs_frame("block", b[sc.SWEEP], b["name"], b[sc.STEP], d, 0.0, btol, d >= btol))
+            parts.append(_obs_frame("block", b[sc.SWEEP], b["name"], b[sc.STEP], d, btol))
             levels.append("block")
     obs = pd.concat(parts, ignore_index=True)
     viol = _violations(obs)
@@ -194,12 +200,11 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
         s = sw[sw[sc.DQ_SQ].notna()]
         tol = objective_tol(ctx.dtype, s["L_prev"], s["L"])
-        bound = a * s[sc.DQ_SQ]
-        parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], bound, tol, bound >= tol))
+        parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a, s[sc.DQ_SQ],
+                                resolved=a * s[sc.DQ_SQ] >= tol))
         levels.append("sweep")
     else:
         notes.append(f"sweep level not checked: no {sc.DQ_SQ} column")
-    block_consts: dict[str, float] = {}
     if per_block:
         try:
             b = _block_observations(ctx, sw, sc.BLOCK_DELTA_SQ)
@@ -207,42 +212,39 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
             notes.append(f"block level not checked: {e}")
         else:
             c = _block_constants(ctx, b)
-            block_consts = dict(zip(b["name"], c, strict=True))
             btol = objective_tol(ctx.dtype, b["L_before"], b["L_after"])
-            bound = c * b[sc.BLOCK_DELTA_SQ].to_numpy(dtype=float)
-            parts.append(_obs_frame("block", b[sc.SWEEP], b["name"], b[sc.STEP], b[sc.BLOCK_DECREASE], bound, btol,
-                                    bound >= btol))
+            dsq = b[sc.BLOCK_DELTA_SQ].to_numpy(dtype=float)
+            parts.append(_obs_frame("block", b[sc.SWEEP], b["name"], b[sc.STEP], b[sc.BLOCK_DECREASE], btol, c, dsq,
+                                    resolved=c * dsq >= btol))
             levels.append("block")
     if not parts:
         raise MissingDataError("; ".join(notes))
     obs = pd.concat(parts, ignore_index=True)
     viol = _violations(obs)
     res = obs[obs["resolved"] & (obs["bound"] > 0)]
-    ratio = res["decrease"] / (res["bound"] / _const_of(res, a, block_consts))
-    a_emp = float(ratio[res["level"] == "sweep"].min()) if (res["level"] == "sweep").any() else None
-    per_blk = {
-        name: {"a_emp": float(r.min()), "constant": block_consts[name]}
-        for name, r in ratio[res["level"] == "block"].groupby(res["block"][res["level"] == "block"])
-    }
+    ratio = res["decrease"] / res["delta_sq"]  # the empirical constant of each resolved observation
+    at_sweep = res["level"] == "sweep"
+    a_emp = float(ratio[at_sweep].min()) if at_sweep.any() else None
+    per_blk = {name: {"a_emp": float(ratio[idx].min()), "constant": float(res.loc[idx[0], "const"])}
+               for name, idx in res[~at_sweep].groupby("block").groups.items()}
     worst = _worst(obs)
-    where = _where(worst)
     details = {"levels": levels, "a": a, "a_emp": a_emp, "per_block": per_blk, "n_resolved": len(res),
                "n_below_noise": int(len(obs) - len(res) - len(viol)), "violations": _violation_list(viol),
                "notes": notes}
-    measured = a_emp if a_emp is not None else (min(v["a_emp"] / v["constant"] for v in per_blk.values()) * a
-                                                if per_blk else None)
-    common = dict(measured=measured, theoretical=a, relation="a_emp ≥ a", worst=where,
+    # measured: a_emp of the sweeps; with the block level only, the tightest block's ratio scaled to a
+    measured = a_emp if a_emp is not None else (
+        min(v["a_emp"] / v["constant"] for v in per_blk.values()) * a if per_blk else None)
+    common = dict(measured=measured, theoretical=a, relation="a_emp ≥ a", worst=_where(worst),
                   margin=None if measured is None else measured - a, tolerance=float(worst["tol"]),
                   tolerance_reason=objective_tol_reason(ctx.dtype), details=details)
     if len(viol):
         w = viol.loc[(viol["shortfall"] / viol["tol"]).idxmax()]
         wp = _where(w)
-        ratio_w = w["decrease"] / (w["bound"] / _const_of(w.to_frame().T, a, block_consts).iloc[0]) \
-            if w["bound"] > 0 else float("nan")
+        ratio_w = w["decrease"] / w["delta_sq"] if w["delta_sq"] > 0 else float("nan")
         return Verdict(claim, title, FAIL, **{**common, "worst": wp, "tolerance": float(w["tol"])}, explanation=(
             f"at {_place(wp)} L̄ fell by {w['decrease']:.4g} but the bound requires {w['bound']:.4g} "
-            f"(ratio {ratio_w:.4g} vs constant {_const_of(w.to_frame().T, a, block_consts).iloc[0]:.4g}; "
-            f"shortfall {w['shortfall']:.3e} > tolerance {w['tol']:.3e}); {len(viol)} violation(s)"))
+            f"(ratio {ratio_w:.4g} vs constant {w['const']:.4g}; shortfall {w['shortfall']:.3e} > tolerance "
+            f"{w['tol']:.3e}); {len(viol)} violation(s)"))
     if len(res) == 0:
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
             "every bound c‖Δ‖² is below the noise floor of L̄: sufficient descent cannot be resolved"))
@@ -260,11 +262,6 @@ def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
         return b[sc.BLOCK_CONST].to_numpy(dtype=float)
     K = ctx.constants("the per-block constants")
     return np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
-
-
-def _const_of(obs: pd.DataFrame, a: float, block_consts: dict[str, float]) -> pd.Series:
-    return pd.Series([a if lv == "sweep" else block_consts[nm] for lv, nm in zip(obs["level"], obs["block"],
-                                                                                 strict=True)], index=obs.index)
 
 
 # --------------------------------------------------------------------------- 3. relative error

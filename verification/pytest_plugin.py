@@ -69,7 +69,7 @@ def assert_sufficient_descent(trace, *, config=None, a: float | None = None, per
     from verification.checks import sufficient_descent
 
     v = sufficient_descent(trace, config, a=a, per_block=per_block)
-    lines = [f"at {_located(x)}: L̄ fell by {x['decrease']:.4g} < required {x['bound']:.4g} "
+    lines = [f"at {_located(x)}: L̄ fell by {x['decrease']:.4g} < required {x['bound']:.4g} = {x['constant']:.4g}·‖Δ‖² "
              f"(shortfall {x['shortfall']:.4g} > tolerance {x['tolerance']:.3g})"
              for x in v.details.get("violations", [])[:MAX_LISTED]]
     return _settle(v, allow_inconclusive, lines)
