@@ -422,24 +422,41 @@ def fig_block_descent(runs, out: style.Target, warnings: list[str]) -> Figure:
     return Figure("block_descent", "Per-block decrease vs (constant)‖Δ‖²", caption, paths)
 
 
+def group_curve(group: list[RunData], series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """The group's curve: the run's own for one run, the mean over the sweeps all runs share otherwise."""
+    parts = []
+    for r in group:
+        x, y = series(r)
+        parts.append(pd.Series(np.asarray(y, float), index=np.asarray(x, float)))
+    frame = pd.concat(parts, axis=1, join="inner")
+    return frame.index.to_numpy(float), frame.mean(axis=1).to_numpy(float)
+
+
+def _tags(runs: list[RunData]) -> list[tuple[list[RunData], str]]:
+    """(group, legend suffix) for every configuration; no suffix when there is only one."""
+    grouped = groups(runs)
+    if len(grouped) == 1:
+        return [(grouped[0], "")]
+    return [(g, f" ({lab})") for g, lab in zip(grouped, group_labels(grouped), strict=True)]
+
+
 def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.G_NORM, schema.DQ_SQ), warnings, "relative error")
     with style.style():
         fig, (ax,) = style.new_figure(1, size=(6.4, 4.2))
         notes = plot_runs(ax, runs, g_ratio, log=True, ylabel=style.SYM_RATIO)
         lines = []
-        for j, r in enumerate(runs[:4] if len(runs) > 1 else runs):
-            _, ratio = g_ratio(r)
-            b_emp = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else None
-            tag = f" ({r.name})" if len(runs) > 1 else ""
-            if b_emp is not None:
+        for j, (g, tag) in enumerate(_tags(runs)):
+            ratios = np.concatenate([g_ratio(r)[1] for r in g])
+            if np.isfinite(ratios).any():
+                b_emp = float(np.nanmax(ratios))
                 ax.axhline(b_emp, color=style.colour(j), ls=":", lw=1.2, label=rf"$b_{{emp}}$ = {b_emp:.3g}{tag}")
                 lines.append(f"b_emp = {b_emp:.3g}{tag}")
-            b = b_theory(r)
-            if b is not None:
-                ax.axhline(
-                    b, color=style.THEORY_COLOUR, ls="--", lw=1.2, label=rf"theory $b=\delta\sqrt{{3N}}$ = {b:.3g}{tag}"
-                )
+            bs = [b for b in (b_theory(r) for r in g) if b is not None]
+            if bs:
+                b = max(bs)
+                label = rf"theory $b=\delta\sqrt{{3N}}$ = {b:.3g}{tag}"
+                ax.axhline(b, color=style.THEORY_COLOUR, ls=("--", "-.", ":")[j % 3], lw=1.2, label=label)
                 lines.append(f"b = {b:.3g}{tag}")
         ax.set_title(r"Relative error: $\|g^k\| \leq b\,\|\Delta Q^k\|$")
         ax.legend(fontsize=7, loc="center right")
@@ -447,7 +464,7 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
     caption = (
         "Ratio ‖g^k‖/‖ΔQ^k‖ per sweep, with g^k ∈ ∂L̄(Q^k) built from the block optimality conditions "
         "(MATH.md §5). b_emp is the largest measured ratio; b = δ√(3N) the (loose) theoretical constant at B = "
-        "the largest block norm seen. " + "; ".join(lines) + "." + clip_note(notes)
+        "the largest block norm seen (the largest over seeds). " + "; ".join(lines) + "." + clip_note(notes)
     )
     return Figure("relative_error", "Relative error ‖g^k‖/‖ΔQ^k‖", caption, paths)
 
@@ -455,43 +472,56 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
 def fig_rate(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.G_NORM, schema.OBJECTIVE), warnings, "rate")
     with style.style():
-        fig, (ax,) = style.new_figure(1, size=(6.4, 4.2))
-        notes = plot_runs(ax, runs, running_avg_g_sq, log=True, logx=True, ylabel=style.SYM_RUNAVG, xlabel=style.SYM_T)
+        fig, (ax1, ax2) = style.new_figure(2)
+        n1 = plot_runs(ax1, runs, running_avg_g_sq, log=True, logx=True, ylabel=style.SYM_RUNAVG, xlabel=style.SYM_T)
+        n2 = plot_runs(ax2, runs, running_avg_g_sq, log=True, logx=True, ylabel=style.SYM_RUNAVG, xlabel=style.SYM_T)
         text = []
-        for j, r in enumerate(runs[:4] if len(runs) > 1 else runs):
-            T, avg = running_avg_g_sq(r)
-            slope = tail_slope(T, avg)
-            tag = f" ({r.name})" if len(runs) > 1 else ""
-            b = b_theory(r)
-            L = col(r, schema.OBJECTIVE)
-            if b is not None and T.size:
-                Cc = constants.rate_constant(a_const(r), b, float(L[0]), 0.0)
-                ax.plot(T, Cc / T, color=style.THEORY_COLOUR, ls="--", lw=1.2, label=rf"$C/T$, C = {Cc:.2g}{tag}")
+        tags = _tags(runs)
+        for j, (g, tag) in enumerate(tags):
+            T, avg = group_curve(g, running_avg_g_sq)
+            consts = []
+            for r in g:
+                b = b_theory(r)
+                if b is not None:
+                    consts.append(constants.rate_constant(a_const(r), b, float(col(r, schema.OBJECTIVE)[0]), 0.0))
+            if consts and T.size:
+                Cc = max(consts)
+                ax1.plot(
+                    T,
+                    Cc / T,
+                    color=style.THEORY_COLOUR,
+                    ls=("--", "-.", ":")[j % 3],
+                    lw=1.2,
+                    label=rf"$C/T$, C = {Cc:.2g}{tag}",
+                )
                 text.append(f"C = {Cc:.3g}{tag}")
-            if slope is not None:
-                ok = np.isfinite(avg) & (avg > 0) & (T.max() / 2 <= T)
-                if ok.sum() >= 2:
-                    Tt = T[ok]
-                    p = np.polyfit(np.log(Tt), np.log(avg[ok]), 1)
-                    ax.plot(
+            slope = tail_slope(T, avg)
+            ok = np.isfinite(avg) & (avg > 0) & (T.max() / 2 <= T)
+            if slope is not None and ok.sum() >= 2:
+                Tt = T[ok]
+                p = np.polyfit(np.log(Tt), np.log(avg[ok]), 1)
+                fit = np.exp(p[1]) * Tt ** p[0]
+                ax2.plot(Tt, fit, color="black", ls=":", lw=1.8, label=f"tail fit: slope {slope:.2f}{tag}")
+                if j == 0:
+                    ax2.plot(
                         Tt,
-                        np.exp(p[1]) * Tt ** p[0],
-                        color=style.colour(j),
-                        ls=":",
-                        lw=2.5,
-                        label=f"tail fit, slope {slope:.2f}{tag}",
+                        0.7 * fit[0] * Tt[0] / Tt,
+                        color=style.THEORY_COLOUR,
+                        ls="--",
+                        lw=1.0,
+                        label="slope −1 (reference)",
                     )
-                text.append(f"fitted slope {slope:.2f}{tag}")
-        ax.set_title(r"Rate: running average of $\|g^k\|^2$ vs $C/T$")
-        ax.legend(fontsize=7)
+                text.append(f"fitted slope {slope:.2f}{tag}" + (" (of the mean over seeds)" if len(g) > 1 else ""))
+        ax1.set_title(r"(a) against the theory's $C/T$")
+        ax2.set_title("(b) the measured curve, with its tail fit")
+        legend(ax1, fontsize=7)
+        legend(ax2, fontsize=7)
         paths = style.save(fig, out, "rate")
     caption = (
-        "Running average (1/T)Σ_{k≤T}‖g^k‖² on log–log axes against Theorem 1(c)'s C/T, "
-        "C = b²(L̄(Q⁰) − L̄*)/a with L̄* ≥ 0 replaced by 0 (a valid, larger C). The dotted line is a "
-        "least-squares fit over the last half of the sweeps; the theory predicts slope −1 or steeper. "
-        + "; ".join(text)
-        + "."
-        + clip_note(notes)
+        "Running average (1/T)Σ_{k≤T}‖g^k‖² on log–log axes. (a) against Theorem 1(c)'s C/T, "
+        "C = b²(L̄(Q⁰) − L̄*)/a with L̄* ≥ 0 replaced by 0 (a valid, larger C); (b) the same curve alone, with a "
+        "least-squares fit over the last half of the sweeps (dotted) and a slope −1 line (dashed, offset below); "
+        "the theory predicts slope −1 or steeper. " + "; ".join(text) + "." + clip_note(n1) + clip_note(n2)
     )
     return Figure("rate", "Rate O(1/T) of ‖g^k‖²", caption, paths)
 
@@ -581,14 +611,17 @@ def fig_iterate_norms(runs, out: style.Target, warnings: list[str]) -> Figure:
     with style.style():
         fig, axes = style.new_figure(3, size=(11.0, 3.5))
         notes = []
-        for ax, c, lab in zip(
+        for ax, c, lab, title in zip(
             axes,
             (schema.NORM_W_MAX, schema.NORM_V_MAX, schema.NORM_U_MAX),
             (r"$\max_i\|\tilde W_i^k\|$", r"$\max_i\|V_i^k\|$", r"$\max_i\|U_i^k\|$"),
+            ("(a) weights", "(b) V blocks", "(c) U blocks"),
             strict=True,
         ):
             notes.append(plot_runs(ax, runs, column(c), log=None, ylabel=lab))
-            ax.set_title(lab)
+            if ax.get_yscale() == "linear":
+                ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0: boundedness is read off the whole scale
+            ax.set_title(title)
         legend(axes[0])
         paths = style.save(fig, out, "iterate_norms")
     caption = (

@@ -70,6 +70,7 @@ _RC = {
     "legend.fontsize": 8,
     "legend.framealpha": 0.85,
     "axes.grid": True,
+    "axes.formatter.useoffset": False,  # "+1.28e2" offsets make flat curves look like large swings
     "grid.alpha": 0.3,
     "grid.linewidth": 0.6,
     "lines.linewidth": 1.5,
@@ -81,7 +82,9 @@ _RC = {
 
 
 def colour(j: int) -> str:
-    return PALETTE[j % len(PALETTE)]
+    """The j-th series colour; black is kept for L̄ itself and never cycles into a series."""
+    series = PALETTE[:-1]
+    return series[j % len(series)]
 
 
 @contextlib.contextmanager
