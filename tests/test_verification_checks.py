@@ -164,6 +164,20 @@ def test_sufficient_descent_per_block_constant():
     assert v.details["per_block"]["V1"]["a_emp"] == pytest.approx(0.5 * CFG.gamma / 2)
 
 
+@settings(max_examples=40, deadline=None)
+@given(rho=st.floats(0.05, 50.0), a=st.floats(0.01, 10.0), scale=st.floats(1e-2, 1e6),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_sufficient_descent_decides_by_the_ratio(rho, a, scale, dtype):
+    """decrease = ρ·a‖ΔQ‖² on every sweep: pass for ρ ≥ 1, fail for ρ clearly below 1 (bounds resolved)."""
+    L = scale * (1.0 + 0.6 ** np.arange(16))
+    d = L[:-1] - L[1:]
+    v = sufficient_descent(make_trace(L, d / (rho * a), dtype=dtype), a=a)
+    if rho >= 1.0:
+        assert v.status == PASS and v.measured == pytest.approx(rho * a, rel=1e-9)
+    elif rho <= 0.99:
+        assert v.status == FAIL and v.margin < 0
+
+
 def test_sufficient_descent_borderline_and_noise():
     L, dq, g = geometric(rho=1.0)  # decrease = a‖ΔQ‖² exactly: passes (equality is allowed)
     assert sufficient_descent(make_trace(L, dq, g)).status == PASS

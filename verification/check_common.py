@@ -166,7 +166,8 @@ def claim_check(claim: str, title: str) -> Callable:
             try:
                 v = f(ctx, **constants)
             except MissingDataError as e:
-                v = Verdict(claim, title, INCONCLUSIVE, explanation=f"not checked: {e}")
+                v = Verdict(claim, title, INCONCLUSIVE, explanation=f"not checked: {e}",
+                            tolerance_reason="none applied: nothing was compared")
             g, why = guaranteed(ctx.config, claim, ctx.n)
             return dataclasses.replace(v, guaranteed=g, details={**v.details, "guaranteed_reason": why})
 
