@@ -185,7 +185,7 @@ def mutants_markdown(results: dict[str, list[set[str]]]) -> str:
         "",
         f"Each mutant of Algorithm 2's three-splitting step runs with `Recorder(preset=\"full\")` on {n} small "
         "float64 problems (ReLU, hidden widths (5, 4), n = 20 Gaussian-mixture samples, 12 sweeps; "
-        + ", ".join(f"γ = {p['gamma']:g}, α = {p['alpha']:g}" for p in MUTANT_PROBLEMS)
+        + "(γ, α) = " + ", ".join(f"({p['gamma']:g}, {p['alpha']:g})" for p in MUTANT_PROBLEMS)
         + f"). A cell k/{n} means the check returned `fail` on k of the {n} problems.",
         "",
         "| mutant | " + " | ".join(claims) + " |",
