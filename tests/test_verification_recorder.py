@@ -285,3 +285,17 @@ def test_trace_saved_next_to_the_config_loads_back_identically(tmp_path):
 def test_trace_before_a_run_is_an_error():
     with pytest.raises(ValueError, match="on_run_start"):
         Recorder().trace()
+
+
+def test_bcd_record_command_writes_the_trace_next_to_the_config(tmp_path, capsys):
+    from bcd.cli import main as bcd_main
+
+    out = tmp_path / "run"
+    argv = ["record", "--dataset", "mixture", "--n-train", "60", "--hidden", "5,4", "--sweeps", "5",
+            "--out", str(out), "--no-progress", "--preset", "standard", "--every", "2"]
+    assert bcd_main(argv) == 0
+    trace = Trace.load(out)
+    assert (out / "config.json").is_file() and trace.meta[S.META_PRESET] == "standard"
+    assert sorted(trace.blocks[S.SWEEP].unique()) == [1, 2, 4]
+    assert bcd_main(argv) == 2  # an existing run is never overwritten silently
+    assert "already holds a run" in capsys.readouterr().err

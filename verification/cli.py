@@ -1,8 +1,13 @@
-"""``bcd audit DIR``: audit iterates written by any implementation (see :mod:`verification.audit`).
+"""Verification sub-commands.
 
+``bcd record [CONFIG] --preset standard``: train like ``bcd train`` with a :class:`Recorder` and save
+the trace in the run directory next to ``config.json``.
+
+``bcd audit DIR``: audit iterates written by any implementation (see :mod:`verification.audit`).
 Writes the trace and the resolved audit config to ``--out`` (default ``DIR/audit``), prints a summary
-and the verdicts of the checks that do not depend on how the iterates were produced.  Exit code 1
-when a check fails, 2 on bad input.
+and the verdicts of the checks that do not depend on how the iterates were produced.
+
+Exit code 1 when a check fails, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -52,7 +57,32 @@ def summary(trace) -> str:
     ])
 
 
+def _record(args: argparse.Namespace) -> int:
+    from bcd.cli import DEFAULT_TRAIN_CONFIG, resolve_run_config
+    from verification.recorder import Schedule, record_run
+
+    cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    if args.every is not None and args.per_decade is not None:
+        raise ValueError("give --every or --per-decade, not both")
+    schedule = Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
+    _result, trace, out = record_run(cfg, preset=args.preset, schedule=schedule, progress=not args.no_progress,
+                                     overwrite=args.overwrite)
+    print((out / "summary.txt").read_text().strip())
+    print(f"trace ({args.preset}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block rows): {out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from bcd.cli import add_run_arguments
+    from verification.recorder import PRESETS
+
+    r = sub.add_parser("record", help="train like `bcd train` and save a verification trace next to the config")
+    add_run_arguments(r)
+    r.add_argument("--preset", default="standard", choices=PRESETS, help="what to record (default standard)")
+    r.add_argument("--every", type=int, help="per-block quantities every k sweeps (default every sweep)")
+    r.add_argument("--per-decade", dest="per_decade", type=int, help="per-block quantities on log-spaced sweeps")
+    r.set_defaults(func=_record)
+
     p = sub.add_parser("audit", help="verify iterates (one .npz/.safetensors per sweep) from any implementation")
     p.add_argument("directory", help="iterate files W1..WN, V1..VN, U1..UN per sweep, data.npz, audit.toml")
     p.add_argument("--out", help="where to write the trace (default DIR/audit)")
