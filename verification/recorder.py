@@ -9,7 +9,8 @@ old block in ``state``, the new block, and what the step published in ``aux``):
   Σ‖ΔQ‖.  Computed on **every** sweep, whatever the schedule.
 * ``standard``: + the block table: per-block decrease of L̄, ‖Δ‖², the block's descent constant,
   ‖g^k component‖ (MATH.md §5), and ‖g^k‖, Σ‖g‖² in the sweep table.
-* ``full``: + the exactness residual of every block update and train/test accuracy.
+* ``full``: + the exactness residual of every block update and train/test accuracy on every
+  instrumented sweep (train accuracy reuses W̃_1X̃, which is ``aux["P"]`` of the next U_1 step).
 
 **Schedule.** ``schedule`` (every k sweeps, or log-spaced) selects the sweeps that get the standard
 and full quantities; the other sweeps keep the cheap columns (so consecutive sweep decreases are
@@ -94,9 +95,9 @@ G_DEFINITION = "optimality_conditions"
 
 @dataclass(frozen=True)
 class Schedule:
-    """Which sweeps get the standard/full quantities: every ``every``-th sweep, or, with
-    ``per_decade`` > 0, log-spaced sweeps (k where ⌊p·log10 k⌋ steps up: every sweep early on,
-    then about p per decade)."""
+    """Which sweeps get the standard/full quantities: sweep 1 and every ``every``-th sweep, or, with
+    ``per_decade`` = p > 0, log-spaced sweeps (the first sweep past each 10^(j/p): every sweep early
+    on, then about p per decade)."""
 
     every: int = 1
     per_decade: int = 0
@@ -258,6 +259,7 @@ class Recorder:
         t0 = time.perf_counter()
         cfg = problem.config
         self.problem, self.state = problem, state
+        self.g_components = {}
         self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
         self._rows: list[dict[str, Any]] = []
         self._block_rows: list[dict[str, Any]] = []
