@@ -37,6 +37,7 @@ picks s = 0, which is an element but not the least-norm one.  For an exact BCD r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from pathlib import Path
@@ -169,8 +170,8 @@ def _read_data(directory: Path):
     return X, Y, y
 
 
-def _to_state(arrays: dict[str, np.ndarray], path: Path, widths: tuple[int, ...], n: int,
-              X: Tensor, like: Tensor) -> BCDState:
+def _to_state(arrays: dict[str, np.ndarray], path: Path, widths: tuple[int, ...], n: int, X: Tensor) -> BCDState:
+    """The iterate of one file as a BCDState on X's device and dtype, every shape checked."""
     N = len(widths) - 1
     W, V, U = [None], [X], [None]
     for i in range(1, N + 1):
@@ -182,7 +183,7 @@ def _to_state(arrays: dict[str, np.ndarray], path: Path, widths: tuple[int, ...]
             if tuple(a.shape) != shape:
                 raise ValueError(f"{path.name}: {key} has shape {tuple(a.shape)}; expected {shape} "
                                  "(W: d_i×(d_(i-1)+1) with the bias last; V, U: d_i×n, samples as columns)")
-            dest.append(torch.as_tensor(np.asarray(a)).to(dtype=like.dtype, device=like.device))
+            dest.append(torch.as_tensor(np.asarray(a)).to(dtype=X.dtype, device=X.device))
     return BCDState(W, V, U)
 
 
@@ -229,7 +230,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
     prev: BCDState | None = None
     B = cum_dq = cum_g_sq = 0.0
     for k, path in enumerate(files):
-        state = _to_state(first if k == 0 else load_iterate(path), path, widths, n, X, X)
+        state = _to_state(first if k == 0 else load_iterate(path), path, widths, n, X)
         state.sweep = k
         terms = objective_terms(state, problem)
         g = least_norm_subgradient(state, problem)
@@ -263,7 +264,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
                                S.BLOCK_CONST: block_descent_constant(b, i, cfg.N, cfg.gamma, cfg.alpha),
                                S.BLOCK_DELTA_SQ: d_sq[j], S.BLOCK_G_NORM: math.sqrt(g_sq[j])})
         prev = state
-    config = {**cfg.__dict__, "hidden": list(cfg.hidden)}
+    config = {**dataclasses.asdict(cfg), "hidden": list(cfg.hidden)}
     meta = {
         S.META_CONFIG: config, S.META_DTYPE: dtype, S.META_N_SAMPLES: n, S.META_WIDTHS: list(widths),
         S.META_PRESET: "audit", S.META_SOURCE: "audit", S.META_SCHEDULE: {"every": 1},
