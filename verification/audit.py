@@ -10,6 +10,13 @@ Input directory ``DIR``:
 * hyperparameters in ``audit.toml`` (``gamma``, ``alpha``, optional ``lam``, ``activation``,
   ``reduction``, ``vn_update``) or as overrides (the CLI flags).
 
+From a notebook, after each sweep k (and once before the first, k = 0)::
+
+    np.savez(f"audit/iter_{k:04d}.npz", **{f"{b}{i}": arr for (b, i), arr in blocks.items()})
+    # blocks[("W", i)] = np.hstack([W_i, b_i[:, None]]), blocks[("V", i)] = V_i, blocks[("U", i)] = U_i
+
+then ``bcd audit audit/ --gamma 1 --alpha 5`` (with ``data.npz`` holding X and Y or y).
+
 For every iterate: the faithful L̄ and all its terms (:func:`bcd.objective.objective_terms`),
 ‖ΔQ‖², block norms and B, and an algorithm-independent stationarity measure, the norm of the
 least-norm element of the limiting subdifferential ∂L̄(Q) (:func:`least_norm_subgradient`).  The
