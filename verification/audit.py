@@ -276,7 +276,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
         S.META_CONFIG: config, S.META_DTYPE: dtype, S.META_N_SAMPLES: n, S.META_WIDTHS: list(widths),
         S.META_PRESET: "audit", S.META_SOURCE: "audit", S.META_SCHEDULE: {"every": 1},
         S.META_G_DEFINITION: G_DEFINITION, S.META_BLOCKS_ARE_UPDATES: False,
-        "files": [p.name for p in files],
+        S.META_FILES: [p.name for p in files],
     }
     block_df = pd.DataFrame(blocks).sort_values([S.SWEEP, S.STEP], kind="stable").reset_index(drop=True) \
         if blocks else pd.DataFrame()

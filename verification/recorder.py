@@ -612,6 +612,6 @@ def record_run(cfg, *, preset: str = "standard", schedule: Schedule | int | None
     rec = Recorder(preset, schedule)
     result, out = train_from_config(cfg, hooks=[rec], progress=progress, overwrite=overwrite)
     trace = rec.trace()
-    trace.meta["stop_reason"] = result.stop_reason
+    trace.meta[S.META_STOP_REASON] = result.stop_reason
     trace.save(Path(out))
     return result, trace, Path(out)

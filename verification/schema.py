@@ -47,6 +47,8 @@ META_SOURCE = "source"  # "engine" (the recorder) or "audit" (iterates from any 
 META_SCHEDULE = "schedule"  # which sweeps carry the preset's per-block columns
 META_G_DEFINITION = "g_definition"  # what G_NORM measures: "optimality_conditions" or "least_norm"
 META_BLOCKS_ARE_UPDATES = "blocks_are_updates"  # False for audit traces: block rows are per-iterate blocks
+META_STOP_REASON = "stop_reason"  # why the engine stopped (engine traces)
+META_FILES = "files"  # the iterate files, in order (audit traces)
 
 __all__ = [
     "BLOCK",
@@ -67,11 +69,13 @@ __all__ = [
     "META_BLOCKS_ARE_UPDATES",
     "META_CONFIG",
     "META_DTYPE",
+    "META_FILES",
     "META_G_DEFINITION",
     "META_N_SAMPLES",
     "META_PRESET",
     "META_SCHEDULE",
     "META_SOURCE",
+    "META_STOP_REASON",
     "META_WIDTHS",
     "NORM_U_MAX",
     "NORM_V_MAX",
