@@ -91,31 +91,34 @@ def worst_text(worst: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "—"
 
 
-def guaranteed_text(run: RunData, v) -> str:
+def guaranteed_parts(run: RunData, v) -> tuple[str, str]:
+    """("yes" | "no" | "undecided", "basis: reason") for the verdict table."""
     g = guarantee(run, v)
-    head = {True: "yes", False: "no", None: "conditional"}[g.guaranteed]
-    return f"{head} ({g.source}: {g.reason})"
+    head = {True: "yes", False: "no", None: "undecided"}[g.guaranteed]
+    return head, f"{g.basis}: {g.reason}" if g.basis else g.reason
 
 
-def verdict_rows(run: RunData) -> list[dict[str, str]]:
+def verdict_rows(run: RunData) -> list[dict[str, Any]]:
     """The verdict table of one run as display strings, claims in MATH.md §4 order."""
     order = {c: j for j, c in enumerate(CLAIM_ORDER)}
     rows = []
     for v in sorted(run.verdicts or (), key=lambda v: order.get(v.claim, len(order))):
+        head, why = guaranteed_parts(run, v)
         tol = f"margin {num(v.margin)}; tol {num(v.tolerance)}"
-        if v.tolerance_reason:
-            tol += f" ({v.tolerance_reason})"
         rows.append(
             {
                 "claim": f"{v.title} [{v.claim}]",
-                "guaranteed": guaranteed_text(run, v),
-                "theoretical": num(v.theoretical),
+                "guaranteed": f"{head} — {why}",
                 "relation": v.relation,
+                "theoretical": num(v.theoretical),
                 "measured": num(v.measured),
                 "status": v.status,
                 "worst sweep": worst_text(v.worst),
-                "margin / tolerance": tol,
+                "margin / tolerance": tol + (f" ({v.tolerance_reason})" if v.tolerance_reason else ""),
                 "explanation": v.explanation or "",
+                # the HTML shows the short part and puts the long part in small print
+                "_guaranteed": (head, why),
+                "_tolerance": (tol, v.tolerance_reason),
             }
         )
     return rows
@@ -214,7 +217,7 @@ vertical-align:top;text-align:left}th{background:#f6f8fa}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:.5em 1em;border-radius:6px}
 figure{margin:1.2em 0;border:1px solid #d0d7de;border-radius:6px;padding:.6em}figure img{max-width:100%;height:auto;
 display:block;margin:auto}figcaption{font-size:.88em;color:#424a53;margin-top:.4em}
-.skipped{color:#9a6700}code{background:#f6f8fa;padding:0 .2em}
+.skipped{color:#9a6700}small{color:#57606a;font-size:.82em}code{background:#f6f8fa;padding:0 .2em}
 """
 
 
@@ -242,8 +245,18 @@ def _img(path: Path, alt: str) -> str:
 def _verdict_html(run: RunData) -> str:
     if run.verdicts is None:
         return '<p class="warn">This run has no <code>verdicts.json</code>: run <code>bcd verify RUN_DIR</code>.</p>'
-    rows = verdict_rows(run)
-    cells = [[(_status(r[c]) if c == "status" else _e(r[c])) for c in VERDICT_COLUMNS] for r in rows]
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        if c == "status":
+            return _status(r[c])
+        if c in ("guaranteed", "margin / tolerance"):
+            short, detail = r["_guaranteed" if c == "guaranteed" else "_tolerance"]
+            return f"<b>{_e(short)}</b>" + (f"<br><small>{_e(detail)}</small>" if detail else "")
+        if c == "explanation":
+            return f"<small>{_e(r[c])}</small>"
+        return _e(r[c])
+
+    cells = [[cell(r, c) for c in VERDICT_COLUMNS] for r in verdict_rows(run)]
     return _table(VERDICT_COLUMNS, cells, raw_cols=tuple(range(len(VERDICT_COLUMNS))))
 
 

@@ -1,9 +1,7 @@
 """What a report is built from: one :class:`RunData` per run directory (trace + verdicts + environment).
 
 Nothing here recomputes a check: the trace and the verdicts are read as saved.  Whether the
-theory guarantees a claim for a run comes from the verdict itself, else from ``theory.assumptions``
-when that module exists, else from the fallback reading of MATH.md §4 in :func:`fallback_guarantee`
-(stated as an assumption in the report).
+theory guarantees a claim for a run comes from the verdict, explained by ``theory.assumptions``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from typing import Any
 
 from bcd.config import BCDConfig
 from bcd.rundir import CONFIG, ENVIRONMENT, write_json
-from theory import constants
+from theory.assumptions import applicability
 from verification.trace import Trace
 from verification.verdict import FAIL, Verdict
 
@@ -149,56 +147,24 @@ def _short(v: Any) -> str:
 # ---------------------------------------------------------------- which claims the theory guarantees
 @dataclass(frozen=True)
 class Guarantee:
-    """Whether the theory guarantees a claim for a run (None = conditional/undecided) and why."""
+    """Whether the theory guarantees a claim for a run (None = undecided) and why."""
 
     guaranteed: bool | None
-    source: str  # "verdict", "theory", or "assumed"
+    basis: str  # the result that would guarantee it ("Theorem 1(c)", ...)
     reason: str
 
 
-def fallback_guarantee(claim: str, cfg: BCDConfig) -> Guarantee:
-    """MATH.md §4 read for this config, used only while ``theory.assumptions`` is unavailable.
-
-    Assumption 1 holds for squared loss, ReLU/identity and r_i = λ/2‖W̃_i‖² (Proposition 1), so
-    claims 1–4 hold for Algorithm 2; convergence of Q^k needs bounded iterates, guaranteed by a
-    coercive r_i (λ > 0) and otherwise only conditional; the prox-linear V_N step needs
-    α > (L_R − γ)/2; the KL exponent is beyond the paper and a global minimum needs a start near one."""
-    base = "assumed from MATH.md §4: Assumption 1 holds (squared loss, " + cfg.activation + ", r = λ/2‖W̃‖²)"
-    if cfg.vn_update == "prox_linear":
-        L_R = 1.0  # squared loss with c ≤ 1 ("sum": c = 1, "mean": c = 1/n)
-        bound = constants.prox_linear_alpha_bound(L_R, cfg.gamma)
-        if not cfg.alpha > bound and claim in (
-            constants.MONOTONE,
-            constants.SUFFICIENT_DESCENT,
-            constants.RATE,
-            constants.CONVERGENCE,
-        ):
-            return Guarantee(False, "assumed", f"prox-linear V_N needs α > (L_R − γ)/2 = {bound:g}; α = {cfg.alpha:g}")
-    if claim in (
-        constants.MONOTONE,
-        constants.SUFFICIENT_DESCENT,
-        constants.RELATIVE_ERROR,
-        constants.RATE,
-        constants.BLOCK_EXACTNESS,
-    ):
-        return Guarantee(True, "assumed", base)
-    if claim == constants.CONVERGENCE:
-        if cfg.lam > 0:
-            return Guarantee(True, "assumed", base + "; λ > 0 makes r_i coercive (condition ii)")
-        return Guarantee(None, "assumed", "conditional: λ = 0, so convergence needs bounded iterates (condition i)")
-    if claim == constants.KL_EXPONENT:
-        return Guarantee(False, "assumed", "beyond the paper: reported, not guaranteed")
-    if claim == constants.GLOBAL_MINIMUM:
-        return Guarantee(False, "assumed", "needs a start close to a global minimiser")
-    return Guarantee(None, "assumed", f"claim {claim!r} is not listed in MATH.md §4")
-
-
 def guarantee(run: RunData, verdict: Verdict) -> Guarantee:
-    """The verdict's own ``guaranteed`` (the checks ask theory.assumptions), else :func:`fallback_guarantee`."""
-    why = verdict.details.get("guaranteed_reason", "") if isinstance(verdict.details, dict) else ""
-    if verdict.guaranteed is not None:
-        return Guarantee(verdict.guaranteed, "theory", str(why or "as decided by the check"))
-    return fallback_guarantee(verdict.claim, run.bcd)
+    """The verdict's ``guaranteed`` (the checks decide it with theory.assumptions), explained by
+    ``theory.assumptions.applicability(config).claim_status(claim)``; when the verdict left it open,
+    theory.assumptions decides; a claim theory does not know stays undecided."""
+    try:
+        status = applicability(run.bcd, n=run.trace.meta.get("n")).claim_status(verdict.claim)
+    except ValueError as exc:
+        why = verdict.details.get("guaranteed_reason", "") if isinstance(verdict.details, dict) else ""
+        return Guarantee(verdict.guaranteed, "", str(why or exc))
+    decided = status.guaranteed if verdict.guaranteed is None else verdict.guaranteed
+    return Guarantee(decided, status.basis, status.reason)
 
 
 def failed_guaranteed(run: RunData) -> list[Verdict]:

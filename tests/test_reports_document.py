@@ -3,20 +3,22 @@ several seeds, log axes with zero/negative values."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from reports_traces import synthetic_trace, write_run
+from reports_traces import write_run
 
 from reports import style
 from reports.document import FIGURES_DIR, overall, render_report, verdict_rows
 from reports.figures import FIGURES, Figure, Skipped, tail_slope
-from reports.runs import failed_guaranteed, fallback_guarantee, load_run
+from reports.runs import failed_guaranteed, guarantee, load_run
 from theory import constants
 from verification import schema
+from verification.verdict import FAIL
 
 FIGURE_NAMES = [name for name, _, _ in FIGURES]
 
@@ -60,11 +62,11 @@ def test_verdict_table_of_a_passing_run(passing):
     md = report.markdown.read_text()
     row = _md_row(md, constants.RELATIVE_ERROR)
     # claim | guaranteed | relation | theoretical | measured | status | worst sweep | margin / tolerance | explanation
-    assert row[1].startswith("yes (assumed") and row[2:7] == ["≤", "2897", "3.9", "pass", "sweep 3"]
+    assert row[1].startswith("yes — ") and row[2:7] == ["≤", "2897", "3.9", "pass", "sweep 3"]
     kl = _md_row(md, constants.KL_EXPONENT)
-    assert kl[1].startswith("no") and kl[5] == "inconclusive"
+    assert kl[1].startswith("no — beyond the paper") and kl[5] == "inconclusive"
     conv = _md_row(md, constants.CONVERGENCE)
-    assert conv[1].startswith("conditional")  # λ = 0: bounded iterates are not guaranteed
+    assert conv[1].startswith("no — Theorem 1(a),(b)")  # λ = 0: no condition of Theorem 1 is known to hold
     assert overall(run) == "pass" and failed_guaranteed(run) == []
     # claims in MATH.md §4 order, whatever order the verdicts were saved in
     claims = [r["claim"] for r in verdict_rows(run)]
@@ -105,15 +107,22 @@ def test_tail_slope_recovers_a_power_law():
     assert tail_slope(T[:2], T[:2]) is None
 
 
-def test_fallback_guarantee_reads_the_config():
-    trace = synthetic_trace()
-    cfg = trace.config
-    assert fallback_guarantee(constants.SUFFICIENT_DESCENT, cfg).guaranteed is True
-    assert fallback_guarantee(constants.CONVERGENCE, cfg).guaranteed is None
-    coercive = type(cfg)(**{**cfg.__dict__, "lam": 0.1})
-    assert fallback_guarantee(constants.CONVERGENCE, coercive).guaranteed is True
-    bad_alpha = type(cfg)(**{**cfg.__dict__, "vn_update": "prox_linear", "alpha": 1e-3, "gamma": 0.5})
-    assert fallback_guarantee(constants.MONOTONE, bad_alpha).guaranteed is False
+def test_only_a_failed_guaranteed_claim_fails_the_run(tmp_path):
+    run = load_run(write_run(tmp_path / "run"))
+    assert failed_guaranteed(run) == [] and overall(run) == "pass"
+    # λ = 0: Theorem 1(c) is not guaranteed, so a failed rate check is reported but does not fail the run
+    rate = run.verdict(constants.RATE)
+    assert guarantee(run, rate).guaranteed is False
+    run.verdicts = [dataclasses.replace(v, status=FAIL) if v is rate else v for v in run.verdicts]
+    assert failed_guaranteed(run) == [] and overall(run) == "pass"
+    # monotone descent is guaranteed for every α, γ > 0: its failure fails the run
+    mono = run.verdict(constants.MONOTONE)
+    assert guarantee(run, mono).guaranteed is True
+    run.verdicts = [dataclasses.replace(v, status=FAIL) if v is mono else v for v in run.verdicts]
+    assert [v.claim for v in failed_guaranteed(run)] == [constants.MONOTONE] and overall(run) == "fail"
+    # with λ > 0 (r_i coercive) the theory does guarantee the rate
+    run.config["bcd"]["lam"] = 0.1
+    assert guarantee(run, rate).guaranteed is True
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
