@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -100,12 +100,15 @@ def run(
     sweeps: int | None = None,
     hooks: Iterable[Hook] = (),
     progress: bool = False,
+    schedule: Sequence[Step] | None = None,
 ) -> TrainResult:
-    """Run ``sweeps`` sweeps (default ``config.sweeps``) from ``state``; log every sweep."""
+    """Run ``sweeps`` sweeps (default ``config.sweeps``) from ``state``; log every sweep.
+
+    ``schedule`` replaces the configured variant's steps (a user's own variant, a mutant)."""
     cfg = problem.config
     sweeps = cfg.sweeps if sweeps is None else sweeps
     hooks = list(hooks)
-    schedule = schedule_for(cfg.splitting, cfg.N)
+    schedule = schedule_for(cfg.splitting, cfg.N) if schedule is None else _checked_schedule(schedule)
     for h in hooks:
         if hasattr(h, "on_run_start"):
             h.on_run_start(problem, state)
@@ -136,6 +139,13 @@ def run(
         if bar is not None:
             bar.close()
     return TrainResult(state, pd.DataFrame(rows), stop, problem)
+
+
+def _checked_schedule(schedule: Sequence[Step]) -> tuple[Step, ...]:
+    steps = tuple(schedule)
+    if not steps or not all(isinstance(s, Step) for s in steps):
+        raise ValueError(f"schedule must be a non-empty sequence of bcd.schedule.Step; got {schedule!r}")
+    return steps
 
 
 def _record(state: BCDState, problem: Problem, engine_s: float, hooks_s: float) -> dict[str, Any]:
@@ -173,8 +183,9 @@ def train(
     init_weights: list | None = None,
     hooks: Iterable[Hook] = (),
     progress: bool = False,
+    schedule: Sequence[Step] | None = None,
 ) -> TrainResult:
-    """Train with Algorithm 2.
+    """Train with Algorithm 2 (or with ``schedule``, a variant given as its steps).
 
     ``X``: (n, d_0) array, **samples as rows**; ``y``: integer labels (n,) or real targets (n, d_N).
     ``init_weights``: optional W̃_1..W̃_N, each (d_i, d_{i-1}+1) with the bias as the last column,
@@ -184,4 +195,4 @@ def train(
     config = config or BCDConfig()
     problem = make_problem(X, y, config, X_test=X_test, y_test=y_test, n_classes=n_classes)
     state = initial_state(problem, init_weights)
-    return run(problem, state, hooks=hooks, progress=progress)
+    return run(problem, state, hooks=hooks, progress=progress, schedule=schedule)
