@@ -15,6 +15,7 @@ from bcd.cli import _FLAGS, add_run_arguments, resolve_run_config
 from reports import style
 from reports.document import render_report
 from reports.runs import RunData, failed_guaranteed, guarantee, load_run, save_verdicts
+from verification.trace import TRACE_SWEEPS
 
 DEFAULT_VERIFY_CONFIG = "verify_default.toml"
 DEFAULT_VERIFY_CONFIG_GPU = "verify_default_gpu.toml"
@@ -69,6 +70,11 @@ def _verify(args: argparse.Namespace) -> int:
         if overrides or args.out:
             flags = ", ".join("--" + f.replace("_", "-") for f in overrides) or "--out"
             raise ValueError(f"{flags} only apply when training; {args.config!r} is an existing run directory")
+        if not (Path(args.config) / TRACE_SWEEPS).is_file():
+            raise ValueError(
+                f"run directory {args.config!r} has no trace ({TRACE_SWEEPS}): it was trained without the recorder; "
+                "train and verify in one go with `bcd verify CONFIG.toml --out DIR`"
+            )
         run = load_run(args.config)
         run.verdicts = verify(run.trace, run.bcd)
         save_verdicts(args.config, run.verdicts)

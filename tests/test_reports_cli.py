@@ -17,9 +17,10 @@ PNG_ONLY = ["--figure-formats", "png"]  # PDFs are tested in test_reports_docume
 SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "30", "--hidden", "6,5", "--sweeps", "6"]
 
 
-def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "verify-default"  # the embedded default's run directory
+    assert main(["verify", *SMALL, "--no-progress", *PNG_ONLY]) == 0
     names = {p.name for p in out.iterdir()}
     assert {
         "config.json",
@@ -37,6 +38,11 @@ def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys):
     run = load_run(out)
     assert run.trace.meta["preset"] == "full" and len(run.trace.blocks) > 0
     assert "report:" in capsys.readouterr().out
+    # the embedded default replaces its own run directory: `make demo` can be run again
+    assert main(["verify", *SMALL, "--sweeps", "2", "--no-progress", *PNG_ONLY]) == 0
+    assert len(load_run(out).trace.sweeps) == 3
+    # an explicit --out is never clobbered without --overwrite
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 2
 
 
 def test_verify_of_a_failing_run_directory_exits_1(tmp_path, capsys):
