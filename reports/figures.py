@@ -557,51 +557,61 @@ def fig_finite_length(runs, out: style.Target, warnings: list[str]) -> Figure:
 MAX_HEATMAPS = 4
 
 
+def gap_matrix(r: RunData) -> tuple[np.ndarray, list[str]]:
+    """Rows γ/2‖V_i − σ_i(U_i)‖², γ/2‖U_i − W̃_iṼ_{i−1}‖² for i = 1..N (those present), columns = sweeps."""
+    rows, labels = [], []
+    for i in range(1, r.bcd.N + 1):
+        for name, lab in (
+            (schema.act_term(i), rf"$V_{{{i}}}-\sigma(U_{{{i}}})$"),
+            (schema.aff_term(i), rf"$U_{{{i}}}-\tilde W_{{{i}}}\tilde V_{{{i - 1}}}$"),
+        ):
+            if name in r.trace.sweeps.columns:
+                rows.append(col(r, name))
+                labels.append(lab)
+    return np.vstack(rows), labels
+
+
 def fig_gaps_heatmap(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.act_term(1), schema.aff_term(1)), warnings, "gap heatmap")
     if len(runs) > MAX_HEATMAPS:
         warnings.append(f"gap heatmap: only the first {MAX_HEATMAPS} of {len(runs)} runs are drawn")
         runs = runs[:MAX_HEATMAPS]
+    logs, zeros = [], 0
+    for r in runs:
+        M, labels = gap_matrix(r)
+        positive = np.isfinite(M) & (M > 0)
+        zeros += int((~positive).sum())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs.append((np.ma.masked_where(~positive, np.log10(np.where(positive, M, 1.0))), labels))
+    finite = np.concatenate([L.compressed() for L, _ in logs]) if logs else np.array([])
+    if finite.size == 0:
+        raise Skip("every splitting gap is exactly 0")
+    norm = matplotlib.colors.Normalize(vmin=float(finite.min()), vmax=float(finite.max()))  # one scale for all runs
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=style.ZERO_CELL)
     with style.style():
         n = len(runs)
-        fig, axes = style.new_figure(n, size=(min(4.8 * n, 14.0) if n > 1 else 6.4, 4.0))
-        zeros = 0
-        for ax, r in zip(axes, runs, strict=True):
-            N = r.bcd.N
-            rows, labels = [], []
-            for i in range(1, N + 1):
-                for name, lab in (
-                    (schema.act_term(i), rf"$V_{{{i}}}-\sigma(U_{{{i}}})$"),
-                    (schema.aff_term(i), rf"$U_{{{i}}}-\tilde W_{{{i}}}\tilde V_{{{i - 1}}}$"),
-                ):
-                    if name in r.trace.sweeps.columns:
-                        rows.append(col(r, name))
-                        labels.append(lab)
-            M = np.vstack(rows)
-            positive = np.isfinite(M) & (M > 0)
-            zeros += int((~positive).sum())
-            with np.errstate(divide="ignore", invalid="ignore"):
-                L = np.ma.masked_where(~positive, np.log10(np.where(positive, M, 1.0)))
-            cmap = matplotlib.colormaps["viridis"].with_extremes(bad=style.ZERO_CELL)
+        fig, axes = style.new_figure(n, size=(min(3.6 * n + 1.6, 14.0) if n > 1 else 6.4, 4.0))
+        for j, (ax, r, (L, labels)) in enumerate(zip(axes, runs, logs, strict=True)):
             k = sweeps_of(r)
             im = ax.imshow(
                 L,
                 aspect="auto",
                 interpolation="nearest",
                 cmap=cmap,
-                extent=(k.min() - 0.5, k.max() + 0.5, len(rows) - 0.5, -0.5),
+                norm=norm,
+                extent=(k.min() - 0.5, k.max() + 0.5, len(labels) - 0.5, -0.5),
             )
-            ax.set_yticks(range(len(rows)), labels, fontsize=7.5)
+            ax.set_yticks(range(len(labels)), labels if j == 0 else [""] * len(labels), fontsize=7.5)
             ax.set_xlabel(style.SYM_K)
             ax.grid(False)
             ax.set_title(r.name if n > 1 else r"penalty gaps $\frac{\gamma}{2}\|\cdot\|^2$ per layer", fontsize=9)
-            cb = fig.colorbar(im, ax=ax, shrink=0.9)
-            cb.set_label(r"$\log_{10}$ of the gap")
+        cb = fig.colorbar(im, ax=list(axes), shrink=0.9)
+        cb.set_label(r"$\log_{10}$ of the gap")
         paths = style.save(fig, out, "gaps_heatmap")
     caption = (
         "The splitting gaps γ/2‖V_i − σ_i(U_i)‖² and γ/2‖U_i − W̃_iṼ_{i−1}‖² of every layer i (rows) over the "
-        f"sweeps (columns), colour = log10 of the gap; {zeros} grey cell(s): the gap is exactly 0 (or not "
-        "finite), e.g. V_i = σ(U_i) at the initial point."
+        f"sweeps (columns), colour = log10 of the gap (one scale for every panel); {zeros} grey cell(s): the gap "
+        "is exactly 0 (or not finite), e.g. V_i = σ(U_i) at the initial point."
     )
     return Figure("gaps_heatmap", "Per-layer splitting gaps over sweeps", caption, paths)
 
