@@ -216,6 +216,18 @@ def b_theory(run: RunData) -> float | None:
     return constants.relative_error_constant(cfg.gamma, cfg.alpha, B, cfg.N, 1.0)
 
 
+G_DEFINITIONS = {
+    "optimality_conditions": "built from the block optimality conditions (MATH.md §5)",
+    "least_norm": "the least-norm element of the limiting subdifferential (audit of stored iterates)",
+}
+
+
+def g_definition(runs: list[RunData]) -> str:
+    """How the traces defined g^k (trace meta), in words."""
+    found = {r.trace.meta.get(schema.META_G_DEFINITION, "optimality_conditions") for r in runs}
+    return "; ".join(G_DEFINITIONS.get(d, str(d)) for d in sorted(found))
+
+
 def g_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray]:
     """‖g^k‖/‖ΔQ^k‖ for k ≥ 1 (NaN where ΔQ^k = 0)."""
     k, g, dq = sweeps_of(run), col(run, schema.G_NORM), np.sqrt(col(run, schema.DQ_SQ))
@@ -462,8 +474,8 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
         ax.legend(fontsize=7, loc="center right")
         paths = style.save(fig, out, "relative_error")
     caption = (
-        "Ratio ‖g^k‖/‖ΔQ^k‖ per sweep, with g^k ∈ ∂L̄(Q^k) built from the block optimality conditions "
-        "(MATH.md §5). b_emp is the largest measured ratio; b = δ√(3N) the (loose) theoretical constant at B = "
+        f"Ratio ‖g^k‖/‖ΔQ^k‖ per sweep, with g^k ∈ ∂L̄(Q^k) {g_definition(runs)}. "
+        "b_emp is the largest measured ratio; b = δ√(3N) the (loose) theoretical constant at B = "
         "the largest block norm seen (the largest over seeds). " + "; ".join(lines) + "." + clip_note(notes)
     )
     return Figure("relative_error", "Relative error ‖g^k‖/‖ΔQ^k‖", caption, paths)

@@ -100,3 +100,23 @@ def test_report_of_several_seeds_overlays_and_bands(tmp_path, capsys):
     # nothing was recomputed: the saved verdicts are untouched and seed2 still has none
     assert not (dirs[2] / VERDICTS).exists()
     assert "warning:" in capsys.readouterr().out
+
+
+def test_embedded_defaults_are_the_documented_jobs(monkeypatch):
+    import torch
+
+    from bcd.cli import embedded_config
+    from bcd.config import RunConfig
+    from reports.cli import DEFAULT_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG_GPU, default_config_name
+
+    cpu = RunConfig.from_dict(embedded_config(DEFAULT_VERIFY_CONFIG))
+    gpu = RunConfig.from_dict(embedded_config(DEFAULT_VERIFY_CONFIG_GPU))
+    for cfg in (cpu, gpu):
+        assert cfg.data.dataset == "mnist" and cfg.bcd.splitting == "three"
+        assert cfg.bcd.activation == "relu" and cfg.bcd.dtype == "float64"
+    assert cpu.bcd.device == "cpu" and cpu.data.n_train is not None
+    assert gpu.bcd.device == "cuda" and gpu.data.n_train is None and gpu.bcd.hidden == (1500, 1500, 1500)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_config_name() == DEFAULT_VERIFY_CONFIG_GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_config_name() == DEFAULT_VERIFY_CONFIG
