@@ -268,6 +268,7 @@ class Recorder:
         self._carry: dict[int, dict[str, Any]] = {}
         self._P: dict[int, Tensor] = {}
         self._aff_before_V: dict[int, Tensor] = {}
+        self._act_V: dict[int, tuple[Tensor, Tensor]] = {}
         self._dV_N: Tensor | None = None
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
@@ -349,12 +350,13 @@ class Recorder:
                 row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
             return
         sig = self.problem.sigma(i, state.U[i])  # σ(U_i^{k-1}): U_i is updated after V_i
-        t = torch.add(old, new).sub_(sig, alpha=2.0)
-        row[S.BLOCK_DECREASE] = -0.5 * g * _dot(delta, t) + self._aff_before_V.pop(i)
+        A = torch.sub(new, sig)  # V_i⁺ − σ(U_i⁻); ‖V⁻ − σ‖² − ‖V⁺ − σ‖² = −⟨Δ, 2A − Δ⟩
+        row[S.BLOCK_DECREASE] = -g * _dot(delta, A) + 0.5 * g * row[S.BLOCK_DELTA_SQ] + self._aff_before_V.pop(i)
         row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
+        self._act_V[i] = (sig, A)  # reused by the U_i step, next
         if full:
             carry = self._carry[i + 1]
-            carry["A"] = torch.sub(new, sig, out=t)
+            carry["A"] = A
             carry["A_scale"] = _norm(new) + _norm(sig)
             carry["A_row"] = row
 
@@ -375,12 +377,13 @@ class Recorder:
                 r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
                 row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), 2 * _norm(new) + _norm(V) + _norm(P))
         else:
-            s_old, s_new = self.problem.sigma(i, old), self.problem.sigma(i, new)
-            d_sig = torch.sub(s_new, s_old)
-            t = torch.add(s_old, s_new).neg_().add_(V, alpha=2.0)  # ‖V−σo‖² − ‖V−σn‖² = ⟨σn − σo, 2V − σo − σn⟩
-            act = _dot(d_sig, t)
-            self._set_g(sw, ("V", i), d_sig, factor=-g)  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
-            aff = _dot(delta, torch.add(old, new, out=t).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
+            s_old, A = self._act_V.pop(i)  # σ(U_i⁻) and A = V_i⁺ − σ(U_i⁻) from the V_i step
+            s_new = self.problem.sigma(i, new)
+            d_sig = s_new.sub_(s_old) if s_new is not new else torch.sub(new, s_old)  # σ(U⁺) − σ(U⁻)
+            d_sq = _sq(d_sig)
+            act = 2 * _dot(d_sig, A) - d_sq  # ‖V−σo‖² − ‖V−σn‖² = ⟨d, 2A − d⟩
+            self._set_g(sw, ("V", i), d_sig, factor=-g, sq=d_sq)  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
+            aff = _dot(delta, torch.add(old, new, out=d_sig).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
             row[S.BLOCK_DECREASE] = 0.5 * g * (act - aff)
             self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
             if full:
@@ -473,10 +476,11 @@ class Recorder:
         sw.pending -= 1
 
     def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None,
-               factor: float = 1.0) -> None:
-        """Record the g^k component factor·g_part of block ``key`` (its squared norm until the sweep closes)."""
+               factor: float = 1.0, sq: Tensor | None = None) -> None:
+        """Record the g^k component factor·g_part of block ``key`` (its squared norm until the sweep closes;
+        ``sq`` = ‖g_part‖² when already computed)."""
         row = row if row is not None else self._row_of[key]
-        row[S.BLOCK_G_NORM] = _sq(g_part) * (factor * factor)
+        row[S.BLOCK_G_NORM] = (_sq(g_part) if sq is None else sq) * (factor * factor)
         if sw.g_components is not None:
             sw.g_components[key] = g_part.mul(factor)
 
