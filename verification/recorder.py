@@ -296,8 +296,11 @@ class Recorder:
             self._open.append(sw)
         b, i = step.block, step.layer
         old = state.get(b, i)
-        delta = new - old
-        d_sq = _sq(delta)
+        if sw.instrumented:
+            delta = new - old
+            d_sq = _sq(delta)
+        else:  # cheap columns only: ‖X⁺ − X⁻‖² without an n-sized temporary
+            delta, d_sq = None, torch.dist(new, old).square()
         sw.dq_sq.append(d_sq)
         sw.norms[b].append(_norm(new))
         if b == "U" and i in self._carry:  # P_i^{k-1} of the previous sweep is this step's aux["P"]
