@@ -55,6 +55,9 @@ def test_every_file_is_written_and_the_html_is_self_contained(passing):
     for name in FIGURE_NAMES:
         assert f"]({FIGURES_DIR}/{name}.png)" in md
     assert report.warnings == []
+    # zero block updates (V_N unchanged late in the synthetic run) stay visible on the log-log scatter
+    caption = next(f.caption for f in report.figures if f.name == "block_descent")
+    assert "value(s) ≤ 0 are drawn at the floor" in caption and "0 point(s) lie below the line" in caption
 
 
 def test_verdict_table_of_a_passing_run(passing):
