@@ -16,6 +16,7 @@ from reports import style
 from reports.document import render_report
 from reports.runs import RunData, failed_guaranteed, guarantee, load_run, save_verdicts
 from verification.trace import TRACE_SWEEPS
+from verification.verdict import INCONCLUSIVE
 
 DEFAULT_VERIFY_CONFIG = "verify_default.toml"
 DEFAULT_VERIFY_CONFIG_GPU = "verify_default_gpu.toml"
@@ -55,6 +56,9 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...]) -> int:
     for w in report.warnings:
         print(f"  warning: {w}")
     failed = failed_guaranteed(run)
+    open_ = [v.claim for v in run.verdicts or () if v.status == INCONCLUSIVE and guarantee(run, v).guaranteed]
+    if open_:
+        print(f"note: guaranteed claim(s) left inconclusive (not a failure): {', '.join(open_)}")
     print(f"report: {report.html}")
     if failed:
         print("FAILED guaranteed claim(s): " + ", ".join(v.claim for v in failed))

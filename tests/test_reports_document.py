@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from reports_traces import write_run
 
-from reports import style
+from reports import figures, style
 from reports.document import FIGURES_DIR, overall, render_report, verdict_rows
 from reports.figures import FIGURES, Figure, Skipped, tail_slope
 from reports.runs import failed_guaranteed, guarantee, load_run
@@ -178,3 +178,15 @@ def test_report_html_in_a_real_browser(passing, tmp_path):
         assert network == [], network  # ... and nothing left the machine (chrome:// pages are internal)
     finally:
         driver.quit()
+
+
+def test_a_figure_that_cannot_be_drawn_is_skipped_with_its_reason(passing, tmp_path, monkeypatch):
+    run, _report = passing
+
+    def broken(runs, out, warnings):
+        raise RuntimeError("singular colour map")
+
+    monkeypatch.setattr(figures, "FIGURES", (("broken", "A broken figure", broken),))
+    result, warnings = figures.render_figures([run], tmp_path)
+    assert [type(f) for f in result] == [Skipped] and "RuntimeError: singular colour map" in result[0].reason
+    assert warnings == ["A broken figure: figure skipped: could not be drawn (RuntimeError: singular colour map)"]
