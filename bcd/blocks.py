@@ -91,15 +91,17 @@ def update_W(
     alpha: float,
     lam: float,
     gram: Tensor | None = None,
+    cross: Tensor | None = None,
 ) -> Tensor:
     """W̃_i⁺ = argmin_W λ/2‖W‖² + γ/2‖U_i⁺ − WṼ_{i-1}⁻‖² + α/2‖W − W̃_i⁻‖²
     = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, a right-sided Cholesky solve.
 
-    ``gram`` may pass a precomputed ṼṼᵀ (constant for i = 1, where Ṽ_0 = X̃)."""
+    ``gram`` and ``cross`` may pass precomputed ṼṼᵀ (constant for i = 1, where Ṽ_0 = X̃) and UṼᵀ."""
     G = augmented_gram(V_prev) if gram is None else gram
     M = G.mul(gamma)
     M.diagonal().add_(alpha + lam)
-    R = augmented_cross(U, V_prev).mul_(gamma).add_(W, alpha=alpha)
+    C = augmented_cross(U, V_prev) if cross is None else cross
+    R = torch.mul(C, gamma).add_(W, alpha=alpha)
     return solve_spd_right_(R, M)
 
 

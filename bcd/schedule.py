@@ -2,7 +2,8 @@
 
 Each :class:`Step` names the block it updates (``"V"``, ``"U"``, ``"W"`` and the paper's layer
 index i) and a pure function ``update(state, problem, i, aux) -> new block``.  When ``aux`` is a
-dict, intermediate products the step computed anyway (``P`` = W̃_i⁻Ṽ_{i-1}⁻, the Gram ṼṼᵀ) are
+dict, intermediate products the step computed anyway (``P`` = W̃_i⁻Ṽ_{i-1}⁻, the Gram ṼṼᵀ and
+``cross`` = U_i⁺Ṽ_{i-1}⁻ᵀ of a W step) are
 published in it so that instrumentation can reuse them; when it is ``None`` (no hook listens)
 the step may reuse their storage instead.  New variants (two-splitting,
 ResNet) are new schedules; the sweep loop in :mod:`bcd.engine` is shared.
@@ -17,6 +18,7 @@ import torch
 
 from bcd.blocks import (
     affine,
+    augmented_cross,
     augmented_gram,
     update_U_hidden,
     update_U_N,
@@ -60,9 +62,12 @@ def step_U_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Ten
 def step_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     cfg = problem.config
     G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
+    C = augmented_cross(state.U[i], state.V[i - 1])
     if aux is not None:
-        aux["gram"] = G
-    return update_W(state.W[i], state.U[i], state.V[i - 1], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam, gram=G)
+        aux["gram"], aux["cross"] = G, C
+    return update_W(
+        state.W[i], state.U[i], state.V[i - 1], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam, gram=G, cross=C
+    )
 
 
 def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:

@@ -104,7 +104,7 @@ def test_initial_weights_are_injectable():
 
 
 def test_listening_hooks_do_not_change_the_iterates():
-    """With an on_step hook the steps publish P and the Gram instead of reusing their storage;
+    """With an on_step hook the steps publish P, the Gram and UṼᵀ instead of reusing their storage;
     both paths must give bit-identical iterates."""
 
     class Listener:
@@ -122,4 +122,4 @@ def test_listening_hooks_do_not_change_the_iterates():
         heard = train(ds.X_train, ds.y_train, config, hooks=[listener])
         for a, b in zip(quiet.state.blocks(), heard.state.blocks()):
             assert torch.equal(a[2], b[2]), a[:2]
-        assert ("U2", ["P"]) in listener.seen and ("W1", ["gram"]) in listener.seen
+        assert ("U2", ["P"]) in listener.seen and ("W1", ["cross", "gram"]) in listener.seen

@@ -75,7 +75,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bcd.blocks import affine, augmented_cross
+from bcd.blocks import affine, augmented_cross, augmented_gram
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.schedule import Step
@@ -88,6 +88,18 @@ PRESETS = ("cheap", "standard", "full")
 PROBES = 16  # Gaussian probes of the sketched W̃_1 residual (relative standard error ≈ 1/√(2·16) ≈ 18%)
 PROBE_SEED = 0
 G_DEFINITION = "optimality_conditions"
+
+
+def _fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
+    """The products the engine's own steps publish (P for U steps; the Gram ṼṼᵀ and UṼᵀ for W steps,
+    with the updated U_i); a user's step may not publish them, so compute what is missing."""
+    if block == "U" and "P" not in aux:
+        aux["P"] = affine(state.W[i], state.V[i - 1])
+    elif block == "W":
+        if "gram" not in aux:
+            aux["gram"] = augmented_gram(state.V[i - 1])
+        if "cross" not in aux:
+            aux["cross"] = augmented_cross(state.U[i], state.V[i - 1])
 
 
 # --------------------------------------------------------------------------- schedule
@@ -295,6 +307,7 @@ class Recorder:
             sw.g_components = {} if self.keep_g else None
             self._open.append(sw)
         b, i = step.block, step.layer
+        _fill_aux(b, i, state, aux)
         old = state.get(b, i)
         if sw.instrumented:
             delta = new - old
@@ -402,7 +415,7 @@ class Recorder:
         E_sq = _sq(E)
         reg_dec = -0.5 * lam * (2 * _dot(old, delta) + _sq(delta)) if lam > 0 else 0.0
         if i >= 2:
-            EV = augmented_cross(E, state.V[i - 1])  # EṼ⁻ᵀ
+            EV = aux["cross"] - old @ G  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
             DG = delta @ G
             inner = 2 * _dot(EV, delta) - _dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
         if i >= 2:
