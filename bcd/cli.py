@@ -19,7 +19,7 @@ COMMANDS = ("bcd.cli", "reports.cli", "theory.cli", "verification.cli")
 DEFAULT_TRAIN_CONFIG = "train_default.toml"
 
 # flag -> (section, key, type)
-_FLAGS: dict[str, tuple[str, str, Any]] = {
+RUN_FLAGS: dict[str, tuple[str, str, Any]] = {
     "dataset": ("data", "dataset", str),
     "n_train": ("data", "n_train", int),
     "n_test": ("data", "n_test", int),
@@ -56,13 +56,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("overrides of the config file")
-    for flag in _FLAGS:
+    for flag in RUN_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper())
 
 
 def resolve_run_config(args: argparse.Namespace, default_file: str) -> RunConfig:
     overrides: dict[str, Any] = {"data": {}, "bcd": {}}
-    for flag, (section, key, typ) in _FLAGS.items():
+    for flag, (section, key, typ) in RUN_FLAGS.items():
         raw = getattr(args, flag, None)
         if raw is None:
             continue

@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from bcd.cli import _FLAGS, add_run_arguments, resolve_run_config
+from bcd.cli import RUN_FLAGS, add_run_arguments, resolve_run_config
 from reports import style
 from reports.document import render_report
 from reports.runs import RunData, failed_guaranteed, guarantee, load_run, save_verdicts
@@ -70,7 +70,7 @@ def _verify(args: argparse.Namespace) -> int:
     from verification.checks import verify
 
     if args.config and Path(args.config).is_dir():
-        overrides = [f for f in _FLAGS if getattr(args, f, None) is not None]
+        overrides = [f for f in RUN_FLAGS if getattr(args, f, None) is not None]
         if overrides or args.out:
             flags = ", ".join("--" + f.replace("_", "-") for f in overrides) or "--out"
             raise ValueError(f"{flags} only apply when training; {args.config!r} is an existing run directory")

@@ -15,9 +15,7 @@ from bcd.config import BCDConfig
 from bcd.rundir import CONFIG, ENVIRONMENT, write_json
 from theory.assumptions import applicability
 from verification.trace import Trace
-from verification.verdict import FAIL, Verdict
-
-VERDICTS = "verdicts.json"
+from verification.verdict import FAIL, VERDICTS_FILE, Verdict
 
 # Keys that distinguish seeds of one configuration, not configurations.
 SEED_KEYS = (("bcd", "seed"), ("data", "seed"))
@@ -67,13 +65,13 @@ class RunData:
 
 
 def save_verdicts(directory: str | Path, verdicts: list[Verdict]) -> Path:
-    path = Path(directory) / VERDICTS
+    path = Path(directory) / VERDICTS_FILE
     write_json(path, [v.to_dict() for v in verdicts])
     return path
 
 
 def load_verdicts(directory: str | Path) -> list[Verdict] | None:
-    path = Path(directory) / VERDICTS
+    path = Path(directory) / VERDICTS_FILE
     if not path.is_file():
         return None
     raw = json.loads(path.read_text())

@@ -10,8 +10,9 @@ from reports_traces import write_run
 
 from bcd.cli import main
 from reports.document import FIGURES_DIR
-from reports.runs import VERDICTS, group_labels, groups, load_run
+from reports.runs import group_labels, groups, load_run
 from theory import constants
+from verification.verdict import VERDICTS_FILE as VERDICTS
 
 PNG_ONLY = ["--figure-formats", "png"]  # PDFs are tested in test_reports_document.py; PNG keeps these fast
 SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "30", "--hidden", "6,5", "--sweeps", "6"]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bcd.rundir import write_json
 from verification import schema as S  # noqa: N812
+from verification.verdict import VERDICTS_FILE
 
 AUDIT_CONFIG = "audit_config.json"
-VERDICTS = "verdicts.json"
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def _audit(args: argparse.Namespace) -> int:
     write_json(out / AUDIT_CONFIG, trace.meta[S.META_CONFIG])
     print(summary(trace))
     verdicts = verify(trace, trace.config)
-    write_json(out / VERDICTS, [v.to_dict() for v in verdicts])
+    write_json(out / VERDICTS_FILE, [v.to_dict() for v in verdicts])
     for v in verdicts:
         print(f"  {v.status:<12} {v.claim:<20} {v.explanation}")
     print(f"trace, config and verdicts: {out}")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+VERDICTS_FILE = "verdicts.json"  # the list of Verdict.to_dict() a run directory holds
 STATUSES = (PASS, FAIL, INCONCLUSIVE)
 
 
