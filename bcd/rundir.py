@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -45,6 +46,19 @@ def atomic_write(path: Path, write) -> None:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with non-finite floats as None, tuples as lists, keys as str and 0-d arrays/tensors as scalars."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):
+        return json_safe(x.item())
+    return x
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import sympy as sp
 
 from bcd.config import BCDConfig
+from bcd.rundir import json_safe
 from theory import constants as tc
 from theory import symbolic as sym
 from theory.assumptions import Applicability, applicability
@@ -53,17 +54,7 @@ class Claim:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["assumptions"] = list(self.assumptions)
-        return _clean(d)
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
+        return json_safe(d)
 
 
 def _block_details(config: BCDConfig, consts: sym.Constants) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bcd.rundir import json_safe
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 VERDICTS_FILE = "verdicts.json"  # the list of Verdict.to_dict() a run directory holds
@@ -44,20 +45,8 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (non-finite floats become None)."""
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Verdict:
         return cls(**d)
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and callable(x.item):
-        return _clean(x.item())
-    return x
