@@ -46,8 +46,10 @@ def solve_spd_right_(B: Tensor, M: Tensor) -> Tensor:
     """Overwrite B with B M⁻¹ for symmetric positive definite M = LLᵀ (Cholesky; no inverse formed).
 
     Two right-sided triangular solves, X Lᵀ = B then Y L = X, written in place: on a transposed
-    (column-major) view of a row-major d×n matrix this is the left solve M⁻¹R without any layout copy."""
-    L = torch.linalg.cholesky(M)
+    (column-major) view of a row-major d×n matrix this is the left solve M⁻¹R without any layout copy.
+    ``cholesky_ex`` does not inspect its ``info`` flag, so no host–device sync happens inside a sweep
+    (M = I + ŴᵀŴ, I + ŴŴᵀ or (α+λ)I + γṼṼᵀ is positive definite by construction)."""
+    L, _info = torch.linalg.cholesky_ex(M)
     torch.linalg.solve_triangular(L.T, B, upper=True, left=False, out=B)
     torch.linalg.solve_triangular(L, B, upper=False, left=False, out=B)
     return B
