@@ -84,16 +84,12 @@ def _verify(args: argparse.Namespace) -> int:
         save_verdicts(args.config, run.verdicts)
         return finish(run, Path(args.config), parse_formats(args.figure_formats))
 
-    from bcd.runner import train_from_config
-    from verification.recorder import Recorder
+    from verification.recorder import record_run
 
     cfg = resolve_run_config(args, default_config_name())
     # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).
     overwrite = args.overwrite or (args.config is None and args.out is None)
-    recorder = Recorder(preset=args.preset)
-    _result, out = train_from_config(cfg, hooks=[recorder], progress=not args.no_progress, overwrite=overwrite)
-    trace = recorder.trace()
-    trace.save(out)
+    _result, trace, out = record_run(cfg, preset=args.preset, progress=not args.no_progress, overwrite=overwrite)
     verdicts = verify(trace, cfg.bcd)
     save_verdicts(out, verdicts)
     print((out / "summary.txt").read_text().strip())
