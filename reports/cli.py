@@ -49,8 +49,9 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def finish(run: RunData, out: Path, formats: tuple[str, ...]) -> int:
-    """Render the report into ``out``, print the verdicts; 1 if a guaranteed claim failed."""
+def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = False) -> int:
+    """Render the report into ``out``, print the verdicts; 1 if a guaranteed claim failed
+    (with ``strict``, also if one was left inconclusive)."""
     report = render_report([run], out, formats=formats)
     print("\n".join(verdict_lines(run)))
     for w in report.warnings:
@@ -58,12 +59,13 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...]) -> int:
     failed = failed_guaranteed(run)
     open_ = [v.claim for v in run.verdicts or () if v.status == INCONCLUSIVE and guarantee(run, v).guaranteed]
     if open_:
-        print(f"note: guaranteed claim(s) left inconclusive (not a failure): {', '.join(open_)}")
+        kind = "a failure under --strict" if strict else "not a failure; --strict makes it one"
+        print(f"note: guaranteed claim(s) left inconclusive ({kind}): {', '.join(open_)}")
     print(f"report: {report.html}")
     if failed:
         print("FAILED guaranteed claim(s): " + ", ".join(v.claim for v in failed))
         return 1
-    return 0
+    return 1 if strict and open_ else 0
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -82,7 +84,7 @@ def _verify(args: argparse.Namespace) -> int:
         run = load_run(args.config)
         run.verdicts = verify(run.trace, run.bcd)
         save_verdicts(args.config, run.verdicts)
-        return finish(run, Path(args.config), parse_formats(args.figure_formats))
+        return finish(run, Path(args.config), parse_formats(args.figure_formats), args.strict)
 
     from verification.recorder import record_run
 
@@ -93,7 +95,7 @@ def _verify(args: argparse.Namespace) -> int:
     verdicts = verify(trace, cfg.bcd)
     save_verdicts(out, verdicts)
     print((out / "summary.txt").read_text().strip())
-    return finish(load_run(out), out, parse_formats(args.figure_formats))
+    return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -130,6 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(p)
     p.add_argument("--preset", choices=PRESETS, default="full", help="recorder cost preset (default: full)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 also when a guaranteed claim is left inconclusive (e.g. too few sweeps to resolve it)")
     _add_formats(p)
     p.set_defaults(func=_verify)
     q = sub.add_parser("report", help="re-render report.html / report.md from saved run directories")

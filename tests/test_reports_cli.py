@@ -121,3 +121,12 @@ def test_embedded_defaults_are_the_documented_jobs(monkeypatch):
     assert default_config_name() == DEFAULT_VERIFY_CONFIG_GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_config_name() == DEFAULT_VERIFY_CONFIG
+
+
+def test_strict_turns_an_unresolved_guaranteed_claim_into_a_failure(tmp_path, capsys):
+    """With 0 sweeps nothing can be resolved: guaranteed claims are inconclusive, exit 0 unless --strict."""
+    out = tmp_path / "empty"
+    assert main(["verify", *SMALL, "--sweeps", "0", "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    assert "--strict makes it one" in capsys.readouterr().out
+    assert main(["verify", str(out), "--strict", *PNG_ONLY]) == 1
+    assert "a failure under --strict" in capsys.readouterr().out
