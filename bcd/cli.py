@@ -12,7 +12,7 @@ import sys
 from importlib import resources
 from typing import Any
 
-from bcd.config import BCDConfig, DataConfig, RunConfig, load_config, merge_overrides
+from bcd.config import RunConfig, load_config, merge_overrides
 
 COMMANDS = ("bcd.cli", "reports.cli", "theory.cli", "verification.cli")
 
@@ -119,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bcd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
-
-__all__ = ["BCDConfig", "DataConfig", "RunConfig", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -213,5 +213,6 @@ def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
     U: list[Tensor | None] = [None]
     for i in range(1, cfg.N + 1):
         U.append(affine(W[i], V[i - 1]))
-        V.append(problem.sigma(i, U[i]).clone())
+        S = problem.sigma(i, U[i])
+        V.append(S.clone() if S is U[i] else S)  # V_N = U_N: separate tensors
     return BCDState(W, V, U)
