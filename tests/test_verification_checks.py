@@ -103,7 +103,7 @@ def test_monotone_fails_on_a_single_block_increase_hidden_in_a_descending_sweep(
     assert monotone_descent(make_trace(L, dq, g, blocks=blocks), per_block=False).status != FAIL
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(scale=st.floats(1e-3, 1e8), factor=st.floats(0.0, 0.95), dtype=st.sampled_from(["float32", "float64"]))
 def test_increase_within_the_noise_floor_is_inconclusive_never_fail_nor_pass(scale, factor, dtype):
     """L̄ moves only by float noise (< tol): the verdict is inconclusive."""
@@ -115,7 +115,7 @@ def test_increase_within_the_noise_floor_is_inconclusive_never_fail_nor_pass(sca
     assert "noise floor" in v.explanation
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(scale=st.floats(1e-3, 1e8), factor=st.floats(1.05, 1e3), dtype=st.sampled_from(["float32", "float64"]))
 def test_increase_just_beyond_the_tolerance_fails(scale, factor, dtype):
     L = scale * (1.0 + 0.1 * 0.5 ** np.arange(11))  # resolved decreases ...
@@ -164,7 +164,7 @@ def test_sufficient_descent_per_block_constant():
     assert v.details["per_block"]["V1"]["a_emp"] == pytest.approx(0.5 * CFG.gamma / 2)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(rho=st.floats(0.05, 50.0), a=st.floats(0.01, 10.0), scale=st.floats(1e-2, 1e6),
        dtype=st.sampled_from(["float32", "float64"]))
 def test_sufficient_descent_decides_by_the_ratio(rho, a, scale, dtype):
