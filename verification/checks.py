@@ -45,7 +45,8 @@ MAX_LISTED = 20  # violations listed in a verdict's details
 def sweep_decreases(ctx) -> pd.DataFrame:
     """One row per sweep k ≥ 1 whose predecessor is in the trace: sweep, L_prev = L̄^{k−1}, L = L̄^k,
     decrease = L̄^{k−1} − L̄^k (the ``decrease`` column when recorded, else the difference), and
-    ``dQ_sq`` when recorded.  Rows with a non-finite L̄ are kept (they fail every descent check)."""
+    ``dQ_sq`` when recorded.  Rows with a non-finite L̄ are kept (they fail every descent check).
+    Raises :class:`MissingDataError` (→ inconclusive) when the trace has no sweep after Q⁰."""
     df = ctx.sweeps(sc.OBJECTIVE)
     k = df[sc.SWEEP].to_numpy(dtype=int)
     L = df[sc.OBJECTIVE].to_numpy(dtype=float)
@@ -59,6 +60,8 @@ def sweep_decreases(ctx) -> pd.DataFrame:
     if sc.DQ_SQ in df:
         out[sc.DQ_SQ] = df[sc.DQ_SQ].to_numpy(dtype=float)
     keep = (k >= 1) & (np.isfinite(d) | ~np.isfinite(L))
+    if not keep.any():
+        raise MissingDataError("the trace has no sweep after Q⁰")
     return out[keep].reset_index(drop=True)
 
 
@@ -138,8 +141,6 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
     block update (MATH.md §4.1).  Fails on an increase > tol, inconclusive if no decrease is resolved."""
     claim, title = monotone_descent.claim, monotone_descent.title
     sw = sweep_decreases(ctx)
-    if sw.empty:
-        raise MissingDataError("the trace has no sweep after Q⁰")
     bad = _nonfinite_verdict(claim, title, sw, ctx.dtype)
     if bad is not None:
         return bad
@@ -191,8 +192,6 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     if a is None:
         a = ctx.constants("the constant a = min(α, γ)/2").a()
     sw = sweep_decreases(ctx)
-    if sw.empty:
-        raise MissingDataError("the trace has no sweep after Q⁰")
     bad = _nonfinite_verdict(claim, title, sw, ctx.dtype)
     if bad is not None:
         return bad
