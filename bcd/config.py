@@ -22,6 +22,7 @@ ACTIVATIONS = ("relu", "identity")
 LOSSES = ("squared",)
 REDUCTIONS = ("sum", "mean")
 SPLITTINGS = ("three",)
+SKIPS = ("none", "auto")
 VN_UPDATES = ("prox", "prox_linear")
 INITS = ("authors", "kaiming")
 DEVICES = ("cpu", "cuda")
@@ -54,8 +55,10 @@ def _positive_int(name: str, value: Any, *, allow_zero: bool = False, optional: 
 
 @dataclass(frozen=True)
 class BCDConfig:
-    """Hyperparameters of one BCD run (Algorithm 2 of Zeng et al., 2019).
+    """Hyperparameters of one BCD run (Algorithms 1–3 of Zeng et al., 2019).
 
+    ``splitting``: ``three`` (Algorithm 2) or ``two`` (Algorithm 1); ``skip="auto"`` with the
+    three-splitting is Algorithm 3 (a ResNet skip on every layer with d_i = d_{i-1}, MATH.md §8).
     ``vn_update="prox_linear"`` selects the prox-linear V_N step of Theorem 2 (MATH.md §4.7).
     ``eval_every`` is how often (in sweeps) the forward-pass accuracy is computed; the
     objective L̄ is evaluated every sweep.
@@ -69,6 +72,7 @@ class BCDConfig:
     loss: str = "squared"
     reduction: str = "sum"
     splitting: str = "three"
+    skip: str = "none"
     vn_update: str = "prox"
     sweeps: int = 50
     init: str = "authors"
@@ -97,6 +101,12 @@ class BCDConfig:
         _choice("loss", self.loss, LOSSES)
         _choice("reduction", self.reduction, REDUCTIONS)
         _choice("splitting", self.splitting, SPLITTINGS)
+        _choice("skip", self.skip, SKIPS)
+        if self.skip != "none" and self.splitting != "three":
+            raise ValueError(
+                f"skip={self.skip!r} needs splitting='three' (Algorithm 3 is the three-splitting ResNet); "
+                f"got splitting={self.splitting!r}"
+            )
         _choice("vn_update", self.vn_update, VN_UPDATES)
         _choice("init", self.init, INITS)
         _choice("device", self.device, DEVICES)

@@ -15,6 +15,7 @@ import torch
 from bcd.activations import Activation, get_activation
 from bcd.blocks import affine, augmented_gram, squared_loss_scale
 from bcd.config import BCDConfig
+from bcd.model import Term, skips, terms_for, variable_blocks, variant_name
 
 Tensor = torch.Tensor
 BLOCKS = ("W", "V", "U")
@@ -43,7 +44,9 @@ class BCDState:
         """Yield (block, i, tensor) over every variable block in a fixed order."""
         for i in range(1, self.N + 1):
             for b in BLOCKS:
-                yield b, i, self.get(b, i)
+                t = self.get(b, i)
+                if t is not None:
+                    yield b, i, t
 
     def clone(self) -> BCDState:
         def c(xs):
@@ -65,11 +68,22 @@ class Problem:
     activation: Activation = field(init=False)
     c: float = field(init=False)
     gram_X: Tensor = field(init=False)
+    variant: str = field(init=False)
+    tau: tuple[int, ...] = field(init=False)
+    terms: tuple[Term, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.activation = get_activation(self.config.activation)
         self.c = squared_loss_scale(self.config.reduction, self.n)
         self.gram_X = augmented_gram(self.X)  # Ṽ_0Ṽ_0ᵀ is constant: computed once
+        self.variant = variant_name(self.config)
+        self.tau = skips(self.config, self.widths)  # τ_0..τ_N of the ResNet variant (all 0 otherwise)
+        self.terms = terms_for(self.config, self.widths)
+
+    @property
+    def variables(self) -> tuple[tuple[str, int], ...]:
+        """The variable blocks (block, i) of this problem's variant."""
+        return variable_blocks(self.variant, self.config.N)
 
     @property
     def n(self) -> int:
@@ -83,6 +97,11 @@ class Problem:
     def sigma(self, i: int, U: Tensor) -> Tensor:
         """σ_i(U): the hidden activation for i < N, the identity for i = N."""
         return U if i == self.config.N else self.activation.apply(U)
+
+    def layer_output(self, i: int, P: Tensor, h_prev: Tensor) -> Tensor:
+        """The forward pass of layer i from its pre-activation P = W̃_iṼ_{i-1}: σ_i(P) (+ h_{i-1} with a skip)."""
+        out = self.sigma(i, P)
+        return out + h_prev if self.tau[i] else out
 
 
 def _as_matrix(name: str, a, dtype: torch.dtype) -> Tensor:
@@ -191,7 +210,8 @@ def init_weights(config: BCDConfig, widths: tuple[int, ...]) -> list[Tensor]:
 
 
 def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
-    """Q⁰: the given (or freshly drawn) weights, and U_i = W̃_iṼ_{i-1}, V_i = σ_i(U_i) from a forward pass."""
+    """Q⁰: the given (or freshly drawn) weights, and U_i = W̃_iṼ_{i-1}, V_i = σ_i(U_i) (+ V_{i-1} on a skip
+    layer) from a forward pass; the two-splitting has no U blocks (``U`` holds ``None``)."""
     cfg = problem.config
     widths = problem.widths
     dtype, device = problem.X.dtype, problem.X.device
@@ -212,7 +232,8 @@ def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
     V: list[Tensor] = [problem.X]
     U: list[Tensor | None] = [None]
     for i in range(1, cfg.N + 1):
-        U.append(affine(W[i], V[i - 1]))
-        S = problem.sigma(i, U[i])
-        V.append(S.clone() if S is U[i] else S)  # V_N = U_N: separate tensors
+        P = affine(W[i], V[i - 1])
+        S = problem.layer_output(i, P, V[i - 1])
+        V.append(S.clone() if S is P else S)  # V_N = U_N: separate tensors
+        U.append(None if problem.variant == "two" else P)
     return BCDState(W, V, U)

@@ -250,7 +250,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
         m = len(keys)
         g_sq, norms, d_sq = host[:m], host[m:2 * m], host[2 * m:]
         row: dict[str, Any] = {S.SWEEP: k, S.INSTRUMENTED: True, S.OBJECTIVE: terms[S.OBJECTIVE]}
-        row.update({name: terms[name] for name in S.term_names(cfg.N, cfg.lam)})
+        row.update({t.id: terms[t.id] for t in problem.terms})
         row[S.TRAIN_ACC] = accuracy(state.W, X, labels, problem) if labels is not None else math.nan
         row[S.TEST_ACC] = math.nan
         row[S.DECREASE] = rows[-1][S.OBJECTIVE] - row[S.OBJECTIVE] if rows else math.nan

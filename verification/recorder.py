@@ -485,9 +485,9 @@ class Recorder:
     def _complete_accuracy(self, P_1: Tensor) -> None:
         sw, W = self._acc_pending
         self._acc_pending = None
-        h = self.problem.sigma(1, P_1)
+        h = self.problem.layer_output(1, P_1, self.problem.X)
         for i in range(2, len(W)):
-            h = self.problem.sigma(i, affine(W[i], h))
+            h = self.problem.layer_output(i, affine(W[i], h), h)
         sw.record[S.TRAIN_ACC] = (h.argmax(dim=0) == self.problem.labels).to(torch.float64).mean()
         sw.pending -= 1
 
@@ -539,7 +539,7 @@ class Recorder:
             row[key] = float(rec.get(key, math.nan))
         row[S.TIME_RECORDER] = sw.seconds
         row[S.OBJECTIVE] = float(rec[S.OBJECTIVE])
-        for name in S.term_names(self.N, self.lam):
+        for name in (t.id for t in self.problem.terms):
             row[name] = float(rec[name])
         row[S.TRAIN_ACC] = val(train_acc)
         row[S.TEST_ACC] = float(rec.get(S.TEST_ACC, math.nan))

@@ -5,14 +5,14 @@ Two tidy tables (one row per observation):
 * the **sweep table**, one row per sweep k = 0..T (row 0 = the initial iterate Q⁰);
 * the **block table**, one row per block update (sweep k, its position in the schedule).
 
-Objective-term names come from :mod:`bcd.objective` (the engine logs them too) and are
+Objective-term names come from :mod:`bcd.model` (the declared terms) (the engine logs them too) and are
 re-exported here so that verification, reports and tests import them from one place.
 """
 
 from __future__ import annotations
 
 from bcd.engine import SWEEP, TEST_ACC, TIME_ENGINE, TIME_EVAL, TIME_HOOKS, TRAIN_ACC
-from bcd.objective import LOSS, OBJECTIVE, act_term, aff_term, reg_term, term_names
+from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, term_names
 
 # ---------------------------------------------------------------- sweep table (one row per sweep)
 DECREASE = "decrease"  # L̄(Q^{k-1}) − L̄(Q^k)
@@ -91,6 +91,7 @@ __all__ = [
     "TRAIN_ACC",
     "act_term",
     "aff_term",
+    "fit_term",
     "reg_term",
     "term_names",
 ]

@@ -1,0 +1,187 @@
+"""The model as data: which blocks are variables, and the objective as a declared sum of terms.
+
+A *variant* of the paper (MATH.md §2, §7, §8) is the list of its variable blocks and the list of
+the terms of its objective.  Each :class:`Term` states its trace column (``id``), the blocks it
+depends on, a label, and its value.  Objective evaluation (:mod:`bcd.objective`), the trace's term
+columns, the report's labels and heatmaps and the recorder's per-block decreases all iterate over
+this list, so a new variant adds terms instead of editing every consumer.
+
+* ``three`` (Algorithm 2):  L̄ = R(V_N;Y) + Σ r_i + γ/2 Σ_i (‖V_i − σ_i(U_i)‖² + ‖U_i − W̃_iṼ_{i-1}‖²).
+* ``resnet`` (Algorithm 3): as ``three`` with the act term ‖V_i − τ_iV_{i-1} − σ_i(U_i)‖², τ_i = 1 on
+  the layers with a skip connection (d_i = d_{i-1}).
+* ``two`` (Algorithm 1):    L = R(V_N;Y) + Σ r_i + γ/2 Σ_i ‖V_i − σ_i(W̃_iṼ_{i-1})‖²  (no U blocks).
+
+Terms are built from the configuration and the widths alone (no tensors), so the reports can
+read the labels of a saved run without its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from bcd.blocks import affine
+
+if TYPE_CHECKING:  # the problem module imports this one
+    from bcd.config import BCDConfig
+    from bcd.problem import BCDState, Problem
+
+Tensor = torch.Tensor
+Block = tuple[str, int]  # ("W" | "V" | "U", the paper's layer index i = 1..N)
+
+LOSS = "loss"
+OBJECTIVE = "objective"
+VARIANTS = ("three", "resnet", "two")
+
+
+def act_term(i: int) -> str:
+    """Column name of γ/2‖V_i − τ_iV_{i-1} − σ_i(U_i)‖² (three-splitting, ResNet)."""
+    return f"act_gap_{i}"
+
+
+def aff_term(i: int) -> str:
+    """Column name of γ/2‖U_i − W̃_iṼ_{i-1}‖² (three-splitting, ResNet)."""
+    return f"aff_gap_{i}"
+
+
+def fit_term(i: int) -> str:
+    """Column name of γ/2‖V_i − σ_i(W̃_iṼ_{i-1})‖² (two-splitting)."""
+    return f"fit_gap_{i}"
+
+
+def reg_term(i: int) -> str:
+    """Column name of λ/2‖W̃_i‖²."""
+    return f"reg_{i}"
+
+
+def _sq(t: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(t).square()
+
+
+@dataclass(frozen=True)
+class Term:
+    """One summand of the objective.
+
+    ``id`` is its trace column; ``blocks`` the variable blocks it depends on (V_0 = X is data, never
+    listed); ``label`` plain text and ``tex`` mathtext for the reports; ``value(state, problem)`` a 0-d
+    tensor on the problem's device."""
+
+    id: str
+    kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
+    layer: int
+    blocks: frozenset[Block]
+    label: str
+    tex: str
+    value: Callable[[BCDState, Problem], Tensor]
+
+    def depends_on(self, block: Block) -> bool:
+        return block in self.blocks
+
+
+def variant_name(config: BCDConfig) -> str:
+    """``two`` | ``three`` | ``resnet`` (three-splitting with skip connections)."""
+    if config.splitting == "two":
+        return "two"
+    return "resnet" if config.skip != "none" else "three"
+
+
+def skips(config: BCDConfig, widths: tuple[int, ...]) -> tuple[int, ...]:
+    """τ_0..τ_N: τ_i = 1 when layer i has a skip connection V_i = V_{i-1} + σ_i(U_i) + (gap).
+
+    ``skip="auto"``: every layer with d_i = d_{i-1} (MATH.md §8), V_0 = X included; ``"none"``: no skips."""
+    N = len(widths) - 1
+    if config.skip == "none":
+        return (0,) * (N + 1)
+    return (0, *(int(widths[i] == widths[i - 1]) for i in range(1, N + 1)))
+
+
+def variable_blocks(variant: str, N: int) -> tuple[Block, ...]:
+    """The variable blocks of a variant, layer by layer (W̃_i, V_i[, U_i])."""
+    kinds = ("W", "V") if variant == "two" else ("W", "V", "U")
+    return tuple((b, i) for i in range(1, N + 1) for b in kinds)
+
+
+def _v(i: int) -> frozenset[Block]:
+    """{V_i} when V_i is a variable (i ≥ 1), else ∅ (V_0 = X is data)."""
+    return frozenset({("V", i)}) if i >= 1 else frozenset()
+
+
+def terms_for(config: BCDConfig, widths: tuple[int, ...]) -> tuple[Term, ...]:
+    """The terms of the configured variant's objective, in trace-column order."""
+    N = len(widths) - 1
+    variant = variant_name(config)
+    tau = skips(config, widths)
+    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", r"$R(V_N;Y)$", _loss_value)]
+    for i in range(1, N + 1):
+        if variant == "two":
+            out.append(Term(fit_term(i), "fit", i, frozenset({("V", i), ("W", i)}) | _v(i - 1),
+                            f"γ/2‖V_{i} − σ_{i}(W̃_{i}Ṽ_{i-1})‖²",
+                            rf"$\frac{{\gamma}}{{2}}\|V_{{{i}}} - \sigma_{{{i}}}(\tilde W_{{{i}}}\tilde V_{{{i - 1}}})\|^2$",
+                            _fit_value(i)))
+        else:
+            skip = tau[i] == 1
+            prev = f" − V_{i - 1}" if skip else ""
+            prev_tex = rf" - V_{{{i - 1}}}" if skip else ""
+            out.append(Term(act_term(i), "act", i, frozenset({("V", i), ("U", i)}) | (_v(i - 1) if skip else frozenset()),
+                            f"γ/2‖V_{i}{prev} − σ_{i}(U_{i})‖²",
+                            rf"$\frac{{\gamma}}{{2}}\|V_{{{i}}}{prev_tex} - \sigma_{{{i}}}(U_{{{i}}})\|^2$",
+                            _act_value(i, skip)))
+            out.append(Term(aff_term(i), "aff", i, frozenset({("U", i), ("W", i)}) | _v(i - 1),
+                            f"γ/2‖U_{i} − W̃_{i}Ṽ_{i-1}‖²",
+                            rf"$\frac{{\gamma}}{{2}}\|U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}\|^2$",
+                            _aff_value(i)))
+        if config.lam > 0:
+            out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), f"λ/2‖W̃_{i}‖²",
+                            rf"$\frac{{\lambda}}{{2}}\|\tilde W_{{{i}}}\|^2$", _reg_value(i)))
+    return tuple(out)
+
+
+def term_names(config: BCDConfig, widths: tuple[int, ...]) -> list[str]:
+    """The trace columns of the objective's terms."""
+    return [t.id for t in terms_for(config, widths)]
+
+
+def touching(terms: tuple[Term, ...], block: Block) -> tuple[Term, ...]:
+    """The terms that depend on ``block`` (what one update of that block can change)."""
+    return tuple(t for t in terms if block in t.blocks)
+
+
+# ---------------------------------------------------------------- term values
+
+
+def _loss_value(state: BCDState, problem: Problem) -> Tensor:
+    return 0.5 * problem.c * _sq(state.V[state.N] - problem.Y)
+
+
+def _act_value(i: int, skip: bool) -> Callable:
+    def value(state: BCDState, problem: Problem) -> Tensor:
+        A = state.V[i] - problem.sigma(i, state.U[i])
+        if skip:
+            A = A - state.V[i - 1]
+        return 0.5 * problem.config.gamma * _sq(A)
+
+    return value
+
+
+def _aff_value(i: int) -> Callable:
+    def value(state: BCDState, problem: Problem) -> Tensor:
+        return 0.5 * problem.config.gamma * _sq(state.U[i] - affine(state.W[i], state.V[i - 1]))
+
+    return value
+
+
+def _fit_value(i: int) -> Callable:
+    def value(state: BCDState, problem: Problem) -> Tensor:
+        return 0.5 * problem.config.gamma * _sq(state.V[i] - problem.sigma(i, affine(state.W[i], state.V[i - 1])))
+
+    return value
+
+
+def _reg_value(i: int) -> Callable:
+    def value(state: BCDState, problem: Problem) -> Tensor:
+        return 0.5 * problem.config.lam * _sq(state.W[i])
+
+    return value
