@@ -1,4 +1,4 @@
-"""The block updates of Algorithm 2 as pure functions (MATH.md §3).
+"""The block updates of Algorithms 2 and 3 as pure functions (MATH.md §3, §8).
 
 Samples are columns.  A weight block is the augmented W̃_i = [Ŵ_i  b_i] ∈ R^{d_i×(d_{i-1}+1)}
 acting on Ṽ_{i-1} = [V_{i-1}; 1ᵀ]; the ones row is never materialised: W̃Ṽ = ŴV + b1ᵀ is one
@@ -107,11 +107,15 @@ def update_W(
     return solve_spd_right_(R, M)
 
 
-def update_V_hidden(sigma_U: Tensor, W_next: Tensor, U_next: Tensor, *, overwrite_S: bool = False) -> Tensor:
-    """V_i⁺ = argmin_V γ/2‖V − σ(U_i⁻)‖² + γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ‖²  (i < N, no proximal term).
+def update_V_hidden(
+    sigma_U: Tensor, W_next: Tensor, U_next: Tensor, *, rho: float = 1.0, overwrite_S: bool = False
+) -> Tensor:
+    """V_i⁺ = argmin_V γ/2‖V − S‖² + (ρ − 1)γ/2‖V − T‖² + γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ‖²  (i < N, no proximal term).
 
-    Normal equations (I + ŴᵀŴ)V = S + Ŵᵀ(U_{i+1}⁺ − b1ᵀ), S = σ(U_i⁻), Ŵ, b = W̃_{i+1}⁺.
-    When d_{i+1} < d_i the equivalent Woodbury form V = S + Ŵᵀ(I + ŴŴᵀ)⁻¹(U − b1ᵀ − ŴS) is
+    Algorithm 2: ρ = 1 and S = σ(U_i⁻).  Algorithm 3 (MATH.md §8): ρ = 1 + τ_{i+1} and the caller passes
+    S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) as ``sigma_U``.
+    Normal equations (ρI + ŴᵀŴ)V = S' + Ŵᵀ(U_{i+1}⁺ − b1ᵀ), Ŵ, b = W̃_{i+1}⁺.
+    When d_{i+1} < d_i the equivalent Woodbury form V = (S' + Ŵᵀ(ρI + ŴŴᵀ)⁻¹(ρ(U − b1ᵀ) − ŴS'))/ρ is
     cheaper (a d_{i+1}-sized Cholesky); both are exact.  The branch is chosen by flop count.
     """
     S = sigma_U if overwrite_S else sigma_U.clone()  # updated in place below
@@ -119,13 +123,16 @@ def update_V_hidden(sigma_U: Tensor, W_next: Tensor, U_next: Tensor, *, overwrit
     d_next, d = W_hat.shape
     if 2 * d_next * d + d_next * d_next < d * d_next + d * d:  # Woodbury: fewer n-sized flops
         K = W_hat @ W_hat.T
-        K.diagonal().add_(1.0)
-        T = torch.addmm(U_next, W_hat, S, alpha=-1.0).sub_(b)  # U − b1ᵀ − ŴS
+        K.diagonal().add_(rho)
+        T = torch.addmm(U_next, W_hat, S, alpha=-1.0 / rho).sub_(b)  # U − b1ᵀ − ŴS'/ρ
+        if rho != 1.0:
+            T.mul_(rho)
         solve_spd_right_(T.T, K)  # T ← K⁻¹T
-        return S.addmm_(W_hat.T, T)
+        S.addmm_(W_hat.T, T)
+        return S if rho == 1.0 else S.div_(rho)
     M = W_hat.T @ W_hat
-    M.diagonal().add_(1.0)
-    rhs = S.sub_(W_hat.T @ b).addmm_(W_hat.T, U_next)  # S + ŴᵀU − (Ŵᵀb)1ᵀ
+    M.diagonal().add_(rho)
+    rhs = S.sub_(W_hat.T @ b).addmm_(W_hat.T, U_next)  # S' + ŴᵀU − (Ŵᵀb)1ᵀ
     solve_spd_right_(rhs.T, M)  # rhs ← M⁻¹rhs
     return rhs
 

@@ -34,8 +34,9 @@ TEST_ACC = "test_acc"
 
 
 class Hook(Protocol):
-    """Any subset of these methods may be defined."""
+    """Any subset of these methods may be defined (``check_schedule`` raises ValueError to refuse a run)."""
 
+    def check_schedule(self, problem: Problem, schedule: Sequence[Step]) -> None: ...
     def on_run_start(self, problem: Problem, state: BCDState) -> None: ...
     def on_step(self, k: int, step: Step, state: BCDState, new: Tensor, aux: dict) -> None: ...
     def on_sweep_end(self, k: int, state: BCDState, record: dict[str, Any]) -> bool | None: ...
@@ -109,6 +110,9 @@ def run(
     sweeps = cfg.sweeps if sweeps is None else sweeps
     hooks = list(hooks)
     schedule = schedule_for(cfg.splitting, cfg.N) if schedule is None else _checked_schedule(schedule)
+    for h in hooks:  # a hook that cannot handle the schedule refuses it here, before anything runs
+        if hasattr(h, "check_schedule"):
+            h.check_schedule(problem, schedule)
     for h in hooks:
         if hasattr(h, "on_run_start"):
             h.on_run_start(problem, state)

@@ -181,8 +181,11 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
 
     cfg = run.bcd
     a, b = a_const(run), b_theory(run)
+    a_text = "α/2" if run.constants.variant == "two" else "min(α, γ)/2"
+    if cfg.vn_update == "prox_linear":
+        a_text = f"min({a_text}, (2α + γ − L_R)/2)"
     rows = [
-        ("a = min(α, γ)/2 (sufficient descent)", num(a)),
+        (f"a = {a_text} (sufficient descent)", num(a)),
         ("b = δ√(3N) at the largest block norm B (relative error)", num(b)),
     ]
     if schema.OBJECTIVE in run.trace.sweeps.columns and b is not None:
@@ -190,7 +193,7 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
         rows.append(("C = b²(L̄(Q⁰) − 0)/a (rate)", num(constants.rate_constant(a, b, L0, 0.0))))
     if cfg.vn_update == "prox_linear":
         rows.append(
-            ("α bound for prox-linear V_N: α > (L_R − γ)/2", num(constants.prox_linear_alpha_bound(1.0, cfg.gamma)))
+            ("α bound for prox-linear V_N: α > (L_R − γ)/2", num(run.constants.alpha_bound()))
         )
     return rows
 

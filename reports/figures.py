@@ -192,8 +192,11 @@ def legend(ax, **kw) -> None:
 
 # ---------------------------------------------------------------- theory numbers for one run
 def a_const(run: RunData) -> float:
-    cfg = run.bcd
-    return constants.sufficient_descent_constant(cfg.gamma, cfg.alpha)
+    """The sufficient-descent constant a of the run (the verdict's value when it has one)."""
+    v = run.verdict(constants.SUFFICIENT_DESCENT)
+    if v is not None and v.theoretical is not None and np.isfinite(v.theoretical):
+        return float(v.theoretical)
+    return run.constants.a()
 
 
 def b_theory(run: RunData) -> float | None:
@@ -201,7 +204,6 @@ def b_theory(run: RunData) -> float | None:
     v = run.verdict(constants.RELATIVE_ERROR)
     if v is not None and v.theoretical is not None and np.isfinite(v.theoretical):
         return float(v.theoretical)
-    cfg = run.bcd
     if schema.BOUND_B in run.trace.sweeps.columns:
         B = float(np.nanmax(col(run, schema.BOUND_B)))
     else:
@@ -213,7 +215,7 @@ def b_theory(run: RunData) -> float | None:
         if not norms:
             return None
         B = float(np.nanmax(np.concatenate(norms)))
-    return constants.relative_error_constant(cfg.gamma, cfg.alpha, B, cfg.N, 1.0)
+    return run.constants.b(B)
 
 
 G_DEFINITIONS = {

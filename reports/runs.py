@@ -42,6 +42,15 @@ class RunData:
         return BCDConfig(**raw)
 
     @property
+    def constants(self):
+        """The theory's constants for this run (:class:`theory.constants.RunConstants`, what the verdicts use)."""
+        from theory.constants import RunConstants
+
+        widths = self.trace.meta.get("widths")
+        n = self.trace.meta.get("n")
+        return RunConstants(self.bcd, tuple(widths) if widths else None, int(n) if n is not None else None)
+
+    @property
     def seed(self) -> int:
         return self.bcd.seed
 

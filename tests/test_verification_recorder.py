@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bcd.activations import relu_prox
+from bcd.activations import relu_prox, u_block_residual
 from bcd.blocks import affine, augmented_gram, update_U_hidden, update_W
 from bcd.config import BCDConfig, DataConfig, RunConfig
 from bcd.data import gaussian_mixture
@@ -20,7 +20,7 @@ from bcd.problem import BCDState
 from bcd.schedule import Step, three_splitting
 from verification import schema as S  # noqa: N812
 from verification.harness import run_traced
-from verification.recorder import Recorder, Schedule, record_run, u_block_residual
+from verification.recorder import Recorder, Schedule, record_run
 from verification.trace import Trace
 
 CONFIGS = [

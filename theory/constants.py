@@ -8,6 +8,8 @@ engine and the checks stay light.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 # Claim identifiers shared by theory/, verification/ and reports/.
 MONOTONE = "monotone_descent"
@@ -21,22 +23,29 @@ GLOBAL_MINIMUM = "global_minimum"
 CLAIM_IDS = (MONOTONE, SUFFICIENT_DESCENT, RELATIVE_ERROR, RATE, CONVERGENCE, KL_EXPONENT, BLOCK_EXACTNESS)
 
 
-def sufficient_descent_constant(gamma: float, alpha: float) -> float:
-    """a = min(α, γ)/2: L̄(Q^{k−1}) − L̄(Q^k) ≥ a‖ΔQ^k‖² (three-splitting, Algorithm 2)."""
-    return min(alpha, gamma) / 2.0
+def sufficient_descent_constant(gamma: float, alpha: float, variant: str = "three") -> float:
+    """a: L̄(Q^{k−1}) − L̄(Q^k) ≥ a‖ΔQ^k‖².  min(α, γ)/2 for the three-splitting (Algorithms 2 and 3);
+    α/2 for the two-splitting (Algorithm 1: a proximal term on every block)."""
+    return alpha / 2.0 if variant == "two" else min(alpha, gamma) / 2.0
 
 
-def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: float) -> float:
-    """Per-block decrease constant c_blk: the update of this block lowers L̄ by ≥ c_blk‖Δ‖² (MATH.md §4.1).
+def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: float, *, tau_next: int = 0,
+                           variant: str = "three") -> float:
+    """Per-block decrease constant c_blk: the update of this block lowers L̄ by ≥ c_blk‖Δ‖² (MATH.md §4.1, §7, §8).
 
-    V_N, W_i, U_i (i<N): α/2 (proximal term);  U_N: γ (γ-strongly convex, 2γ/2);  V_i (i<N): γ/2."""
+    Three-splitting / ResNet: V_N, W_i, U_i (i<N): α/2 (proximal term);  U_N: γ (γ-strongly convex, 2γ/2);
+    V_i (i<N): γ(1 + τ_{i+1})/2 (τ_{i+1} = 1 when layer i+1 has a skip).  Two-splitting: α/2 for every block
+    (a monotone inner solver guarantees only the proximal term's α/2, MATH.md §7 item 1)."""
+    if block not in ("W", "V", "U") or (variant == "two" and block == "U"):
+        allowed = "W, V" if variant == "two" else "W, V, U"
+        raise ValueError(f"block={block!r} is not a block of the {variant!r} objective; allowed: {allowed}")
+    if variant == "two":
+        return alpha / 2.0
     if block == "W" or (block == "V" and layer == N) or (block == "U" and layer < N):
         return alpha / 2.0
     if block == "U":
         return gamma
-    if block == "V":
-        return gamma / 2.0
-    raise ValueError(f"block={block!r} is not a block of the three-splitting objective; allowed: W, V, U")
+    return gamma * (1 + tau_next) / 2.0
 
 
 def delta(gamma: float, alpha: float, B: float, L_B: float = 1.0) -> float:
@@ -85,9 +94,9 @@ def prox_linear_block_constant(gamma: float, alpha: float, L_R: float) -> float:
     return (2.0 * alpha + gamma - L_R) / 2.0
 
 
-def sufficient_descent_constant_prox_linear(gamma: float, alpha: float, L_R: float) -> float:
-    """a for Algorithm 2 with the prox-linear V_N step: min{α/2, γ/2, (2α + γ − L_R)/2}."""
-    return min(sufficient_descent_constant(gamma, alpha), prox_linear_block_constant(gamma, alpha, L_R))
+def sufficient_descent_constant_prox_linear(gamma: float, alpha: float, L_R: float, variant: str = "three") -> float:
+    """a with the prox-linear V_N step: min{a of the variant, (2α + γ − L_R)/2}."""
+    return min(sufficient_descent_constant(gamma, alpha, variant), prox_linear_block_constant(gamma, alpha, L_R))
 
 
 def seeds_prox_linear_alpha_bound(L_R: float) -> float:
@@ -106,3 +115,88 @@ def relative_error_constant_prox_linear(
 ) -> float:
     """b = δ_pl√(3N) for the prox-linear V_N step."""
     return delta_prox_linear(gamma, alpha, B, L_R, L_B) * math.sqrt(3 * N)
+
+
+# ----------------------------------------------------------------------------- one run's constants
+
+
+@dataclass(frozen=True)
+class RunConstants:
+    """Every theoretical constant of one configuration — the one path that the checks, the recorder,
+    the audit, the figures and the report read (so they cannot disagree).
+
+    ``widths`` (d_0..d_N) decide the ResNet skips; ``n`` the loss scale c = 1/n of the mean reduction."""
+
+    config: Any  # bcd.config.BCDConfig
+    widths: tuple[int, ...] | None = None
+    n: int | None = None
+
+    @property
+    def N(self) -> int:
+        return self.config.N
+
+    @property
+    def variant(self) -> str:
+        from bcd.model import variant_name
+
+        return variant_name(self.config)
+
+    @property
+    def tau(self) -> tuple[int, ...]:
+        from bcd.model import skips
+
+        if self.config.skip == "none":
+            return (0,) * (self.N + 1)
+        if self.widths is None:
+            raise ValueError("the layer widths are unknown, so the ResNet skips τ_i (d_i = d_(i-1)) are unknown")
+        return skips(self.config, tuple(self.widths))
+
+    @property
+    def prox_linear(self) -> bool:
+        return self.config.vn_update == "prox_linear"
+
+    @property
+    def L_R(self) -> float:
+        return loss_lipschitz_constant(self.config.reduction, self.n)
+
+    @property
+    def L_B(self) -> float:
+        from bcd.activations import get_activation
+
+        return get_activation(self.config.activation).lipschitz
+
+    def a(self) -> float:
+        """Sufficient-descent constant of a whole sweep."""
+        g, al = self.config.gamma, self.config.alpha
+        if self.prox_linear:
+            return sufficient_descent_constant_prox_linear(g, al, self.L_R, self.variant)
+        return sufficient_descent_constant(g, al, self.variant)
+
+    def block(self, block: str, layer: int) -> float:
+        """c_blk: one update of this block lowers L̄ by ≥ c_blk‖Δ‖²."""
+        g, al = self.config.gamma, self.config.alpha
+        if self.prox_linear and block == "V" and layer == self.N:
+            return prox_linear_block_constant(g, al, self.L_R)
+        tau_next = self.tau[layer + 1] if layer < self.N else 0
+        return block_descent_constant(block, layer, self.N, g, al, tau_next=tau_next, variant=self.variant)
+
+    def b(self, B: float) -> float:
+        """Relative-error constant b(B) = δ√(3N) for iterates bounded by B.
+
+        ResNet [derived, loose]: a skip adds to the V_N, U_N, V_i and U_i components of g^k one more term
+        of the form γ‖ΔV_{i-1}‖ or γL_B‖ΔV_{i-1}‖ (coefficient ≤ δ), so each component is a sum of at most
+        twice as many δ‖Δ‖ terms and Cauchy–Schwarz gives the extra factor √2."""
+        g, al = self.config.gamma, self.config.alpha
+        if self.prox_linear:
+            b = relative_error_constant_prox_linear(g, al, B, self.N, self.L_R, self.L_B)
+        else:
+            b = relative_error_constant(g, al, B, self.N, self.L_B)
+        return b * math.sqrt(2.0) if self.variant == "resnet" and any(self.tau) else b
+
+    def C(self, B: float, L0: float, L_star: float = 0.0) -> float:
+        """The rate constant C = b(B)²(L̄(Q⁰) − L̄*)/a."""
+        return rate_constant(self.a(), self.b(B), L0, L_star)
+
+    def alpha_bound(self) -> float:
+        """Theorem 2's derived α condition for this run's loss: α > (L_R − γ)/2."""
+        return prox_linear_alpha_bound(self.L_R, self.config.gamma)

@@ -24,22 +24,7 @@ result is a :class:`Trace` with ``meta["source"] = "audit"``; its block table ho
 and ‖least-norm component‖ but no decreases (the update order of the other implementation is not
 known), so per-update checks are inconclusive on it by construction.
 
-**The subdifferential.**  L̄ = h + γ Σ_{i<N} Σ_e φ(U_{i,e}, V_{i,e}) with h continuously
-differentiable (loss, affine gaps, λ/2‖W̃‖², the i = N activation gap) and φ(u, v) = ½(v − relu(u))².
-By the exact sum rule for a C¹ function and the product rule for separable functions
-(Rockafellar–Wets 8.8(c), 10.5), ∂L̄(Q) = ∇h(Q) + γ Π_e ∂φ(U_e, V_e).  Off the kink, ∂φ = {∇φ}.  At
-u = 0: ∇φ = (−(v − u), v − relu(u)) on u > 0 tends to (−v, v), and ∇φ = (0, v) on u < 0, so
-
-* v > 0: φ(·, v) has a downward (concave) kink; the regular subdifferential is empty and the
-  limiting one is the two points {(−v, v), (0, v)};
-* v < 0: φ(·, v) is convex near 0; ∂φ = {(s, v) : s ∈ [0, −v]};
-* v = 0: φ is differentiable there, ∂φ = {(0, 0)}.
-
-The v-component is always v, so the least-norm element differs from ∇h + γ·(smooth part) only in
-the u-entries at kinks, where it is γ(R_e + s*) with R = U − W̃Ṽ and s* ∈ S(v) minimising |R_e + s|:
-the better of {−v, 0} for v > 0, clip(−R_e, 0, −v) for v < 0.  Autograd's ReLU′(0) = 0 always
-picks s = 0, which is an element but not the least-norm one.  For an exact BCD run this norm is
-≤ ‖g^k‖ of the recorder (equal away from kinks).
+The subdifferential and its least-norm element: :mod:`verification.subgradient`.
 """
 
 from __future__ import annotations
@@ -54,14 +39,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bcd.blocks import affine, augmented_cross
 from bcd.config import ACTIVATIONS, REDUCTIONS, VN_UPDATES, BCDConfig
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, write_text
 from bcd.schedule import schedule_for
-from theory.constants import block_descent_constant
+from theory.constants import RunConstants
 from verification import schema as S  # noqa: N812
+from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
 
 Tensor = torch.Tensor
@@ -72,48 +57,6 @@ G_DEFINITION = "least_norm"
 HYPERPARAMETERS: dict[str, type] = {
     "gamma": float, "alpha": float, "lam": float, "activation": str, "reduction": str, "vn_update": str,
 }
-
-
-# --------------------------------------------------------------------------- the stationarity measure
-
-
-def least_norm_subgradient(state: BCDState, problem: Problem) -> dict[tuple[str, int], Tensor]:
-    """The least-norm element of the limiting subdifferential ∂L̄(Q), block by block (module docstring).
-
-    ∂/∂W̃_i: −γR_iṼ_{i-1}ᵀ + λW̃_i;  ∂/∂V_N: c(V_N − Y) + γA_N;  ∂/∂V_i: γA_i − γŴ_{i+1}ᵀR_{i+1};
-    ∂/∂U_N: γ(R_N − A_N);  ∂/∂U_i: γ(R_i + s), s = −A_i·σ′(U_i) off kinks, least-norm choice at kinks;
-    with R_i = U_i − W̃_iṼ_{i-1}, A_i = V_i − σ_i(U_i)."""
-    cfg, N = problem.config, state.N
-    g, lam = cfg.gamma, cfg.lam
-    R = [None] + [state.U[i] - affine(state.W[i], state.V[i - 1]) for i in range(1, N + 1)]
-    A = [None] + [state.V[i] - problem.sigma(i, state.U[i]) for i in range(1, N + 1)]
-    out: dict[tuple[str, int], Tensor] = {}
-    for i in range(1, N + 1):
-        gW = augmented_cross(R[i], state.V[i - 1]).mul_(-g)
-        if lam > 0:
-            gW.add_(state.W[i], alpha=lam)
-        out[("W", i)] = gW
-        if i == N:
-            out[("V", i)] = (state.V[N] - problem.Y).mul_(problem.c).add_(A[N], alpha=g)
-            out[("U", i)] = (R[N] - A[N]).mul_(g)
-            continue
-        out[("V", i)] = (A[i] - state.W[i + 1][:, :-1].T @ R[i + 1]).mul_(g)
-        U, V = state.U[i], state.V[i]
-        if cfg.activation == "identity":
-            s = -A[i]
-        elif cfg.activation == "relu":
-            s = torch.where(U > 0, -A[i], torch.zeros_like(U))  # u < 0: φ is flat in u
-            at_kink = U == 0
-            if bool(at_kink.any()):
-                r = R[i]
-                two_point = torch.where((r - V).abs() < r.abs(), -V, torch.zeros_like(V))  # v > 0: s ∈ {−v, 0}
-                interval = torch.minimum(torch.clamp(-r, min=0.0), (-V).clamp(min=0.0))  # v < 0: s ∈ [0, −v]
-                s_kink = torch.where(V > 0, two_point, torch.where(V < 0, interval, torch.zeros_like(V)))
-                s = torch.where(at_kink, s_kink, s)
-        else:
-            raise ValueError(f"activation={cfg.activation!r} is not supported by the audit; allowed: relu, identity")
-        out[("U", i)] = (R[i] + s).mul_(g)
-    return out
 
 
 # --------------------------------------------------------------------------- reading a directory
@@ -232,6 +175,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
     if Y.shape != (widths[-1], n):
         raise ValueError(f"targets Y have shape {tuple(Y.T.shape)}; expected ({n}, {widths[-1]}) to match W{cfg.N}")
     problem = Problem(X=X, Y=Y, config=cfg, labels=labels)
+    consts = RunConstants(cfg, problem.widths, problem.n)
     order = {(s.block, s.layer): j for j, s in enumerate(schedule_for(cfg.splitting, cfg.N))}
     rows, blocks = [], []
     prev: BCDState | None = None
@@ -268,7 +212,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
         if prev is not None:
             for j, (b, i) in enumerate(keys):
                 blocks.append({S.SWEEP: k, S.STEP: order[(b, i)], S.BLOCK: b, S.LAYER: i,
-                               S.BLOCK_CONST: block_descent_constant(b, i, cfg.N, cfg.gamma, cfg.alpha),
+                               S.BLOCK_CONST: consts.block(b, i),
                                S.BLOCK_DELTA_SQ: d_sq[j], S.BLOCK_G_NORM: math.sqrt(g_sq[j])})
         prev = state
     config = {**dataclasses.asdict(cfg), "hidden": list(cfg.hidden)}

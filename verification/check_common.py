@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bcd.activations import get_activation
 from bcd.config import BCDConfig, RunConfig
 from theory import constants as tc
 from verification import schema as sc
@@ -38,8 +37,9 @@ class Context:
             raise MissingDataError(f"no configuration (neither passed nor in trace.meta['config']); needed for {why}")
         return self.config
 
-    def constants(self, why: str) -> Constants:
-        return Constants(self.need_config(why), self.need_N(), self.n)
+    def constants(self, why: str) -> tc.RunConstants:
+        widths = self.trace.meta.get(sc.META_WIDTHS)
+        return tc.RunConstants(self.need_config(why), tuple(widths) if widths else None, self.n)
 
     def need_N(self) -> int:
         if self.N is None:
@@ -96,48 +96,6 @@ def make_context(trace: Trace, config: Any = None) -> Context:
     N = cfg.N if cfg is not None else (len(widths) - 1 if widths else None)
     n = trace.meta.get(sc.META_N_SAMPLES)
     return Context(trace, cfg, dtype_name(raw_dtype), N, int(n) if n is not None else None)
-
-
-@dataclass(frozen=True)
-class Constants:
-    """The theoretical constants for one configuration, all from :mod:`theory.constants`
-    (the prox-linear V_N step of Theorem 2 has its own a, c_{V_N} and b)."""
-
-    config: BCDConfig
-    N: int
-    n: int | None
-
-    @property
-    def prox_linear(self) -> bool:
-        return self.config.vn_update == "prox_linear"
-
-    @property
-    def L_R(self) -> float:
-        return tc.loss_lipschitz_constant(self.config.reduction, self.n)
-
-    @property
-    def L_B(self) -> float:
-        return get_activation(self.config.activation).lipschitz
-
-    def a(self) -> float:
-        """Sufficient-descent constant of a whole sweep."""
-        g, al = self.config.gamma, self.config.alpha
-        return tc.sufficient_descent_constant_prox_linear(g, al, self.L_R) if self.prox_linear \
-            else tc.sufficient_descent_constant(g, al)
-
-    def block(self, block: str, layer: int) -> float:
-        """c_blk: one update of this block lowers L̄ by ≥ c_blk‖Δ‖²."""
-        g, al = self.config.gamma, self.config.alpha
-        if self.prox_linear and block == "V" and layer == self.N:
-            return tc.prox_linear_block_constant(g, al, self.L_R)
-        return tc.block_descent_constant(block, layer, self.N, g, al)
-
-    def b(self, B: float) -> float:
-        """Relative-error constant b(B) = δ√(3N) for iterates bounded by B."""
-        g, al = self.config.gamma, self.config.alpha
-        if self.prox_linear:
-            return tc.relative_error_constant_prox_linear(g, al, B, self.N, self.L_R, self.L_B)
-        return tc.relative_error_constant(g, al, B, self.N, self.L_B)
 
 
 def guaranteed(config: BCDConfig | None, claim: str, n: int | None = None) -> tuple[bool | None, str]:

@@ -75,16 +75,20 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bcd.activations import u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
-from bcd.schedule import Step
-from theory.constants import block_descent_constant
+from bcd.schedule import Step, schedule_for
+from bcd.subproblems import subproblem_for
+from theory.constants import RunConstants
 from verification import schema as S  # noqa: N812
+from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
 
 Tensor = torch.Tensor
 PRESETS = ("cheap", "standard", "full")
+PATHS = ("auto", "fast", "generic")  # the in-stream formulas of Algorithm 2, or the order-agnostic bookkeeping
 PROBES = 16  # Gaussian probes of the sketched W̃_1 residual (relative standard error ≈ 1/√(2·16) ≈ 18%)
 PROBE_SEED = 0
 G_DEFINITION = "optimality_conditions"
@@ -185,63 +189,6 @@ def _ratio(r: Tensor, scale: Tensor) -> Tensor:
     return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
 
 
-# entries per row block of the elementwise U residual on the CPU: 512 KB temporaries that stay in cache and
-# are reused by malloc (whole-matrix temporaries cost a page fault per 4 KB here); on CUDA one block
-CHUNK = 1 << 16
-
-
-def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, activation: str,
-                     m_parts: tuple[Tensor, Tensor, float, float] | None = None) -> Tensor:
-    """Relative exactness residual of the elementwise U_i update (see the module docstring).
-
-    Per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²; residual = ‖(1+β)·dist(u_new, argmin f)‖ divided by
-    ‖a‖ + ‖σ(u_new)‖ + β‖u_new‖ + β‖m‖.  The minimisers are computed here, independently of the
-    engine's prox: ReLU has the two candidates u₊ = max((a+βm)/(1+β), 0) (where σ(u₊) = u₊) and
-    u₋ = min(m, 0) (where σ(u₋) = 0 and u₋ − m = −max(m, 0)); both count at a tie up to rounding.
-    ``m_parts = (P, U⁻, γ, α)`` gives m = (γP + αU⁻)/(γ + α) without materialising it.  Evaluated in
-    row blocks of about ``CHUNK`` entries on the CPU so that the temporaries stay small."""
-    if activation not in ("relu", "identity"):
-        raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity")
-    chunk = CHUNK if new.device.type == "cpu" else new.numel()
-    rows = max(1, chunk // max(1, new.shape[-1]))
-    sums = torch.zeros(5, dtype=new.dtype, device=new.device)  # Σr², Σa², Σσ(u)², Σu², Σm²
-    for r0 in range(0, new.shape[0], rows):
-        sl = slice(r0, r0 + rows)
-        if m_parts is not None:
-            P, U_old, g, al = m_parts
-            mc = U_old[sl].mul(al / (g + al)).add_(P[sl], alpha=g / (g + al))
-        else:
-            mc = m[sl]
-        sums += _u_residual_sums(new[sl], a[sl], mc, beta, activation)
-    r, a_n, s_n, u_n, m_n = sums.sqrt().unbind()
-    return _ratio(r, a_n + s_n + beta * (u_n + m_n))
-
-
-def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation: str) -> Tensor:
-    u = m.mul(beta).add_(a).div_(1.0 + beta)  # u₊ before the clamp
-    if activation == "identity":
-        dist = u.sub_(new).abs_()
-        sig_sq = _sq(new)
-    else:
-        u.clamp_(min=0.0)
-        f_plus = torch.sub(a, u).square_()
-        t = torch.sub(u, m)
-        f_plus.add_(t.square_(), alpha=beta).mul_(0.5)  # f(u₊)
-        f_minus = torch.clamp(m, min=0.0, out=t).square_().mul_(beta).addcmul_(a, a).mul_(0.5)  # f(u₋)
-        # rounding of f₊, f₋: a few eps of (a² + βm² + (1+β)u₊²) ≤ 8(f₊ + f₋) (f₋ ≥ a²/2, f₊ + f₋ ≥ βm²/2)
-        tie = torch.add(f_plus, f_minus).mul_(64 * torch.finfo(new.dtype).eps)
-        diff = f_plus.sub_(f_minus)
-        big = torch.finfo(new.dtype).max / 4
-        # 1 where a candidate is strictly worse than the other (sign of a difference, then clamped to {0, 1})
-        plus_worse = torch.sub(diff, tie, out=f_minus).sign_().clamp_(min=0.0)
-        minus_worse = tie.add_(diff).neg_().sign_().clamp_(min=0.0)
-        d_plus = torch.sub(new, u, out=diff).abs_().add_(plus_worse, alpha=big)
-        d_minus = torch.clamp(m, max=0.0, out=u).sub_(new).abs_().add_(minus_worse, alpha=big)
-        dist = torch.minimum(d_plus, d_minus, out=d_plus)  # finite: never both candidates strictly worse
-        sig_sq = _sq(torch.clamp(new, min=0.0, out=u))
-    return torch.stack([_sq(dist.mul_(1.0 + beta)), _sq(a), sig_sq, _sq(new), _sq(m)])
-
-
 # --------------------------------------------------------------------------- the recorder
 
 
@@ -254,9 +201,14 @@ class Recorder:
     iterate per sweep, for tests only.
     """
 
-    def __init__(self, preset: str = "standard", schedule: Schedule | int | None = None, *, keep_g: bool = False):
+    def __init__(self, preset: str = "standard", schedule: Schedule | int | None = None, *, keep_g: bool = False,
+                 path: str = "auto"):
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is not supported; allowed: {', '.join(PRESETS)}")
+        if path not in PATHS:
+            raise ValueError(f"path={path!r} is not supported; allowed: {', '.join(PATHS)}")
+        self.path = path
+        self._generic: bool | None = None  # decided by check_schedule
         self.preset = preset
         self.schedule = as_schedule(schedule)
         self.keep_g = keep_g
@@ -267,9 +219,45 @@ class Recorder:
 
     # ------------------------------------------------------------------ hooks
 
+    def check_schedule(self, problem: Problem, schedule) -> None:
+        """Validate the schedule before the run starts, and choose the path.
+
+        Every step must update a block of the problem's variant, each block exactly once per sweep
+        (so that each block has one update, one decrease and one g^k component per sweep).  The fast
+        path (in-stream formulas) serves the three-splitting in Algorithm 2's own order; every other
+        variant or order takes the generic path, which evaluates the touched terms of each block's
+        subproblem before and after its update, and g^k as the least-norm subgradient at Q^k."""
+        names = [f"{s.block}{s.layer}" for s in schedule]
+        seen: dict[tuple[str, int], int] = {}
+        valid = set(problem.variables)
+        for j, step in enumerate(schedule):
+            key = (step.block, step.layer)
+            if key not in valid:
+                allowed = ", ".join(f"{b}{i}" for b, i in problem.variables)
+                raise ValueError(f"schedule step {j} ({names[j]}) updates no block of the {problem.variant!r} "
+                                 f"variant; the recorder can handle the blocks {allowed}")
+            if key in seen:
+                raise ValueError(f"schedule step {j} ({names[j]}) updates a block already updated at step "
+                                 f"{seen[key]} of the same sweep; the recorder needs each block updated once per sweep")
+            seen[key] = j
+        missing = [f"{b}{i}" for b, i in problem.variables if (b, i) not in seen]
+        if missing:
+            raise ValueError(f"the schedule never updates {', '.join(missing)}; every block of the "
+                             f"{problem.variant!r} variant must be updated once per sweep")
+        canonical = [(s.block, s.layer) for s in schedule_for(problem.config.splitting, problem.config.N)]
+        fast_ok = problem.variant == "three" and [(s.block, s.layer) for s in schedule] == canonical
+        if self.path == "fast" and not fast_ok:
+            raise ValueError(f"path='fast' needs Algorithm 2's order without skips; this schedule is {names} "
+                             f"on the {problem.variant!r} variant: use path='generic' or 'auto'")
+        self._generic = self.path == "generic" or not fast_ok
+        self._subproblems = {key: subproblem_for(problem, *key) for key in problem.variables}
+
     def on_run_start(self, problem: Problem, state: BCDState) -> None:
         t0 = time.perf_counter()
         cfg = problem.config
+        if self._generic is None:  # driven without check_schedule: the configured variant's own schedule
+            self.check_schedule(problem, schedule_for(cfg.splitting, cfg.N))
+        self.constants = RunConstants(cfg, problem.widths, problem.n)
         self.problem, self.state = problem, state
         self.g_components = {}
         self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
@@ -316,17 +304,20 @@ class Recorder:
             delta, d_sq = None, torch.dist(new, old).square()
         sw.dq_sq.append(d_sq)
         sw.norms[b].append(_norm(new))
-        if b == "U" and i in self._carry:  # P_i^{k-1} of the previous sweep is this step's aux["P"]
+        if not self._generic and b == "U" and i in self._carry:  # P_i^{k-1} of the last sweep is this aux["P"]
             self._complete(i, aux["P"], old, state.V[i - 1], state.W[i])
-        if b == "U" and i == 1 and self._acc_pending is not None:
+        if not self._generic and b == "U" and i == 1 and self._acc_pending is not None:
             self._complete_accuracy(aux["P"])
         if sw.instrumented:
             row = {S.SWEEP: k, S.STEP: len(sw.blocks), S.BLOCK: b, S.LAYER: i, S.BLOCK_DELTA_SQ: d_sq,
-                   S.BLOCK_CONST: self._block_constant(b, i), S.BLOCK_DECREASE: math.nan,
+                   S.BLOCK_CONST: self.constants.block(b, i), S.BLOCK_DECREASE: math.nan,
                    S.BLOCK_G_NORM: math.nan, S.BLOCK_RESIDUAL: math.nan, "_minus": None}
             sw.blocks.append(row)
             self._row_of[(b, i)] = row
-            getattr(self, f"_step_{b}")(sw, row, i, state, old, new, delta, aux)
+            if self._generic:
+                self._step_generic(row, b, i, state, new)
+            else:
+                getattr(self, f"_step_{b}")(sw, row, i, state, old, new, delta, aux)
         sw.seconds += time.perf_counter() - t0
 
     def on_sweep_end(self, k: int, state: BCDState, record: dict[str, Any]) -> None:
@@ -336,8 +327,15 @@ class Recorder:
             sw = self._current = _Sweep(k, False)
             self._open.append(sw)
         rec = dict(record)
+        if self._generic and sw.instrumented and sw.blocks:
+            g = least_norm_subgradient(state, self.problem)
+            for key, part in g.items():
+                self._set_g(sw, key, part)
         if sw.instrumented and self._level >= 2 and math.isnan(rec.get(S.TRAIN_ACC, math.nan)):
-            self._defer_accuracy(sw, state, rec)
+            if self._generic:
+                rec.update(_accuracies(state, self.problem))
+            else:
+                self._defer_accuracy(sw, state, rec)
         sw.record = rec
         self._close_ready()
         sw.seconds += time.perf_counter() - t0
@@ -500,12 +498,18 @@ class Recorder:
         if sw.g_components is not None:
             sw.g_components[key] = g_part.mul(factor)
 
-    def _block_constant(self, b: str, i: int) -> float:
-        """The block's own sufficient-descent constant; the prox-linear V_N step has (2α + γ − c)/2
-        (descent lemma with L_R = c for the squared loss, MATH.md §4.7)."""
-        if b == "V" and i == self.N and self.problem.config.vn_update == "prox_linear":
-            return (2 * self.alpha + self.gamma - self.c) / 2
-        return block_descent_constant(b, i, self.N, self.gamma, self.alpha)
+    def _step_generic(self, row: dict, b: str, i: int, state: BCDState, new: Tensor) -> None:
+        """Order-agnostic bookkeeping of one update: the decrease of L̄ is the drop of the terms that touch
+        the block (the others do not change); ``full`` adds the optimality residual of its subproblem."""
+        sub = self._subproblems[(b, i)]
+        problem = self.problem
+        after_state = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
+        after_state.set(b, i, new)
+        before = torch.stack([t.value(state, problem) for t in sub.terms]).sum()
+        after = torch.stack([t.value(after_state, problem) for t in sub.terms]).sum()
+        row[S.BLOCK_DECREASE] = before - after
+        if self._level >= 2:
+            row[S.BLOCK_RESIDUAL] = sub.residual(state, problem, new)
 
     # ------------------------------------------------------------------ rows
 
@@ -603,7 +607,9 @@ class Recorder:
             S.META_PRESET: self.preset,
             S.META_SOURCE: "engine",
             S.META_SCHEDULE: self.schedule.describe(),
-            S.META_G_DEFINITION: G_DEFINITION,
+            S.META_G_DEFINITION: "least_norm" if self._generic else G_DEFINITION,
+            S.META_VARIANT: self.problem.variant,
+            S.META_RECORDER_PATH: "generic" if self._generic else "fast",
             S.META_BLOCKS_ARE_UPDATES: True,
         }
         blocks = pd.DataFrame(self._block_rows, columns=_BLOCK_COLUMNS)

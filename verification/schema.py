@@ -49,6 +49,8 @@ META_G_DEFINITION = "g_definition"  # what G_NORM measures: "optimality_conditio
 META_BLOCKS_ARE_UPDATES = "blocks_are_updates"  # False for audit traces: block rows are per-iterate blocks
 META_STOP_REASON = "stop_reason"  # why the engine stopped (engine traces)
 META_FILES = "files"  # the iterate files, in order (audit traces)
+META_VARIANT = "variant"  # "three" | "resnet" | "two" (bcd.model)
+META_RECORDER_PATH = "recorder_path"  # "fast" (Algorithm 2's in-stream formulas) or "generic" (any order)
 
 __all__ = [
     "BLOCK",
@@ -73,9 +75,11 @@ __all__ = [
     "META_G_DEFINITION",
     "META_N_SAMPLES",
     "META_PRESET",
+    "META_RECORDER_PATH",
     "META_SCHEDULE",
     "META_SOURCE",
     "META_STOP_REASON",
+    "META_VARIANT",
     "META_WIDTHS",
     "NORM_U_MAX",
     "NORM_V_MAX",

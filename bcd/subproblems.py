@@ -1,0 +1,128 @@
+"""The block subproblems, as data beside the updates (as jaxopt keeps ``optimality_fun`` beside ``update``).
+
+Updating block X (the others fixed at their current values) solves
+
+    X⁺ = argmin_X Φ_X(X),   Φ_X(X) = Σ_{t touches X} t(…, X, …) + (ω/2)‖X − X⁻‖²,
+
+where the sum runs over the objective's declared terms that depend on X (:mod:`bcd.model`) and ω is
+the block's proximal weight: α for every block of the two-splitting and for V_N, W_i, U_i (i < N)
+of the three-splitting and ResNet; 0 for U_N and V_i (i < N) there, whose subproblems are already
+strongly convex (MATH.md §3, §7, §8).  The prox-linear V_N step (Theorem 2) replaces the loss term
+by its linearisation ⟨∇R(V_N⁻), V − V_N⁻⟩.
+
+A :class:`Subproblem` belongs to a *block* of a variant, not to the function that updates it: a user's
+step, or a mutant, that updates V_2 is judged against V_2's subproblem.  It gives
+
+* :meth:`Subproblem.value` — Φ_X at a candidate X;
+* :meth:`Subproblem.residual` — the relative optimality residual of a candidate: with the gradient of
+  Φ_X written as a sum of uncancelled summands Σ_j t_j (each touched term's gradient, the proximal
+  term's), ‖Σ_j t_j‖ / Σ_j ‖t_j‖ — ≈ eps for the exact minimiser, O(relative error) for a wrong one.
+  The ReLU U-prox is nonsmooth and nonconvex: its residual is the distance to the *global* minimisers
+  of the elementwise problem (:func:`bcd.activations.u_block_residual`, which compares the
+  candidates' values instead of using the prox's sign tests).
+
+These generic forms evaluate the touched terms with autograd; the recorder's fast path for Algorithm
+2 has in-stream formulas for the same quantities and is tested against these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bcd.activations import u_block_residual
+from bcd.blocks import affine
+from bcd.model import LOSS, Block, Term, touching
+from bcd.problem import BCDState, Problem
+
+Tensor = torch.Tensor
+
+
+def has_proximal_term(variant: str, block: str, layer: int, N: int) -> bool:
+    """Whether the block's subproblem carries α/2‖X − X⁻‖² (MATH.md §3 table, §7: every block in Algorithm 1)."""
+    if variant == "two":
+        return True
+    return not ((block == "U" and layer == N) or (block == "V" and layer < N))
+
+
+@dataclass(frozen=True)
+class Subproblem:
+    """Φ_X of one block (module docstring): the touched terms and the proximal weight ω."""
+
+    block: str
+    layer: int
+    terms: tuple[Term, ...]
+    omega: float
+    linearised_loss: bool  # the prox-linear V_N step of Theorem 2
+
+    @property
+    def key(self) -> Block:
+        return (self.block, self.layer)
+
+    def _with(self, state: BCDState, X: Tensor) -> BCDState:
+        """A shallow copy of ``state`` with this block replaced by X (no tensor is copied)."""
+        out = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
+        out.set(self.block, self.layer, X)
+        return out
+
+    def value(self, state: BCDState, problem: Problem, X: Tensor) -> Tensor:
+        """Φ_X(X) with the other blocks at their values in ``state`` (X⁻ = the block in ``state``)."""
+        old = state.get(self.block, self.layer)
+        at = self._with(state, X)
+        total = X.new_zeros(())
+        for t in self.terms:
+            if t.id == LOSS and self.linearised_loss:
+                total = total + torch.vdot(_grad_R(old, problem).reshape(-1), (X - old).reshape(-1))
+            else:
+                total = total + t.value(at, problem)
+        if self.omega:
+            total = total + 0.5 * self.omega * torch.linalg.vector_norm(X - old).square()
+        return total
+
+    def summands(self, state: BCDState, problem: Problem, X: Tensor) -> list[Tensor]:
+        """The gradient of Φ_X at X as its summands: one per touched term, and the proximal term's."""
+        old = state.get(self.block, self.layer)
+        out = []
+        for t in self.terms:
+            if t.id == LOSS and self.linearised_loss:
+                out.append(_grad_R(old, problem))
+                continue
+            leaf = X.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(t.value(self._with(state, leaf), problem), leaf)
+            out.append(g)
+        if self.omega:
+            out.append((X - old).mul_(self.omega))
+        return out
+
+    def residual(self, state: BCDState, problem: Problem, new: Tensor) -> Tensor:
+        """Relative optimality residual of ``new`` (0-d tensor; module docstring)."""
+        if self.block == "U" and self.layer < problem.config.N and problem.variant != "two" \
+                and problem.config.activation == "relu":
+            cfg = problem.config
+            a = state.V[self.layer] - state.V[self.layer - 1] if problem.tau[self.layer] else state.V[self.layer]
+            P = affine(state.W[self.layer], state.V[self.layer - 1])
+            return u_block_residual(new, a, None, (cfg.gamma + cfg.alpha) / cfg.gamma, "relu",
+                                    m_parts=(P, state.U[self.layer], cfg.gamma, cfg.alpha))
+        parts = self.summands(state, problem, new)
+        total = torch.stack([torch.linalg.vector_norm(p) for p in parts]).sum()
+        r = torch.linalg.vector_norm(torch.stack(parts).sum(dim=0))
+        return torch.where(total > 0, r / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(r))
+
+
+def _grad_R(V_N: Tensor, problem: Problem) -> Tensor:
+    """∇R at V_N for the squared loss: c(V_N − Y)."""
+    return (V_N - problem.Y).mul_(problem.c)
+
+
+def subproblem_for(problem: Problem, block: str, layer: int) -> Subproblem:
+    """The subproblem of block (``block``, ``layer``) in the problem's variant."""
+    key = (block, layer)
+    if key not in problem.variables:
+        allowed = ", ".join(f"{b}{i}" for b, i in problem.variables)
+        raise ValueError(f"{block}{layer} is not a block of the {problem.variant!r} variant; its blocks are {allowed}")
+    cfg = problem.config
+    omega = cfg.alpha if has_proximal_term(problem.variant, block, layer, cfg.N) else 0.0
+    linear = block == "V" and layer == cfg.N and cfg.vn_update == "prox_linear"
+    return Subproblem(block, layer, touching(problem.terms, key), omega, linear)
