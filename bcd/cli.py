@@ -32,6 +32,8 @@ RUN_FLAGS: dict[str, tuple[str, str, Any]] = {
     "lam": ("bcd", "lam", float),
     "reduction": ("bcd", "reduction", str),
     "vn_update": ("bcd", "vn_update", str),
+    "splitting": ("bcd", "splitting", str),
+    "skip": ("bcd", "skip", str),
     "sweeps": ("bcd", "sweeps", int),
     "init": ("bcd", "init", str),
     "seed": ("bcd", "seed", int),

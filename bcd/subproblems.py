@@ -15,8 +15,9 @@ step, or a mutant, that updates V_2 is judged against V_2's subproblem.  It give
 
 * :meth:`Subproblem.value` — Φ_X at a candidate X;
 * :meth:`Subproblem.residual` — the relative optimality residual of a candidate: with the gradient of
-  Φ_X written as a sum of uncancelled summands Σ_j t_j (each touched term's gradient, the proximal
-  term's), ‖Σ_j t_j‖ / Σ_j ‖t_j‖ — ≈ eps for the exact minimiser, O(relative error) for a wrong one.
+  Φ_X written as a sum of uncancelled summands Σ_j t_j (per touched term t: ∇t(X) − ∇t(0) and ∇t(0), which
+  for a quadratic term ½‖AX − B‖² are AᵀAX and −AᵀB; the proximal term's ωX and −ωX⁻),
+  ‖Σ_j t_j‖ / Σ_j ‖t_j‖ — ≈ eps for the exact minimiser, O(relative error) for a wrong one.
   The ReLU U-prox is nonsmooth and nonconvex: its residual is the distance to the *global* minimisers
   of the elementwise problem (:func:`bcd.activations.u_block_residual`, which compares the
   candidates' values instead of using the prox's sign tests).
@@ -81,20 +82,26 @@ class Subproblem:
         return total
 
     def summands(self, state: BCDState, problem: Problem, X: Tensor) -> list[Tensor]:
-        """The gradient of Φ_X at X as its summands: one per touched term, and the proximal term's."""
+        """The gradient of Φ_X at X as uncancelled summands: for each touched term t, ∇t(X) − ∇t(0) and ∇t(0)
+        (for a quadratic term ½‖AX − B‖² these are AᵀAX and −AᵀB), and the proximal term's ωX, −ωX⁻."""
         old = state.get(self.block, self.layer)
         out = []
+        zero = torch.zeros_like(X)
         for t in self.terms:
             if t.id == LOSS and self.linearised_loss:
                 out.append(_grad_R(old, problem))
                 continue
-            leaf = X.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                (g,) = torch.autograd.grad(t.value(self._with(state, leaf), problem), leaf)
-            out.append(g)
+            g_X, g_0 = (self._term_grad(t, state, problem, Z) for Z in (X, zero))
+            out += [g_X.sub_(g_0), g_0]
         if self.omega:
-            out.append((X - old).mul_(self.omega))
+            out += [X.mul(self.omega), old.mul(-self.omega)]
         return out
+
+    def _term_grad(self, t: Term, state: BCDState, problem: Problem, X: Tensor) -> Tensor:
+        leaf = X.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(t.value(self._with(state, leaf), problem), leaf)
+        return g
 
     def residual(self, state: BCDState, problem: Problem, new: Tensor) -> Tensor:
         """Relative optimality residual of ``new`` (0-d tensor; module docstring)."""

@@ -198,6 +198,12 @@ def _extra(config: BCDConfig, n: int | None) -> tuple[Condition, ...]:
             f"{config.dtype} rounding",
         ),
     ]
+    if config.skip != "none":
+        out.append(Condition(
+            "T3(skip)", "Theorem 3 (Algorithm 3)", "a skip V_i − V_{i-1} − σ_i(U_i) only where d_i = d_{i-1}", HOLDS,
+            "skip='auto' places a skip on exactly the layers with d_i = d_{i-1} (bcd.model.skips); the closed "
+            "forms of MATH.md §8 are exact minimisers, and the sufficient-descent constant stays min(α, γ)/2",
+        ))
     if config.vn_update == "prox_linear":
         L_R = tc.loss_lipschitz_constant(config.reduction, n)
         lr_txt = f"L_R = {L_R:g}" + (" (upper bound 1/n ≤ 1: n unknown)" if config.reduction == "mean" and n is None
@@ -233,7 +239,7 @@ def _claims(config: BCDConfig, assumption, conditions, extra) -> tuple[ClaimStat
                    + (", although the seeds' condition holds)" if next(c for c in extra if c.id == "T2(alpha, seeds)")
                       .status == HOLDS else ")"))
     )
-    thm = "Theorem 2" if pl else "Theorem 1"
+    thm = "Theorem 2" if pl else ("Theorem 3" if config.skip != "none" else "Theorem 1")
     if not a_ok:
         why_not = "Assumption 1 is not established: " + ", ".join(c.id for c in assumption if c.status != HOLDS)
     elif not t1:
@@ -266,6 +272,15 @@ def _claims(config: BCDConfig, assumption, conditions, extra) -> tuple[ClaimStat
     )
 
 
+def theorem_name(config: BCDConfig) -> str:
+    """The result that covers the configured algorithm."""
+    if config.vn_update == "prox_linear":
+        return "Theorem 2 (prox-linear V_N)"
+    if config.skip != "none":
+        return "Theorem 3 (Algorithm 3, ResNet)"
+    return "Theorem 1 (Algorithm 1)" if config.splitting == "two" else "Theorem 1 (Algorithm 2)"
+
+
 def applicability(config: BCDConfig, *, n: int | None = None) -> Applicability:
     """Decide Assumption 1, Theorem 1 (i)–(iii) and Theorem 2's conditions for ``config``.
 
@@ -279,7 +294,7 @@ def applicability(config: BCDConfig, *, n: int | None = None) -> Applicability:
     cfg["hidden"] = list(config.hidden)
     return Applicability(
         config=cfg,
-        theorem="Theorem 2 (prox-linear V_N)" if config.vn_update == "prox_linear" else "Theorem 1 (Algorithm 2)",
+        theorem=theorem_name(config),
         assumption=assumption,
         conditions=conditions,
         extra=extra,
