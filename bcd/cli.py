@@ -62,7 +62,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper())
 
 
-def resolve_run_config(args: argparse.Namespace, default_file: str) -> RunConfig:
+def resolve_run_config(args: argparse.Namespace, default_file: str, base: dict[str, Any] | None = None) -> RunConfig:
+    """The run config: the TOML file (or ``base``, or the embedded default) with the flags on top."""
     overrides: dict[str, Any] = {"data": {}, "bcd": {}}
     for flag, (section, key, typ) in RUN_FLAGS.items():
         raw = getattr(args, flag, None)
@@ -79,7 +80,7 @@ def resolve_run_config(args: argparse.Namespace, default_file: str) -> RunConfig
         overrides["out"] = args.out
     if args.config:
         return load_config(args.config, overrides)
-    return merge_overrides(embedded_config(default_file), overrides)
+    return merge_overrides(base if base is not None else embedded_config(default_file), overrides)
 
 
 def embedded_config(name: str) -> dict[str, Any]:

@@ -325,6 +325,13 @@ def test_report_verdicts_recorder_and_theory_show_the_same_constants(data, name,
     assert b_theory(bare) == pytest.approx(b_verdict, rel=1e-12)
     for _, row in trace.blocks.iterrows():
         assert row[S.BLOCK_CONST] == K.block(row[S.BLOCK], int(row[S.LAYER]))
+    from theory.claims import claim, claims_for
+
+    B = float(trace.sweeps[S.BOUND_B].max())
+    claims = claims_for(cfg, B=B, L0=float(trace.sweeps[S.OBJECTIVE].iloc[0]), n=res.problem.n,
+                        widths=res.problem.widths)
+    assert claim(claims, "sufficient_descent").constant == pytest.approx(K.a(), rel=1e-15)
+    assert claim(claims, "relative_error").constant == pytest.approx(b_verdict, rel=1e-12)
     text = dict(theory_rows(run_data))
     a_row = next(v for k, v in text.items() if k.startswith("a = "))
     assert float(a_row) == pytest.approx(K.a(), rel=1e-3)

@@ -76,6 +76,7 @@ def claims_for(
     L_star: float = 0.0,
     n: int | None = None,
     L_B: float | None = None,
+    widths: tuple[int, ...] | None = None,
 ) -> list[Claim]:
     """Every claim for ``config``; B (bound on all iterates), L̄⁰ = L̄(Q⁰) and n usually come from a trace.
 
@@ -87,12 +88,12 @@ def claims_for(
     if L0 is not None and not (isinstance(L0, (int, float)) and math.isfinite(L0)):
         raise ValueError(f"L0={L0!r} is not allowed; L0 must be a finite number (L̄ at the initial point)")
     app: Applicability = applicability(config, n=n)
-    k = sym.numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, L_B=L_B)
+    k = sym.numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, L_B=L_B, widths=widths)
     pl = config.vn_update == "prox_linear"
     A1 = ("A1(a)", "A1(b)", "A1(c)", "A1(d)")
     lemma_needs = ("hyper", "exact") + (("T2(L_R)", "T2(alpha, derived)") if pl else ())
     thm_needs = (*A1, "T1(i) or T1(ii) or T1(iii)", *lemma_needs)
-    thm = "Theorem 2" if pl else "Theorem 1"
+    thm = "Theorem 2" if pl else ("Theorem 3" if config.skip != "none" else "Theorem 1")
 
     def g(cid: str) -> tuple[bool, str]:
         s = app.claim_status(cid)

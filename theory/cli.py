@@ -114,7 +114,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None) -> dict[str, Any]:
+def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None, widths=None) -> dict[str, Any]:
     """Applicability, claims and constants for a BCDConfig, as one JSON-serialisable dict."""
     from theory.assumptions import applicability
     from theory.claims import claims_for
@@ -123,8 +123,8 @@ def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None) -> dict[str, A
     return {
         "config": applicability(config, n=n).config,
         "applicability": applicability(config, n=n).to_dict(),
-        "claims": [c.to_dict() for c in claims_for(config, B=B, L0=L0, L_star=L_star, n=n)],
-        "constants": numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n).to_dict(),
+        "claims": [c.to_dict() for c in claims_for(config, B=B, L0=L0, L_star=L_star, n=n, widths=widths)],
+        "constants": numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, widths=widths).to_dict(),
     }
 
 
@@ -132,6 +132,7 @@ def _theory(args: argparse.Namespace) -> int:
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
     B, L0 = _finite("B", args.B), _finite("L0", args.L0)
     n = cfg.data.n_train
+    bcd_cfg, widths = cfg.bcd, None
     if args.trace:
         from verification.schema import BOUND_B, OBJECTIVE
         from verification.trace import Trace
@@ -142,7 +143,10 @@ def _theory(args: argparse.Namespace) -> int:
         if L0 is None and OBJECTIVE in tr.sweeps and len(tr.sweeps):
             L0 = float(tr.sweeps[OBJECTIVE].iloc[0])
         n = tr.meta.get("n", n)
-    report = theory_report(cfg.bcd, B=B, L0=L0, L_star=_finite("L-star", args.L_star) or 0.0, n=n)
+        widths = tuple(tr.meta["widths"]) if tr.meta.get("widths") else None
+        if args.config is None and tr.meta.get("config"):  # the trace's own run, with the flags on top
+            bcd_cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG, base={"bcd": tr.meta["config"]}).bcd
+    report = theory_report(bcd_cfg, B=B, L0=L0, L_star=_finite("L-star", args.L_star) or 0.0, n=n, widths=widths)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:

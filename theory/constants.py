@@ -130,6 +130,14 @@ class RunConstants:
     config: Any  # bcd.config.BCDConfig
     widths: tuple[int, ...] | None = None
     n: int | None = None
+    L_B_bound: float | None = None  # L_B measured on the run's bounded set, when known (else the activation's)
+
+    def __init__(self, config: Any, widths: tuple[int, ...] | None = None, n: int | None = None, *,
+                 L_B: float | None = None) -> None:
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "widths", None if widths is None else tuple(widths))
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "L_B_bound", L_B)
 
     @property
     def N(self) -> int:
@@ -163,7 +171,7 @@ class RunConstants:
     def L_B(self) -> float:
         from bcd.activations import get_activation
 
-        return get_activation(self.config.activation).lipschitz
+        return get_activation(self.config.activation).lipschitz if self.L_B_bound is None else self.L_B_bound
 
     def a(self) -> float:
         """Sufficient-descent constant of a whole sweep."""
@@ -180,18 +188,26 @@ class RunConstants:
         tau_next = self.tau[layer + 1] if layer < self.N else 0
         return block_descent_constant(block, layer, self.N, g, al, tau_next=tau_next, variant=self.variant)
 
+    def delta(self, B: float) -> float:
+        """δ(B) of the relative-error lemma (δ_prox-linear for Theorem 2's V_N step)."""
+        g, al = self.config.gamma, self.config.alpha
+        return delta_prox_linear(g, al, B, self.L_R, self.L_B) if self.prox_linear else delta(g, al, B, self.L_B)
+
     def b(self, B: float) -> float:
         """Relative-error constant b(B) = δ√(3N) for iterates bounded by B.
 
         ResNet [derived, loose]: a skip adds to the V_N, U_N, V_i and U_i components of g^k one more term
         of the form γ‖ΔV_{i-1}‖ or γL_B‖ΔV_{i-1}‖ (coefficient ≤ δ), so each component is a sum of at most
         twice as many δ‖Δ‖ terms and Cauchy–Schwarz gives the extra factor √2."""
-        g, al = self.config.gamma, self.config.alpha
-        if self.prox_linear:
-            b = relative_error_constant_prox_linear(g, al, B, self.N, self.L_R, self.L_B)
-        else:
-            b = relative_error_constant(g, al, B, self.N, self.L_B)
-        return b * math.sqrt(2.0) if self.variant == "resnet" and any(self.tau) else b
+        b = self.delta(B) * math.sqrt(3 * self.N)
+        return b * self.skip_factor
+
+    @property
+    def skip_factor(self) -> float:
+        """√2 for a ResNet with at least one skip (or unknown widths: the conservative choice), else 1."""
+        if self.variant != "resnet":
+            return 1.0
+        return math.sqrt(2.0) if self.widths is None or any(self.tau) else 1.0
 
     def C(self, B: float, L0: float, L_star: float = 0.0) -> float:
         """The rate constant C = b(B)²(L̄(Q⁰) − L̄*)/a."""

@@ -247,8 +247,13 @@ def numeric_constants(
     L_star: float = 0.0,
     n: int | None = None,
     L_B: float | None = None,
+    widths: tuple[int, ...] | None = None,
 ) -> Constants:
-    """Evaluate every constant for ``config``; B (bound on all iterates) and L̄⁰ usually come from a trace."""
+    """Evaluate every constant for ``config``; B (bound on all iterates) and L̄⁰ usually come from a trace.
+
+    The numbers a, δ, b and C are those of :class:`theory.constants.RunConstants` (the one path the checks,
+    recorder and reports read); the sympy expressions beside them are the derivation, and the tests check
+    that they evaluate to the same numbers.  ``widths`` decide the ResNet skips."""
     S = SYMBOLS  # the parameters B, L0, L_B shadow the module's symbols of the same name
     L_Bv = lipschitz_of_activation(config.activation) if L_B is None else float(L_B)
     L_Rv = loss_lipschitz(config.reduction, n)
@@ -264,29 +269,34 @@ def numeric_constants(
     if L0 is not None:
         vals[S["L0"]] = float(L0)
     a_expr = sufficient_descent(config.activation, config.vn_update)
-    a_val = _num(a_expr, vals)
     a_sharp = _num(sufficient_descent(config.activation, config.vn_update, sharp=True), vals)
     blocks = {k: _num(v.expr, vals) for k, v in block_constants(config.activation).items()}
     b_expr = relative_error_constant(config.vn_update)
     d_expr = DELTA_PROX_LINEAR if config.vn_update == "prox_linear" else DELTA
     pl = prox_linear_descent()
+    from theory.constants import RunConstants
+
+    K = RunConstants(config, widths, n, L_B=None if L_B is None else float(L_B))
+    a_num = K.a()
+    b_num = None if B is None else K.b(float(B))
+    b_text = sp.sstr(b_expr) + ("*sqrt(2)" if K.skip_factor != 1.0 else "")
     return Constants(
-        a=a_val,
+        a=a_num,
         a_sharp=a_sharp,
         block=blocks,
         L_R=L_Rv,
         L_R_note=L_R_note,
         L_B=L_Bv,
         B=None if B is None else float(B),
-        delta=_num(d_expr, vals),
-        b=_num(b_expr, vals),
+        delta=None if B is None else K.delta(float(B)),
+        b=b_num,
         L0=None if L0 is None else float(L0),
         L_star=float(L_star),
-        C=_num(rate_constant(config.activation, config.vn_update), vals) if a_val is not None and a_val > 0 else None,
+        C=K.C(float(B), float(L0), L_star) if (b_num is not None and L0 is not None and a_num > 0) else None,
         alpha_bound_seeds=_num(pl["alpha_bound_seeds"], vals),
         alpha_bound_derived=_num(pl["alpha_bound_derived"], vals),
         expressions={
-            "a": sp.sstr(a_expr), "delta": sp.sstr(d_expr), "b": sp.sstr(b_expr),
+            "a": sp.sstr(a_expr), "delta": sp.sstr(d_expr), "b": b_text,
             "C": "b**2*(L0 - L_star)/a",
             "alpha_bound_seeds": sp.sstr(pl["alpha_bound_seeds"]),
             "alpha_bound_derived": sp.sstr(pl["alpha_bound_derived"]),
@@ -303,4 +313,6 @@ def constants_from_trace(trace: Any, *, L_star: float = 0.0) -> Constants:
     sw = trace.sweeps
     B_val = float(sw[BOUND_B].max()) if BOUND_B in sw and len(sw) else None
     L0_val = float(sw[OBJECTIVE].iloc[0]) if OBJECTIVE in sw and len(sw) else None
-    return numeric_constants(trace.config, B=B_val, L0=L0_val, L_star=L_star, n=trace.meta.get("n"))
+    widths = trace.meta.get("widths")
+    return numeric_constants(trace.config, B=B_val, L0=L0_val, L_star=L_star, n=trace.meta.get("n"),
+                             widths=tuple(widths) if widths else None)
