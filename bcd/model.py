@@ -66,19 +66,32 @@ class Term:
     """One summand of the objective.
 
     ``id`` is its trace column; ``blocks`` the variable blocks it depends on (V_0 = X is data, never
-    listed); ``label`` plain text and ``tex`` mathtext for the reports; ``value(state, problem)`` a 0-d
-    tensor on the problem's device."""
+    listed); ``label`` plain text for tables; ``gap`` mathtext of what sits inside its norm (the
+    report's heatmap rows); ``value(state, problem)`` a 0-d tensor on the problem's device."""
 
     id: str
     kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
     layer: int
     blocks: frozenset[Block]
     label: str
-    tex: str
+    gap: str
     value: Callable[[BCDState, Problem], Tensor]
 
     def depends_on(self, block: Block) -> bool:
         return block in self.blocks
+
+    @property
+    def tex(self) -> str:
+        """The whole term in mathtext, e.g. γ/2‖V_2 − σ_2(U_2)‖² (a legend label)."""
+        if self.kind == "loss":
+            return rf"${self.gap}$"
+        weight = r"\lambda" if self.kind == "reg" else r"\gamma"
+        return rf"$\frac{{{weight}}}{{2}}\|{self.gap}\|^2$"
+
+    @property
+    def is_gap(self) -> bool:
+        """A splitting penalty (act, aff or fit term): what the report's gap heatmap shows."""
+        return self.kind in ("act", "aff", "fit")
 
 
 def variant_name(config: BCDConfig) -> str:
@@ -114,28 +127,24 @@ def terms_for(config: BCDConfig, widths: tuple[int, ...]) -> tuple[Term, ...]:
     N = len(widths) - 1
     variant = variant_name(config)
     tau = skips(config, widths)
-    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", r"$R(V_N;Y)$", _loss_value)]
+    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", "R(V_N;Y)", _loss_value)]
     for i in range(1, N + 1):
         if variant == "two":
             out.append(Term(fit_term(i), "fit", i, frozenset({("V", i), ("W", i)}) | _v(i - 1),
                             f"γ/2‖V_{i} − σ_{i}(W̃_{i}Ṽ_{i-1})‖²",
-                            rf"$\frac{{\gamma}}{{2}}\|V_{{{i}}} - \sigma_{{{i}}}(\tilde W_{{{i}}}\tilde V_{{{i - 1}}})\|^2$",
-                            _fit_value(i)))
+                            rf"V_{{{i}}} - \sigma_{{{i}}}(\tilde W_{{{i}}}\tilde V_{{{i - 1}}})", _fit_value(i)))
         else:
             skip = tau[i] == 1
-            prev = f" − V_{i - 1}" if skip else ""
-            prev_tex = rf" - V_{{{i - 1}}}" if skip else ""
-            out.append(Term(act_term(i), "act", i, frozenset({("V", i), ("U", i)}) | (_v(i - 1) if skip else frozenset()),
-                            f"γ/2‖V_{i}{prev} − σ_{i}(U_{i})‖²",
-                            rf"$\frac{{\gamma}}{{2}}\|V_{{{i}}}{prev_tex} - \sigma_{{{i}}}(U_{{{i}}})\|^2$",
-                            _act_value(i, skip)))
+            act_blocks = frozenset({("V", i), ("U", i)}) | (_v(i - 1) if skip else frozenset())
+            prev, prev_tex = (f" − V_{i - 1}", rf" - V_{{{i - 1}}}") if skip else ("", "")
+            out.append(Term(act_term(i), "act", i, act_blocks, f"γ/2‖V_{i}{prev} − σ_{i}(U_{i})‖²",
+                            rf"V_{{{i}}}{prev_tex} - \sigma_{{{i}}}(U_{{{i}}})", _act_value(i, skip)))
             out.append(Term(aff_term(i), "aff", i, frozenset({("U", i), ("W", i)}) | _v(i - 1),
-                            f"γ/2‖U_{i} − W̃_{i}Ṽ_{i-1}‖²",
-                            rf"$\frac{{\gamma}}{{2}}\|U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}\|^2$",
+                            f"γ/2‖U_{i} − W̃_{i}Ṽ_{i-1}‖²", rf"U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}",
                             _aff_value(i)))
         if config.lam > 0:
-            out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), f"λ/2‖W̃_{i}‖²",
-                            rf"$\frac{{\lambda}}{{2}}\|\tilde W_{{{i}}}\|^2$", _reg_value(i)))
+            out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), f"λ/2‖W̃_{i}‖²", rf"\tilde W_{{{i}}}",
+                            _reg_value(i)))
     return tuple(out)
 
 

@@ -271,18 +271,9 @@ def fig_objective(runs, out: style.Target, warnings: list[str]) -> Figure:
         if len(runs) == 1:
             r = runs[0]
             k = sweeps_of(r)
-            N = r.bcd.N
-            terms = [(schema.LOSS, style.LOSS_LABEL)]
-            for i in range(1, N + 1):
-                terms += [
-                    (schema.act_term(i), style.act_label(i)),
-                    (schema.aff_term(i), style.aff_label(i)),
-                    (schema.reg_term(i), style.reg_label(i)),
-                ]
+            terms = [(t.id, t.tex) for t in r.terms]
             present = [(c, lab) for c, lab in terms if c in r.trace.sweeps.columns]
-            expected = [schema.LOSS] + [n for i in range(1, N + 1) for n in (schema.act_term(i), schema.aff_term(i))]
-            expected += [schema.reg_term(i) for i in range(1, N + 1)] if r.bcd.lam > 0 else []
-            missing = [c for c in expected if c not in r.trace.sweeps.columns]
+            missing = [c for c, _ in terms if c not in r.trace.sweeps.columns]
             if missing:
                 warnings.append(f"objective: run {r.name!r} has no term column(s) {', '.join(missing)}")
             ys = [col(r, schema.OBJECTIVE)] + [col(r, c) for c, _ in present]
@@ -584,21 +575,18 @@ MAX_HEATMAPS = 4
 
 
 def gap_matrix(r: RunData) -> tuple[np.ndarray, list[str]]:
-    """Rows γ/2‖V_i − σ_i(U_i)‖², γ/2‖U_i − W̃_iṼ_{i−1}‖² for i = 1..N (those present), columns = sweeps."""
-    rows, labels = [], []
-    for i in range(1, r.bcd.N + 1):
-        for name, lab in (
-            (schema.act_term(i), rf"$V_{{{i}}}-\sigma(U_{{{i}}})$"),
-            (schema.aff_term(i), rf"$U_{{{i}}}-\tilde W_{{{i}}}\tilde V_{{{i - 1}}}$"),
-        ):
-            if name in r.trace.sweeps.columns:
-                rows.append(col(r, name))
-                labels.append(lab)
-    return np.vstack(rows), labels
+    """One row per splitting penalty of the run's objective (γ/2‖V_i − σ_i(U_i)‖², γ/2‖U_i − W̃_iṼ_{i−1}‖², or
+    the two-splitting's γ/2‖V_i − σ_i(W̃_iṼ_{i−1})‖²; those present), columns = sweeps."""
+    gaps = [t for t in r.terms if t.is_gap and t.id in r.trace.sweeps.columns]
+    return np.vstack([col(r, t.id) for t in gaps]), [rf"${t.gap}$" for t in gaps]
 
 
 def fig_gaps_heatmap(runs, out: style.Target, warnings: list[str]) -> Figure:
-    runs = usable(runs, (schema.act_term(1), schema.aff_term(1)), warnings, "gap heatmap")
+    with_gaps = [r for r in runs if any(t.is_gap and t.id in r.trace.sweeps.columns for t in r.terms)]
+    warnings += [f"gap heatmap: run {r.name!r} records no splitting gap; left out" for r in runs if r not in with_gaps]
+    if not with_gaps:
+        raise Skip("no run records a splitting gap")
+    runs = with_gaps
     if len(runs) > MAX_HEATMAPS:
         warnings.append(f"gap heatmap: only the first {MAX_HEATMAPS} of {len(runs)} runs are drawn")
         runs = runs[:MAX_HEATMAPS]

@@ -51,6 +51,19 @@ class RunData:
         return RunConstants(self.bcd, tuple(widths) if widths else None, int(n) if n is not None else None)
 
     @property
+    def terms(self):
+        """The declared terms of the run's objective (:func:`bcd.model.terms_for`): columns and labels."""
+        from bcd.model import terms_for
+
+        cfg = self.bcd
+        widths = self.trace.meta.get("widths")
+        if not widths:
+            if cfg.skip != "none":
+                raise ValueError(f"run {self.name!r} has no widths in its trace meta: its ResNet skips are unknown")
+            widths = [0] * (cfg.N + 1)  # without skips the terms do not depend on the widths
+        return terms_for(cfg, tuple(widths))
+
+    @property
     def seed(self) -> int:
         return self.bcd.seed
 

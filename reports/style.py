@@ -29,23 +29,10 @@ SYM_K = r"sweep $k$"
 SYM_T = r"sweep $T$"
 
 
-def act_label(i: int) -> str:
-    return rf"$\frac{{\gamma}}{{2}}\|V_{{{i}}} - \sigma_{{{i}}}(U_{{{i}}})\|^2$"
-
-
-def aff_label(i: int) -> str:
-    return rf"$\frac{{\gamma}}{{2}}\|U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}\|^2$"
-
-
-def reg_label(i: int) -> str:
-    return rf"$\frac{{\lambda}}{{2}}\|\tilde W_{{{i}}}\|^2$"
-
-
 def block_label(block: str, layer: int) -> str:
     return rf"${block}_{{{layer}}}$"
 
 
-LOSS_LABEL = r"$R(V_N;Y)$"
 
 # ---------------------------------------------------------------- colours and sizes
 # Okabe–Ito, readable for the common colour-vision deficiencies.
