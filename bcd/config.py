@@ -21,7 +21,7 @@ from typing import Any
 ACTIVATIONS = ("relu", "identity")
 LOSSES = ("squared",)
 REDUCTIONS = ("sum", "mean")
-SPLITTINGS = ("three",)
+SPLITTINGS = ("three", "two")
 SKIPS = ("none", "auto")
 VN_UPDATES = ("prox", "prox_linear")
 INITS = ("authors", "kaiming")
@@ -60,6 +60,8 @@ class BCDConfig:
     ``splitting``: ``three`` (Algorithm 2) or ``two`` (Algorithm 1); ``skip="auto"`` with the
     three-splitting is Algorithm 3 (a ResNet skip on every layer with d_i = d_{i-1}, MATH.md §8).
     ``vn_update="prox_linear"`` selects the prox-linear V_N step of Theorem 2 (MATH.md §4.7).
+    ``inner_max_iter`` and ``inner_eta`` (η, default α/10) steer the inner solver of Algorithm 1's nonconvex
+    W_i and V_i blocks (MATH.md §7: stop when dist(0, ∂Φ) ≤ η‖X − X⁻‖, or at the cap, which is reported).
     ``eval_every`` is how often (in sweeps) the forward-pass accuracy is computed; the
     objective L̄ is evaluated every sweep.
     """
@@ -80,6 +82,8 @@ class BCDConfig:
     device: str = "cpu"
     dtype: str = "float64"
     eval_every: int = 1
+    inner_max_iter: int = 50
+    inner_eta: float | None = None
 
     def __post_init__(self) -> None:
         hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else self.hidden
@@ -114,11 +118,21 @@ class BCDConfig:
         _positive_int("sweeps", self.sweeps, allow_zero=True)
         _positive_int("seed", self.seed, allow_zero=True)
         _positive_int("eval_every", self.eval_every)
+        _positive_int("inner_max_iter", self.inner_max_iter)
+        if self.inner_eta is not None:
+            _positive("inner_eta", self.inner_eta)
+            object.__setattr__(self, "inner_eta", float(self.inner_eta))
 
     @property
     def N(self) -> int:
         """Number of weight layers N = len(hidden) + 1."""
         return len(self.hidden) + 1
+
+    @property
+    def eta(self) -> float:
+        """η of the inner stopping rule dist(0, ∂Φ_X) ≤ η‖X − X⁻‖: ``inner_eta``, by default α/10 (the proximal
+        term contributes α(X⁺ − X⁻) to g^k, so η = α/10 enlarges that part of the relative-error bound by 10%)."""
+        return 0.1 * self.alpha if self.inner_eta is None else self.inner_eta
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,69 @@ def three_splitting(N: int) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-SCHEDULES: dict[str, Callable[[int], tuple[Step, ...]]] = {"three": three_splitting}
+# ------------------------------------------------------------------ Algorithm 1 (two-splitting, MATH.md §7)
+
+
+def step2_V_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    """V_N⁺ = argmin_V R(V) + γ/2‖V − W̃_N⁻Ṽ_{N-1}⁻‖² + α/2‖V − V_N⁻‖²: the three-splitting's closed form with
+    U_N replaced by the product P = W̃_N⁻Ṽ_{N-1}⁻ (or its prox-linear form)."""
+    cfg = problem.config
+    P = affine(state.W[i], state.V[i - 1])
+    if cfg.vn_update == "prox_linear":
+        grad_R = (state.V[i] - problem.Y).mul_(problem.c)
+        return update_V_N_prox_linear(state.V[i], P, grad_R, gamma=cfg.gamma, alpha=cfg.alpha)
+    return update_V_N(state.V[i], P, problem.Y, gamma=cfg.gamma, alpha=cfg.alpha, c=problem.c)
+
+
+def step2_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    """W̃_i⁺ = argmin_W r_i(W) + γ/2‖V_i⁺ − σ_i(WṼ_{i-1}⁻)‖² + α/2‖W − W̃_i⁻‖².
+
+    σ_i = Id (always for i = N): the ridge solve of Algorithm 2 with U_i replaced by V_i⁺.  Otherwise nonconvex:
+    the monotone inner solver of :mod:`bcd.inner`, started at W̃_i⁻ (its record goes to ``aux["inner"]``)."""
+    cfg = problem.config
+    if i == cfg.N or cfg.activation == "identity":
+        G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
+        return update_W(state.W[i], state.V[i], state.V[i - 1], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
+                        gram=G)
+    from bcd.inner import solve_W
+
+    new, info = solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
+                        activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
+    if aux is not None:
+        aux["inner"] = info
+    return new
+
+
+def step2_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    """V_i⁺ = argmin_V s_i(V) + γ/2‖V − σ_i(W̃_i⁻Ṽ_{i-1}⁻)‖² + γ/2‖V_{i+1}⁺ − σ_{i+1}(W̃_{i+1}⁺Ṽ)‖² + α/2‖V − V_i⁻‖².
+
+    σ_{i+1} = Id (i = N−1, or identity activations): ((1 + α/γ)I + ŴᵀŴ)V = S + (α/γ)V_i⁻ + Ŵᵀ(V_{i+1}⁺ − b1ᵀ) with
+    S = σ_i(W̃_i⁻Ṽ_{i-1}⁻), the linear solve of :func:`bcd.blocks.update_V_hidden` with ρ = 1 + α/γ.  Otherwise
+    nonconvex and column-separable: the monotone inner solver of :mod:`bcd.inner`, started at V_i⁻."""
+    cfg = problem.config
+    S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
+    if i + 1 == cfg.N or cfg.activation == "identity":
+        S = S.add_(state.V[i], alpha=cfg.alpha / cfg.gamma)
+        return update_V_hidden(S, state.W[i + 1], state.V[i + 1], rho=1.0 + cfg.alpha / cfg.gamma, overwrite_S=True)
+    from bcd.inner import solve_V
+
+    new, info = solve_V(S, state.V[i + 1], state.W[i + 1], state.V[i], gamma=cfg.gamma, alpha=cfg.alpha,
+                        activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
+    if aux is not None:
+        aux["inner"] = info
+    return new
+
+
+def two_splitting(N: int) -> tuple[Step, ...]:
+    """Algorithm 1: V_N, W_N, then V_i, W_i for i = N−1, …, 1 (backward Gauss–Seidel, a proximal term on every
+    block)."""
+    steps = [Step("V", N, step2_V_N), Step("W", N, step2_W)]
+    for i in range(N - 1, 0, -1):
+        steps += [Step("V", i, step2_V_hidden), Step("W", i, step2_W)]
+    return tuple(steps)
+
+
+SCHEDULES: dict[str, Callable[[int], tuple[Step, ...]]] = {"three": three_splitting, "two": two_splitting}
 
 
 def schedule_for(splitting: str, N: int) -> tuple[Step, ...]:

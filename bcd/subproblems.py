@@ -103,6 +103,28 @@ class Subproblem:
             (g,) = torch.autograd.grad(t.value(self._with(state, leaf), problem), leaf)
         return g
 
+    def solved_inexactly(self, problem: Problem) -> bool:
+        """Algorithm 1's nonconvex blocks (σ nonlinear): W_i (i < N) and V_i (i < N − 1) use an inner solver."""
+        cfg = problem.config
+        if problem.variant != "two" or cfg.activation == "identity":
+            return False
+        return (self.block == "W" and self.layer < cfg.N) or (self.block == "V" and self.layer < cfg.N - 1)
+
+    def stationarity(self, state: BCDState, problem: Problem, new: Tensor) -> float:
+        """dist(0, ∂Φ_X(X⁺)): the least-norm subgradient of an inner-solver block's subproblem (:mod:`bcd.inner`)."""
+        from bcd.inner import stationarity_V, stationarity_W
+
+        cfg, i = problem.config, self.layer
+        old = state.get(self.block, i)
+        if self.block == "W":
+            st = stationarity_W(new, state.V[i], state.V[i - 1], old, gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
+                                activation=cfg.activation)
+        else:
+            S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
+            st = stationarity_V(new, S, state.V[i + 1], state.W[i + 1], old, gamma=cfg.gamma, alpha=cfg.alpha,
+                                activation=cfg.activation)
+        return float(st.norm)
+
     def residual(self, state: BCDState, problem: Problem, new: Tensor) -> Tensor:
         """Relative optimality residual of ``new`` (0-d tensor; module docstring)."""
         if self.block == "U" and self.layer < problem.config.N and problem.variant != "two" \

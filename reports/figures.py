@@ -215,12 +215,17 @@ def b_theory(run: RunData) -> float | None:
         if not norms:
             return None
         B = float(np.nanmax(np.concatenate(norms)))
-    return run.constants.b(B)
+    try:
+        return run.constants.b(B)
+    except constants.UnknownConstant:
+        return None
 
 
 G_DEFINITIONS = {
     "optimality_conditions": "built from the block optimality conditions (MATH.md §5)",
-    "least_norm": "the least-norm element of the limiting subdifferential (audit of stored iterates)",
+    "least_norm": "the least-norm element of the limiting subdifferential (audit, or any update order)",
+    "limiting_element": "an element of the limiting subdifferential, relu′(0) = 0 at kinks (two-splitting; its norm "
+                        "bounds the least norm from above)",
 }
 
 

@@ -258,11 +258,16 @@ def _claims(config: BCDConfig, assumption, conditions, extra) -> tuple[ClaimStat
         ClaimStatus(tc.MONOTONE, pl_ok, "per-block descent (MATH.md §4.1)" + (" + Theorem 2 α" if pl else ""),
                     lemma_reason),
         ClaimStatus(tc.SUFFICIENT_DESCENT, pl_ok, lemma_basis, lemma_reason),
-        ClaimStatus(tc.RELATIVE_ERROR, a_ok, "Lemma (relative error), B = bound of the iterates",
-                    "holds on any finite trace with B = the largest block norm it reached (A1(b))" if a_ok
-                    else "needs Assumption 1(b)"),
-        ClaimStatus(tc.RATE, thm_ok, f"{thm}(c)", thm_reason + (
-            "" if thm_ok else "; the finite-T bound Σ‖g^k‖² ≤ C with B from the trace still follows from the lemmas")),
+        ClaimStatus(tc.RELATIVE_ERROR, a_ok and config.splitting != "two",
+                    "Lemma (relative error), B = bound of the iterates",
+                    ("Algorithm 1's constant b is not derived here (MATH.md §7.4: the simple argument fails for "
+                     "ReLU two-splitting); b_emp is observed") if config.splitting == "two" else
+                    ("holds on any finite trace with B = the largest block norm it reached (A1(b))" if a_ok
+                     else "needs Assumption 1(b)")),
+        ClaimStatus(tc.RATE, thm_ok and config.splitting != "two", f"{thm}(c)", (
+            "the rate constant C needs Algorithm 1's b, not derived here" if config.splitting == "two" else
+            thm_reason + ("" if thm_ok else
+                          "; the finite-T bound Σ‖g^k‖² ≤ C with B from the trace still follows from the lemmas"))),
         ClaimStatus(tc.CONVERGENCE, thm_ok, f"{thm}(a),(b)", thm_reason),
         ClaimStatus(tc.GLOBAL_MINIMUM, False, "Theorem (global minimum)",
                     "needs an initialisation sufficiently close to a global minimiser, which a configuration "

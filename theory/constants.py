@@ -120,6 +120,11 @@ def relative_error_constant_prox_linear(
 # ----------------------------------------------------------------------------- one run's constants
 
 
+class UnknownConstant(ValueError):  # noqa: N818 (not an error of the caller's)
+    """The theory has a constant here, but this suite has not derived its value (the claim is only observed)."""
+
+
+
 @dataclass(frozen=True)
 class RunConstants:
     """Every theoretical constant of one configuration — the one path that the checks, the recorder,
@@ -189,7 +194,13 @@ class RunConstants:
         return block_descent_constant(block, layer, self.N, g, al, tau_next=tau_next, variant=self.variant)
 
     def delta(self, B: float) -> float:
-        """δ(B) of the relative-error lemma (δ_prox-linear for Theorem 2's V_N step)."""
+        """δ(B) of the relative-error lemma (δ_prox-linear for Theorem 2's V_N step).
+
+        Algorithm 1: not derived here — MATH.md §7.4 shows the simple argument fails for ReLU two-splitting
+        (raises :class:`UnknownConstant`; the checks then report b_emp as observed)."""
+        if self.variant == "two":
+            raise UnknownConstant("the relative-error constant b of Algorithm 1 (two-splitting) is not derived in this "
+                                  "suite (MATH.md §7.4): b_emp is measured, not compared with a theoretical b")
         g, al = self.config.gamma, self.config.alpha
         return delta_prox_linear(g, al, B, self.L_R, self.L_B) if self.prox_linear else delta(g, al, B, self.L_B)
 

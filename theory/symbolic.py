@@ -274,11 +274,15 @@ def numeric_constants(
     b_expr = relative_error_constant(config.vn_update)
     d_expr = DELTA_PROX_LINEAR if config.vn_update == "prox_linear" else DELTA
     pl = prox_linear_descent()
-    from theory.constants import RunConstants
+    from theory.constants import RunConstants, UnknownConstant
 
     K = RunConstants(config, widths, n, L_B=None if L_B is None else float(L_B))
     a_num = K.a()
-    b_num = None if B is None else K.b(float(B))
+    try:
+        b_num = None if B is None else K.b(float(B))
+        delta_num = None if B is None else K.delta(float(B))
+    except UnknownConstant:
+        b_num = delta_num = None
     b_text = sp.sstr(b_expr) + ("*sqrt(2)" if K.skip_factor != 1.0 else "")
     return Constants(
         a=a_num,
@@ -288,7 +292,7 @@ def numeric_constants(
         L_R_note=L_R_note,
         L_B=L_Bv,
         B=None if B is None else float(B),
-        delta=None if B is None else K.delta(float(B)),
+        delta=delta_num,
         b=b_num,
         L0=None if L0 is None else float(L0),
         L_star=float(L_star),

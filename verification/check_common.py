@@ -123,7 +123,7 @@ def claim_check(claim: str, title: str) -> Callable:
             ctx = make_context(trace, config)
             try:
                 v = f(ctx, **constants)
-            except MissingDataError as e:
+            except (MissingDataError, tc.UnknownConstant) as e:
                 v = Verdict(claim, title, INCONCLUSIVE, explanation=f"not checked: {e}",
                             tolerance_reason="none applied: nothing was compared")
             g, why = guaranteed(ctx.config, claim, ctx.n)

@@ -83,6 +83,7 @@ from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants
 from verification import schema as S  # noqa: N812
+from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
 
@@ -295,7 +296,8 @@ class Recorder:
             sw.g_components = {} if self.keep_g else None
             self._open.append(sw)
         b, i = step.block, step.layer
-        _fill_aux(b, i, state, aux)
+        if not self._generic:
+            _fill_aux(b, i, state, aux)
         old = state.get(b, i)
         if sw.instrumented:
             delta = new - old
@@ -315,7 +317,7 @@ class Recorder:
             sw.blocks.append(row)
             self._row_of[(b, i)] = row
             if self._generic:
-                self._step_generic(row, b, i, state, new)
+                self._step_generic(row, b, i, state, old, new, aux)
             else:
                 getattr(self, f"_step_{b}")(sw, row, i, state, old, new, delta, aux)
         sw.seconds += time.perf_counter() - t0
@@ -498,17 +500,25 @@ class Recorder:
         if sw.g_components is not None:
             sw.g_components[key] = g_part.mul(factor)
 
-    def _step_generic(self, row: dict, b: str, i: int, state: BCDState, new: Tensor) -> None:
+    def _step_generic(self, row: dict, b: str, i: int, state: BCDState, old: Tensor, new: Tensor, aux) -> None:
         """Order-agnostic bookkeeping of one update: the decrease of L̄ is the drop of the terms that touch
-        the block (the others do not change); ``full`` adds the optimality residual of its subproblem."""
+        the block (the others do not change); ``full`` adds the optimality residual of its subproblem, or for
+        an inner-solver block (Algorithm 1) its stopping-rule record, with the least-norm stationarity
+        recomputed here rather than taken from the solver."""
         sub = self._subproblems[(b, i)]
+        if sub.solved_inexactly(self.problem):
+            info = (aux or {}).get("inner")
+            row[S.BLOCK_INNER_ITERS] = math.nan if info is None else float(info.iterations)
+            row[S.BLOCK_RULE_HELD] = math.nan if info is None else float(info.rule_held)
+            row[S.BLOCK_RULE_TOL] = self.problem.config.eta * float(torch.linalg.vector_norm(new - old))
+            row[S.BLOCK_STATIONARITY] = sub.stationarity(state, self.problem, new)
         problem = self.problem
         after_state = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
         after_state.set(b, i, new)
         before = torch.stack([t.value(state, problem) for t in sub.terms]).sum()
         after = torch.stack([t.value(after_state, problem) for t in sub.terms]).sum()
         row[S.BLOCK_DECREASE] = before - after
-        if self._level >= 2:
+        if self._level >= 2 and not sub.solved_inexactly(problem):
             row[S.BLOCK_RESIDUAL] = sub.residual(state, problem, new)
 
     # ------------------------------------------------------------------ rows
@@ -570,6 +580,8 @@ class Recorder:
             if r["_minus"] is not None:
                 out[S.BLOCK_DECREASE] -= float(rec[r["_minus"]])
             out[S.BLOCK_G_NORM] = math.sqrt(out[S.BLOCK_G_NORM])
+            for c in _INNER_COLUMNS:
+                out[c] = r.get(c, math.nan)
             self._block_rows.append(out)
         if sw.g_components is not None:
             self.g_components[sw.k] = sw.g_components
@@ -607,7 +619,7 @@ class Recorder:
             S.META_PRESET: self.preset,
             S.META_SOURCE: "engine",
             S.META_SCHEDULE: self.schedule.describe(),
-            S.META_G_DEFINITION: "least_norm" if self._generic else G_DEFINITION,
+            S.META_G_DEFINITION: g_definition(self.problem) if self._generic else G_DEFINITION,
             S.META_VARIANT: self.problem.variant,
             S.META_RECORDER_PATH: "generic" if self._generic else "fast",
             S.META_BLOCKS_ARE_UPDATES: True,
@@ -616,8 +628,9 @@ class Recorder:
         return Trace(pd.DataFrame(self._rows), blocks, meta)
 
 
+_INNER_COLUMNS = (S.BLOCK_INNER_ITERS, S.BLOCK_RULE_HELD, S.BLOCK_STATIONARITY, S.BLOCK_RULE_TOL)
 _BLOCK_COLUMNS = [S.SWEEP, S.STEP, S.BLOCK, S.LAYER, S.BLOCK_CONST, S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE,
-                  S.BLOCK_G_NORM, S.BLOCK_RESIDUAL]
+                  S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, *_INNER_COLUMNS]
 
 
 def _accuracies(state: BCDState, problem: Problem) -> dict[str, float]:

@@ -35,7 +35,12 @@ BLOCK_DECREASE = "block_decrease"  # L̄ before − L̄ after this single update
 BLOCK_DELTA_SQ = "delta_sq"  # ‖X⁺ − X⁻‖² of this block
 BLOCK_CONST = "descent_const"  # the block's own sufficient-descent constant (MATH.md §4.1)
 BLOCK_G_NORM = "g_block_norm"  # ‖g^k component of this block‖
-BLOCK_RESIDUAL = "residual"  # relative stationarity residual of the block's own subproblem
+BLOCK_RESIDUAL = "residual"  # relative stationarity residual of the block's own subproblem (closed-form updates)
+# inner-solver blocks (Algorithm 1's nonconvex W_i, V_i; MATH.md §7): NaN on closed-form updates
+BLOCK_INNER_ITERS = "inner_iterations"  # iterations the inner solver took
+BLOCK_RULE_HELD = "rule_held"  # 1 where the solver reports that its stopping rule held, 0 where it stopped otherwise
+BLOCK_STATIONARITY = "stationarity"  # dist(0, ∂Φ_X(X⁺)), least-norm, recomputed by the recorder
+BLOCK_RULE_TOL = "rule_tolerance"  # η‖X⁺ − X⁻‖: the stopping rule asks stationarity ≤ this
 
 # ---------------------------------------------------------------- trace.meta keys
 META_CONFIG = "config"  # the BCDConfig as a dict
@@ -58,7 +63,11 @@ __all__ = [
     "BLOCK_DECREASE",
     "BLOCK_DELTA_SQ",
     "BLOCK_G_NORM",
+    "BLOCK_INNER_ITERS",
     "BLOCK_RESIDUAL",
+    "BLOCK_RULE_HELD",
+    "BLOCK_RULE_TOL",
+    "BLOCK_STATIONARITY",
     "BOUND_B",
     "CUM_DQ",
     "CUM_G_SQ",

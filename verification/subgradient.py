@@ -21,6 +21,15 @@ the convention relu′(0) = 0 (what autograd computes) only in the u-entries at 
 clip(−R_e, 0, −a) for a < 0.  For an exact BCD run its norm is ≤ the recorder's optimality-condition
 ‖g^k‖ (equal away from kinks).
 
+**Two-splitting with ReLU** (MATH.md §7.4).  The kinks sit at z = (W̃_iṼ_{i-1})_{jk} = 0 and couple W̃_i with
+V_{i-1}, so the least-norm element is a coupled box QP.  We return instead the element with s = 0 at every kink
+(what autograd's relu′(0) = 0 computes): 0 lies in the limiting subdifferential of z ↦ ½(t − relu z)² at 0 for
+every target t ({−t, 0} for t > 0, [0, −t] for t < 0), and z ↦ (W̃Ṽ)_{jk} is a submersion (the bias column),
+so this is an element of ∂L(Q) — the limit of gradients from the side where the kink entries are negative.
+Its norm is an upper bound of the least norm: a relative-error check that passes on it also passes on the
+least-norm element (no false pass), one that fails may be a false alarm (say so).  :func:`definition` names
+which element a problem gets.
+
 The smooth part is differentiated with autograd over the problem's declared terms, so every variant
 and term added to :mod:`bcd.model` is covered without a second formula.
 """
@@ -36,15 +45,16 @@ from bcd.problem import BCDState, Problem
 Tensor = torch.Tensor
 
 
+def definition(problem: Problem) -> str:
+    """``least_norm`` (three-splitting, ResNet, identity σ) or ``limiting_element`` (two-splitting with ReLU)."""
+    return "limiting_element" if problem.variant == "two" and problem.config.activation == "relu" else "least_norm"
+
+
 def least_norm_subgradient(state: BCDState, problem: Problem) -> dict[Block, Tensor]:
-    """The least-norm element of ∂L̄(Q) at ``state``, block by block (module docstring)."""
+    """The least-norm element of ∂L̄(Q) at ``state``, block by block (for the two-splitting with ReLU: the
+    element of :func:`definition`, an upper bound of the least norm; module docstring)."""
     keys = problem.variables
     cfg = problem.config
-    if problem.variant == "two" and cfg.activation != "identity":
-        raise ValueError(
-            f"the least-norm subgradient of the two-splitting objective with activation={cfg.activation!r} "
-            "is not implemented (its kinks couple W̃_i and V_{i-1}); allowed here: identity"
-        )
     if cfg.activation not in ("relu", "identity"):
         raise ValueError(f"activation={cfg.activation!r} has no least-norm subgradient here; allowed: relu, identity")
     leaves = {key: state.get(*key).detach().clone().requires_grad_(True) for key in keys}
