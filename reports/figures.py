@@ -636,17 +636,15 @@ def fig_gaps_heatmap(runs, out: style.Target, warnings: list[str]) -> Figure:
 
 
 def fig_iterate_norms(runs, out: style.Target, warnings: list[str]) -> Figure:
-    runs = usable(runs, (schema.NORM_W_MAX, schema.NORM_V_MAX, schema.NORM_U_MAX), warnings, "iterate norms")
+    runs = usable(runs, (schema.NORM_W_MAX, schema.NORM_V_MAX), warnings, "iterate norms")
+    panels = [(schema.NORM_W_MAX, r"$\max_i\|\tilde W_i^k\|$", "(a) weights"),
+              (schema.NORM_V_MAX, r"$\max_i\|V_i^k\|$", "(b) V blocks")]
+    if any(not _has(r, "sweeps", (schema.NORM_U_MAX,)) for r in runs):  # the two-splitting has no U blocks
+        panels.append((schema.NORM_U_MAX, r"$\max_i\|U_i^k\|$", "(c) U blocks"))
     with style.style():
-        fig, axes = style.new_figure(3, size=(11.0, 3.5))
+        fig, axes = style.new_figure(len(panels), size=(3.7 * len(panels), 3.5))
         notes = []
-        for ax, c, lab, title in zip(
-            axes,
-            (schema.NORM_W_MAX, schema.NORM_V_MAX, schema.NORM_U_MAX),
-            (r"$\max_i\|\tilde W_i^k\|$", r"$\max_i\|V_i^k\|$", r"$\max_i\|U_i^k\|$"),
-            ("(a) weights", "(b) V blocks", "(c) U blocks"),
-            strict=True,
-        ):
+        for ax, (c, lab, title) in zip(axes, panels, strict=True):
             notes.append(plot_runs(ax, runs, column(c), log=None, ylabel=lab))
             if ax.get_yscale() == "linear":
                 ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0: boundedness is read off the whole scale

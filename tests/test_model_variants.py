@@ -59,7 +59,9 @@ def test_terms_name_their_blocks_and_the_resnet_skip():
     assert all(("V", 1) not in t.blocks for t in plain if t.id == S.act_term(2))
 
 
-def test_skip_takes_named_values_only():
+def test_skip_takes_named_values_only_and_needs_the_three_splitting():
+    with pytest.raises(ValueError, match="skip='auto' needs splitting='three'"):
+        BCDConfig(skip="auto", splitting="two")
     with pytest.raises(ValueError, match="skip='sometimes' is not supported; allowed: none, auto"):
         BCDConfig(skip="sometimes")
 
