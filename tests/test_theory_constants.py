@@ -173,11 +173,11 @@ def test_prox_linear_claims_use_the_derived_block_constant():
     assert claim(cs, tc.MONOTONE).details["alpha_condition"]["derived"] == pytest.approx(0.3)
 
 
-def test_constants_from_trace_take_B_and_L0_from_the_trace():
+def test_theory_inputs_of_a_trace_take_B_and_L0_from_the_trace():
     config = BCDConfig(hidden=(3,), gamma=1.0, alpha=2.0)
     sweeps = pd.DataFrame({sc.SWEEP: [0, 1, 2], sc.OBJECTIVE: [10.0, 7.0, 6.0], sc.BOUND_B: [1.0, 2.5, 3.0]})
     tr = Trace(sweeps, meta={"config": {**config.__dict__, "hidden": [3]}, "n": 20})
-    k = sym.constants_from_trace(tr)
+    k = sym.numeric_constants(tr.config, **tr.theory_inputs())
     assert k.B == 3.0 and k.L0 == 10.0
     assert k.b == pytest.approx(tc.relative_error_constant(1.0, 2.0, 3.0, 2))
     rate_C = k.C

@@ -133,17 +133,15 @@ def _theory(args: argparse.Namespace) -> int:
     B, L0 = _finite("B", args.B), _finite("L0", args.L0)
     n = cfg.data.n_train
     bcd_cfg, widths = cfg.bcd, None
-    if args.trace:
-        from verification.schema import BOUND_B, OBJECTIVE
+    if args.trace:  # the command front end reads a saved trace; theory's library modules never import verification
         from verification.trace import Trace
 
         tr = Trace.load(args.trace)
-        if B is None and BOUND_B in tr.sweeps and len(tr.sweeps):
-            B = float(tr.sweeps[BOUND_B].max())
-        if L0 is None and OBJECTIVE in tr.sweeps and len(tr.sweeps):
-            L0 = float(tr.sweeps[OBJECTIVE].iloc[0])
-        n = tr.meta.get("n", n)
-        widths = tuple(tr.meta["widths"]) if tr.meta.get("widths") else None
+        got = tr.theory_inputs()
+        B = got["B"] if B is None else B
+        L0 = got["L0"] if L0 is None else L0
+        n = got["n"] if got["n"] is not None else n
+        widths = got["widths"]
         if args.config is None and tr.meta.get("config"):  # the trace's own run, with the flags on top
             bcd_cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG, base={"bcd": tr.meta["config"]}).bcd
     report = theory_report(bcd_cfg, B=B, L0=L0, L_star=_finite("L-star", args.L_star) or 0.0, n=n, widths=widths)

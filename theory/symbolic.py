@@ -306,17 +306,3 @@ def numeric_constants(
             "alpha_bound_derived": sp.sstr(pl["alpha_bound_derived"]),
         },
     )
-
-
-
-def constants_from_trace(trace: Any, *, L_star: float = 0.0) -> Constants:
-    """Constants for a :class:`verification.trace.Trace`: B = max of its running bound column,
-    L̄⁰ = its first objective value, n from its metadata."""
-    from verification.schema import BOUND_B, OBJECTIVE
-
-    sw = trace.sweeps
-    B_val = float(sw[BOUND_B].max()) if BOUND_B in sw and len(sw) else None
-    L0_val = float(sw[OBJECTIVE].iloc[0]) if OBJECTIVE in sw and len(sw) else None
-    widths = trace.meta.get("widths")
-    return numeric_constants(trace.config, B=B_val, L0=L0_val, L_star=L_star, n=trace.meta.get("n"),
-                             widths=tuple(widths) if widths else None)

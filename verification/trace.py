@@ -31,6 +31,20 @@ class Trace:
     def config(self) -> BCDConfig:
         return BCDConfig(**self.meta["config"])
 
+    def theory_inputs(self) -> dict[str, Any]:
+        """What the theory's constants need from a run: B (the largest running block-norm bound), L0 = L̄(Q⁰),
+        n and the widths — keyword arguments of :func:`theory.symbolic.numeric_constants`."""
+        from verification.schema import BOUND_B, META_N_SAMPLES, META_WIDTHS, OBJECTIVE
+
+        sw = self.sweeps
+        widths = self.meta.get(META_WIDTHS)
+        return {
+            "B": float(sw[BOUND_B].max()) if BOUND_B in sw and len(sw) else None,
+            "L0": float(sw[OBJECTIVE].iloc[0]) if OBJECTIVE in sw and len(sw) else None,
+            "n": self.meta.get(META_N_SAMPLES),
+            "widths": tuple(widths) if widths else None,
+        }
+
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         write_table(directory / TRACE_SWEEPS, self.sweeps)
