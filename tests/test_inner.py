@@ -6,10 +6,11 @@ stationary point by the least-norm residual, the residual itself against autogra
 solver is caught by the monotonicity helper.
 
 Measured on 200 random W blocks (5×7, n = 30) and 200 V blocks (6×30, d_{i+1} = 5), γ ∈ [0.2, 5], α ∈ [0.05, 5],
-λ ∈ [0, 1] (``test_measured_rates`` repeats a smaller version): with the default η = α/10 the rule held on 200/200
-W and 200/200 V blocks, median 6 (max 15) W iterations and 4 (max 9) V iterations; every block ended with kink
-entries (z = 0 up to rounding with target < 0): 5.6 % of the W entries and 13 % of the V entries.  With η = 0 the
-solver runs until no decrease is possible (reason 'stalled') at residual/‖ΔX‖ ≤ 5e-12 on all 400 blocks.
+λ ∈ [0, 1], float64, one thread (``test_measured_rates`` repeats a smaller version): with the default η = α/10 the
+rule held on 200/200 W and 200/200 V blocks, median 6 (max 15) W iterations and 4 (max 9) V iterations; every
+block ended with kink entries (z = 0 up to rounding, target < 0): 5.8 % of the W entries and 12.8 % of the V
+entries.  With η = 0 the solver runs until no decrease is possible (reason 'stalled') at least-norm
+residual/‖X⁺ − X⁻‖ ≤ 8e-12 on all 400 blocks (median 1e-14).
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def assert_rule_reported(info, recomputed):
     if info.rule_held:
         assert info.reason == "rule" and info.stationarity <= info.tolerance
     else:
-        assert info.reason in ("cap", "stalled")
-        assert (info.iterations == info.max_iter) == (info.reason == "cap")
+        assert info.reason in ("cap", "stalled") and info.stationarity > info.tolerance
+        assert info.reason != "cap" or info.iterations == info.max_iter  # a stall may also fall on the last one
+        assert info.iterations <= info.max_iter
 
 
 # ------------------------------------------------------------------------------------------------ monotone, rule
