@@ -100,7 +100,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a fully connected network with Algorithm 2 and write a run directory")
+    p = sub.add_parser("train", help="train a fully connected network with Algorithm 1, 2 or 3 "
+                       "(--splitting, --skip) and write a run directory")
     add_run_arguments(p)
     p.set_defaults(func=_train)
 
