@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from bcd.activations import Activation
+from bcd.reduction import over_samples
 
 Tensor = torch.Tensor
 
@@ -22,7 +23,7 @@ def affine(W: Tensor, V_prev: Tensor) -> Tensor:
 
 
 def augmented_gram(V_prev: Tensor) -> Tensor:
-    """ṼṼᵀ ∈ R^{(d+1)×(d+1)} for Ṽ = [V; 1ᵀ]."""
+    """ṼṼᵀ ∈ R^{(d+1)×(d+1)} for Ṽ = [V; 1ᵀ] (a sum over samples: through the reduction seam)."""
     d, n = V_prev.shape
     G = V_prev.new_empty(d + 1, d + 1)
     torch.matmul(V_prev, V_prev.T, out=G[:d, :d])
@@ -30,16 +31,16 @@ def augmented_gram(V_prev: Tensor) -> Tensor:
     G[:d, d] = s
     G[d, :d] = s
     G[d, d] = n
-    return G
+    return over_samples(G)
 
 
 def augmented_cross(U: Tensor, V_prev: Tensor) -> Tensor:
-    """UṼᵀ = [UVᵀ  U1] ∈ R^{d_i×(d_{i-1}+1)}."""
+    """UṼᵀ = [UVᵀ  U1] ∈ R^{d_i×(d_{i-1}+1)} (a sum over samples: through the reduction seam)."""
     d_out, d_in = U.shape[0], V_prev.shape[0]
     C = U.new_empty(d_out, d_in + 1)
     torch.matmul(U, V_prev.T, out=C[:, :d_in])
     C[:, d_in] = U.sum(dim=1)
-    return C
+    return over_samples(C)
 
 
 def solve_spd_right_(B: Tensor, M: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ this list, so a new variant adds terms instead of editing every consumer.
   the layers with a skip connection (d_i = d_{i-1}).
 * ``two`` (Algorithm 1):    L = R(V_N;Y) + Σ r_i + γ/2 Σ_i ‖V_i − σ_i(W̃_iṼ_{i-1})‖²  (no U blocks).
 
-Terms are built from the configuration and the widths alone (no tensors), so the reports can
+Sample terms (loss, act, aff, fit) are sums over samples and pass through :func:`bcd.reduction.over_samples`;
+the regulariser is not.  Terms are built from the configuration and the widths alone (no tensors), so the reports can
 read the labels of a saved run without its data.
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from bcd.blocks import affine
+from bcd.reduction import over_samples
 
 if TYPE_CHECKING:  # the problem module imports this one
     from bcd.config import BCDConfig
@@ -162,7 +164,7 @@ def touching(terms: tuple[Term, ...], block: Block) -> tuple[Term, ...]:
 
 
 def _loss_value(state: BCDState, problem: Problem) -> Tensor:
-    return 0.5 * problem.c * _sq(state.V[state.N] - problem.Y)
+    return 0.5 * problem.c * over_samples(_sq(state.V[state.N] - problem.Y))
 
 
 def _act_value(i: int, skip: bool) -> Callable:
@@ -170,21 +172,22 @@ def _act_value(i: int, skip: bool) -> Callable:
         A = state.V[i] - problem.sigma(i, state.U[i])
         if skip:
             A = A - state.V[i - 1]
-        return 0.5 * problem.config.gamma * _sq(A)
+        return 0.5 * problem.config.gamma * over_samples(_sq(A))
 
     return value
 
 
 def _aff_value(i: int) -> Callable:
     def value(state: BCDState, problem: Problem) -> Tensor:
-        return 0.5 * problem.config.gamma * _sq(state.U[i] - affine(state.W[i], state.V[i - 1]))
+        return 0.5 * problem.config.gamma * over_samples(_sq(state.U[i] - affine(state.W[i], state.V[i - 1])))
 
     return value
 
 
 def _fit_value(i: int) -> Callable:
     def value(state: BCDState, problem: Problem) -> Tensor:
-        return 0.5 * problem.config.gamma * _sq(state.V[i] - problem.sigma(i, affine(state.W[i], state.V[i - 1])))
+        fit = state.V[i] - problem.sigma(i, affine(state.W[i], state.V[i - 1]))
+        return 0.5 * problem.config.gamma * over_samples(_sq(fit))
 
     return value
 

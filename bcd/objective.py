@@ -13,6 +13,7 @@ import torch
 from bcd.blocks import affine
 from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, term_names
 from bcd.problem import BCDState, Problem
+from bcd.reduction import over_samples
 
 Tensor = torch.Tensor
 
@@ -47,4 +48,7 @@ def predict(W: list[Tensor | None], X: Tensor, problem: Problem, chunk: int = 81
 
 
 def accuracy(W: list[Tensor | None], X: Tensor, labels: Tensor, problem: Problem) -> float:
-    return float((predict(W, X, problem) == labels).to(torch.float64).mean())
+    """Share of correct forward-pass predictions (counts summed over sample shards)."""
+    counts = torch.stack([(predict(W, X, problem) == labels).sum(), torch.tensor(labels.numel(), device=labels.device)])
+    correct, total = over_samples(counts.to(torch.float64)).tolist()
+    return correct / total

@@ -16,6 +16,7 @@ from bcd.activations import Activation, get_activation
 from bcd.blocks import affine, augmented_gram, squared_loss_scale
 from bcd.config import BCDConfig
 from bcd.model import Term, skips, terms_for, variable_blocks, variant_name
+from bcd.reduction import over_samples
 
 Tensor = torch.Tensor
 BLOCKS = ("W", "V", "U")
@@ -74,7 +75,7 @@ class Problem:
 
     def __post_init__(self) -> None:
         self.activation = get_activation(self.config.activation)
-        self.c = squared_loss_scale(self.config.reduction, self.n)
+        self.c = squared_loss_scale(self.config.reduction, self.n_total)
         self.gram_X = augmented_gram(self.X)  # Ṽ_0Ṽ_0ᵀ is constant: computed once
         self.variant = variant_name(self.config)
         self.tau = skips(self.config, self.widths)  # τ_0..τ_N of the ResNet variant (all 0 otherwise)
@@ -87,7 +88,13 @@ class Problem:
 
     @property
     def n(self) -> int:
+        """Samples held here (this shard's columns)."""
         return self.X.shape[1]
+
+    @property
+    def n_total(self) -> int:
+        """Samples over every shard (the n of the mean reduction's c = 1/n): through the reduction seam."""
+        return int(over_samples(torch.tensor(float(self.n), dtype=torch.float64)).item())
 
     @property
     def widths(self) -> tuple[int, ...]:
