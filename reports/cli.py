@@ -14,7 +14,8 @@ from pathlib import Path
 from bcd.cli import RUN_FLAGS, add_run_arguments, resolve_run_config
 from reports import style
 from reports.document import render_report
-from reports.runs import RunData, failed_guaranteed, guarantee, load_run, save_verdicts
+from reports.runs import RunData, failed_guaranteed, guarantee, load_run
+from verification.pipeline import save_verdicts, verify_run
 from verification.trace import TRACE_SWEEPS
 from verification.verdict import INCONCLUSIVE
 
@@ -86,14 +87,11 @@ def _verify(args: argparse.Namespace) -> int:
         save_verdicts(args.config, run.verdicts)
         return finish(run, Path(args.config), parse_formats(args.figure_formats), args.strict)
 
-    from verification.recorder import record_run
-
     cfg = resolve_run_config(args, default_config_name())
     # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).
     overwrite = args.overwrite or (args.config is None and args.out is None)
-    _result, trace, out = record_run(cfg, preset=args.preset, progress=not args.no_progress, overwrite=overwrite)
-    verdicts = verify(trace, cfg.bcd)
-    save_verdicts(out, verdicts)
+    _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset, progress=not args.no_progress,
+                                                 overwrite=overwrite)
     print((out / "summary.txt").read_text().strip())
     return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
 

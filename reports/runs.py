@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bcd.config import BCDConfig
-from bcd.rundir import CONFIG, ENVIRONMENT, write_json
+from bcd.rundir import CONFIG, ENVIRONMENT
 from theory.assumptions import applicability
 from verification.trace import Trace
 from verification.verdict import FAIL, VERDICTS_FILE, Verdict
@@ -84,12 +84,6 @@ class RunData:
             if v.claim == claim:
                 return v
         return None
-
-
-def save_verdicts(directory: str | Path, verdicts: list[Verdict]) -> Path:
-    path = Path(directory) / VERDICTS_FILE
-    write_json(path, [v.to_dict() for v in verdicts])
-    return path
 
 
 def load_verdicts(directory: str | Path) -> list[Verdict] | None:

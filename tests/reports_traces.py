@@ -12,9 +12,9 @@ import pandas as pd
 
 from bcd.config import BCDConfig, DataConfig, RunConfig
 from bcd.rundir import CONFIG, ENVIRONMENT, write_json
-from reports.runs import save_verdicts
 from theory import constants
 from verification import schema
+from verification.pipeline import save_verdicts
 from verification.trace import Trace
 from verification.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
 

@@ -25,7 +25,7 @@ from bcd.schedule import Step, step_W, three_splitting
 from theory import constants as tc
 from verification import schema as sc
 from verification.checks import CHECKS, verify
-from verification.harness import run_traced
+from verification.pipeline import trace_arrays
 from verification.tolerance import KAPPA_OBJECTIVE, machine_eps
 from verification.verdict import FAIL, INCONCLUSIVE, PASS
 
@@ -159,7 +159,7 @@ def run_problem(schedule_of=None, *, hidden=(5, 4), n=20, d0=4, k=3, sweeps=12, 
     cfg = BCDConfig(hidden=hidden, sweeps=sweeps, dtype=dtype, activation=activation, **cfg_kw)
     ds = gaussian_mixture(n=n, d=d0, k=k, seed=cfg.seed)
     schedule = schedule_of(cfg.N) if schedule_of is not None else None
-    trace, _ = run_traced(ds.X_train, ds.y_train, cfg, schedule=schedule, preset="full", n_classes=k)
+    trace, _ = trace_arrays(ds.X_train, ds.y_train, cfg, schedule=schedule, preset="full", n_classes=k)
     return trace, cfg
 
 
@@ -281,7 +281,7 @@ def test_correct_engine_raises_no_false_alarm(dtype, n_configs):
 def test_cheaper_presets_and_schedules_skip_what_they_do_not_record(preset, record_every):
     ds = gaussian_mixture(n=20, d=4, k=3, seed=0)
     cfg = BCDConfig(hidden=(5,), sweeps=12, dtype="float64")
-    trace, _ = run_traced(ds.X_train, ds.y_train, cfg, preset=preset, record_every=record_every, n_classes=3)
+    trace, _ = trace_arrays(ds.X_train, ds.y_train, cfg, preset=preset, record_every=record_every, n_classes=3)
     v = {x.claim: x for x in verify(trace)}
     assert v[tc.MONOTONE].status == v[tc.SUFFICIENT_DESCENT].status == PASS
     assert all(x.status != FAIL for x in v.values())
@@ -302,7 +302,7 @@ def test_a_run_with_nothing_to_descend_is_inconclusive_not_pass():
     cannot be resolved, and the verdicts say so instead of passing."""
     ds, teacher = teacher_student(n=16, widths=(3, 4, 2), seed=3)
     cfg = BCDConfig(hidden=(4,), sweeps=6, dtype="float64")
-    trace, _ = run_traced(ds.X_train, ds.y_train, cfg, init_weights=[torch.tensor(w) for w in teacher])
+    trace, _ = trace_arrays(ds.X_train, ds.y_train, cfg, init_weights=[torch.tensor(w) for w in teacher])
     verdicts = {v.claim: v for v in verify(trace)}
     for claim in (tc.MONOTONE, tc.SUFFICIENT_DESCENT, tc.RELATIVE_ERROR, tc.RATE):
         assert verdicts[claim].status == INCONCLUSIVE, (claim, verdicts[claim].explanation)

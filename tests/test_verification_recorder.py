@@ -19,8 +19,8 @@ from bcd.objective import objective_terms
 from bcd.problem import BCDState
 from bcd.schedule import Step, three_splitting
 from verification import schema as S  # noqa: N812
-from verification.harness import run_traced
-from verification.recorder import Recorder, Schedule, record_run
+from verification.pipeline import record, trace_arrays
+from verification.recorder import Recorder, Schedule
 from verification.trace import Trace
 
 CONFIGS = [
@@ -243,9 +243,9 @@ def _mutate(N, block, layer, fn):
                                             ("W", 1, _inexact_W), ("W", 2, _inexact_W)])
 def test_exactness_residual_is_rounding_for_the_engine_and_large_for_a_wrong_update(data, block, layer, fn):
     cfg = BCDConfig(hidden=(6, 4), gamma=1.3, alpha=2.0, sweeps=4)
-    exact, _ = run_traced(data.X_train, data.y_train, cfg, preset="full")
+    exact, _ = trace_arrays(data.X_train, data.y_train, cfg, preset="full")
     assert exact.blocks[S.BLOCK_RESIDUAL].max() < 1e-13
-    broken, _ = run_traced(data.X_train, data.y_train, cfg, preset="full", schedule=_mutate(cfg.N, block, layer, fn))
+    broken, _ = trace_arrays(data.X_train, data.y_train, cfg, preset="full", schedule=_mutate(cfg.N, block, layer, fn))
     b = broken.blocks
     mine = b[(b[S.BLOCK] == block) & (b[S.LAYER] == layer)][S.BLOCK_RESIDUAL]
     assert mine.max() > 1e-6
@@ -272,7 +272,7 @@ def test_u_block_residual_at_ties_and_on_bad_input():
 def test_trace_saved_next_to_the_config_loads_back_identically(tmp_path):
     cfg = RunConfig(data=DataConfig(dataset="mixture", n_train=60, n_test=20),
                     bcd=BCDConfig(hidden=(5, 4), sweeps=3, gamma=1.0, alpha=3.0), out=str(tmp_path / "run"))
-    result, trace, out = record_run(cfg, preset="full")
+    result, trace, out = record(cfg, preset="full")
     assert (out / "config.json").is_file()
     loaded = Trace.load(out)
     pd.testing.assert_frame_equal(loaded.sweeps, trace.sweeps)

@@ -59,13 +59,14 @@ def summary(trace) -> str:
 
 def _record(args: argparse.Namespace) -> int:
     from bcd.cli import DEFAULT_TRAIN_CONFIG, resolve_run_config
-    from verification.recorder import Schedule, record_run
+    from verification.pipeline import record
+    from verification.recorder import Schedule
 
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
     if args.every is not None and args.per_decade is not None:
         raise ValueError("give --every or --per-decade, not both")
     schedule = Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
-    _result, trace, out = record_run(cfg, preset=args.preset, schedule=schedule, progress=not args.no_progress,
+    _result, trace, out = record(cfg, preset=args.preset, schedule=schedule, progress=not args.no_progress,
                                      overwrite=args.overwrite)
     print((out / "summary.txt").read_text().strip())
     print(f"trace ({args.preset}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block rows): {out}")

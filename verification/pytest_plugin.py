@@ -140,11 +140,11 @@ def bcd_schedule():
 
 
 def _run(config, data, schedule, preset: str):
-    from verification.harness import run_traced
+    from verification.pipeline import trace_arrays
 
     X, y, n_classes = data
     steps = schedule(config.N) if callable(schedule) else schedule
-    trace, _ = run_traced(X, y, config, schedule=steps, preset=preset, n_classes=n_classes)
+    trace, _ = trace_arrays(X, y, config, schedule=steps, preset=preset, n_classes=n_classes)
     return trace
 
 

@@ -69,7 +69,6 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -640,17 +639,3 @@ def _accuracies(state: BCDState, problem: Problem) -> dict[str, float]:
         if problem.X_test is not None:
             out[S.TEST_ACC] = accuracy(state.W, problem.X_test, problem.labels_test, problem)
     return out
-
-
-def record_run(cfg, *, preset: str = "standard", schedule: Schedule | int | None = None,
-               progress: bool = False, overwrite: bool = False):
-    """Train as the :class:`bcd.config.RunConfig` ``cfg`` says, with a :class:`Recorder`, and save the
-    trace in the run directory next to its ``config.json``.  Returns (TrainResult, Trace, run dir)."""
-    from bcd.runner import train_from_config
-
-    rec = Recorder(preset, schedule)
-    result, out = train_from_config(cfg, hooks=[rec], progress=progress, overwrite=overwrite)
-    trace = rec.trace()
-    trace.meta[S.META_STOP_REASON] = result.stop_reason
-    trace.save(Path(out))
-    return result, trace, Path(out)
