@@ -17,52 +17,12 @@ and full quantities; the other sweeps keep the cheap columns (so consecutive swe
 always available) and have no block rows; their g columns are NaN, and Σ‖g‖² becomes NaN from the
 first sweep without g^k onwards (a partial sum with holes would be misleading).
 
-**Per-block decrease** of L̄ = (terms of L̄ that depend on the block, before) − (after); the
-proximal terms are not part of L̄.  V_N, U_N, U_i: elementwise norms.  W_i: the aff term is a
-quadratic in W̃ evaluated from E = U_i⁺ − P_i⁻ (P_i⁻ = W̃_i⁻Ṽ_{i-1}⁻ is ``aux["P"]`` of the U_i step),
-EṼᵀ and the Gram ṼṼᵀ (``aux["gram"]``):  with D = W̃⁺ − W̃⁻,
-    ‖U⁺ − W̃⁺Ṽ⁻‖² = ‖E‖² − 2⟨EṼᵀ, D⟩ + ⟨DṼṼᵀ, D⟩,
-so the decrease γ/2(2⟨EṼᵀ,D⟩ − ⟨DṼṼᵀ,D⟩) + λ/2(‖W̃⁻‖² − ‖W̃⁺‖²) is formed from small quantities
-(no cancellation of two large norms).  The "after" value of the aff term is also the "before"
-value of the V_{i-1} update.  Where a block's "after" value is a term the engine evaluates at the
-end of the sweep anyway (the V_i update: γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖²; the W_1 update:
-γ/2‖U_1⁺ − W̃_1⁺X̃‖², both untouched by later steps of the sweep) it is taken from ``record``.
-A sweep's block decreases sum to L̄^{k−1} − L̄^k (telescoping; tested in float64).
-
-**g^k** (MATH.md §5), component by component, with ΔX = X^k − X^{k−1} and P_i = W̃_iṼ_{i-1}:
-    V_N: −γΔU_N − αΔV_N  (prox-linear V_N: −γΔU_N − (α − c)ΔV_N, from its own optimality condition)
-    U_N: γ(P_N^{k−1} − P_N^k)        U_i: γ(P_i^{k−1} − P_i^k) − αΔU_i       V_i: γ(σ(U_i^{k−1}) − σ(U_i^k))
-    W_i: γ(P_i^k − U_i^k)Ṽ_{i-1}^kᵀ − γ(W̃_i^kṼ_{i-1}^{k−1} − U_i^k)Ṽ_{i-1}^{k−1}ᵀ − αΔW̃_i   (W_1: −αΔW̃_1)
-P_i^k = W̃_i^kṼ_{i-1}^k is exactly ``aux["P"]`` of the U_i step of sweep k+1 (neither W̃_i nor V_{i-1}
-changes in between), so the U_i and W_i components are completed there — one d_i×n buffer per
-layer (γP_i^{k−1} − αΔU_i) is carried across the sweep boundary, no copy of the iterate — and for
-the last sweep from the final state when :meth:`Recorder.trace` is called.  The second W term is
-−γ(DṼṼᵀ − EṼᵀ) with the quantities above.  For exact block updates g^k is the gradient of L̄ at
-Q^k wherever L̄ is differentiable (away from ReLU kinks; tested against autograd in float64); at a
-kink U_i^k = 0 the prox optimality condition selects an element of the limiting subdifferential
-while autograd's ReLU′(0) = 0 selects another (see verification/audit.py for the least-norm one).
-
-**Exactness residual** (``full``) of a block update: ‖Σ_j t_j‖ / Σ_j ‖t_j‖, where Σ_j t_j = 0 is the
-subproblem's optimality condition written as a sum of uncancelled summands (e.g. for V_N:
-(c+γ+α)V⁺ − cY − γU_N⁻ − αV⁻).  It is ≈ eps for an exact update, O(relative error) for a wrong one.
-
-* W̃_i: the normwise backward error of the linear system W̃M = γUṼᵀ + αW̃⁻, M = γṼṼᵀ + (α+λ)I:
-  ‖r‖/(‖M‖_F(‖W̃⁺‖ + ‖W̃⁻‖) + γ‖EṼᵀ‖), the right-hand side's norm bounded through UṼᵀ = W̃⁻ṼṼᵀ + EṼᵀ;
-  ≈ eps for a backward-stable Cholesky solve.  For W̃_1 the products with X̃ (d_0 wide) are not
-  otherwise computed and would cost more than the update itself, so ‖r‖_F and ‖EX̃ᵀ‖_F are
-  estimated from 16 fixed Gaussian probes as ‖rZ‖_F/4 (relative standard error ≈ 18%, irrelevant
-  next to the gap between ≈ eps for an exact update and ≳ 1e-6 for a wrong one).
-* V_i (i<N): t = V⁺, −σ(U_i⁻), Ŵᵀ(P_{i+1}⁺ − U_{i+1}⁺), the last completed in the next sweep; its size
-  is bounded by ‖Ŵ‖_F(‖P⁺‖ + ‖U⁺‖).  This needs one more d_i×n buffer per layer in ``full``.
-* U_i (i<N): elementwise and, for ReLU, nonconvex: per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²
-  (a = V_i⁺, m = (γP⁻ + αU⁻)/(γ + α), β = (γ + α)/γ).  Its global minimisers are computed
-  independently of the engine's prox (the better of u₊ = max((a + βm)/(1 + β), 0) and u₋ = min(m, 0),
-  both at a tie up to rounding) and the residual entry is (1 + β)·dist(u_new, argmin f) — |f′(u_new)|
-  up to the branch curvature on the minimiser's branch, and positive for a stationary but worse
-  candidate, which a stationarity test alone would miss — relative to ‖a‖ + ‖σ(u)‖ + β‖u‖ + β‖m‖.
-* U_N, V_N: the closed-form conditions, e.g. γ(2U⁺ − V_N⁺ − P_N⁻) for U_N.
+**Two paths.**  :meth:`Recorder.check_schedule` validates the schedule and picks one: the *fast path* for
+Algorithm 2 in its own order (:mod:`verification.fast_path`: in-stream formulas, g^k from the block optimality
+conditions of MATH.md §5), or the *generic path* for every other order and variant (the touched terms of each
+block's subproblem before and after its update, :mod:`bcd.subproblems`; g^k the least-norm subgradient at Q^k,
+:mod:`verification.subgradient`).  Both write the same columns; tests compare them on Algorithm 2.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -74,14 +34,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bcd.activations import u_block_residual
-from bcd.blocks import affine, augmented_cross, augmented_gram
+from bcd.blocks import affine
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants
 from verification import schema as S  # noqa: N812
+from verification.fast_path import G_DEFINITION, Algorithm2FastPath, _fill_aux, _norm, _sq
 from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
@@ -89,21 +49,8 @@ from verification.trace import Trace
 Tensor = torch.Tensor
 PRESETS = ("cheap", "standard", "full")
 PATHS = ("auto", "fast", "generic")  # the in-stream formulas of Algorithm 2, or the order-agnostic bookkeeping
-PROBES = 16  # Gaussian probes of the sketched W̃_1 residual (relative standard error ≈ 1/√(2·16) ≈ 18%)
-PROBE_SEED = 0
-G_DEFINITION = "optimality_conditions"
 
 
-def _fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
-    """The products the engine's own steps publish (P for U steps; the Gram ṼṼᵀ and UṼᵀ for W steps,
-    with the updated U_i); a user's step may not publish them, so compute what is missing."""
-    if block == "U" and "P" not in aux:
-        aux["P"] = affine(state.W[i], state.V[i - 1])
-    elif block == "W":
-        if "gram" not in aux:
-            aux["gram"] = augmented_gram(state.V[i - 1])
-        if "cross" not in aux:
-            aux["cross"] = augmented_cross(state.U[i], state.V[i - 1])
 
 
 # --------------------------------------------------------------------------- schedule
@@ -173,26 +120,12 @@ class _Sweep:
     g_components: dict | None = None
 
 
-def _sq(t: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(t).square()
-
-
-def _norm(t: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(t)
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return torch.vdot(a.reshape(-1), b.reshape(-1))
-
-
-def _ratio(r: Tensor, scale: Tensor) -> Tensor:
-    return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
 
 
 # --------------------------------------------------------------------------- the recorder
 
 
-class Recorder:
+class Recorder(Algorithm2FastPath):
     """Engine hook producing a verification :class:`Trace` (call :meth:`trace` after the run).
 
     ``preset``: ``cheap`` | ``standard`` | ``full`` (module docstring); ``schedule``: None (every
@@ -341,154 +274,6 @@ class Recorder:
         self._close_ready()
         sw.seconds += time.perf_counter() - t0
         return None
-
-    # ------------------------------------------------------------------ per-block work (standard/full)
-
-    # Decreases use x⁻² − x⁺² = −Δ(x⁻ + x⁺) entrywise, e.g. ‖o − Y‖² − ‖n − Y‖² = −⟨Δ, o + n − 2Y⟩ with Δ = n − o:
-    # one temporary, and no cancellation between two large sums.  σ(·) may return its argument (identity):
-    # its result is never modified in place.
-
-    def _step_V(self, sw, row, i, state, old, new, delta, aux) -> None:
-        g, N, full = self.gamma, self.N, self._level >= 2
-        if i == N:
-            U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
-            t = torch.add(old, new).mul_(c + g).sub_(Y, alpha=2 * c).sub_(U, alpha=2 * g)
-            row[S.BLOCK_DECREASE] = -0.5 * _dot(delta, t)
-            self._dV_N = delta
-            if full:
-                if self.problem.config.vn_update == "prox_linear":
-                    r = torch.sub(old, Y, out=t).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
-                    scale = c * (_norm(old) + _norm(Y)) + (a + g) * _norm(new) + a * _norm(old) + g * _norm(U)
-                else:
-                    r = torch.mul(new, c + g + a, out=t).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
-                    scale = (c + g + a) * _norm(new) + c * _norm(Y) + g * _norm(U) + a * _norm(old)
-                row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
-            return
-        sig = self.problem.sigma(i, state.U[i])  # σ(U_i^{k-1}): U_i is updated after V_i
-        A = torch.sub(new, sig)  # V_i⁺ − σ(U_i⁻); ‖V⁻ − σ‖² − ‖V⁺ − σ‖² = −⟨Δ, 2A − Δ⟩
-        row[S.BLOCK_DECREASE] = -g * _dot(delta, A) + 0.5 * g * row[S.BLOCK_DELTA_SQ] + self._aff_before_V.pop(i)
-        row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
-        self._act_V[i] = (sig, A)  # reused by the U_i step, next
-        if full:
-            carry = self._carry[i + 1]
-            carry["A"] = A
-            carry["A_scale"] = _norm(new) + _norm(sig)
-            carry["A_row"] = row
-
-    def _step_U(self, sw, row, i, state, old, new, delta, aux) -> None:
-        g, a, N, full = self.gamma, self.alpha, self.N, self._level >= 2
-        P = aux["P"]
-        self._P[i] = P
-        V = state.V[i]  # V_i⁺
-        if i == N:  # ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
-            t = torch.add(V, P).sub_(old).sub_(new)
-            row[S.BLOCK_DECREASE] = g * _dot(delta, t)
-            coef = a - (self.c if self.problem.config.vn_update == "prox_linear" else 0.0)
-            g_V = torch.mul(delta, -g, out=t).sub_(self._dV_N, alpha=coef)
-            self._dV_N = None
-            self._set_g(sw, ("V", N), g_V)
-            self._carry[i] = {"sweep": sw, "B": P.mul(g)}
-            if full:
-                r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
-                row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), 2 * _norm(new) + _norm(V) + _norm(P))
-        else:
-            s_old, A = self._act_V.pop(i)  # σ(U_i⁻) and A = V_i⁺ − σ(U_i⁻) from the V_i step
-            s_new = self.problem.sigma(i, new)
-            d_sig = s_new.sub_(s_old) if s_new is not new else torch.sub(new, s_old)  # σ(U⁺) − σ(U⁻)
-            d_sq = _sq(d_sig)
-            act = 2 * _dot(d_sig, A) - d_sq  # ‖V−σo‖² − ‖V−σn‖² = ⟨d, 2A − d⟩
-            self._set_g(sw, ("V", i), d_sig, factor=-g, sq=d_sq)  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
-            aff = _dot(delta, torch.add(old, new, out=d_sig).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
-            row[S.BLOCK_DECREASE] = 0.5 * g * (act - aff)
-            self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
-            if full:
-                row[S.BLOCK_RESIDUAL] = u_block_residual(new, V, None, (g + a) / g, self.problem.config.activation,
-                                                         m_parts=(P, old, g, a))
-        sw.pending += 1
-        self._carry[i]["U_row"] = row
-
-    def _step_W(self, sw, row, i, state, old, new, delta, aux) -> None:
-        g, a, lam, full = self.gamma, self.alpha, self.lam, self._level >= 2
-        P, G = self._P.pop(i), aux["gram"]
-        E = state.U[i] - P  # U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻
-        E_sq = _sq(E)
-        reg_dec = -0.5 * lam * (2 * _dot(old, delta) + _sq(delta)) if lam > 0 else 0.0
-        if i >= 2:
-            EV = aux["cross"] - old @ G  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
-            DG = delta @ G
-            inner = 2 * _dot(EV, delta) - _dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
-        if i >= 2:
-            row[S.BLOCK_DECREASE] = 0.5 * g * inner + reg_dec
-            self._aff_before_V[i - 1] = 0.5 * g * (E_sq - inner)
-            carry = self._carry[i]
-            carry["S"] = (DG - EV).mul_(-g).sub_(delta, alpha=a)
-            carry["W_row"] = row
-        else:  # Ṽ_0 = X̃ is fixed: g_W1 = −αΔW̃_1, after-value of the aff term from record
-            row[S.BLOCK_DECREASE] = 0.5 * g * E_sq + reg_dec
-            row["_minus"] = S.aff_term(1)
-            self._set_g(sw, ("W", 1), delta.mul(-a))
-        if full:  # r = W̃⁺M − (γUṼᵀ + αW̃⁻), M = γṼṼᵀ + (α+λ)I, written as γ(DṼṼᵀ − EṼᵀ) + λW̃⁺ + αD
-            c = a + lam  # ‖γG + cI‖_F² = γ²‖G‖² + 2γc·tr G + c²(d+1)
-            norm_M = (g * g * _sq(G) + 2 * g * c * G.diagonal().sum() + c * c * G.shape[0]).sqrt()
-            if i >= 2:  # the products are there already: exact
-                r = (DG - EV).mul_(g).add_(delta, alpha=a)
-                if lam > 0:
-                    r.add_(new, alpha=lam)
-                r_norm, EV_norm = _norm(r), _norm(EV)
-            else:  # W̃_1: Ṽ_0 = X̃ is fixed, sketch with fixed probes Z: ‖r‖_F ≈ ‖rZ‖_F/√s
-                Z, GZ, XtZ = self._probes(G, state.V[0])
-                EVZ = E @ XtZ
-                rZ = (delta @ GZ).sub_(EVZ).mul_(g).add_(delta @ Z, alpha=a)
-                if lam > 0:
-                    rZ.add_(new @ Z, alpha=lam)
-                r_norm, EV_norm = _norm(rZ) / math.sqrt(PROBES), _norm(EVZ) / math.sqrt(PROBES)
-            scale = norm_M * (_norm(new) + _norm(old)) + g * EV_norm
-            row[S.BLOCK_RESIDUAL] = _ratio(r_norm, scale)
-
-    def _probes(self, G: Tensor, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Fixed Gaussian probes Z ∈ R^{(d_0+1)×s} for the W̃_1 residual, with X̃ᵀ-side products cached."""
-        if self._probe_cache is None:
-            gen = torch.Generator().manual_seed(PROBE_SEED)
-            Z = torch.randn(G.shape[0], PROBES, generator=gen, dtype=torch.float64).to(G)
-            self._probe_cache = (Z, G @ Z, torch.addmm(Z[-1:], X.T, Z[:-1]))
-        return self._probe_cache
-
-    def _complete(self, i: int, P: Tensor, U: Tensor, V_prev: Tensor, W: Tensor) -> None:
-        """Finish the layer-i parts of g^{k} (and the V_{i-1} residual) with P = P_i^k = W̃_i^kṼ_{i-1}^k."""
-        carry = self._carry.pop(i)
-        sw: _Sweep = carry["sweep"]
-        g = self.gamma
-        self._set_g(sw, ("U", i), carry["B"].sub_(P, alpha=g), carry["U_row"])
-        if "S" in carry or "A" in carry:
-            F = P - U  # W̃_i^kṼ_{i-1}^k − U_i^k
-            if "S" in carry:
-                self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
-            if "A" in carry:
-                W_hat = W[:, :-1]
-                r = carry["A"].addmm_(W_hat.T, F)
-                scale = carry["A_scale"] + _norm(W_hat) * (_norm(P) + _norm(U))
-                carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
-        sw.pending -= 1
-
-    def _defer_accuracy(self, sw: _Sweep, state: BCDState, rec: dict[str, Any]) -> None:
-        """Test accuracy now; train accuracy at the next U_1 step, whose aux["P"] = W̃_1^kX̃ is the first
-        layer of the forward pass (the weights W̃_i^k are kept by reference: the engine replaces blocks)."""
-        problem = self.problem
-        if problem.labels is None:
-            return
-        if problem.X_test is not None:
-            rec[S.TEST_ACC] = accuracy(state.W, problem.X_test, problem.labels_test, problem)
-        self._acc_pending = (sw, list(state.W))
-        sw.pending += 1
-
-    def _complete_accuracy(self, P_1: Tensor) -> None:
-        sw, W = self._acc_pending
-        self._acc_pending = None
-        h = self.problem.layer_output(1, P_1, self.problem.X)
-        for i in range(2, len(W)):
-            h = self.problem.layer_output(i, affine(W[i], h), h)
-        sw.record[S.TRAIN_ACC] = (h.argmax(dim=0) == self.problem.labels).to(torch.float64).mean()
-        sw.pending -= 1
 
     def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None,
                factor: float = 1.0, sq: Tensor | None = None) -> None:
