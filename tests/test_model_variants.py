@@ -363,3 +363,15 @@ def test_bcd_verify_resnet_on_real_mnist_passes_every_guaranteed_claim(tmp_path)
     assert all(v["status"] == "pass" for v in verdicts.values() if v["guaranteed"])
     assert pd.read_parquet(out / "sweeps.parquet")["test_acc"].iloc[-1] >= 0.70
     assert (out / "figures" / "gaps_heatmap.png").exists()
+
+
+def test_bcd_theory_lists_each_algorithms_own_block_constants():
+    from theory.claims import claim, claims_for
+    from theory.constants import RunConstants
+
+    two = BCDConfig(hidden=(4, 4), splitting="two", alpha=3.0)
+    blocks = claim(claims_for(two), "monotone_descent").details["blocks"]
+    assert set(blocks) == {"V_N", "W_i", "V_i"} and all(b["value"] == 1.5 for b in blocks.values())
+    res = BCDConfig(hidden=(4, 4), skip="auto", gamma=0.6)
+    blocks = claim(claims_for(res, widths=(5, 4, 4, 3)), "monotone_descent").details["blocks"]
+    assert blocks["V_i (layer i+1 has a skip)"]["value"] == RunConstants(res, (5, 4, 4, 3)).block("V", 1) == 0.6

@@ -58,14 +58,27 @@ class Claim:
 
 
 def _block_details(config: BCDConfig, consts: sym.Constants) -> dict[str, Any]:
-    """Per-block constants, their expressions and tightness (MATH.md §4.1; V_N replaced for Theorem 2)."""
+    """Per-block constants, their expressions and tightness (MATH.md §4.1; V_N replaced for Theorem 2;
+    Algorithm 1: α/2 on every block, MATH.md §7; Algorithm 3: V_i before a skip layer γ(1 + τ_{i+1})/2, §8)."""
+    if config.splitting == "two":
+        K = tc.RunConstants(config)
+        vn = "(2*alpha + gamma - L_R)/2" if config.vn_update == "prox_linear" else "alpha/2"
+        rows = {"V_N": (vn, K.block("V", K.N)), "W_i": ("alpha/2", config.alpha / 2),
+                "V_i": ("alpha/2", config.alpha / 2)}
+        note = "a monotone (inner) solve of a subproblem with proximal term α/2‖X − X⁻‖² decreases L by ≥ α/2‖Δ‖²"
+        return {k: {"expr": e, "value": v, "tight": False, "sharp_expr": e, "note": note} for k, (e, v) in rows.items()}
     bc = sym.block_constants(config.activation)
     names = ["V_N_prox_linear" if config.vn_update == "prox_linear" else "V_N", "U_N", "W", "V_i", "U_i"]
-    return {
+    out = {
         k: {"expr": sp.sstr(bc[k].expr), "value": consts.block[k], "tight": bc[k].tight,
             "sharp_expr": sp.sstr(bc[k].sharp), "note": bc[k].note}
         for k in names
     }
+    if config.skip != "none":
+        out["V_i (layer i+1 has a skip)"] = {
+            "expr": "gamma", "value": config.gamma, "tight": True, "sharp_expr": "gamma",
+            "note": "Hessian γ(2I + ŴᵀŴ) ⪰ 2γI: the act term of layer i+1 also pulls V_i (MATH.md §8)"}
+    return out
 
 
 def claims_for(
