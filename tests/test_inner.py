@@ -295,3 +295,78 @@ def test_planted_bug_is_caught():
         assert_monotone_W(planted_gradient_step_W(Vt, Vp, W_old, **kw), Vt, Vp, W_old, **kw)
     W, _ = solve_W(Vt, Vp, W_old, **kw)
     assert_monotone_W(W, Vt, Vp, W_old, **kw)  # the real solver passes the same helper
+
+
+# ------------------------------------------------------------------------------------------------ sample-space path
+
+
+def _count_wood(monkeypatch):
+    import bcd.inner as inner
+
+    calls = []
+    orig = inner._piece_solve_wood
+
+    def counted(*a, **k):
+        calls.append(a[2])
+        return orig(*a, **k)
+
+    monkeypatch.setattr(inner, "_piece_solve_wood", counted)
+    return calls
+
+
+@pytest.mark.parametrize("block", ["W", "V"])
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_sample_space_path_equals_dense(monkeypatch, block, activation):
+    """Wide blocks (p ≫ the smaller of |P|, |N| for many problems) take the Woodbury path by the flop estimate;
+    its iterates match the dense per-problem Hessian path (forced) to rounding, kinks and held entries included."""
+    import bcd.inner as inner
+
+    g = torch.Generator().manual_seed(7)
+    if block == "W":
+        Vp = torch.relu(torch.randn(150, 400, generator=g, dtype=DT))
+        W_old = 0.05 * torch.randn(8, 151, generator=g, dtype=DT)
+        Vt = torch.randn(8, 400, generator=g, dtype=DT)
+
+        def run():
+            return solve_W(Vt, Vp, W_old, gamma=1.0, alpha=0.5, lam=0.1, activation=activation, max_iter=12)
+    else:
+        S = torch.relu(torch.randn(40, 60, generator=g, dtype=DT))
+        Vn = torch.randn(12, 60, generator=g, dtype=DT)
+        Wn = torch.randn(12, 41, generator=g, dtype=DT)
+        V_old = torch.relu(torch.randn(40, 60, generator=g, dtype=DT))
+
+        def run():
+            return solve_V(S, Vn, Wn, V_old, gamma=1.0, alpha=0.5, activation=activation, max_iter=12)
+
+    calls = _count_wood(monkeypatch)
+    X_w, info_w = run()
+    assert calls and {"F", "Z"} & set(calls)  # the estimate chose the sample-space path
+    monkeypatch.setattr(inner, "_PIECE_PATH", "dense")
+    n_calls = len(calls)
+    X_d, info_d = run()
+    assert len(calls) == n_calls  # forced dense: no sample-space solve
+    assert torch.allclose(X_w, X_d, rtol=0, atol=1e-8)
+    assert info_w.iterations == info_d.iterations and info_w.reason == info_d.reason
+    assert info_w.monotone and info_d.monotone
+    assert abs(info_w.value_after - info_d.value_after) <= 1e-10 * abs(info_d.value_before)
+    if activation == "identity":
+        assert info_w.rule_held and info_w.iterations == 1
+    else:
+        assert info_w.convex_kink_entries > 0 and info_w.convex_kink_entries == info_d.convex_kink_entries
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_forced_sample_space_path_on_small_blocks(monkeypatch, seed):
+    """Both Woodbury forms forced on the small random blocks: same result as the dense path."""
+    import bcd.inner as inner
+
+    gamma, alpha, lam = params(seed)
+    Vt, Vp, W_old = w_case(seed)
+    S, Vn, Wn, V_old = v_case(seed)
+    out = {}
+    for path in ("dense", "wood"):
+        monkeypatch.setattr(inner, "_PIECE_PATH", path)
+        out[path] = (solve_W(Vt, Vp, W_old, gamma=gamma, alpha=alpha, lam=lam)[0],
+                     solve_V(S, Vn, Wn, V_old, gamma=gamma, alpha=alpha)[0])
+    for a, b in zip(out["dense"], out["wood"], strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-8)
