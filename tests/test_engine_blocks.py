@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from references import lbfgs_minimise
 
 from bcd.activations import get_activation, identity_prox, relu_prox
 from bcd.blocks import (
@@ -26,23 +27,6 @@ torch.set_default_dtype(torch.float64)
 
 def sq(t):
     return (t**2).sum()
-
-
-def lbfgs_minimise(f, x0, iters=200):
-    """Independent minimiser: L-BFGS with strong Wolfe line search on f(x)."""
-    x = x0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=iters, tolerance_grad=1e-14, tolerance_change=1e-16,
-                            history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = f(x)
-        loss.backward()
-        return loss
-
-    for _ in range(5):
-        opt.step(closure)
-    return x.detach()
 
 
 def assert_is_minimiser(f, closed, x0):

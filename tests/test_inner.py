@@ -19,6 +19,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from references import lbfgs_minimise
 
 from bcd.inner import phi_V, phi_W, solve_V, solve_W, stationarity_V, stationarity_W
 
@@ -152,20 +153,10 @@ def test_identity_V_is_the_linear_solve(seed):
 
 # ------------------------------------------------------------------------------------------------ ReLU vs reference
 
+LBFGS_ONCE = dict(iters=300, restarts=1, tolerance_grad=1e-12, tolerance_change=1e-15, history_size=30)
 
-def lbfgs(f, x0, iters=300):
-    x = x0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=iters, tolerance_grad=1e-12, tolerance_change=1e-15,
-                            history_size=30, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = f(x)
-        loss.backward()
-        return loss
 
-    opt.step(closure)
-    return x.detach()
 
 
 def reference_per_problem(per_problem, x0, starts=4, seed=0):
@@ -175,7 +166,7 @@ def reference_per_problem(per_problem, x0, starts=4, seed=0):
     best = per_problem(x0)
     for k in range(starts):
         start = x0 if k == 0 else x0 + torch.randn(x0.shape, generator=g, dtype=DT)
-        x = lbfgs(lambda y: per_problem(y).sum(), start)
+        x = lbfgs_minimise(lambda y: per_problem(y).sum(), start, **LBFGS_ONCE)
         best = torch.minimum(best, per_problem(x))
     return best
 
@@ -203,7 +194,7 @@ def test_relu_no_worse_than_reference_and_stationary():
     for seed in range(12):
         X, info, per_problem, x0 = relu_case(seed)
         mine = per_problem(X)
-        local = per_problem(lbfgs(lambda y, f=per_problem: f(y).sum(), x0))
+        local = per_problem(lbfgs_minimise(lambda y, f=per_problem: f(y).sum(), x0, **LBFGS_ONCE))
         ref = torch.minimum(local, reference_per_problem(per_problem, x0, seed=seed))
         wins_local += int((mine <= local + 1e-7 * (1 + local.abs())).sum())
         wins_multi += int((mine <= ref + 1e-7 * (1 + ref.abs())).sum())

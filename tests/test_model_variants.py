@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from references import lbfgs_minimise
 
 from bcd.cli import main
 from bcd.config import BCDConfig
@@ -83,22 +84,6 @@ def _Lres(W, V, U, problem):
     return L
 
 
-def _lbfgs(f, x0):
-    x = x0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=300, tolerance_grad=1e-14, tolerance_change=1e-16,
-                            history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = f(x)
-        loss.backward()
-        return loss
-
-    for _ in range(4):
-        opt.step(closure)
-    return x.detach()
-
-
 @pytest.mark.parametrize("vn_update", ["prox", "prox_linear"])
 def test_resnet_closed_forms_are_the_minimisers_of_their_subproblems(data, vn_update):
     """Every block of Algorithm 3 (identity σ, so that every subproblem is smooth and convex) equals the L-BFGS
@@ -123,7 +108,7 @@ def test_resnet_closed_forms_are_the_minimisers_of_their_subproblems(data, vn_up
             return val
 
         new = step.update(state, p, i, None)
-        ref = _lbfgs(f, old)
+        ref = lbfgs_minimise(f, old, iters=300, restarts=4)
         torch.testing.assert_close(new, ref, rtol=1e-6, atol=1e-7, msg=f"{b}{i}")
         state.set(b, i, new)
 
