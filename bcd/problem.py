@@ -105,6 +105,10 @@ class Problem:
         """σ_i(U): the hidden activation for i < N, the identity for i = N."""
         return U if i == self.config.N else self.activation.apply(U)
 
+    def u_target(self, state: BCDState, i: int) -> Tensor:
+        """a_i = V_i − τ_iV_{i-1}: what σ_i(U_i) is pulled towards in the act term (V_i itself without a skip)."""
+        return state.V[i] - state.V[i - 1] if self.tau[i] else state.V[i]
+
     def layer_output(self, i: int, P: Tensor, h_prev: Tensor) -> Tensor:
         """The forward pass of layer i from its pre-activation P = W̃_iṼ_{i-1}: σ_i(P) (+ h_{i-1} with a skip)."""
         out = self.sigma(i, P)

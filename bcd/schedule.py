@@ -44,7 +44,7 @@ class Step:
         return f"{self.block}{self.layer}"
 
 
-def act_target(state: BCDState, problem: Problem, i: int) -> Tensor:
+def v_target(state: BCDState, problem: Problem, i: int) -> Tensor:
     """T_i = σ_i(U_i) + τ_iV_{i-1}: what V_i is pulled towards by its act term (σ(U_i) without a skip).
 
     May return ``state.U[i]`` itself (σ_N = Id, no skip): callers never write into it."""
@@ -56,24 +56,19 @@ def step_V_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Ten
     """V_N⁺ = argmin_V R(V) + γ/2‖V − T_N⁻‖² + α/2‖V − V_N⁻‖², T_N = U_N (+ V_{N-1} with a skip);
     or its prox-linear form (Theorem 2) with R linearised at V_N⁻."""
     cfg = problem.config
-    T = act_target(state, problem, i)
+    T = v_target(state, problem, i)
     if cfg.vn_update == "prox_linear":
         grad_R = (state.V[i] - problem.Y).mul_(problem.c)  # ∇R for the squared loss
         return update_V_N_prox_linear(state.V[i], T, grad_R, gamma=cfg.gamma, alpha=cfg.alpha)
     return update_V_N(state.V[i], T, problem.Y, gamma=cfg.gamma, alpha=cfg.alpha, c=problem.c)
 
 
-def _skip_free(state: BCDState, problem: Problem, i: int) -> Tensor:
-    """a_i = V_i − τ_iV_{i-1}: the target of σ_i(U_i) in the act term (V_i itself without a skip)."""
-    return state.V[i] - state.V[i - 1] if problem.tau[i] else state.V[i]
-
-
 def step_U_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
-    """U_N⁺ = (a_N + W̃_N⁻Ṽ_{N-1}⁻)/2 with a_N = V_N⁺ − τ_NV_{N-1}⁻ (no proximal term)."""
+    """U_N⁺ = (a_N + W̃_N⁻Ṽ_{N-1}⁻)/2 with a_N = V_N⁺ − τ_NV_{N-1}⁻ (:meth:`Problem.u_target`; no proximal term)."""
     P = affine(state.W[i], state.V[i - 1])
     if aux is not None:
         aux["P"] = P
-    return update_U_N(_skip_free(state, problem, i), P, overwrite_P=aux is None)
+    return update_U_N(problem.u_target(state, i), P, overwrite_P=aux is None)
 
 
 def step_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
@@ -90,7 +85,7 @@ def step_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tenso
 def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     """V_i (i < N): the linear solve of :func:`bcd.blocks.update_V_hidden`; with skips (MATH.md §8)
     S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) and ρ = 1 + τ_{i+1}."""
-    S = act_target(state, problem, i)
+    S = v_target(state, problem, i)
     fresh = S is not state.U[i]
     if problem.tau[i + 1]:
         S = S.add(state.V[i + 1]).sub_(problem.sigma(i + 1, state.U[i + 1]))
@@ -106,7 +101,7 @@ def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
     if aux is not None:
         aux["P"] = P
     return update_U_hidden(
-        _skip_free(state, problem, i), P, state.U[i], gamma=cfg.gamma, alpha=cfg.alpha,
+        problem.u_target(state, i), P, state.U[i], gamma=cfg.gamma, alpha=cfg.alpha,
         activation=problem.activation, overwrite_P=aux is None,
     )
 

@@ -130,7 +130,7 @@ class Subproblem:
         if self.block == "U" and self.layer < problem.config.N and problem.variant != "two" \
                 and problem.config.activation == "relu":
             cfg = problem.config
-            a = state.V[self.layer] - state.V[self.layer - 1] if problem.tau[self.layer] else state.V[self.layer]
+            a = problem.u_target(state, self.layer)
             P = affine(state.W[self.layer], state.V[self.layer - 1])
             return u_block_residual(new, a, None, (cfg.gamma + cfg.alpha) / cfg.gamma, "relu",
                                     m_parts=(P, state.U[self.layer], cfg.gamma, cfg.alpha))

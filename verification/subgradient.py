@@ -71,7 +71,7 @@ def least_norm_subgradient(state: BCDState, problem: Problem) -> dict[Block, Ten
             at_kink = U == 0
             if not bool(at_kink.any()):
                 continue
-            a = state.V[i] - state.V[i - 1] if problem.tau[i] else state.V[i]
+            a = problem.u_target(state, i)
             R = U - affine(state.W[i], state.V[i - 1])
             zero = torch.zeros_like(a)
             two_point = torch.where((R - a).abs() < R.abs(), -a, zero)  # a > 0: s ∈ {−a, 0}
