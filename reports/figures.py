@@ -200,7 +200,7 @@ def a_const(run: RunData) -> float:
 
 
 def b_theory(run: RunData) -> float | None:
-    """b = δ√(3N) at B = the largest block norm seen (the verdict's value when it has one)."""
+    """b (δ√(3N); Algorithm 1 with σ = Id: 3δ) at B = the iterate bound seen (the verdict's value when it has one)."""
     v = run.verdict(constants.RELATIVE_ERROR)
     if v is not None and v.theoretical is not None and np.isfinite(v.theoretical):
         return float(v.theoretical)
@@ -485,8 +485,9 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
         paths = style.save(fig, out, "relative_error")
     caption = (
         f"Ratio ‖g^k‖/‖ΔQ^k‖ per sweep, with g^k ∈ ∂L̄(Q^k) {g_definition(runs)}. "
-        "b_emp is the largest measured ratio; b = δ√(3N) the (loose) theoretical constant at B = "
-        "the largest block norm seen (the largest over seeds). " + "; ".join(lines) + "." + clip_note(notes)
+        "b_emp is the largest measured ratio; b the (loose) theoretical constant (δ√(3N); Algorithm 1 with "
+        "σ = Id: 3δ) at B = the largest ‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖ seen, X̃ included (the largest over seeds). "
+        + "; ".join(lines) + "." + clip_note(notes)
     )
     return Figure("relative_error", "Relative error ‖g^k‖/‖ΔQ^k‖", caption, paths)
 

@@ -76,6 +76,15 @@ def test_every_numeric_constant_equals_its_sympy_expression():
     assert agree(lambda v: tc.relative_error_constant_prox_linear(v["gamma"], v["alpha"], v["B"], v["N"], v["L_R"],
                                                                   v["L_B"]), sym.relative_error_constant("prox_linear"),
                  vals)
+    assert agree(lambda v: tc.delta_two_splitting(v["gamma"], v["alpha"], v["B"]), sym.DELTA_TWO, vals)
+    assert agree(lambda v: tc.delta_two_splitting(v["gamma"], v["alpha"], v["B"], v["L_R"]),
+                 sym.DELTA_TWO_PROX_LINEAR, vals)
+    for vn in ("prox", "prox_linear"):  # Algorithm 1, σ = Id: b = 3δ, and RunConstants reads the same formula
+        for v in vals[:5]:
+            cfg = BCDConfig(hidden=(3,), splitting="two", activation="identity", gamma=v["gamma"], alpha=v["alpha"],
+                            vn_update=vn, reduction="sum")
+            expr = sym.relative_error_constant(vn, "two").subs(S["L_R"], 1)
+            assert math.isclose(tc.RunConstants(cfg).b(v["B"]), ev(expr, v), rel_tol=1e-12)
     for n in (1, 7, 6000):
         assert tc.loss_lipschitz_constant("mean", n) == ev(sym.LOSS_LIPSCHITZ["mean"], {"n": n})
     assert tc.loss_lipschitz_constant("sum") == 1.0 == float(sym.LOSS_LIPSCHITZ["sum"])

@@ -283,6 +283,47 @@ def test_algorithm_1_raises_no_false_alarm(gamma, alpha, lam, hidden, seed, acti
     np.testing.assert_allclose(blk[S.BLOCK_CONST], expected)
 
 
+# ------------------------------------------------------------------------------ relative error, σ = Id
+
+
+@pytest.mark.parametrize("vn_update", ["prox", "prox_linear"])
+def test_identity_relative_error_constant_bounds_every_component(data, vn_update):
+    """Algorithm 1 with σ = Id (RunConstants.delta): the least-norm g^k = ∇L(Q^k) satisfies the derivation's
+    per-component bounds — V_N: (α (+L_R))‖ΔV_N‖ + γB(‖ΔW̃_N‖ + ‖ΔV_{N-1}‖); V_i: α‖ΔV_i‖ + γB(‖ΔW̃_i‖ + ‖ΔV_{i-1}‖);
+    W̃_i: α‖ΔW̃_i‖ + γB(2B + 1)‖ΔV_{i-1}‖ — and so ‖g^k‖ ≤ 3δ‖ΔQ^k‖; the relative-error claim is guaranteed and
+    passes.  A g^k inflated past 3δ‖ΔQ^k‖ fails it."""
+    from verification.checks import relative_error
+
+    cfg = BCDConfig(hidden=(5, 4), splitting="two", activation="identity", gamma=0.8, alpha=0.6, sweeps=5,
+                    vn_update=vn_update, init="kaiming")
+    rec = Recorder("standard")
+    res = train(data.X_train, data.y_train, cfg, hooks=[rec])
+    trace = rec.trace()
+    K = RunConstants(cfg, res.problem.widths, res.problem.n)
+    N, g, al = cfg.N, cfg.gamma, cfg.alpha
+    extra = K.L_R if vn_update == "prox_linear" else 0.0
+    blk, sw = trace.blocks, trace.sweeps.set_index(S.SWEEP)
+    for k, rows in blk.groupby(S.SWEEP):
+        B = float(sw.loc[k, S.BOUND_B])
+        d = {(b, int(i)): float(np.sqrt(x)) for b, i, x in zip(rows[S.BLOCK], rows[S.LAYER], rows[S.BLOCK_DELTA_SQ],
+                                                                strict=True)}
+        d[("V", 0)] = 0.0
+        gn = {(b, int(i)): float(x) for b, i, x in zip(rows[S.BLOCK], rows[S.LAYER], rows[S.BLOCK_G_NORM],
+                                                         strict=True)}
+        for i in range(1, N + 1):
+            own = al + (extra if i == N else 0.0)
+            assert gn[("V", i)] <= own * d[("V", i)] + g * B * (d[("W", i)] + d[("V", i - 1)]) + 1e-10
+            assert gn[("W", i)] <= al * d[("W", i)] + g * B * (2 * B + 1) * d[("V", i - 1)] + 1e-10
+    v = relative_error(trace, res.problem.config)
+    assert v.status == "pass" and v.theoretical == pytest.approx(K.b(float(trace.sweeps[S.BOUND_B].iloc[-1])))
+    bad = trace.sweeps.copy()
+    bad.loc[3, S.G_NORM] = 1.01 * v.theoretical * np.sqrt(bad.loc[3, S.DQ_SQ])
+    from verification.trace import Trace
+
+    broken = relative_error(Trace(bad, trace.blocks, trace.meta), res.problem.config)
+    assert broken.status == "fail" and broken.worst["sweep"] == 3
+
+
 # ------------------------------------------------------------------------------ real MNIST
 
 

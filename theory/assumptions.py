@@ -263,6 +263,7 @@ def _claims(config: BCDConfig, assumption, conditions, extra) -> tuple[ClaimStat
     else:
         why_not = ""
     thm_ok = not why_not
+    b_unknown = config.splitting == "two" and config.activation != "identity"
     thm_reason = (f"Assumption 1 holds and {', '.join(t1)} holds" + (" and α satisfies Theorem 2" if pl else "")
                   if thm_ok else why_not)
     return (
@@ -271,14 +272,15 @@ def _claims(config: BCDConfig, assumption, conditions, extra) -> tuple[ClaimStat
         ClaimStatus(tc.MONOTONE, pl_ok, "per-block descent (MATH.md §4.1)" + (" + Theorem 2 α" if pl else ""),
                     lemma_reason),
         ClaimStatus(tc.SUFFICIENT_DESCENT, pl_ok, lemma_basis, lemma_reason),
-        ClaimStatus(tc.RELATIVE_ERROR, a_ok and config.splitting != "two",
-                    "Lemma (relative error), B = bound of the iterates",
-                    ("Algorithm 1's constant b is not derived here (MATH.md §7.4: the simple argument fails for "
-                     "ReLU two-splitting); b_emp is observed") if config.splitting == "two" else
-                    ("holds on any finite trace with B = the largest block norm it reached (A1(b))" if a_ok
+        ClaimStatus(tc.RELATIVE_ERROR, a_ok and not b_unknown,
+                    "Lemma (relative error), B = bound of the iterates" + (
+                        "; Algorithm 1 with σ = Id: b = 3δ [derived]" if config.splitting == "two" else ""),
+                    B_UNKNOWN_REASON if b_unknown else
+                    ("holds on any finite trace with B = the largest ‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖ (X̃ included) it "
+                     "reached (A1(b))" if a_ok
                      else "needs Assumption 1(b)")),
-        ClaimStatus(tc.RATE, thm_ok and config.splitting != "two", f"{thm}(c)", (
-            "the rate constant C needs Algorithm 1's b, not derived here" if config.splitting == "two" else
+        ClaimStatus(tc.RATE, thm_ok and not b_unknown, f"{thm}(c)", (
+            "the rate constant C needs Algorithm 1's b, not derived here for a nonsmooth σ" if b_unknown else
             thm_reason + ("" if thm_ok else
                           "; the finite-T bound Σ‖g^k‖² ≤ C with B from the trace still follows from the lemmas"))),
         ClaimStatus(tc.CONVERGENCE, thm_ok, f"{thm}(a),(b)", thm_reason),
@@ -288,6 +290,12 @@ def _claims(config: BCDConfig, assumption, conditions, extra) -> tuple[ClaimStat
         ClaimStatus(tc.KL_EXPONENT, False, "beyond the paper",
                     "A1(d) gives the KL property, so an exponent θ exists, but no result predicts its value"),
     )
+
+
+B_UNKNOWN_REASON = (
+    "Algorithm 1's constant b is derived here for σ = Id only (MATH.md §7.4: with a kink in σ the W_i component's "
+    "factor σ′(W̃_iṼ_{i-1}) jumps when V_{i-1}, updated after W_i, flips an activation, so the simple argument fails); "
+    "b_emp is observed")
 
 
 def theorem_name(config: BCDConfig) -> str:

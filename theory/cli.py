@@ -155,7 +155,8 @@ def _theory(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("theory", help="print Assumption 1, Theorem 1's conditions, the claims and constants")
     add_run_arguments(p)
-    p.add_argument("--trace", help="trace directory: B = its largest block norm, L̄⁰ = its first objective")
+    p.add_argument("--trace", help="trace directory: B = its bound on the iterates (‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖, "
+                   "X̃ included), L̄⁰ = its first objective")
     p.add_argument("--B", dest="B", default=None, help="bound on all iterates (overrides --trace)")
     p.add_argument("--L0", dest="L0", default=None, help="L̄(Q⁰) (overrides --trace)")
     p.add_argument("--L-star", dest="L_star", default=None, help="lower bound of L̄* (default 0)")

@@ -58,6 +58,20 @@ def relative_error_constant(gamma: float, alpha: float, B: float, N: int, L_B: f
     return delta(gamma, alpha, B, L_B) * math.sqrt(3 * N)
 
 
+def delta_two_splitting(gamma: float, alpha: float, B: float, L_R_extra: float = 0.0) -> float:
+    """δ of Algorithm 1 with σ = Id [derived]: max{α + L_R_extra, γB(2B + 1)} (module docstring of
+    :class:`RunConstants`; ``L_R_extra`` = L_R for the prox-linear V_N step, else 0)."""
+    return max(alpha + L_R_extra, gamma * B * (2 * B + 1))
+
+
+def iterate_bound(norm_W: float, norm_V: float, norm_U: float, n: int, norm_X_tilde: float) -> float:
+    """B of the relative-error lemma: a bound on every factor its proof multiplies by —
+    ‖W̃_i‖, ‖U_i‖ and ‖Ṽ_i‖ = (‖V_i‖² + n)^½ for i = 0..N (Ṽ_0 = X̃, the data with its ones row).
+    NaN norms (a variant without U blocks) are ignored."""
+    vals = [norm_W, math.sqrt(norm_V * norm_V + n) if math.isfinite(norm_V) else math.nan, norm_U, norm_X_tilde]
+    return max((v for v in vals if math.isfinite(v)), default=math.nan)
+
+
 def rate_constant(a: float, b: float, L0: float, L_star: float) -> float:
     """C = b²(L̄(Q⁰) − L̄*)/a: (1/T)Σ_{k≤T}‖g^k‖² ≤ C/T."""
     return b * b * max(L0 - L_star, 0.0) / a
@@ -196,12 +210,23 @@ class RunConstants:
     def delta(self, B: float) -> float:
         """δ(B) of the relative-error lemma (δ_prox-linear for Theorem 2's V_N step).
 
-        Algorithm 1: not derived here — MATH.md §7.4 shows the simple argument fails for ReLU two-splitting
-        (raises :class:`UnknownConstant`; the checks then report b_emp as observed)."""
-        if self.variant == "two":
-            raise UnknownConstant("the relative-error constant b of Algorithm 1 (two-splitting) is not derived in this "
-                                  "suite (MATH.md §7.4): b_emp is measured, not compared with a theoretical b")
+        Algorithm 1 with σ = Id [derived]: every block is a closed form, 0 = ∇_X h(P_X) + αΔX at the point P_X
+        where X is updated (h = L without the proximal terms, C¹ here), so g_X = ∇_X h(Q^k) − ∇_X h(P_X) − αΔX
+        ∈ ∂_X L(Q^k), and ∇_X h(Q^k) − ∇_X h(P_X) only involves the blocks updated after X in the backward sweep:
+        V_N: γ(W̃_N⁻Ṽ_{N-1}⁻ − W̃_N⁺Ṽ_{N-1}⁺), V_i: γ(W̃_i⁻Ṽ_{i-1}⁻ − W̃_i⁺Ṽ_{i-1}⁺), each ≤ γB(‖ΔW̃‖ + ‖ΔV‖);
+        W̃_i: γ(W̃_iΔṼ)Ṽ⁺ᵀ + γ(W̃_iṼ⁻ − V_i)ΔṼᵀ ≤ γB(2B + 1)‖ΔV_{i-1}‖ (B of :func:`iterate_bound`).  So each
+        component is ≤ δ times a sum of ≤ 3 block steps, with δ = max{α (+ L_R prox-linear), γB(2B + 1)}, and each
+        block step occurs in ≤ 3 components: ‖g^k‖ ≤ 3δ‖ΔQ^k‖.
+        Algorithm 1 with ReLU: not derived — MATH.md §7.4 shows this argument fails when σ has kinks (the W_i
+        component's factor relu′(W̃_iṼ_{i-1}) jumps when V_{i-1}, updated after W_i, flips an activation):
+        raises :class:`UnknownConstant`, and the checks report b_emp as observed."""
         g, al = self.config.gamma, self.config.alpha
+        if self.variant == "two":
+            if self.config.activation != "identity":
+                raise UnknownConstant("the relative-error constant b of Algorithm 1 with a nonsmooth σ "
+                                      f"({self.config.activation}) is not derived (MATH.md §7.4: the argument needs a "
+                                      "C¹ coupling): b_emp is measured, not compared with a theoretical b")
+            return delta_two_splitting(g, al, B, self.L_R if self.prox_linear else 0.0)
         return delta_prox_linear(g, al, B, self.L_R, self.L_B) if self.prox_linear else delta(g, al, B, self.L_B)
 
     def b(self, B: float) -> float:
@@ -209,7 +234,10 @@ class RunConstants:
 
         ResNet [derived, loose]: a skip adds to the V_N, U_N, V_i and U_i components of g^k one more term
         of the form γ‖ΔV_{i-1}‖ or γL_B‖ΔV_{i-1}‖ (coefficient ≤ δ), so each component is a sum of at most
-        twice as many δ‖Δ‖ terms and Cauchy–Schwarz gives the extra factor √2."""
+        twice as many δ‖Δ‖ terms and Cauchy–Schwarz gives the extra factor √2.
+        Algorithm 1 (σ = Id): b = 3δ (:meth:`delta`)."""
+        if self.variant == "two":
+            return 3.0 * self.delta(B)
         b = self.delta(B) * math.sqrt(3 * self.N)
         return b * self.skip_factor
 

@@ -175,14 +175,24 @@ A_SYM = sp.Symbol("a", positive=True)
 DELTA_SYM = sp.Symbol("delta", positive=True)
 B_REL = DELTA_SYM * sp.sqrt(3 * N)  # b = δ√(3N)
 B_SYM = sp.Symbol("b", positive=True)
+# Algorithm 1 with σ = Id [derived, RunConstants.delta]: δ = max{α (+ L_R prox-linear), γB(2B + 1)}, b = 3δ
+DELTA_TWO = sp.Max(alpha, gamma * B * (2 * B + 1))
+DELTA_TWO_PROX_LINEAR = sp.Max(alpha + L_R, gamma * B * (2 * B + 1))
+B_REL_TWO = 3 * DELTA_SYM
 RATE_C = B_SYM**2 * (L0 - L_star) / A_SYM  # C = b²(L̄⁰ − L̄*)/a
 LOSS_LIPSCHITZ = {"sum": sp.Integer(1), "mean": 1 / n_samples}  # L_R = c for R = (c/2)‖V − Y‖²
 
 
-def relative_error_constant(vn_update: str = "prox") -> sp.Expr:
-    """b = δ√(3N) with δ expanded (δ_prox-linear for Theorem 2's update)."""
-    d = DELTA_PROX_LINEAR if vn_update == "prox_linear" else DELTA
-    return B_REL.subs(DELTA_SYM, d)
+def delta_expr(vn_update: str = "prox", variant: str = "three") -> sp.Expr:
+    """δ of the relative-error lemma: three-splitting/ResNet (MATH.md §4.3) or Algorithm 1 with σ = Id."""
+    if variant == "two":
+        return DELTA_TWO_PROX_LINEAR if vn_update == "prox_linear" else DELTA_TWO
+    return DELTA_PROX_LINEAR if vn_update == "prox_linear" else DELTA
+
+
+def relative_error_constant(vn_update: str = "prox", variant: str = "three") -> sp.Expr:
+    """b = δ√(3N) with δ expanded (δ_prox-linear for Theorem 2's update); Algorithm 1 (σ = Id): b = 3δ."""
+    return (B_REL_TWO if variant == "two" else B_REL).subs(DELTA_SYM, delta_expr(vn_update, variant))
 
 
 def rate_constant(activation: str = "relu", vn_update: str = "prox") -> sp.Expr:
@@ -271,8 +281,11 @@ def numeric_constants(
     a_expr = sufficient_descent(config.activation, config.vn_update)
     a_sharp = _num(sufficient_descent(config.activation, config.vn_update, sharp=True), vals)
     blocks = {k: _num(v.expr, vals) for k, v in block_constants(config.activation).items()}
-    b_expr = relative_error_constant(config.vn_update)
-    d_expr = DELTA_PROX_LINEAR if config.vn_update == "prox_linear" else DELTA
+    from bcd.model import variant_name
+
+    variant = variant_name(config)
+    b_expr = relative_error_constant(config.vn_update, variant)
+    d_expr = delta_expr(config.vn_update, variant)
     pl = prox_linear_descent()
     from theory.constants import RunConstants, UnknownConstant
 

@@ -44,7 +44,7 @@ from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, write_text
 from bcd.schedule import schedule_for
-from theory.constants import RunConstants
+from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
@@ -180,6 +180,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
     rows, blocks = [], []
     prev: BCDState | None = None
     B = cum_dq = cum_g_sq = 0.0
+    norm_X_tilde = math.sqrt(float(torch.linalg.vector_norm(X).square()) + n)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
     for k, path in enumerate(files):
         state = _to_state(first if k == 0 else load_iterate(path), path, widths, n, X)
         state.sweep = k
@@ -201,8 +202,8 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
         row[S.DQ_SQ] = sum(d_sq) if prev is not None else math.nan
         row[S.G_NORM] = math.sqrt(sum(g_sq))
         for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
-            row[col] = max(v for (bb, _), v in zip(keys, norms, strict=True) if bb == b)
-        B = max(B, row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX])
+            row[col] = max((v for (bb, _), v in zip(keys, norms, strict=True) if bb == b), default=math.nan)
+        B = max(B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX], n, norm_X_tilde))
         row[S.BOUND_B] = B
         if prev is not None:
             cum_dq += math.sqrt(row[S.DQ_SQ])

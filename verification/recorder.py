@@ -37,9 +37,10 @@ import torch
 from bcd.blocks import affine
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
+from bcd.reduction import over_samples
 from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
-from theory.constants import RunConstants
+from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
 from verification.fast_path import G_DEFINITION, Algorithm2FastPath, _fill_aux, _norm, _sq
 from verification.subgradient import definition as g_definition
@@ -205,6 +206,8 @@ class Recorder(Algorithm2FastPath):
         self._dV_N: Tensor | None = None
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
+        self._n_total = problem.n_total
+        self._norm_X_tilde = math.sqrt(float(over_samples(_sq(problem.X))) + self._n_total)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
         self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
         self._acc_pending: tuple[_Sweep, list] | None = None
         self._cum_dq = 0.0
@@ -349,7 +352,8 @@ class Recorder(Algorithm2FastPath):
         row[S.G_NORM] = math.sqrt(sum(g_sq)) if complete_g else math.nan
         for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
             row[col] = max((val(s) for s in norms[b]), default=math.nan)
-        self._B = max(self._B, row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX])
+        self._B = max(self._B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX],
+                                             self._n_total, self._norm_X_tilde))
         row[S.BOUND_B] = self._B
         if prev is not None:
             self._cum_dq += math.sqrt(row[S.DQ_SQ])
