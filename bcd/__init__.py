@@ -2,8 +2,9 @@
 
 from bcd.config import BCDConfig, DataConfig, RunConfig, load_config
 from bcd.engine import TrainResult, run, sweep, train
+from bcd.inputs import make_problem
 from bcd.objective import objective, objective_terms, predict
-from bcd.problem import BCDState, Problem, initial_state, make_problem
+from bcd.problem import BCDState, Problem, initial_state
 from bcd.schedule import Step, schedule_for, three_splitting
 
 __all__ = [

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bcd.reduction import over_samples, sq
+
 Tensor = torch.Tensor
 
 
@@ -50,10 +52,6 @@ def identity_prox(a: Tensor, m: Tensor, beta: float) -> Tensor:
     return identity_prox_(a, m.clone(), beta)
 
 
-def _sq(t: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(t).square()
-
-
 def _ratio(r: Tensor, scale: Tensor) -> Tensor:
     return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
 
@@ -72,7 +70,8 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, acti
     engine's prox: ReLU has the two candidates u₊ = max((a+βm)/(1+β), 0) (where σ(u₊) = u₊) and
     u₋ = min(m, 0) (where σ(u₋) = 0 and u₋ − m = −max(m, 0)); both count at a tie up to rounding.
     ``m_parts = (P, U⁻, γ, α)`` gives m = (γP + αU⁻)/(γ + α) without materialising it.  Evaluated in
-    row blocks of about ``CHUNK`` entries on the CPU so that the temporaries stay small."""
+    row blocks of about ``CHUNK`` entries on the CPU so that the temporaries stay small.  The arguments are
+    n-sized (samples as columns): the five squared sums pass through :func:`bcd.reduction.over_samples`."""
     if activation not in ("relu", "identity"):
         raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity")
     chunk = CHUNK if new.device.type == "cpu" else new.numel()
@@ -86,7 +85,7 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, acti
         else:
             mc = m[sl]
         sums += _u_residual_sums(new[sl], a[sl], mc, beta, activation)
-    r, a_n, s_n, u_n, m_n = sums.sqrt().unbind()
+    r, a_n, s_n, u_n, m_n = over_samples(sums).sqrt().unbind()  # local squared sums, reduced over samples
     return _ratio(r, a_n + s_n + beta * (u_n + m_n))
 
 
@@ -94,7 +93,7 @@ def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation:
     u = m.mul(beta).add_(a).div_(1.0 + beta)  # u₊ before the clamp
     if activation == "identity":
         dist = u.sub_(new).abs_()
-        sig_sq = _sq(new)
+        sig_sq = sq(new)
     else:
         u.clamp_(min=0.0)
         f_plus = torch.sub(a, u).square_()
@@ -111,8 +110,8 @@ def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation:
         d_plus = torch.sub(new, u, out=diff).abs_().add_(plus_worse, alpha=big)
         d_minus = torch.clamp(m, max=0.0, out=u).sub_(new).abs_().add_(minus_worse, alpha=big)
         dist = torch.minimum(d_plus, d_minus, out=d_plus)  # finite: never both candidates strictly worse
-        sig_sq = _sq(torch.clamp(new, min=0.0, out=u))
-    return torch.stack([_sq(dist.mul_(1.0 + beta)), _sq(a), sig_sq, _sq(new), _sq(m)])
+        sig_sq = sq(torch.clamp(new, min=0.0, out=u))
+    return torch.stack([sq(dist.mul_(1.0 + beta)), sq(a), sig_sq, sq(new), sq(m)])
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import pandas as pd
 import torch
 
 from bcd.config import BCDConfig
+from bcd.inputs import make_problem
 from bcd.objective import OBJECTIVE, accuracy, objective_terms
-from bcd.problem import BCDState, Problem, initial_state, make_problem
+from bcd.problem import BCDState, Problem, initial_state
 from bcd.schedule import Step, schedule_for
 
 Tensor = torch.Tensor

@@ -161,7 +161,7 @@ def _is_relu(activation: str | Activation) -> bool:
     raise ValueError(f"inner solvers support activation 'relu' or 'identity', not {name!r}")
 
 
-def _default_kink_rtol(dtype: torch.dtype) -> float:
+def default_kink_rtol(dtype: torch.dtype) -> float:
     """Relative width of the rounding band |z| ≤ rtol·(‖ã‖‖x‖ + |o|) counted as 'on the kink'."""
     return 1e4 * torch.finfo(dtype).eps  # float64: 2.2e-12, float32: 1.2e-3
 
@@ -350,7 +350,7 @@ def _box_least_norm(g: Tensor, J: Tensor, lo: Tensor, hi: Tensor, iters: int = 3
 
 
 def _stationarity(sp: _Split, X: Tensor, kink_rtol: float | None) -> Stationarity:
-    rtol = _default_kink_rtol(X.dtype) if kink_rtol is None else kink_rtol
+    rtol = default_kink_rtol(X.dtype) if kink_rtol is None else kink_rtol
     Z = sp.z(X)
     g = (X - sp.center()).mul_(sp.mu)
     if not sp.relu:
@@ -665,7 +665,7 @@ def _solve(sp: _Split, X0: Tensor, *, eta: float, max_iter: int, kink_rtol: floa
            chunk_elems: int, explore: bool = True) -> tuple[Tensor, InnerInfo]:
     dtype = X0.dtype
     eps = torch.finfo(dtype).eps
-    rtol = _default_kink_rtol(dtype) if kink_rtol is None else kink_rtol
+    rtol = default_kink_rtol(dtype) if kink_rtol is None else kink_rtol
     X = X0.clone()
     v_before = sp.values(X)
     v_cur = v_before.clone()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from bcd.blocks import affine
-from bcd.reduction import over_samples
+from bcd.reduction import sample_sq, sq
 
 if TYPE_CHECKING:  # the problem module imports this one
     from bcd.config import BCDConfig
@@ -57,10 +57,6 @@ def fit_term(i: int) -> str:
 def reg_term(i: int) -> str:
     """Column name of λ/2‖W̃_i‖²."""
     return f"reg_{i}"
-
-
-def _sq(t: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(t).square()
 
 
 @dataclass(frozen=True)
@@ -164,7 +160,7 @@ def touching(terms: tuple[Term, ...], block: Block) -> tuple[Term, ...]:
 
 
 def _loss_value(state: BCDState, problem: Problem) -> Tensor:
-    return 0.5 * problem.c * over_samples(_sq(state.V[state.N] - problem.Y))
+    return 0.5 * problem.c * sample_sq(state.V[state.N] - problem.Y)
 
 
 def _act_value(i: int, skip: bool) -> Callable:
@@ -172,14 +168,14 @@ def _act_value(i: int, skip: bool) -> Callable:
         A = state.V[i] - problem.sigma(i, state.U[i])
         if skip:
             A = A - state.V[i - 1]
-        return 0.5 * problem.config.gamma * over_samples(_sq(A))
+        return 0.5 * problem.config.gamma * sample_sq(A)
 
     return value
 
 
 def _aff_value(i: int) -> Callable:
     def value(state: BCDState, problem: Problem) -> Tensor:
-        return 0.5 * problem.config.gamma * over_samples(_sq(state.U[i] - affine(state.W[i], state.V[i - 1])))
+        return 0.5 * problem.config.gamma * sample_sq(state.U[i] - affine(state.W[i], state.V[i - 1]))
 
     return value
 
@@ -187,13 +183,13 @@ def _aff_value(i: int) -> Callable:
 def _fit_value(i: int) -> Callable:
     def value(state: BCDState, problem: Problem) -> Tensor:
         fit = state.V[i] - problem.sigma(i, affine(state.W[i], state.V[i - 1]))
-        return 0.5 * problem.config.gamma * over_samples(_sq(fit))
+        return 0.5 * problem.config.gamma * sample_sq(fit)
 
     return value
 
 
 def _reg_value(i: int) -> Callable:
     def value(state: BCDState, problem: Problem) -> Tensor:
-        return 0.5 * problem.config.lam * _sq(state.W[i])
+        return 0.5 * problem.config.lam * sq(state.W[i])
 
     return value

@@ -7,8 +7,27 @@ gaps), and the accuracy counts.  Each of them is formed from the local columns a
 of columns, W replicated) installs a :class:`Reduction` whose ``sum_`` all-reduces in place, and then gets the
 same iterates as one process up to the summation order.  Nothing else in the engine needs to change.
 
-Not yet through the seam: the recorder's in-stream formulas and the generic path's autograd residuals
-(they form norms of n-sized blocks directly); a sharded recorder must route those squared sums here too.
+The recorder goes through it too, keeping squared sums until after the reduction (a norm of an n-sized block is
+``sample_norm`` = √(over_samples(local ‖·‖²)); W-sized quantities, and products that already came through the seam
+(Grams, cross products), are replicated and never reduced again): ‖ΔX‖² and the block norms of V and U (so dQ_sq,
+the norm columns and B), ‖X̃‖, the squared norms of the V, U components of g^k, every inner product and squared
+norm of an n-sized block in the fast path's decreases and exactness residuals (numerators and scales, the five
+squared sums of :func:`bcd.activations.u_block_residual`, the W̃_1 sketch's EX̃ᵀZ), the train-accuracy count, and
+the run's n (the descent constants, the trace's meta).  The generic path's subproblems (:mod:`bcd.subproblems`):
+the prox and linearised-loss terms of a value; the residual summands, each term's gradient taken of its local value
+(:func:`locally`) and for W̃ and a sample term then summed over shards, and their norms; the V stationarity and the
+rule tolerance of an inner-solver block.
+
+The generic path's g^k (:func:`verification.subgradient.least_norm_subgradient`): each sample term's gradient is
+taken of its local value and, for W̃, summed over shards; the two-splitting's coupled kink QP forms EṼᵀ, ‖R_V‖²,
+‖Ṽ‖₂² and its Frank–Wolfe gap through the seam.
+
+Not through the seam, by design: Algorithm 1's ReLU inner solvers (:mod:`bcd.inner`).  The W̃_i problem of a row is
+coupled over samples by more than sums: its exact line search minimises a piecewise quadratic whose breakpoints come
+from every sample, and its sample-space (Woodbury) piece step factors an n×n matrix; a sample-sharded engine must
+gather those (or use the dense path and a distributed line search), which is the sharding work itself, not a seam.
+Their whole-block stopping rule and the W̃_i stationarity the recorder reads from them are in the same module.
+The audit of saved iterates (:mod:`verification.audit`) reads whole iterates in one process.
 """
 
 from __future__ import annotations
@@ -45,3 +64,57 @@ def using(reduction: Reduction) -> Iterator[Reduction]:
         yield reduction
     finally:
         _active = previous
+
+
+# ---------------------------------------------------------------- norms: n-sized (sharded) versus W-sized (replicated)
+# V_i and U_i blocks (and anything formed column by column from them, X and Y included) are n-sized: each shard holds
+# its own columns, and a squared norm or an inner product is a sum over samples.  W̃_i blocks, and every product that
+# already went through the seam (Grams, cross products), are replicated: summing them again would count them K times.
+
+
+def sq(t: Tensor) -> Tensor:
+    """‖t‖² of a replicated (W-sized) tensor, or of a local part: never reduced."""
+    return torch.linalg.vector_norm(t).square()
+
+
+def norm(t: Tensor) -> Tensor:
+    """‖t‖ of a replicated (W-sized) tensor, or of a local part: never reduced."""
+    return torch.linalg.vector_norm(t)
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    """⟨a, b⟩ of two replicated (W-sized) tensors: never reduced."""
+    return torch.vdot(a.reshape(-1), b.reshape(-1))
+
+
+def sample_sq(t: Tensor) -> Tensor:
+    """‖t‖² of an n-sized tensor (samples as columns), summed over every shard."""
+    return over_samples(torch.linalg.vector_norm(t).square())
+
+
+def sample_norm(t: Tensor) -> Tensor:
+    """‖t‖ of an n-sized tensor: the square root of the squared sum, taken after the reduction."""
+    return sample_sq(t).sqrt()
+
+
+def sample_dot(a: Tensor, b: Tensor) -> Tensor:
+    """⟨a, b⟩ of two n-sized tensors, summed over every shard."""
+    return over_samples(torch.vdot(a.reshape(-1), b.reshape(-1)))
+
+
+def block_sq(block: str, t: Tensor) -> Tensor:
+    """‖t‖² of a tensor shaped like block ``block``: over every shard for V and U (n-sized), local for W."""
+    return sq(t) if block == "W" else sample_sq(t)
+
+
+def block_norm(block: str, t: Tensor) -> Tensor:
+    """‖t‖ of a tensor shaped like block ``block`` (:func:`block_sq`, square root after the reduction)."""
+    return block_sq(block, t).sqrt()
+
+
+@contextlib.contextmanager
+def locally() -> Iterator[Reduction]:
+    """Sums over samples stay local (the identity reduction) inside the ``with`` block: for the local part of a
+    sum whose reduction the caller does itself (e.g. autograd of a term's value with respect to a replicated W)."""
+    with using(Reduction()) as reduction:
+        yield reduction

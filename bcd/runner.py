@@ -9,8 +9,9 @@ from pathlib import Path
 from bcd.config import RunConfig
 from bcd.data import load_dataset
 from bcd.engine import TrainResult, run
+from bcd.inputs import make_problem
 from bcd.objective import OBJECTIVE
-from bcd.problem import initial_state, make_problem
+from bcd.problem import initial_state
 from bcd.rundir import (
     CONFIG,
     ENVIRONMENT,

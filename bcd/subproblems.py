@@ -24,6 +24,11 @@ step, or a mutant, that updates V_2 is judged against V_2's subproblem.  It give
 
 These generic forms evaluate the touched terms with autograd; the recorder's fast path for Algorithm
 2 has in-stream formulas for the same quantities and is tested against these.
+
+Sums over samples (MATH.md §10) go through :mod:`bcd.reduction`: a term's gradient is taken of its *local* value
+(the seam held at the identity) and, for the replicated W̃ block and a sample term, then summed over the shards;
+a V or U gradient is column-local and stays so.  Norms of V- and U-sized summands are square roots of squared sums
+reduced over samples; those of W-sized summands are local (they are already totals: never reduced twice).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from bcd.activations import u_block_residual
 from bcd.blocks import affine
 from bcd.model import LOSS, Block, Term, touching
 from bcd.problem import BCDState, Problem
+from bcd.reduction import block_norm, block_sq, locally, over_samples, sample_dot
 
 Tensor = torch.Tensor
 
@@ -74,11 +80,11 @@ class Subproblem:
         total = X.new_zeros(())
         for t in self.terms:
             if t.id == LOSS and self.linearised_loss:
-                total = total + torch.vdot(_grad_R(old, problem).reshape(-1), (X - old).reshape(-1))
+                total = total + sample_dot(_grad_R(old, problem), X - old)
             else:
                 total = total + t.value(at, problem)
         if self.omega:
-            total = total + 0.5 * self.omega * torch.linalg.vector_norm(X - old).square()
+            total = total + 0.5 * self.omega * block_sq(self.block, X - old)
         return total
 
     def summands(self, state: BCDState, problem: Problem, X: Tensor) -> list[Tensor]:
@@ -98,10 +104,11 @@ class Subproblem:
         return out
 
     def _term_grad(self, t: Term, state: BCDState, problem: Problem, X: Tensor) -> Tensor:
+        """∇t at X: the gradient of the local value; for W̃ (replicated) and a sample term, summed over the shards."""
         leaf = X.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), locally():
             (g,) = torch.autograd.grad(t.value(self._with(state, leaf), problem), leaf)
-        return g
+        return over_samples(g) if self.block == "W" and t.kind != "reg" else g
 
     def solved_inexactly(self, problem: Problem) -> bool:
         """Algorithm 1's nonconvex blocks (σ nonlinear): W_i (i < N) and V_i (i < N − 1) use an inner solver."""
@@ -123,6 +130,8 @@ class Subproblem:
             S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
             st = stationarity_V(new, S, state.V[i + 1], state.W[i + 1], old, gamma=cfg.gamma, alpha=cfg.alpha,
                                 activation=cfg.activation)
+        if self.block == "V":  # column-local problems: ‖per-column norms‖ over every sample shard
+            return float(block_norm("V", st.per_problem))
         return float(st.norm)
 
     def residual(self, state: BCDState, problem: Problem, new: Tensor) -> Tensor:
@@ -135,8 +144,8 @@ class Subproblem:
             return u_block_residual(new, a, None, (cfg.gamma + cfg.alpha) / cfg.gamma, "relu",
                                     m_parts=(P, state.U[self.layer], cfg.gamma, cfg.alpha))
         parts = self.summands(state, problem, new)
-        total = torch.stack([torch.linalg.vector_norm(p) for p in parts]).sum()
-        r = torch.linalg.vector_norm(torch.stack(parts).sum(dim=0))
+        total = torch.stack([block_norm(self.block, p) for p in parts]).sum()
+        r = block_norm(self.block, torch.stack(parts).sum(dim=0))
         return torch.where(total > 0, r / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(r))
 
 

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from bcd import BCDConfig, initial_state, make_problem
+from bcd import BCDConfig, initial_state
 from bcd.data import load_mnist
 from bcd.engine import sweep
+from bcd.inputs import make_problem
 from bcd.schedule import schedule_for
 
 MATMULS = {torch.matmul, torch.mm, torch.Tensor.__matmul__, torch.Tensor.mm}

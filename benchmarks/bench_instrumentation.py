@@ -43,8 +43,9 @@ from bcd.cli import parse_widths
 from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
 from bcd.engine import run
+from bcd.inputs import make_problem
 from bcd.objective import objective_terms
-from bcd.problem import initial_state, make_problem
+from bcd.problem import initial_state
 from verification import schema as S  # noqa: N812
 from verification.recorder import PRESETS, Recorder
 

@@ -43,7 +43,8 @@ import json, sys, time
 import numpy as np
 import torch
 torch.set_num_threads(1)
-from bcd import BCDConfig, initial_state, make_problem
+from bcd import BCDConfig, initial_state
+from bcd.inputs import make_problem
 from bcd.data import load_mnist
 from bcd.engine import sweep
 from bcd.schedule import schedule_for

@@ -8,8 +8,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bcd import BCDConfig, make_problem, train
+from bcd import BCDConfig, train
 from bcd.data import gaussian_mixture, teacher_student
+from bcd.inputs import make_problem
 from bcd.objective import objective
 from bcd.problem import initial_state
 from bcd.schedule import schedule_for

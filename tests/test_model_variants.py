@@ -23,9 +23,10 @@ from bcd.cli import main
 from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
 from bcd.engine import run, train
+from bcd.inputs import make_problem
 from bcd.model import term_names, terms_for
 from bcd.objective import objective
-from bcd.problem import initial_state, make_problem
+from bcd.problem import initial_state
 from bcd.schedule import Step, three_splitting
 from verification import schema as S  # noqa: N812
 from verification.checks import verify
@@ -215,7 +216,7 @@ def test_least_norm_subgradient_is_the_autograd_gradient_for_resnet_off_kinks(da
     p = _problem(data, skip="auto", lam=0.1)
     state = initial_state(p)
     run(p, state, sweeps=3)
-    g = least_norm_subgradient(state, p)
+    g = least_norm_subgradient(state, p).parts
     leaves = {(b, i): t.clone().requires_grad_() for b, i, t in state.blocks()}
     N = p.config.N
     L = _Lres([None] + [leaves[("W", i)] for i in range(1, N + 1)], [p.X] + [leaves[("V", i)] for i in range(1, N + 1)],

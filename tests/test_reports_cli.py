@@ -108,7 +108,7 @@ def test_embedded_defaults_are_the_documented_jobs(monkeypatch):
 
     from bcd.cli import embedded_config
     from bcd.config import RunConfig
-    from reports.cli import DEFAULT_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG_GPU, default_config_name
+    from verification.cli import DEFAULT_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG_GPU, default_config_name
 
     cpu = RunConfig.from_dict(embedded_config(DEFAULT_VERIFY_CONFIG))
     gpu = RunConfig.from_dict(embedded_config(DEFAULT_VERIFY_CONFIG_GPU))

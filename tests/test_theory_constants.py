@@ -12,7 +12,8 @@ import pytest
 import sympy as sp
 import torch
 
-from bcd import BCDConfig, make_problem
+from bcd import BCDConfig
+from bcd.inputs import make_problem
 from bcd.objective import objective
 from bcd.problem import initial_state
 from bcd.schedule import schedule_for

@@ -14,9 +14,10 @@ import pytest
 import sympy as sp
 import torch
 
-from bcd import BCDConfig, make_problem
+from bcd import BCDConfig
 from bcd.activations import get_activation, identity_prox, relu_prox
 from bcd.blocks import update_U_hidden, update_U_N, update_V_hidden, update_V_N, update_V_N_prox_linear, update_W
+from bcd.inputs import make_problem
 from bcd.problem import initial_state
 from bcd.schedule import step_V_N
 from theory import derivations as der

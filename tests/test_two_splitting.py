@@ -21,7 +21,8 @@ from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
 from bcd.engine import run, train
 from bcd.inner import InnerInfo, solve_W
-from bcd.problem import initial_state, make_problem
+from bcd.inputs import make_problem
+from bcd.problem import initial_state
 from bcd.schedule import Step, two_splitting
 from theory.constants import RunConstants
 from verification import schema as S  # noqa: N812

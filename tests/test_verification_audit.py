@@ -90,7 +90,7 @@ def test_least_norm_subgradient_is_the_gradient_off_kinks(activation):
         gap = st.U[i] - st.W[i][:, :-1] @ st.V[i - 1] - st.W[i][:, -1:]
         L = L + 0.5 * g * ((st.V[i] - sig).square().sum() + gap.square().sum()) + 0.5 * cfg.lam * st.W[i].square().sum()
     L.backward()
-    mine = least_norm_subgradient(state, problem)
+    mine = least_norm_subgradient(state, problem).parts
     for key, leaf in leaves.items():
         torch.testing.assert_close(mine[key], leaf.grad, rtol=1e-12, atol=1e-12)
 
@@ -101,7 +101,7 @@ def test_least_norm_subgradient_at_kinks_against_brute_force():
     rng = np.random.default_rng(1)
     problem, state = _problem_and_state("relu", rng, n=8, zeros=True)
     g = problem.config.gamma
-    mine = least_norm_subgradient(state, problem)
+    mine = least_norm_subgradient(state, problem).parts
     U, V = state.U[1], state.V[1]
     R = U - (state.W[1][:, :-1] @ state.V[0] + state.W[1][:, -1:])
     kinks = (U == 0).nonzero().tolist()

@@ -46,6 +46,7 @@ from bcd.rundir import atomic_write, write_text
 from bcd.schedule import schedule_for
 from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
+from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
 
@@ -53,7 +54,6 @@ Tensor = torch.Tensor
 DATA_FILE = "data.npz"
 AUDIT_TOML = "audit.toml"
 SUFFIXES = (".npz", ".safetensors")
-G_DEFINITION = "least_norm"
 HYPERPARAMETERS: dict[str, type] = {
     "gamma": float, "alpha": float, "lam": float, "activation": str, "reduction": str, "vn_update": str,
 }
@@ -185,7 +185,8 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
         state = _to_state(first if k == 0 else load_iterate(path), path, widths, n, X)
         state.sweep = k
         terms = objective_terms(state, problem)
-        g = least_norm_subgradient(state, problem)
+        g_all = least_norm_subgradient(state, problem)
+        g = g_all.parts
         keys = [(b, i) for b, i, _ in state.blocks()]
         stats = [torch.linalg.vector_norm(g[key]).square() for key in keys]
         stats += [torch.linalg.vector_norm(t) for _, _, t in state.blocks()]
@@ -201,6 +202,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
         row[S.DECREASE] = rows[-1][S.OBJECTIVE] - row[S.OBJECTIVE] if rows else math.nan
         row[S.DQ_SQ] = sum(d_sq) if prev is not None else math.nan
         row[S.G_NORM] = math.sqrt(sum(g_sq))
+        row[S.G_NORM_LOWER] = math.sqrt(max(float(g_all.lower_sq), 0.0))
         for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
             row[col] = max((v for (bb, _), v in zip(keys, norms, strict=True) if bb == b), default=math.nan)
         B = max(B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX], n, norm_X_tilde))
@@ -220,7 +222,7 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
     meta = {
         S.META_CONFIG: config, S.META_DTYPE: dtype, S.META_N_SAMPLES: n, S.META_WIDTHS: list(widths),
         S.META_PRESET: "audit", S.META_SOURCE: "audit", S.META_SCHEDULE: {"every": 1},
-        S.META_G_DEFINITION: G_DEFINITION, S.META_BLOCKS_ARE_UPDATES: False,
+        S.META_G_DEFINITION: g_definition(problem), S.META_BLOCKS_ARE_UPDATES: False,
         S.META_FILES: [p.name for p in files],
     }
     block_df = pd.DataFrame(blocks).sort_values([S.SWEEP, S.STEP], kind="stable").reset_index(drop=True) \

@@ -306,6 +306,14 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
                                "violations": [{"level": "sweep", "sweep": int(k[i]), "g_norm": float(g[i]),
                                                "dQ_norm": float(dq[i]), "b": float(bk[i]),
                                                "tolerance": float(rtol)} for i in np.flatnonzero(viol)[:MAX_LISTED]]}
+    lower_note = ""
+    if ctx.trace.meta.get(sc.META_G_DEFINITION) == "least_norm_bracket" and sc.G_NORM_LOWER in sw:
+        lo = sw[sc.G_NORM_LOWER].to_numpy(dtype=float)[keep]
+        lo_ratio = np.where(resolved, lo / np.where(resolved, dq, 1.0), np.nan)
+        details["b_emp_lower"] = float(np.nanmax(lo_ratio)) if np.isfinite(lo_ratio).any() else None
+        if details["b_emp_lower"] is not None:
+            lower_note = (f" (g^k is an element of ∂L; with the certified lower bound of the least norm the ratio "
+                          f"is ≥ {details['b_emp_lower']:.4g})")
     if sc.G_NORM in ctx.trace.blocks and sc.BLOCK in ctx.trace.blocks and len(ctx.trace.blocks):
         bt = ctx.trace.blocks
         names = [block_name(x, i) for x, i in zip(bt[sc.BLOCK], bt[sc.LAYER], strict=True)]
@@ -318,8 +326,8 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
     if unknown is not None:
         common.update(theoretical=None, margin=None, details={**details, "b_final": None, "violations": []})
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
-            f"b_emp = max ‖g^k‖/‖ΔQ^k‖ = {fmt(b_emp)} measured over {int(resolved.sum())} resolved sweeps; "
-            f"not compared: {unknown}"))
+            f"b_emp = max ‖g^k‖/‖ΔQ^k‖ = {fmt(b_emp)} measured over {int(resolved.sum())} resolved sweeps"
+            f"{lower_note}; not compared: {unknown}"))
     if viol.any():
         i = np.flatnonzero(viol)[np.argmax((g / allowed)[viol])]
         return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[i])}}, explanation=(

@@ -1,5 +1,9 @@
 """Verification sub-commands.
 
+``bcd verify [CONFIG | RUN_DIR]``: train with full instrumentation (or read a run directory's saved trace),
+check every claim, write the report.  Exit 0 if every guaranteed claim passed (inconclusive is not a failure
+unless ``--strict``), 1 if a guaranteed claim failed, 2 on bad input.
+
 ``bcd record [CONFIG] --preset standard``: train like ``bcd train`` with a :class:`Recorder` and save
 the trace in the run directory next to ``config.json``.
 
@@ -7,7 +11,8 @@ the trace in the run directory next to ``config.json``.
 Writes the trace and the resolved audit config to ``--out`` (default ``DIR/audit``), prints a summary
 and the verdicts of the checks that do not depend on how the iterates were produced.
 
-Exit code 1 when a check fails, 2 on bad input.
+Exit code 1 when a check fails, 2 on bad input.  ``reports`` imports ``verification``, so the report
+rendering used by ``bcd verify`` is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -15,12 +20,93 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bcd.rundir import write_json
 from verification import schema as S  # noqa: N812
-from verification.verdict import VERDICTS_FILE
+from verification.trace import TRACE_SWEEPS
+from verification.verdict import INCONCLUSIVE, VERDICTS_FILE
+
+if TYPE_CHECKING:
+    from reports.runs import RunData
 
 AUDIT_CONFIG = "audit_config.json"
+DEFAULT_VERIFY_CONFIG = "verify_default.toml"
+DEFAULT_VERIFY_CONFIG_GPU = "verify_default_gpu.toml"
+
+
+def default_config_name() -> str:
+    """The embedded default: the full-size GPU job when CUDA is present, the 2-core CPU job otherwise."""
+    import torch
+
+    return DEFAULT_VERIFY_CONFIG_GPU if torch.cuda.is_available() else DEFAULT_VERIFY_CONFIG
+
+
+def verdict_lines(run: RunData) -> list[str]:
+    from reports.runs import guarantee
+
+    out = []
+    for v in run.verdicts or ():
+        g = guarantee(run, v).guaranteed
+        tag = {True: "guaranteed", False: "not guaranteed", None: "conditional"}[g]
+        mt = f"measured {v.measured:.4g}" if v.measured is not None else "measured —"
+        th = f", theory {v.theoretical:.4g}" if v.theoretical is not None else ""
+        rel = f"  [{v.relation}]" if v.relation else ""
+        out.append(f"  {v.status:<12} {v.claim:<20} {tag:<15} {mt}{th}{rel}")
+    return out
+
+
+def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = False) -> int:
+    """Render the report into ``out``, print the verdicts; 1 if a guaranteed claim failed
+    (with ``strict``, also if one was left inconclusive)."""
+    from reports.document import render_report
+    from reports.runs import failed_guaranteed, guarantee
+
+    report = render_report([run], out, formats=formats)
+    print("\n".join(verdict_lines(run)))
+    for w in report.warnings:
+        print(f"  warning: {w}")
+    failed = failed_guaranteed(run)
+    open_ = [v.claim for v in run.verdicts or () if v.status == INCONCLUSIVE and guarantee(run, v).guaranteed]
+    if open_:
+        kind = "a failure under --strict" if strict else "not a failure; --strict makes it one"
+        print(f"note: guaranteed claim(s) left inconclusive ({kind}): {', '.join(open_)}")
+    print(f"report: {report.html}")
+    if failed:
+        print("FAILED guaranteed claim(s): " + ", ".join(v.claim for v in failed))
+        return 1
+    return 1 if strict and open_ else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bcd.cli import RUN_FLAGS, resolve_run_config
+    from reports.cli import parse_formats
+    from reports.runs import load_run
+    from verification.checks import verify
+    from verification.pipeline import save_verdicts, verify_run
+
+    if args.config and Path(args.config).is_dir():
+        overrides = [f for f in RUN_FLAGS if getattr(args, f, None) is not None]
+        if overrides or args.out:
+            flags = ", ".join("--" + f.replace("_", "-") for f in overrides) or "--out"
+            raise ValueError(f"{flags} only apply when training; {args.config!r} is an existing run directory")
+        if not (Path(args.config) / TRACE_SWEEPS).is_file():
+            raise ValueError(
+                f"run directory {args.config!r} has no trace ({TRACE_SWEEPS}): it was trained without the recorder; "
+                "train and verify in one go with `bcd verify CONFIG.toml --out DIR`"
+            )
+        run = load_run(args.config)
+        run.verdicts = verify(run.trace, run.bcd)
+        save_verdicts(args.config, run.verdicts)
+        return finish(run, Path(args.config), parse_formats(args.figure_formats), args.strict)
+
+    cfg = resolve_run_config(args, default_config_name())
+    # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).
+    overwrite = args.overwrite or (args.config is None and args.out is None)
+    _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset, progress=not args.no_progress,
+                                                 overwrite=overwrite)
+    print((out / "summary.txt").read_text().strip())
+    return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -75,7 +161,22 @@ def _record(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from bcd.cli import add_run_arguments
+    from reports.cli import add_formats
     from verification.recorder import PRESETS
+
+    v = sub.add_parser(
+        "verify",
+        help="train with full instrumentation (or read a run directory), check every claim, write the report",
+        description="CONFIG is a TOML file (train, then verify) or an existing run directory (re-verify its "
+        "saved trace). Without CONFIG: the embedded default (real MNIST; full size on CUDA). "
+        "Exit 0 if every guaranteed claim passes, 1 if one fails, 2 on bad input.",
+    )
+    add_run_arguments(v)
+    v.add_argument("--preset", choices=PRESETS, default="full", help="recorder cost preset (default: full)")
+    v.add_argument("--strict", action="store_true",
+                   help="exit 1 also when a guaranteed claim is left inconclusive (e.g. too few sweeps to resolve it)")
+    add_formats(v)
+    v.set_defaults(func=_verify)
 
     r = sub.add_parser("record", help="train like `bcd train` and save a verification trace next to the config")
     add_run_arguments(r)
@@ -98,4 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_audit)
 
 
-__all__ = ["register", "summary"]
+__all__ = [
+    "DEFAULT_VERIFY_CONFIG", "DEFAULT_VERIFY_CONFIG_GPU", "default_config_name", "finish", "register", "summary",
+    "verdict_lines",
+]

@@ -45,6 +45,12 @@ subproblem's optimality condition written as a sum of uncancelled summands (e.g.
   up to the branch curvature on the minimiser's branch, and positive for a stationary but worse
   candidate, which a stationarity test alone would miss — relative to ‖a‖ + ‖σ(u)‖ + β‖u‖ + β‖m‖.
 * U_N, V_N: the closed-form conditions, e.g. γ(2U⁺ − V_N⁺ − P_N⁻) for U_N.
+
+**Sums over samples** (MATH.md §10) go through :mod:`bcd.reduction`: every squared norm and inner product of an
+n-sized block (V, U, P, E, A, Y and their differences) is ``sample_sq``/``sample_dot``, a norm the square root
+after the reduction (``sample_norm``), and so are EX̃ᵀZ of the W̃_1 sketch and the train-accuracy count.  The
+W̃-sized quantities (W̃, D, the Gram G, EṼᵀ, residual r of a W step) are replicated — G and UṼᵀ came through the
+seam in the engine — and use the local ``sq``/``norm``/``dot``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from bcd.activations import u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
 from bcd.objective import accuracy
 from bcd.problem import BCDState
+from bcd.reduction import dot, norm, over_samples, sample_dot, sample_norm, sample_sq, sq
 from verification import schema as S  # noqa: N812
 
 Tensor = torch.Tensor
@@ -66,7 +73,7 @@ PROBE_SEED = 0
 G_DEFINITION = "optimality_conditions"
 
 
-def _fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
+def fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
     """The products the engine's own steps publish (P for U steps; the Gram ṼṼᵀ and UṼᵀ for W steps,
     with the updated U_i); a user's step may not publish them, so compute what is missing."""
     if block == "U" and "P" not in aux:
@@ -76,18 +83,6 @@ def _fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
             aux["gram"] = augmented_gram(state.V[i - 1])
         if "cross" not in aux:
             aux["cross"] = augmented_cross(state.U[i], state.V[i - 1])
-
-
-def _sq(t: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(t).square()
-
-
-def _norm(t: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(t)
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return torch.vdot(a.reshape(-1), b.reshape(-1))
 
 
 def _ratio(r: Tensor, scale: Tensor) -> Tensor:
@@ -107,26 +102,28 @@ class Algorithm2FastPath:
         if i == N:
             U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
             t = torch.add(old, new).mul_(c + g).sub_(Y, alpha=2 * c).sub_(U, alpha=2 * g)
-            row[S.BLOCK_DECREASE] = -0.5 * _dot(delta, t)
+            row[S.BLOCK_DECREASE] = -0.5 * sample_dot(delta, t)
             self._dV_N = delta
             if full:
                 if self.problem.config.vn_update == "prox_linear":
                     r = torch.sub(old, Y, out=t).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
-                    scale = c * (_norm(old) + _norm(Y)) + (a + g) * _norm(new) + a * _norm(old) + g * _norm(U)
+                    n_old = sample_norm(old)
+                    scale = c * (n_old + sample_norm(Y)) + (a + g) * sample_norm(new) + a * n_old + g * sample_norm(U)
                 else:
                     r = torch.mul(new, c + g + a, out=t).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
-                    scale = (c + g + a) * _norm(new) + c * _norm(Y) + g * _norm(U) + a * _norm(old)
-                row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
+                    scale = (c + g + a) * sample_norm(new) + c * sample_norm(Y) + g * sample_norm(U) \
+                        + a * sample_norm(old)
+                row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
             return
         sig = self.problem.sigma(i, state.U[i])  # σ(U_i^{k-1}): U_i is updated after V_i
         A = torch.sub(new, sig)  # V_i⁺ − σ(U_i⁻); ‖V⁻ − σ‖² − ‖V⁺ − σ‖² = −⟨Δ, 2A − Δ⟩
-        row[S.BLOCK_DECREASE] = -g * _dot(delta, A) + 0.5 * g * row[S.BLOCK_DELTA_SQ] + self._aff_before_V.pop(i)
+        row[S.BLOCK_DECREASE] = -g * sample_dot(delta, A) + 0.5 * g * row[S.BLOCK_DELTA_SQ] + self._aff_before_V.pop(i)
         row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
         self._act_V[i] = (sig, A)  # reused by the U_i step, next
         if full:
             carry = self._carry[i + 1]
             carry["A"] = A
-            carry["A_scale"] = _norm(new) + _norm(sig)
+            carry["A_scale"] = sample_norm(new) + sample_norm(sig)
             carry["A_row"] = row
 
     def _step_U(self, sw, row, i, state, old, new, delta, aux) -> None:
@@ -136,7 +133,7 @@ class Algorithm2FastPath:
         V = state.V[i]  # V_i⁺
         if i == N:  # ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
             t = torch.add(V, P).sub_(old).sub_(new)
-            row[S.BLOCK_DECREASE] = g * _dot(delta, t)
+            row[S.BLOCK_DECREASE] = g * sample_dot(delta, t)
             coef = a - (self.c if self.problem.config.vn_update == "prox_linear" else 0.0)
             g_V = torch.mul(delta, -g, out=t).sub_(self._dV_N, alpha=coef)
             self._dV_N = None
@@ -144,15 +141,15 @@ class Algorithm2FastPath:
             self._carry[i] = {"sweep": sw, "B": P.mul(g)}
             if full:
                 r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
-                row[S.BLOCK_RESIDUAL] = _ratio(_norm(r), 2 * _norm(new) + _norm(V) + _norm(P))
+                row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), 2 * sample_norm(new) + sample_norm(V) + sample_norm(P))
         else:
             s_old, A = self._act_V.pop(i)  # σ(U_i⁻) and A = V_i⁺ − σ(U_i⁻) from the V_i step
             s_new = self.problem.sigma(i, new)
             d_sig = s_new.sub_(s_old) if s_new is not new else torch.sub(new, s_old)  # σ(U⁺) − σ(U⁻)
-            d_sq = _sq(d_sig)
-            act = 2 * _dot(d_sig, A) - d_sq  # ‖V−σo‖² − ‖V−σn‖² = ⟨d, 2A − d⟩
+            d_sq = sample_sq(d_sig)
+            act = 2 * sample_dot(d_sig, A) - d_sq  # ‖V−σo‖² − ‖V−σn‖² = ⟨d, 2A − d⟩
             self._set_g(sw, ("V", i), d_sig, factor=-g, sq=d_sq)  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
-            aff = _dot(delta, torch.add(old, new, out=d_sig).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
+            aff = sample_dot(delta, torch.add(old, new, out=d_sig).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
             row[S.BLOCK_DECREASE] = 0.5 * g * (act - aff)
             self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
             if full:
@@ -165,12 +162,12 @@ class Algorithm2FastPath:
         g, a, lam, full = self.gamma, self.alpha, self.lam, self._level >= 2
         P, G = self._P.pop(i), aux["gram"]
         E = state.U[i] - P  # U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻
-        E_sq = _sq(E)
-        reg_dec = -0.5 * lam * (2 * _dot(old, delta) + _sq(delta)) if lam > 0 else 0.0
+        E_sq = sample_sq(E)  # E is n-sized; W̃, G, EṼᵀ below are replicated (G and UṼᵀ came through the seam)
+        reg_dec = -0.5 * lam * (2 * dot(old, delta) + sq(delta)) if lam > 0 else 0.0
         if i >= 2:
             EV = aux["cross"] - old @ G  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
             DG = delta @ G
-            inner = 2 * _dot(EV, delta) - _dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
+            inner = 2 * dot(EV, delta) - dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
         if i >= 2:
             row[S.BLOCK_DECREASE] = 0.5 * g * inner + reg_dec
             self._aff_before_V[i - 1] = 0.5 * g * (E_sq - inner)
@@ -183,20 +180,20 @@ class Algorithm2FastPath:
             self._set_g(sw, ("W", 1), delta.mul(-a))
         if full:  # r = W̃⁺M − (γUṼᵀ + αW̃⁻), M = γṼṼᵀ + (α+λ)I, written as γ(DṼṼᵀ − EṼᵀ) + λW̃⁺ + αD
             c = a + lam  # ‖γG + cI‖_F² = γ²‖G‖² + 2γc·tr G + c²(d+1)
-            norm_M = (g * g * _sq(G) + 2 * g * c * G.diagonal().sum() + c * c * G.shape[0]).sqrt()
+            norm_M = (g * g * sq(G) + 2 * g * c * G.diagonal().sum() + c * c * G.shape[0]).sqrt()
             if i >= 2:  # the products are there already: exact
                 r = (DG - EV).mul_(g).add_(delta, alpha=a)
                 if lam > 0:
                     r.add_(new, alpha=lam)
-                r_norm, EV_norm = _norm(r), _norm(EV)
+                r_norm, EV_norm = norm(r), norm(EV)
             else:  # W̃_1: Ṽ_0 = X̃ is fixed, sketch with fixed probes Z: ‖r‖_F ≈ ‖rZ‖_F/√s
                 Z, GZ, XtZ = self._probes(G, state.V[0])
-                EVZ = E @ XtZ
+                EVZ = over_samples(E @ XtZ)  # EX̃ᵀZ: a sum over samples
                 rZ = (delta @ GZ).sub_(EVZ).mul_(g).add_(delta @ Z, alpha=a)
                 if lam > 0:
                     rZ.add_(new @ Z, alpha=lam)
-                r_norm, EV_norm = _norm(rZ) / math.sqrt(PROBES), _norm(EVZ) / math.sqrt(PROBES)
-            scale = norm_M * (_norm(new) + _norm(old)) + g * EV_norm
+                r_norm, EV_norm = norm(rZ) / math.sqrt(PROBES), norm(EVZ) / math.sqrt(PROBES)
+            scale = norm_M * (norm(new) + norm(old)) + g * EV_norm
             row[S.BLOCK_RESIDUAL] = _ratio(r_norm, scale)
 
     def _probes(self, G: Tensor, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -220,8 +217,8 @@ class Algorithm2FastPath:
             if "A" in carry:
                 W_hat = W[:, :-1]
                 r = carry["A"].addmm_(W_hat.T, F)
-                scale = carry["A_scale"] + _norm(W_hat) * (_norm(P) + _norm(U))
-                carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(_norm(r), scale)
+                scale = carry["A_scale"] + norm(W_hat) * (sample_norm(P) + sample_norm(U))
+                carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
         sw.pending -= 1
 
     def _defer_accuracy(self, sw, state: BCDState, rec: dict[str, Any]) -> None:
@@ -241,5 +238,6 @@ class Algorithm2FastPath:
         h = self.problem.layer_output(1, P_1, self.problem.X)
         for i in range(2, len(W)):
             h = self.problem.layer_output(i, affine(W[i], h), h)
-        sw.record[S.TRAIN_ACC] = (h.argmax(dim=0) == self.problem.labels).to(torch.float64).mean()
+        correct = (h.argmax(dim=0) == self.problem.labels).sum(dtype=torch.float64)
+        sw.record[S.TRAIN_ACC] = over_samples(correct) / self._n_total  # counts summed over sample shards
         sw.pending -= 1

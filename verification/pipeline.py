@@ -15,7 +15,8 @@ from pathlib import Path
 from bcd import engine
 from bcd.config import BCDConfig, RunConfig
 from bcd.engine import TrainResult
-from bcd.problem import initial_state, make_problem
+from bcd.inputs import make_problem
+from bcd.problem import initial_state
 from bcd.rundir import write_json
 from bcd.schedule import Step
 from verification import schema as S  # noqa: N812

@@ -37,12 +37,12 @@ import torch
 from bcd.blocks import affine
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
-from bcd.reduction import over_samples
+from bcd.reduction import block_norm, block_sq, over_samples, sample_sq
 from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
-from verification.fast_path import G_DEFINITION, Algorithm2FastPath, _fill_aux, _norm, _sq
+from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux
 from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
@@ -119,6 +119,7 @@ class _Sweep:
     pending: int = 0
     seconds: float = 0.0
     g_components: dict | None = None
+    g_lower_sq: Any = math.nan  # certified lower bound of dist(0, ∂L̄(Q^k))² (generic path)
 
 
 
@@ -191,7 +192,7 @@ class Recorder(Algorithm2FastPath):
         cfg = problem.config
         if self._generic is None:  # driven without check_schedule: the configured variant's own schedule
             self.check_schedule(problem, schedule_for(cfg.splitting, cfg.N))
-        self.constants = RunConstants(cfg, problem.widths, problem.n)
+        self.constants = RunConstants(cfg, problem.widths, problem.n_total)  # n over every sample shard
         self.problem, self.state = problem, state
         self.g_components = {}
         self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
@@ -207,14 +208,14 @@ class Recorder(Algorithm2FastPath):
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
         self._n_total = problem.n_total
-        self._norm_X_tilde = math.sqrt(float(over_samples(_sq(problem.X))) + self._n_total)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
+        self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
         self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
         self._acc_pending: tuple[_Sweep, list] | None = None
         self._cum_dq = 0.0
         self._cum_g_sq = 0.0
         first = _Sweep(state.sweep, True)
         for b, _i, t in state.blocks():
-            first.norms[b].append(_norm(t))
+            first.norms[b].append(block_norm(b, t))
         rec = objective_terms(state, problem)
         rec.update(_accuracies(state, problem))
         rec.update({S.TIME_ENGINE: 0.0, S.TIME_HOOKS: 0.0, S.TIME_EVAL: 0.0})
@@ -232,15 +233,16 @@ class Recorder(Algorithm2FastPath):
             self._open.append(sw)
         b, i = step.block, step.layer
         if not self._generic:
-            _fill_aux(b, i, state, aux)
+            fill_aux(b, i, state, aux)
         old = state.get(b, i)
-        if sw.instrumented:
+        if sw.instrumented:  # squared sums of V, U blocks over every sample shard (W is replicated)
             delta = new - old
-            d_sq = _sq(delta)
+            d_sq = block_sq(b, delta)
         else:  # cheap columns only: ‖X⁺ − X⁻‖² without an n-sized temporary
             delta, d_sq = None, torch.dist(new, old).square()
+            d_sq = d_sq if b == "W" else over_samples(d_sq)
         sw.dq_sq.append(d_sq)
-        sw.norms[b].append(_norm(new))
+        sw.norms[b].append(block_norm(b, new))
         if not self._generic and b == "U" and i in self._carry:  # P_i^{k-1} of the last sweep is this aux["P"]
             self._complete(i, aux["P"], old, state.V[i - 1], state.W[i])
         if not self._generic and b == "U" and i == 1 and self._acc_pending is not None:
@@ -266,8 +268,9 @@ class Recorder(Algorithm2FastPath):
         rec = dict(record)
         if self._generic and sw.instrumented and sw.blocks:
             g = least_norm_subgradient(state, self.problem)
-            for key, part in g.items():
+            for key, part in g.parts.items():
                 self._set_g(sw, key, part)
+            sw.g_lower_sq = g.lower_sq
         if sw.instrumented and self._level >= 2 and math.isnan(rec.get(S.TRAIN_ACC, math.nan)):
             if self._generic:
                 rec.update(_accuracies(state, self.problem))
@@ -283,7 +286,7 @@ class Recorder(Algorithm2FastPath):
         """Record the g^k component factor·g_part of block ``key`` (its squared norm until the sweep closes;
         ``sq`` = ‖g_part‖² when already computed)."""
         row = row if row is not None else self._row_of[key]
-        row[S.BLOCK_G_NORM] = (_sq(g_part) if sq is None else sq) * (factor * factor)
+        row[S.BLOCK_G_NORM] = (block_sq(key[0], g_part) if sq is None else sq) * (factor * factor)
         if sw.g_components is not None:
             sw.g_components[key] = g_part.mul(factor)
 
@@ -297,7 +300,7 @@ class Recorder(Algorithm2FastPath):
             info = (aux or {}).get("inner")
             row[S.BLOCK_INNER_ITERS] = math.nan if info is None else float(info.iterations)
             row[S.BLOCK_RULE_HELD] = math.nan if info is None else float(info.rule_held)
-            row[S.BLOCK_RULE_TOL] = self.problem.config.eta * float(torch.linalg.vector_norm(new - old))
+            row[S.BLOCK_RULE_TOL] = self.problem.config.eta * float(block_norm(b, new - old))
             row[S.BLOCK_STATIONARITY] = sub.stationarity(state, self.problem, new)
         problem = self.problem
         after_state = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
@@ -329,6 +332,7 @@ class Recorder(Algorithm2FastPath):
         cols = (S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL)
         blocks = [{c: slot(r[c]) for c in cols} for r in sw.blocks]
         train_acc = slot(sw.record.get(S.TRAIN_ACC, math.nan))
+        g_lower = slot(sw.g_lower_sq)
         host = torch.stack(tensors).cpu().tolist() if tensors else []
 
         def val(s):
@@ -350,6 +354,7 @@ class Recorder(Algorithm2FastPath):
         g_sq = [val(b[S.BLOCK_G_NORM]) for b in blocks]
         complete_g = bool(blocks) and all(math.isfinite(x) for x in g_sq)
         row[S.G_NORM] = math.sqrt(sum(g_sq)) if complete_g else math.nan
+        row[S.G_NORM_LOWER] = math.sqrt(max(val(g_lower), 0.0)) if complete_g else math.nan
         for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
             row[col] = max((val(s) for s in norms[b]), default=math.nan)
         self._B = max(self._B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX],
@@ -402,7 +407,7 @@ class Recorder(Algorithm2FastPath):
         meta = {
             S.META_CONFIG: config,
             S.META_DTYPE: cfg.dtype,
-            S.META_N_SAMPLES: self.problem.n,
+            S.META_N_SAMPLES: self._n_total,
             S.META_WIDTHS: list(self.problem.widths),
             S.META_PRESET: self.preset,
             S.META_SOURCE: "engine",

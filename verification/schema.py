@@ -18,6 +18,7 @@ from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, t
 DECREASE = "decrease"  # L̄(Q^{k-1}) − L̄(Q^k)
 DQ_SQ = "dQ_sq"  # ‖ΔQ^k‖² over all blocks
 G_NORM = "g_norm"  # ‖g^k‖, g^k ∈ ∂L̄(Q^k) built from the block optimality conditions (MATH.md §5)
+G_NORM_LOWER = "g_norm_lower"  # certified lower bound of dist(0, ∂L̄(Q^k)) (generic path, audit); NaN on the fast path
 NORM_W_MAX = "norm_W_max"  # max_i ‖W̃_i^k‖
 NORM_V_MAX = "norm_V_max"  # max_i ‖V_i^k‖
 NORM_U_MAX = "norm_U_max"  # max_i ‖U_i^k‖
@@ -50,7 +51,8 @@ META_WIDTHS = "widths"  # [d_0, ..., d_N]
 META_PRESET = "preset"  # "cheap" | "standard" | "full" | "audit"
 META_SOURCE = "source"  # "engine" (the recorder) or "audit" (iterates from any implementation)
 META_SCHEDULE = "schedule"  # which sweeps carry the preset's per-block columns
-META_G_DEFINITION = "g_definition"  # what G_NORM measures: "optimality_conditions" or "least_norm"
+META_G_DEFINITION = "g_definition"  # what G_NORM measures: "optimality_conditions", "least_norm" or
+# "least_norm_bracket" (an element of ∂L̄, with G_NORM_LOWER below the least norm; verification.subgradient)
 META_BLOCKS_ARE_UPDATES = "blocks_are_updates"  # False for audit traces: block rows are per-iterate blocks
 META_STOP_REASON = "stop_reason"  # why the engine stopped (engine traces)
 META_FILES = "files"  # the iterate files, in order (audit traces)
@@ -74,6 +76,7 @@ __all__ = [
     "DECREASE",
     "DQ_SQ",
     "G_NORM",
+    "G_NORM_LOWER",
     "INSTRUMENTED",
     "LAYER",
     "LOSS",

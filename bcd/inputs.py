@@ -1,0 +1,98 @@
+"""Validation and ingestion of user data: the arrays given to :func:`make_problem` become a :class:`Problem`.
+
+It checks that ``X`` (and ``X_test``) are finite 2-D real or integer arrays, that the targets ``y`` are
+integer labels (one-hot encoded here) or finite real targets with one row per sample, that the numbers of
+samples and features match, and that the requested device exists.  Samples are **rows** in the API (the
+NumPy convention) and become **columns** here, once, as the paper and the engine have them.  Bad input
+raises :class:`ValueError` naming the offending value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bcd.config import BCDConfig
+from bcd.problem import Problem
+
+Tensor = torch.Tensor
+
+
+def _as_matrix(name: str, a, dtype: torch.dtype) -> Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array with samples as rows; got shape {tuple(t.shape)}")
+    if not torch.is_floating_point(t) and t.dtype not in (torch.uint8, torch.int32, torch.int64):
+        raise ValueError(f"{name} has dtype {t.dtype}; allowed: a real floating or integer dtype")
+    t = t.to(dtype)
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        r, c = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name} contains NaN/Inf (first at row {r}, column {c}); all values must be finite")
+    return t
+
+
+def make_problem(
+    X,
+    y,
+    config: BCDConfig,
+    *,
+    X_test=None,
+    y_test=None,
+    n_classes: int | None = None,
+) -> Problem:
+    """Validate the data and build a :class:`Problem`.
+
+    ``X``: (n, d_0), **samples as rows** (the NumPy convention; transposed once to columns here).
+    ``y``: integer labels of shape (n,) (one-hot targets, accuracy reported) or real targets of
+    shape (n, d_N) (regression, e.g. a teacher network's outputs).
+    """
+    dtype = getattr(torch, config.dtype)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available here; allowed: cpu")
+    Xr = _as_matrix("X", X, dtype)
+    n = Xr.shape[0]
+    if n == 0:
+        raise ValueError("X has no samples (shape (0, d)); give at least one row")
+    labels, Y = _targets("y", y, n, n_classes, dtype)
+    n_out = Y.shape[1]
+    labels_test = X_test_c = None
+    if X_test is not None:
+        Xt = _as_matrix("X_test", X_test, dtype)
+        if Xt.shape[1] != Xr.shape[1]:
+            raise ValueError(f"X_test has {Xt.shape[1]} features but X has {Xr.shape[1]}; they must match")
+        if y_test is None:
+            raise ValueError("X_test was given without y_test")
+        lt, _Yt = _targets("y_test", y_test, Xt.shape[0], n_out if labels is not None else None, dtype)
+        if labels is None or lt is None:
+            raise ValueError("test data needs integer labels (accuracy is only defined for classification)")
+        labels_test, X_test_c = lt.to(device), Xt.T.contiguous().to(device)
+    return Problem(
+        X=Xr.T.contiguous().to(device),
+        Y=Y.T.contiguous().to(device),
+        config=config,
+        labels=None if labels is None else labels.to(device),
+        X_test=X_test_c,
+        labels_test=labels_test,
+    )
+
+
+def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
+    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} samples but X has {n}; they must match")
+    if t.ndim == 2 and torch.is_floating_point(t):
+        return None, _as_matrix(name, t, dtype)
+    if t.ndim != 1 or torch.is_floating_point(t):
+        raise ValueError(
+            f"{name} must be integer labels of shape (n,) or real targets (n, d_N); got {t.dtype} {tuple(t.shape)}"
+        )
+    t = t.to(torch.int64)
+    k = int(t.max()) + 1 if n_classes is None else n_classes
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= k:
+        raise ValueError(f"{name} has labels in [{lo}, {hi}]; allowed: 0..{k - 1} for {k} classes")
+    Y = torch.zeros(n, k, dtype=dtype)
+    Y[torch.arange(n), t] = 1.0
+    return t, Y
