@@ -290,6 +290,9 @@ VARIANTS = {
     "resnet": dict(skip="auto"),
     "prox-linear, γ < α": dict(vn_update="prox_linear", gamma=0.5, alpha=0.3),
     "prox-linear, mean": dict(vn_update="prox_linear", reduction="mean", gamma=2.0, alpha=0.5),
+    "two, σ = Id": dict(splitting="two", activation="identity"),
+    "two, σ = Id, prox-linear": dict(splitting="two", activation="identity", vn_update="prox_linear", alpha=0.8),
+    "two, ReLU (b not derived)": dict(splitting="two", alpha=1.0),
 }
 
 
@@ -312,8 +315,12 @@ def test_report_verdicts_recorder_and_theory_show_the_same_constants(data, name,
     assert by["sufficient_descent"].theoretical == pytest.approx(K.a(), rel=1e-15)
     assert a_const(run_data) == a_const(bare) == pytest.approx(K.a(), rel=1e-15)
     b_verdict = by["relative_error"].theoretical
-    assert b_theory(run_data) == pytest.approx(b_verdict, rel=1e-12)
-    assert b_theory(bare) == pytest.approx(b_verdict, rel=1e-12)
+    if cfg.splitting == "two" and cfg.activation == "relu":  # MATH.md §7.4: no b anywhere, not a stale one
+        assert b_verdict is None and b_theory(run_data) is None and b_theory(bare) is None
+    else:
+        assert b_verdict == pytest.approx(K.b(float(trace.sweeps[S.BOUND_B].max())), rel=1e-12)
+        assert b_theory(run_data) == pytest.approx(b_verdict, rel=1e-12)
+        assert b_theory(bare) == pytest.approx(b_verdict, rel=1e-12)
     for _, row in trace.blocks.iterrows():
         assert row[S.BLOCK_CONST] == K.block(row[S.BLOCK], int(row[S.LAYER]))
     from theory.claims import claim, claims_for
@@ -322,7 +329,10 @@ def test_report_verdicts_recorder_and_theory_show_the_same_constants(data, name,
     claims = claims_for(cfg, B=B, L0=float(trace.sweeps[S.OBJECTIVE].iloc[0]), n=res.problem.n,
                         widths=res.problem.widths)
     assert claim(claims, "sufficient_descent").constant == pytest.approx(K.a(), rel=1e-15)
-    assert claim(claims, "relative_error").constant == pytest.approx(b_verdict, rel=1e-12)
+    if b_verdict is None:
+        assert claim(claims, "relative_error").constant is None
+    else:
+        assert claim(claims, "relative_error").constant == pytest.approx(b_verdict, rel=1e-12)
     text = dict(theory_rows(run_data))
     a_row = next(v for k, v in text.items() if k.startswith("a = "))
     assert float(a_row) == pytest.approx(K.a(), rel=1e-3)

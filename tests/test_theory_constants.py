@@ -192,3 +192,21 @@ def test_theory_inputs_of_a_trace_take_B_and_L0_from_the_trace():
     assert k.b == pytest.approx(tc.relative_error_constant(1.0, 2.0, 3.0, 2))
     rate_C = k.C
     assert rate_C == pytest.approx(tc.rate_constant(k.a, k.b, 10.0, 0.0))
+
+
+@pytest.mark.parametrize("kw", [dict(splitting="two"), dict(splitting="two", activation="identity"),
+                                dict(splitting="two", vn_update="prox_linear", gamma=0.2, alpha=0.3),
+                                dict(), dict(vn_update="prox_linear", gamma=0.5, alpha=0.3)])
+def test_bcd_theory_shows_the_expression_of_the_constant_it_uses(kw):
+    """The sympy text of a (and of b where it is derived) printed by ``bcd theory`` evaluates to RunConstants' value."""
+    cfg = BCDConfig(hidden=(4, 4), **kw)
+    k = sym.numeric_constants(cfg, B=3.0, n=50)
+    K = tc.RunConstants(cfg, n=50)
+    subs = {S["gamma"]: cfg.gamma, S["alpha"]: cfg.alpha, S["L_R"]: K.L_R, S["B"]: 3.0, S["N"]: cfg.N, S["L_B"]: 1.0}
+    local = {name: S[name] for name in ("gamma", "alpha", "L_R", "B", "N", "L_B")}
+    assert float(sp.sympify(k.expressions["a"], locals=local).subs(subs)) == pytest.approx(K.a(), rel=1e-12)
+    assert k.a_sharp >= K.a() - 1e-15
+    if cfg.splitting == "two" and cfg.activation == "relu":
+        assert k.b is None and k.expressions["b"] == sym.NOT_DERIVED
+    else:
+        assert float(sp.sympify(k.expressions["b"], locals=local).subs(subs)) == pytest.approx(K.b(3.0), rel=1e-12)

@@ -55,6 +55,15 @@ def table(headers: list[str], rows: list[list[Any]], wrap: dict[int, int] | None
     return "\n".join(out)
 
 
+def _value(consts: dict, name: str, missing: str):
+    """A constant's value, or why it has none: an input is missing, or (Algorithm 1, σ nonsmooth) it is not derived."""
+    if consts[name] is not None:
+        return consts[name]
+    from theory.symbolic import NOT_DERIVED
+
+    return "—" if consts["expressions"]["b"] == NOT_DERIVED else missing
+
+
 def render(report: dict[str, Any]) -> str:
     """The readable report of :func:`theory_report` (one string)."""
     cfg, app, claims, consts = report["config"], report["applicability"], report["claims"], report["constants"]
@@ -93,10 +102,9 @@ def render(report: dict[str, Any]) -> str:
             ["L_R", consts["L_R_note"], consts["L_R"]],
             ["L_B", "Lipschitz constant of σ on bounded sets", consts["L_B"]],
             ["B", "bound on all iterates (from a trace)", consts["B"] if consts["B"] is not None else "needs B"],
-            ["δ", consts["expressions"]["delta"], consts["delta"] if consts["delta"] is not None else "needs B"],
-            ["b", consts["expressions"]["b"], consts["b"] if consts["b"] is not None else "needs B"],
-            ["C", consts["expressions"]["C"] + f"  (L̄* = {consts['L_star']:g})",
-             consts["C"] if consts["C"] is not None else "needs B and L̄⁰"],
+            ["δ", consts["expressions"]["delta"], _value(consts, "delta", "needs B")],
+            ["b", consts["expressions"]["b"], _value(consts, "b", "needs B")],
+            ["C", consts["expressions"]["C"] + f"  (L̄* = {consts['L_star']:g})", _value(consts, "C", "needs B and L̄⁰")],
             ["α bound (seeds)", consts["expressions"]["alpha_bound_seeds"], consts["alpha_bound_seeds"]],
             ["α bound (derived)", consts["expressions"]["alpha_bound_derived"], consts["alpha_bound_derived"]],
         ], {1: 70}),

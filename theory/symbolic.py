@@ -183,6 +183,9 @@ RATE_C = B_SYM**2 * (L0 - L_star) / A_SYM  # C = b²(L̄⁰ − L̄*)/a
 LOSS_LIPSCHITZ = {"sum": sp.Integer(1), "mean": 1 / n_samples}  # L_R = c for R = (c/2)‖V − Y‖²
 
 
+NOT_DERIVED = "not derived for Algorithm 1 with a nonsmooth σ (MATH.md §7.4)"
+
+
 def delta_expr(vn_update: str = "prox", variant: str = "three") -> sp.Expr:
     """δ of the relative-error lemma: three-splitting/ResNet (MATH.md §4.3) or Algorithm 1 with σ = Id."""
     if variant == "two":
@@ -280,6 +283,10 @@ def numeric_constants(
         vals[S["L0"]] = float(L0)
     a_expr = sufficient_descent(config.activation, config.vn_update)
     a_sharp = _num(sufficient_descent(config.activation, config.vn_update, sharp=True), vals)
+    if config.splitting == "two":  # Algorithm 1: α/2 on every block (MATH.md §7 item 1), the V_N step's own if prox-linear
+        a_expr = sp.Min(alpha / 2, prox_linear_descent()["block_constant"]) if config.vn_update == "prox_linear" \
+            else alpha / 2
+        a_sharp = _num(a_expr, vals)
     blocks = {k: _num(v.expr, vals) for k, v in block_constants(config.activation).items()}
     from bcd.model import variant_name
 
@@ -297,6 +304,9 @@ def numeric_constants(
     except UnknownConstant:
         b_num = delta_num = None
     b_text = sp.sstr(b_expr) + ("*sqrt(2)" if K.skip_factor != 1.0 else "")
+    d_text = sp.sstr(d_expr)
+    if variant == "two" and config.activation != "identity":  # MATH.md §7.4: no formula to show
+        d_text = b_text = NOT_DERIVED
     return Constants(
         a=a_num,
         a_sharp=a_sharp,
@@ -313,7 +323,7 @@ def numeric_constants(
         alpha_bound_seeds=_num(pl["alpha_bound_seeds"], vals),
         alpha_bound_derived=_num(pl["alpha_bound_derived"], vals),
         expressions={
-            "a": sp.sstr(a_expr), "delta": sp.sstr(d_expr), "b": b_text,
+            "a": sp.sstr(a_expr), "delta": d_text, "b": b_text,
             "C": "b**2*(L0 - L_star)/a",
             "alpha_bound_seeds": sp.sstr(pl["alpha_bound_seeds"]),
             "alpha_bound_derived": sp.sstr(pl["alpha_bound_derived"]),
