@@ -283,7 +283,7 @@ def numeric_constants(
         vals[S["L0"]] = float(L0)
     a_expr = sufficient_descent(config.activation, config.vn_update)
     a_sharp = _num(sufficient_descent(config.activation, config.vn_update, sharp=True), vals)
-    if config.splitting == "two":  # Algorithm 1: α/2 on every block (MATH.md §7 item 1), the V_N step's own if prox-linear
+    if config.splitting == "two":  # Algorithm 1: α/2 on every block (MATH.md §7 item 1); prox-linear V_N: its own
         a_expr = sp.Min(alpha / 2, prox_linear_descent()["block_constant"]) if config.vn_update == "prox_linear" \
             else alpha / 2
         a_sharp = _num(a_expr, vals)
