@@ -16,8 +16,9 @@ from bcd.data import gaussian_mixture, teacher_student
 from bcd.engine import train
 from bcd.problem import BCDState, Problem
 from verification import schema as S  # noqa: N812
-from verification.audit import AUDIT_TOML, IterateWriter, audit, least_norm_subgradient
+from verification.audit import AUDIT_TOML, IterateWriter, audit
 from verification.recorder import Recorder
+from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
 
 

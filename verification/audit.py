@@ -29,25 +29,19 @@ The subdifferential and its least-norm element: :mod:`verification.subgradient`.
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import itertools
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bcd.config import ACTIVATIONS, REDUCTIONS, VN_UPDATES, BCDConfig
-from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, write_text
-from bcd.schedule import schedule_for
-from theory.constants import RunConstants, iterate_bound
-from verification import schema as S  # noqa: N812
-from verification.subgradient import definition as g_definition
-from verification.subgradient import least_norm_subgradient
+from verification.auditor import Auditor
 from verification.trace import Trace
 
 Tensor = torch.Tensor
@@ -62,15 +56,47 @@ HYPERPARAMETERS: dict[str, type] = {
 # --------------------------------------------------------------------------- reading a directory
 
 
-def iterate_files(directory: str | Path) -> list[Path]:
-    """The per-sweep files of an audit directory, sorted by name (the data file excluded)."""
+ITERATE_NAME = re.compile(r"^(?P<stem>[A-Za-z][A-Za-z0-9-]*)_(?P<k>\d+)\.(npz|safetensors)$")
+
+
+def iterate_files(directory: str | Path) -> tuple[list[Path], list[str]]:
+    """The iterate files of an audit directory in sweep order, and the names of the other files (ignored).
+
+    An iterate file is named ``<stem>_<k>.npz`` or ``<stem>_<k>.safetensors`` (k = 0 for Q⁰, then 1, 2, …: sorted
+    by k, not by name), with one stem for the whole directory (``iter_000000.npz``, ``iter_000001.npz``, …).  Every
+    other file (``data.npz``, ``audit.toml``, a ``meta.npz`` of your own) is ignored, and the audit says so."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"audit directory {str(directory)!r} does not exist")
-    files = sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.name != DATA_FILE and p.is_file())
-    if not files:
-        raise ValueError(f"{str(directory)!r} holds no iterate files (*.npz or *.safetensors besides {DATA_FILE})")
-    return files
+    found: dict[str, list[tuple[int, Path]]] = {}
+    ignored = []
+    for p in sorted(directory.iterdir()):
+        if not p.is_file():  # e.g. the audit's own output folder
+            continue
+        m = ITERATE_NAME.match(p.name)
+        if m is None:
+            if p.name not in (DATA_FILE, AUDIT_TOML):
+                ignored.append(p.name)
+            continue
+        found.setdefault(m["stem"], []).append((int(m["k"]), p))
+    if not found:
+        raise ValueError(f"{str(directory)!r} holds no iterate files: expected <stem>_<k>.npz or .safetensors, "
+                         f"e.g. iter_000000.npz (Q⁰), iter_000001.npz, …" + (
+                             f"; found only {', '.join(ignored[:8])}" if ignored else ""))
+    if len(found) > 1:
+        raise ValueError(f"{str(directory)!r} mixes iterate files with the stems {', '.join(sorted(found))}; "
+                         "keep one run per directory")
+    (stem, items), = found.items()
+    items.sort()
+    ks = [k for k, _ in items]
+    if len(set(ks)) != len(ks):
+        dup = sorted({k for k in ks if ks.count(k) > 1})
+        raise ValueError(f"{str(directory)!r} has two files for sweep {dup[0]} ({stem}_{dup[0]}.*): one per sweep")
+    if ks != list(range(ks[0], ks[0] + len(ks))):
+        gap = next(k for a, k in itertools.pairwise(ks) if k != a + 1)
+        raise ValueError(f"{str(directory)!r}: the iterate files jump to sweep {gap} ({stem}_{gap}.*); "
+                         "a missing sweep hides its updates")
+    return [p for _, p in items], ignored
 
 
 def load_iterate(path: Path) -> dict[str, np.ndarray]:
@@ -120,23 +146,6 @@ def _read_data(directory: Path):
     return X, Y, y
 
 
-def _to_state(arrays: dict[str, np.ndarray], path: Path, widths: tuple[int, ...], n: int, X: Tensor) -> BCDState:
-    """The iterate of one file as a BCDState on X's device and dtype, every shape checked."""
-    N = len(widths) - 1
-    W, V, U = [None], [X], [None]
-    for i in range(1, N + 1):
-        for key, shape, dest in ((f"W{i}", (widths[i], widths[i - 1] + 1), W), (f"V{i}", (widths[i], n), V),
-                                 (f"U{i}", (widths[i], n), U)):
-            if key not in arrays:
-                raise ValueError(f"{path.name} has no array {key!r}; every file needs W1..W{N}, V1..V{N}, U1..U{N}")
-            a = arrays[key]
-            if tuple(a.shape) != shape:
-                raise ValueError(f"{path.name}: {key} has shape {tuple(a.shape)}; expected {shape} "
-                                 "(W: d_i×(d_(i-1)+1) with the bias last; V, U: d_i×n, samples as columns)")
-            dest.append(torch.as_tensor(np.asarray(a)).to(dtype=X.dtype, device=X.device))
-    return BCDState(W, V, U)
-
-
 def _widths(arrays: dict[str, np.ndarray], path: Path, d0: int) -> tuple[int, ...]:
     N = 0
     while f"W{N + 1}" in arrays:
@@ -149,85 +158,41 @@ def _widths(arrays: dict[str, np.ndarray], path: Path, d0: int) -> tuple[int, ..
 # --------------------------------------------------------------------------- the audit
 
 
-def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *,
+def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *, order=None,
           device: str = "cpu", dtype: str = "float64") -> Trace:
-    """Read an audit directory and return its :class:`Trace` (one sweep row per iterate file)."""
+    """Read an audit directory and return its :class:`Trace`: per block update when ``order`` is declared
+    (:mod:`verification.auditor`), per iterate otherwise.  Ignored files are listed in ``meta["ignored_files"]``."""
     directory = Path(directory)
-    files = iterate_files(directory)
+    files, ignored = iterate_files(directory)
+    if len(files) < 2:
+        raise ValueError(f"{str(directory)!r} holds one iterate ({files[0].name}); the audit needs Q⁰ and at least "
+                         "one sweep")
     hp = read_hyperparameters(directory, overrides)
     X_rows, Y_rows, y = _read_data(directory)
     n, d0 = X_rows.shape
     first = load_iterate(files[0])
     widths = _widths(first, files[0], d0)
     cfg = BCDConfig(hidden=widths[1:-1], sweeps=len(files) - 1, device=device, dtype=dtype,
+                    splitting="three" if any(k.startswith("U") for k in first) else "two",
                     **{k: HYPERPARAMETERS[k](v) for k, v in hp.items()})
-    tdtype = getattr(torch, dtype)
-    dev = torch.device(device)
-    X = torch.as_tensor(X_rows.T.copy(), dtype=tdtype, device=dev)
-    labels = None if y is None else torch.as_tensor(y.astype(np.int64), device=dev)
-    if Y_rows is not None:
-        Y = torch.as_tensor(Y_rows.T.copy(), dtype=tdtype, device=dev)
-    else:
-        if labels.min() < 0 or labels.max() >= widths[-1]:
-            raise ValueError(f"labels y lie in [{int(labels.min())}, {int(labels.max())}]; "
+    targets = y if Y_rows is None else Y_rows
+    if Y_rows is None:
+        if y.min() < 0 or y.max() >= widths[-1]:
+            raise ValueError(f"labels y lie in [{int(y.min())}, {int(y.max())}]; "
                              f"allowed: 0..{widths[-1] - 1} for d_N = {widths[-1]} outputs")
-        Y = torch.nn.functional.one_hot(labels, widths[-1]).T.to(tdtype).contiguous()
-    if Y.shape != (widths[-1], n):
-        raise ValueError(f"targets Y have shape {tuple(Y.T.shape)}; expected ({n}, {widths[-1]}) to match W{cfg.N}")
-    problem = Problem(X=X, Y=Y, config=cfg, labels=labels)
-    consts = RunConstants(cfg, problem.widths, problem.n)
-    order = {(s.block, s.layer): j for j, s in enumerate(schedule_for(cfg.splitting, cfg.N))}
-    rows, blocks = [], []
-    prev: BCDState | None = None
-    B = cum_dq = cum_g_sq = 0.0
-    norm_X_tilde = math.sqrt(float(torch.linalg.vector_norm(X).square()) + n)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
+    elif Y_rows.shape != (n, widths[-1]):
+        raise ValueError(f"targets Y have shape {Y_rows.shape}; expected ({n}, {widths[-1]}) to match W{cfg.N}")
+    aud = Auditor(X_rows, targets, cfg, order=order, n_classes=widths[-1] if Y_rows is None else None,
+                  labels=y if Y_rows is not None else None, files=[p.name for p in files])
     for k, path in enumerate(files):
-        state = _to_state(first if k == 0 else load_iterate(path), path, widths, n, X)
-        state.sweep = k
-        terms = objective_terms(state, problem)
-        g_all = least_norm_subgradient(state, problem)
-        g = g_all.parts
-        keys = [(b, i) for b, i, _ in state.blocks()]
-        stats = [torch.linalg.vector_norm(g[key]).square() for key in keys]
-        stats += [torch.linalg.vector_norm(t) for _, _, t in state.blocks()]
-        if prev is not None:
-            stats += [torch.linalg.vector_norm(state.get(b, i) - prev.get(b, i)).square() for b, i in keys]
-        host = torch.stack(stats).cpu().tolist()
-        m = len(keys)
-        g_sq, norms, d_sq = host[:m], host[m:2 * m], host[2 * m:]
-        row: dict[str, Any] = {S.SWEEP: k, S.INSTRUMENTED: True, S.OBJECTIVE: terms[S.OBJECTIVE]}
-        row.update({t.id: terms[t.id] for t in problem.terms})
-        row[S.TRAIN_ACC] = accuracy(state.W, X, labels, problem) if labels is not None else math.nan
-        row[S.TEST_ACC] = math.nan
-        row[S.DECREASE] = rows[-1][S.OBJECTIVE] - row[S.OBJECTIVE] if rows else math.nan
-        row[S.DQ_SQ] = sum(d_sq) if prev is not None else math.nan
-        row[S.G_NORM] = math.sqrt(sum(g_sq))
-        row[S.G_NORM_LOWER] = math.sqrt(max(float(g_all.lower_sq), 0.0))
-        for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
-            row[col] = max((v for (bb, _), v in zip(keys, norms, strict=True) if bb == b), default=math.nan)
-        B = max(B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX], n, norm_X_tilde))
-        row[S.BOUND_B] = B
-        if prev is not None:
-            cum_dq += math.sqrt(row[S.DQ_SQ])
-            cum_g_sq += sum(g_sq)
-        row[S.CUM_DQ], row[S.CUM_G_SQ] = cum_dq, cum_g_sq
-        rows.append(row)
-        if prev is not None:
-            for j, (b, i) in enumerate(keys):
-                blocks.append({S.SWEEP: k, S.STEP: order[(b, i)], S.BLOCK: b, S.LAYER: i,
-                               S.BLOCK_CONST: consts.block(b, i),
-                               S.BLOCK_DELTA_SQ: d_sq[j], S.BLOCK_G_NORM: math.sqrt(g_sq[j])})
-        prev = state
-    config = {**dataclasses.asdict(cfg), "hidden": list(cfg.hidden)}
-    meta = {
-        S.META_CONFIG: config, S.META_DTYPE: dtype, S.META_N_SAMPLES: n, S.META_WIDTHS: list(widths),
-        S.META_PRESET: "audit", S.META_SOURCE: "audit", S.META_SCHEDULE: {"every": 1},
-        S.META_G_DEFINITION: g_definition(problem), S.META_BLOCKS_ARE_UPDATES: False,
-        S.META_FILES: [p.name for p in files],
-    }
-    block_df = pd.DataFrame(blocks).sort_values([S.SWEEP, S.STEP], kind="stable").reset_index(drop=True) \
-        if blocks else pd.DataFrame()
-    return Trace(pd.DataFrame(rows), block_df, meta)
+        arrays = first if k == 0 else load_iterate(path)
+        try:
+            aud.observe(arrays)
+        except ValueError as e:
+            raise ValueError(f"{path.name}: {e}") from None
+    trace = aud.trace()
+    trace.meta["ignored_files"] = ignored
+    return trace
 
 
 # --------------------------------------------------------------------------- writing our own iterates
