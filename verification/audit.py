@@ -1,10 +1,11 @@
-"""Audit mode: verify iterates produced by *any* implementation of the three-splitting objective.
+"""``bcd audit``: verify iterates produced by *any* implementation of the paper's objectives, read from files.
 
 Input directory ``DIR``:
 
-* one file per sweep, ``*.npz`` or ``*.safetensors`` (sorted by name; the first is Q⁰), with keys
-  ``W1..WN`` (augmented, bias last column, d_i×(d_{i-1}+1)), ``V1..VN``, ``U1..UN`` (d_i×n, samples
-  as columns);
+* one file per sweep, ``<stem>_<k>.npz`` or ``<stem>_<k>.safetensors`` (k = 0 for Q⁰, then 1, 2, … — sorted by k;
+  one stem per directory), with keys ``W1..WN`` (augmented, bias last column, d_i×(d_{i-1}+1)), ``V1..VN`` and, for
+  the three-splitting, ``U1..UN`` (d_i×n, samples as columns).  ``.npz`` files are read without pickle;
+  every other file is ignored, and the audit lists it;
 * ``data.npz``: ``X`` (n×d_0, samples as rows) and ``Y`` (n×d_N targets) and/or ``y`` (n labels;
   one-hot targets when ``Y`` is absent, accuracy when present);
 * hyperparameters in ``audit.toml`` (``gamma``, ``alpha``, optional ``lam``, ``activation``,
@@ -15,16 +16,10 @@ From a notebook, after each sweep k (and once before the first, k = 0)::
     np.savez(f"audit/iter_{k:04d}.npz", **{f"{b}{i}": arr for (b, i), arr in blocks.items()})
     # blocks[("W", i)] = np.hstack([W_i, b_i[:, None]]), blocks[("V", i)] = V_i, blocks[("U", i)] = U_i
 
-then ``bcd audit audit/ --gamma 1 --alpha 5`` (with ``data.npz`` holding X and Y or y).
-
-For every iterate: the faithful L̄ and all its terms (:func:`bcd.objective.objective_terms`),
-‖ΔQ‖², block norms and B, and an algorithm-independent stationarity measure, the norm of the
-least-norm element of the limiting subdifferential ∂L̄(Q) (:func:`least_norm_subgradient`).  The
-result is a :class:`Trace` with ``meta["source"] = "audit"``; its block table holds per-block ‖Δ‖²
-and ‖least-norm component‖ but no decreases (the update order of the other implementation is not
-known), so per-update checks are inconclusive on it by construction.
-
-The subdifferential and its least-norm element: :mod:`verification.subgradient`.
+then ``bcd audit audit/ --gamma 1 --alpha 5 --order three-splitting`` (with ``data.npz`` holding X and Y or y).
+The files are fed to :class:`verification.auditor.Auditor` (the in-process API, which needs no files): with the
+declared order every block update is rebuilt and checked; without it only iterate-level claims are (L̄ and its
+terms, ‖ΔQ‖, B, the least-norm subgradient at each Q^k), and the audit says which claims it left unchecked.
 """
 
 from __future__ import annotations

@@ -254,11 +254,19 @@ class Auditor:
                 raise ValueError(f"sweep {self.state.sweep + 1} is incomplete: {self._cursor} of "
                                  f"{len(self._schedule)} blocks observed")
             tr = self._recorder.trace()
+            blocks = tr.blocks
+            if S.BLOCK_STATIONARITY in blocks and blocks[S.BLOCK_STATIONARITY].notna().any():
+                # inner-solver blocks (Algorithm 1, σ nonlinear): no solver reports here, so whether the stopping rule
+                # dist(0, ∂Φ_X(X⁺)) ≤ η‖X⁺ − X⁻‖ (η = config.eta) held is read from the recomputed stationarity
+                blocks = blocks.copy()
+                inner = blocks[S.BLOCK_STATIONARITY].notna() & blocks[S.BLOCK_RULE_HELD].isna()
+                held = blocks[S.BLOCK_STATIONARITY] <= blocks[S.BLOCK_RULE_TOL]
+                blocks.loc[inner, S.BLOCK_RULE_HELD] = held[inner].astype(float)
             meta = dict(tr.meta)
             meta.update({S.META_SOURCE: "audit", META_ORDER: [s.name for s in self._schedule]})
             if self.files is not None:
                 meta[S.META_FILES] = self.files
-            return Trace(tr.sweeps, tr.blocks, meta)
+            return Trace(tr.sweeps, blocks, meta)
         return _unordered_trace(self.problem, self._states, self.files)
 
     def verify(self) -> list:
