@@ -1,4 +1,5 @@
-"""The ``bcd`` command line.  Exit codes: 0 success, 1 a verified claim failed, 2 bad input.
+"""The ``bcd`` command line.  Exit codes: 0 success, 1 a verified claim failed, 2 bad input, 3 a sharded run
+could not be completed (a rank died or a collective timed out).
 
 Sub-commands are contributed by modules listed in ``COMMANDS``; each has ``register(subparsers)``
 which adds its parser and sets ``func(args) -> int``.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from importlib import resources
 from typing import Any
@@ -57,6 +59,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=None, metavar="K",
+                   help="shard the samples over K processes on this machine (gloo on CPU, NCCL on CUDA; the same "
+                   "iterates as one process); under torchrun leave it out")
     g = p.add_argument_group("overrides of the config file")
     for flag in RUN_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper())
@@ -94,9 +99,18 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
     _result, out = train_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
-    print((out / "summary.txt").read_text().strip())
-    print(f"run directory: {out}")
+    if writes():
+        print((out / "summary.txt").read_text().strip())
+        print(f"run directory: {out}")
     return 0
+
+
+def writes() -> bool:
+    """Whether this process writes and prints (always, except the ranks > 0 of a sharded run)."""
+    from bcd.distributed import current
+
+    shard = current()
+    return shard is None or shard.writer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,14 +128,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SHARDABLE = ("train", "verify", "record")  # the commands that train; the others read files in one process
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bcd import distributed
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    nproc = getattr(args, "nproc", None)
     try:
-        return int(args.func(args))
+        if nproc is not None and not distributed.launched():
+            if nproc < 1:
+                raise ValueError(f"--nproc {nproc} is not allowed; give an integer >= 1")
+            if nproc > 1:
+                return distributed.launch(nproc, _without_nproc(argv))
+        if distributed.launched() and args.command not in SHARDABLE:
+            raise ValueError(f"bcd {args.command} runs in one process; only {', '.join(SHARDABLE)} run sharded")
+        with distributed.session():
+            return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:
-        print(f"bcd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bcd {args.command}{_rank()}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a collective of a sharded run failed: a rank died or timed out
+        if not distributed.launched():
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"bcd {args.command}{_rank()}: error: the sharded run could not be completed (another rank stopped "
+              f"or a collective timed out): {first}", file=sys.stderr)
+        return 3
+
+
+def _rank() -> str:
+    return f" (rank {os.environ['RANK']})" if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1 \
+        else ""
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

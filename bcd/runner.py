@@ -6,8 +6,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from bcd import distributed
 from bcd.config import RunConfig
 from bcd.data import load_dataset
+from bcd.distributed import collectively
 from bcd.engine import TrainResult, run
 from bcd.inputs import make_problem
 from bcd.objective import OBJECTIVE
@@ -37,31 +39,61 @@ def train_from_config(
     """Train as ``cfg`` says and write the run directory ``cfg.out``.
 
     Everything that can be wrong with the input (config values, data shapes, labels, an existing
-    run in ``cfg.out``) is checked before the first file is written."""
+    run in ``cfg.out``) is checked before the first file is written.  In a sharded run
+    (:mod:`bcd.distributed`) each rank trains on its block of samples, rank 0 alone writes, and an error on
+    any rank stops every rank with the same message."""
     ds = load_dataset(cfg.data)
-    problem = make_problem(ds.X_train, ds.y_train, cfg.bcd, X_test=ds.X_test, y_test=ds.y_test, n_classes=ds.n_classes)
+    shard = distributed.join(cfg.bcd.device)
+    data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test)
+    if shard is not None:
+        shard.check_same("configurations", cfg.to_dict())
+        if cfg.bcd.splitting == "two" and cfg.bcd.activation != "identity":
+            raise ValueError("Algorithm 1 with a nonlinear σ cannot be sharded: its inner solvers couple the samples "
+                             "of a row by more than sums (an exact line search over every sample); run it in one "
+                             "process, or use activation = 'identity'")
+        n, n_test = len(ds.X_train), None if ds.X_test is None else len(ds.X_test)
+        data = collectively(shard, lambda: (shard.take(ds.X_train), shard.take(ds.y_train, n),
+                                            None if n_test is None else shard.take(ds.X_test),
+                                            None if n_test is None else shard.take(ds.y_test, n_test)))
+    problem = collectively(shard, make_problem, data[0], data[1], cfg.bcd, X_test=data[2], y_test=data[3],
+                           n_classes=ds.n_classes)
     state = initial_state(problem)
-    out = prepare_run_dir(cfg.out, overwrite)
-    write_json(out / CONFIG, cfg.to_dict())
+    writer = shard is None or shard.writer
+    out = Path(cfg.out)
+    if writer or shard is None:
+        out = collectively(shard, _start_run_dir, cfg, overwrite)
+    else:
+        collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
     t0 = time.perf_counter()
-    result = run(problem, state, hooks=hooks, progress=progress)
+    result = run(problem, state, hooks=hooks, progress=progress and writer)
     wall = time.perf_counter() - t0
-    write_table(out / SWEEPS, result.log)
-    save_weights(out / WEIGHTS, result.weights)
     env = environment(cfg.bcd.device)
-    env.update(wall_time_s=wall, n_train=problem.n, stop_reason=result.stop_reason)
-    write_json(out / ENVIRONMENT, env)
-    write_text(out / SUMMARY, summary_line(cfg, result, wall) + "\n")
+    env.update(wall_time_s=wall, n_train=problem.n_total, stop_reason=result.stop_reason)
+    if shard is not None:
+        engine_s = float(result.log["time_engine_s"].sum())
+        ranks = distributed.rank_record(shard, problem.n, wall, engine_s, int(result.log["sweep"].iloc[-1]))
+        env["distributed"] = {"world_size": shard.world, "backend": shard.backend, "ranks": ranks}
+    if writer:
+        write_table(out / SWEEPS, result.log)
+        save_weights(out / WEIGHTS, result.weights)
+        write_json(out / ENVIRONMENT, env)
+        write_text(out / SUMMARY, summary_line(cfg, result, wall, env["n_train"]) + "\n")
     return result, out
 
 
-def summary_line(cfg: RunConfig, result: TrainResult, wall: float) -> str:
+def _start_run_dir(cfg: RunConfig, overwrite: bool) -> Path:
+    out = prepare_run_dir(cfg.out, overwrite)
+    write_json(out / CONFIG, cfg.to_dict())
+    return out
+
+
+def summary_line(cfg: RunConfig, result: TrainResult, wall: float, n_train: int) -> str:
     last = result.log.iloc[-1]
     widths = "-".join(str(d) for d in result.problem.widths)
     acc = "".join(
         f" {k}={last[k]:.4f}" for k in ("train_acc", "test_acc") if k in last and last[k] == last[k]
     )
     return (
-        f"{cfg.data.dataset} n={result.problem.n} net={widths} gamma={cfg.bcd.gamma:g} alpha={cfg.bcd.alpha:g} "
+        f"{cfg.data.dataset} n={n_train} net={widths} gamma={cfg.bcd.gamma:g} alpha={cfg.bcd.alpha:g} "
         f"sweeps={int(last['sweep'])} objective={last[OBJECTIVE]:.6g}{acc} stop={result.stop_reason} wall={wall:.1f}s"
     )

@@ -58,8 +58,16 @@ def record(cfg: RunConfig, *, preset: str = "standard", schedule: Schedule | int
     result, out = train_from_config(cfg, hooks=[rec], progress=progress, overwrite=overwrite)
     trace = rec.trace()
     trace.meta[S.META_STOP_REASON] = result.stop_reason
-    trace.save(Path(out))
+    if _writes():  # rank 0 of a sharded run (every rank holds the same trace)
+        trace.save(Path(out))
     return result, trace, Path(out)
+
+
+def _writes() -> bool:
+    from bcd.distributed import current
+
+    shard = current()
+    return shard is None or shard.writer
 
 
 def save_verdicts(directory: str | Path, verdicts: list[Verdict]) -> Path:
@@ -76,5 +84,6 @@ def verify_run(cfg: RunConfig, *, preset: str = "full", schedule: Schedule | int
 
     result, trace, out = record(cfg, preset=preset, schedule=schedule, progress=progress, overwrite=overwrite)
     verdicts = verify(trace, cfg.bcd)
-    save_verdicts(out, verdicts)
+    if _writes():
+        save_verdicts(out, verdicts)
     return result, trace, verdicts, out

@@ -1,0 +1,154 @@
+"""Sample-sharded BCD (bcd/distributed.py, MATH.md §10) on real gloo processes against one process: every iterate
+and every trace column equal up to the summation order, the same verdicts; the CLI's --nproc launcher; misuse."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch.multiprocessing as mp
+from dist_worker import VARIANTS, data, rank_main, rows, run_variant
+
+from bcd.distributed import Shard, backend_for
+from verification import schema as S  # noqa: N812
+
+ROUNDOFF_COLUMNS = {S.BLOCK_RESIDUAL}  # exactness residuals are rounding noise (~1e-16): compared as such
+RTOL = 1e-12
+
+
+def _close(a: np.ndarray, b: np.ndarray, name: str, scale: float | None = None) -> None:
+    """Equal to RTOL relative to the column's own scale, or to ``scale`` (entries near zero, e.g. late decreases,
+    are judged against the largest entry: summation order moves them by ~eps·scale)."""
+    if scale is None:
+        scale = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 0.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=RTOL * max(scale, 1e-300), err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def single():
+    d = data()
+    return {name: run_variant(kw, d.X_train, d.y_train) for name, kw in VARIANTS.items()}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_gloo_runs_equal_the_single_process_run(tmp_path, single, world):
+    mp.start_processes(rank_main, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True,
+                       start_method="spawn")
+    for name in VARIANTS:
+        trace1, verdicts1, state1 = single[name]
+        L_scale = float(trace1.sweeps[S.OBJECTIVE].abs().max())
+        objective_cols = {S.OBJECTIVE, *S.term_names(trace1.config, tuple(trace1.meta[S.META_WIDTHS]))}
+        for rank in range(world):
+            out = tmp_path / f"rank{rank}" / name
+            sw, bl = pd.read_parquet(out / "trace_sweeps.parquet"), pd.read_parquet(out / "trace_blocks.parquet")
+            for frame, mine, ref in (("sweeps", sw, trace1.sweeps), ("blocks", bl, trace1.blocks)):
+                assert list(mine.columns) == list(ref.columns)
+                for col in ref.columns:
+                    if col.startswith("time_") or ref[col].dtype.kind not in "fi":
+                        continue
+                    a, b = ref[col].to_numpy(float), mine[col].to_numpy(float)
+                    if col in ROUNDOFF_COLUMNS:
+                        assert (np.nan_to_num(b) < 1e-12).all(), f"{frame}.{col} of rank {rank}"
+                    else:  # L̄'s terms and decreases differ by ~eps·L̄: judged on the scale of L̄
+                        on_L = frame == "sweeps" and (col in objective_cols or col == S.DECREASE)
+                        _close(a, b, f"{name}: {frame}.{col} of rank {rank}", L_scale if on_L else None)
+            state = np.load(out / "state.npz")
+            sl = rows(rank, world)
+            for b, i, t in state1.blocks():
+                ref = t.numpy() if b == "W" else t.numpy()[:, sl]  # W replicated, V and U the rank's own columns
+                _close(ref, state[f"{b}{i}"], f"{name}: {b}{i} of rank {rank}")
+            lines = (out / "verdicts.txt").read_text().splitlines()
+            assert [ln.split()[:2] for ln in lines] == [[v.claim, v.status] for v in verdicts1], name
+
+
+def test_shard_rows_cover_the_samples_once_and_refuse_too_many_ranks():
+    for n, world in ((10, 3), (7, 7), (37, 2)):
+        got = [Shard(r, world, "gloo", None).rows(n) for r in range(world)]
+        assert sum(s.stop - s.start for s in got) == n and got[0].start == 0 and got[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(got, got[1:], strict=False))
+    with pytest.raises(ValueError, match="3 processes for 2 samples"):
+        Shard(0, 3, "gloo", None).rows(2)
+
+
+def test_cuda_backend_refused_clearly_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="NCCL"):
+        backend_for("cuda")
+
+
+# ------------------------------------------------------------------------------ the command line
+
+TRAIN = ["--dataset", "mixture", "--n-train", "41", "--n-test", "17", "--hidden", "5,5", "--sweeps", "4",
+         "--no-progress"]
+ARGS = [*TRAIN, "--figure-formats", "png"]
+
+
+def _bcd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bcd", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_nproc_equals_one_process_and_rank_0_alone_writes(tmp_path):
+    one = _bcd("verify", *ARGS, "--out", str(tmp_path / "one"))
+    two = _bcd("verify", *ARGS, "--out", str(tmp_path / "two"), "--nproc", "2")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert two.stdout.count("report:") == 1  # one rank prints
+    a = pd.read_parquet(tmp_path / "one" / "trace_sweeps.parquet")
+    b = pd.read_parquet(tmp_path / "two" / "trace_sweeps.parquet")
+    for col in (S.OBJECTIVE, S.DQ_SQ, S.G_NORM, S.TRAIN_ACC, S.TEST_ACC, S.BOUND_B):
+        _close(a[col].to_numpy(float)[1:], b[col].to_numpy(float)[1:], col)
+    import json
+
+    env = json.loads((tmp_path / "two" / "environment.json").read_text())["distributed"]
+    assert env["world_size"] == 2 and [r["n_local"] for r in env["ranks"]] == [21, 20]
+    assert env["ranks"][0]["allreduce_bytes_per_sweep"] > 0
+    assert json.loads((tmp_path / "two" / "environment.json").read_text())["n_train"] == 41
+
+
+def test_cli_refuses_misuse_with_one_line_per_rank(tmp_path):
+    too_many = _bcd("train", *TRAIN[:2], "--n-train", "2", *TRAIN[4:], "--out", str(tmp_path / "a"), "--nproc", "3")
+    assert too_many.returncode == 2 and "3 processes for 2 samples" in too_many.stderr
+    assert "Traceback" not in too_many.stderr and not (tmp_path / "a").exists()
+    relu1 = _bcd("train", *TRAIN, "--splitting", "two", "--out", str(tmp_path / "b"), "--nproc", "2")
+    assert relu1.returncode == 2 and "Algorithm 1 with a nonlinear σ cannot be sharded" in relu1.stderr
+    report = _bcd("theory", env={"WORLD_SIZE": "2", "RANK": "0"})
+    assert report.returncode == 2 and "only train, verify, record run sharded" in report.stderr
+
+
+def _launch_by_hand(tmp_path, per_rank_args, timeout_s="30"):
+    env = {**os.environ, "WORLD_SIZE": str(len(per_rank_args)), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(29500 + os.getpid() % 1000), "BCD_DIST_TIMEOUT_S": timeout_s}
+    return [subprocess.Popen([sys.executable, "-m", "bcd", *a], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r, a in enumerate(per_rank_args)]
+
+
+def test_ranks_with_different_configs_are_refused(tmp_path):
+    procs = _launch_by_hand(tmp_path, [["train", *TRAIN, "--out", str(tmp_path / "c")],
+                                       ["train", *TRAIN, "--gamma", "2", "--out", str(tmp_path / "c")]])
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [2, 2]
+    assert all("different configurations" in err for _, err in results), results
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_dead_rank_stops_the_others_with_a_message(tmp_path):
+    long = ["train", "--dataset", "mixture", "--n-train", "400", "--hidden", "50,50", "--sweeps", "100000",
+            "--no-progress", "--out", str(tmp_path / "d")]
+    procs = _launch_by_hand(tmp_path, [long, long])
+    time.sleep(8)  # both are training
+    procs[1].send_signal(signal.SIGKILL)
+    _out, err = procs[0].communicate(timeout=90)
+    procs[1].wait()
+    assert procs[0].returncode == 3, err
+    assert "could not be completed" in err and "Traceback" not in err
