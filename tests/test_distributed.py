@@ -3,12 +3,12 @@ and every trace column equal up to the summation order, the same verdicts; the C
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,7 @@ def test_shard_rows_cover_the_samples_once_and_refuse_too_many_ranks():
     for n, world in ((10, 3), (7, 7), (37, 2)):
         got = [Shard(r, world, "gloo", None).rows(n) for r in range(world)]
         assert sum(s.stop - s.start for s in got) == n and got[0].start == 0 and got[-1].stop == n
-        assert all(a.stop == b.start for a, b in zip(got, got[1:], strict=False))
+        assert all(a.stop == b.start for a, b in itertools.pairwise(got))
     with pytest.raises(ValueError, match="3 processes for 2 samples"):
         Shard(0, 3, "gloo", None).rows(2)
 
