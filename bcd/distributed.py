@@ -47,14 +47,17 @@ class AllReduce(Reduction):
     def __init__(self) -> None:
         self.bytes = 0
         self.calls = 0
+        self.seconds = 0.0  # wall time inside all_reduce (waiting for the other ranks included)
 
     def sum_(self, t: Tensor) -> Tensor:
+        t0 = time.perf_counter()
         if t.is_contiguous():
             dist.all_reduce(t)
         else:  # all_reduce needs contiguous memory; the seam's contract is in place
             tmp = t.contiguous()
             dist.all_reduce(tmp)
             t.copy_(tmp)
+        self.seconds += time.perf_counter() - t0
         self.bytes += t.numel() * t.element_size()
         self.calls += 1
         return t
@@ -197,6 +200,7 @@ def rank_record(shard: Shard, n_local: int, wall_s: float, engine_s: float, swee
     """Per-rank timings, gathered on every rank (the environment record of a sharded run)."""
     mine = {"rank": shard.rank, "n_local": n_local, "wall_s": wall_s, "engine_s": engine_s,
             "allreduce_calls": shard.reduction.calls, "allreduce_bytes": shard.reduction.bytes,
+            "allreduce_s": shard.reduction.seconds,
             "allreduce_bytes_per_sweep": shard.reduction.bytes / max(sweeps, 1),
             "peak_rss_mb": _peak_rss_mb()}
     return shard.gather(mine)
