@@ -79,9 +79,13 @@ def make_problem(
 
 
 def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
-    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-    if t.shape[0] != n:
-        raise ValueError(f"{name} has {t.shape[0]} samples but X has {n}; they must match")
+    try:
+        t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} is not numeric (dtype {np.asarray(y).dtype}); give integer labels or real "
+                         "targets") from None
+    if t.ndim == 0 or t.shape[0] != n:
+        raise ValueError(f"{name} has {0 if t.ndim == 0 else t.shape[0]} samples but X has {n}; they must match")
     if t.ndim == 2 and torch.is_floating_point(t):
         return None, _as_matrix(name, t, dtype)
     if t.ndim != 1 or torch.is_floating_point(t):
@@ -96,3 +100,12 @@ def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
     Y = torch.zeros(n, k, dtype=dtype)
     Y[torch.arange(n), t] = 1.0
     return t, Y
+
+
+def labels(name: str, y, n: int, n_classes: int) -> Tensor:
+    """Integer labels 0..n_classes−1 of n samples (for the accuracy), validated as the targets of
+    :func:`make_problem` are: a ValueError names the value and what is allowed."""
+    t, _ = _targets(name, y, n, n_classes, torch.float64)
+    if t is None:
+        raise ValueError(f"{name} holds real targets; the accuracy needs integer labels of shape ({n},)")
+    return t

@@ -186,7 +186,7 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
         a_text = f"min({a_text}, (2α + γ − L_R)/2)"
     rows = [
         (f"a = {a_text} (sufficient descent)", num(a)),
-        ("b (δ√(3N); Algorithm 1: 3δ) at the iterate bound B (relative error)", num(b)),
+        ("b (δ√(3N), ×√2 with ResNet skips; Algorithm 1: 3δ) at the iterate bound B (relative error)", num(b)),
     ]
     if schema.OBJECTIVE in run.trace.sweeps.columns and b is not None:
         L0 = float(run.trace.sweeps[schema.OBJECTIVE].iloc[0])

@@ -224,6 +224,8 @@ def b_theory(run: RunData) -> float | None:
 G_DEFINITIONS = {
     "optimality_conditions": "built from the block optimality conditions (MATH.md §5)",
     "least_norm": "the least-norm element of the limiting subdifferential (audit, or any update order)",
+    "limiting_element": "an element of the limiting subdifferential, relu′(0) = 0 at kinks (two-splitting traces "
+                        "before the kink QP; its norm bounds the least norm from above)",
     "least_norm_bracket": "an element of the limiting subdifferential from the coupled kink QP (two-splitting with "
                           "ReLU); its norm bounds the least norm from above, the dashed line (‖g‖ lower) from below",
 }
@@ -235,12 +237,17 @@ def g_definition(runs: list[RunData]) -> str:
     return "; ".join(G_DEFINITIONS.get(d, str(d)) for d in sorted(found))
 
 
-def g_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray]:
-    """‖g^k‖/‖ΔQ^k‖ for k ≥ 1 (NaN where ΔQ^k = 0)."""
-    k, g, dq = sweeps_of(run), col(run, schema.G_NORM), np.sqrt(col(run, schema.DQ_SQ))
+def _per_dq(run: RunData, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """column/‖ΔQ^k‖ for k ≥ 1 (NaN where ΔQ^k = 0)."""
+    k, g, dq = sweeps_of(run), col(run, column), np.sqrt(col(run, schema.DQ_SQ))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(dq > 0, g / dq, np.nan)
     return k[k >= 1], ratio[k >= 1]
+
+
+def g_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray]:
+    """‖g^k‖/‖ΔQ^k‖ for k ≥ 1 (NaN where ΔQ^k = 0)."""
+    return _per_dq(run, schema.G_NORM)
 
 
 def g_lower_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray] | None:
@@ -248,10 +255,7 @@ def g_lower_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     if run.trace.meta.get(schema.META_G_DEFINITION) != "least_norm_bracket" or \
             schema.G_NORM_LOWER not in run.trace.sweeps.columns:
         return None
-    k, g, dq = sweeps_of(run), col(run, schema.G_NORM_LOWER), np.sqrt(col(run, schema.DQ_SQ))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(dq > 0, g / dq, np.nan)
-    return k[k >= 1], ratio[k >= 1]
+    return _per_dq(run, schema.G_NORM_LOWER)
 
 
 def running_avg_g_sq(run: RunData) -> tuple[np.ndarray, np.ndarray]:

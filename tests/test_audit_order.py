@@ -298,3 +298,40 @@ def test_cli_without_order_names_what_it_could_not_check_and_strict_exits_1(tmp_
     assert "update order: not declared" in out and "not checked" in out and "block_exactness: the update order" in out
     assert main(["audit", str(d), "--strict", "--out", str(tmp_path / "b")]) == 1
     assert main(["audit", str(d), "--order", "three-splitting", "--strict", "--out", str(tmp_path / "c")]) == 0
+
+
+def test_in_process_misuse_is_a_clear_error():
+    X, Y = toy_data(n=20, d=WIDTHS[0], k=WIDTHS[-1], seed=1)
+    its = run_algorithm2(X, Y, WIDTHS, sweeps=2, gamma=1.0, alpha=2.0)
+    cfg = BCDConfig(hidden=WIDTHS[1:-1], dtype="float64", gamma=1.0, alpha=2.0)
+    aud = Auditor(X.T, Y.T, cfg, order="three-splitting")
+    aud.observe(its[0])
+    with pytest.raises(ValueError, match="observed block 'U3' at step 0 of sweep 1, but the declared order updates V3"):
+        aud.observe_block("U3", its[1]["U3"])
+    aud.observe_block("V3", its[1]["V3"])
+    with pytest.raises(ValueError, match="sweep 1 is incomplete: 1 of 9 blocks"):
+        aud.trace()
+    with pytest.raises(ValueError, match="in the middle of sweep 1"):
+        aud.observe(its[1])
+    two = Auditor(X.T, Y.T, cfg, order="two-splitting")  # three-splitting iterates: U blocks are not its blocks
+    with pytest.raises(ValueError, match="U1, U2, U3 that the 'two' variant does not have"):
+        two.observe(its[0])
+    with pytest.raises(ValueError, match="order entry 3"):
+        Auditor(X.T, Y.T, cfg, order=["V3", "U3", "W3", "Q2"])
+    with pytest.raises(ValueError, match="never updates"):  # refused at construction, before any iterate
+        Auditor(X.T, Y.T, cfg, order=["V3", "U3", "W3"])
+
+
+def test_real_targets_with_labels_give_the_accuracy():
+    X, Y = toy_data(n=20, d=WIDTHS[0], k=WIDTHS[-1], seed=1)
+    its = run_algorithm2(X, Y, WIDTHS, sweeps=2, gamma=1.0, alpha=2.0)
+    cfg = BCDConfig(hidden=WIDTHS[1:-1], dtype="float64", gamma=1.0, alpha=2.0)
+    aud = Auditor(X.T, Y.T, cfg, order="three-splitting", labels=Y.argmax(axis=0))
+    for Q in its:
+        aud.observe(Q)
+    acc = aud.trace().sweeps[S.TRAIN_ACC]
+    assert acc.notna().all() and ((acc >= 0) & (acc <= 1)).all()
+    with pytest.raises(ValueError, match="labels"):
+        Auditor(X.T, Y.T, cfg, labels=np.full(20, 0.7))
+    with pytest.raises(ValueError, match="labels"):
+        Auditor(X.T, Y.T, cfg, labels=np.full(20, 7))

@@ -292,13 +292,23 @@ def test_identity_relative_error_constant_bounds_every_component(data, vn_update
     """Algorithm 1 with σ = Id (RunConstants.delta): the least-norm g^k = ∇L(Q^k) satisfies the derivation's
     per-component bounds — V_N: (α (+L_R))‖ΔV_N‖ + γB(‖ΔW̃_N‖ + ‖ΔV_{N-1}‖); V_i: α‖ΔV_i‖ + γB(‖ΔW̃_i‖ + ‖ΔV_{i-1}‖);
     W̃_i: α‖ΔW̃_i‖ + γB(2B + 1)‖ΔV_{i-1}‖ — and so ‖g^k‖ ≤ 3δ‖ΔQ^k‖; the relative-error claim is guaranteed and
-    passes.  A g^k inflated past 3δ‖ΔQ^k‖ fails it."""
+    passes.  The identities behind those bounds hold exactly (the W̃_1 and V_N bounds are tight, the others loose).
+    A g^k inflated past 3δ‖ΔQ^k‖ fails it."""
     from verification.checks import relative_error
 
     cfg = BCDConfig(hidden=(5, 4), splitting="two", activation="identity", gamma=0.8, alpha=0.6, sweeps=5,
                     vn_update=vn_update, init="kaiming")
-    rec = Recorder("standard")
-    res = train(data.X_train, data.y_train, cfg, hooks=[rec])
+    rec = Recorder("standard", keep_g=True)
+    states = []
+
+    class Keep:  # the iterates Q⁰, Q¹, … for the identities below
+        def on_run_start(self, problem, state):
+            states.append(state.clone())
+
+        def on_sweep_end(self, k, state, record):
+            states.append(state.clone())
+
+    res = train(data.X_train, data.y_train, cfg, hooks=[rec, Keep()])
     trace = rec.trace()
     K = RunConstants(cfg, res.problem.widths, res.problem.n)
     N, g, al = cfg.N, cfg.gamma, cfg.alpha
@@ -315,6 +325,24 @@ def test_identity_relative_error_constant_bounds_every_component(data, vn_update
             own = al + (extra if i == N else 0.0)
             assert gn[("V", i)] <= own * d[("V", i)] + g * B * (d[("W", i)] + d[("V", i - 1)]) + 1e-10
             assert gn[("W", i)] <= al * d[("W", i)] + g * B * (2 * B + 1) * d[("V", i - 1)] + 1e-10
+    # the derivation's identities, exactly: g_X = (∇_X h at Q^k − at the point of X's update) − αΔX
+    c = res.problem.c
+    for k in range(1, cfg.sweeps + 1):
+        Qm, Qp, g_k = states[k - 1], states[k], rec.g_components[k]
+
+        def P(Q, i):
+            return affine(Q.W[i], Q.V[i - 1])
+
+        for i in range(1, N + 1):
+            dV = Qp.V[i] - Qm.V[i]
+            expect = g * (P(Qm, i) - P(Qp, i)) - al * dV
+            if i == N and vn_update == "prox_linear":
+                expect = expect + c * dV  # ∇R(V_N⁺) − ∇R(V_N⁻)
+            torch.testing.assert_close(g_k[("V", i)], expect, rtol=1e-9, atol=1e-9)
+            Vt_m, Vt_p = (torch.cat([Q.V[i - 1], torch.ones_like(Q.V[i - 1][:1])]) for Q in (Qm, Qp))
+            expect_W = (g * (Qp.W[i] @ Vt_p - Qp.V[i]) @ Vt_p.T - g * (Qp.W[i] @ Vt_m - Qp.V[i]) @ Vt_m.T
+                        - al * (Qp.W[i] - Qm.W[i]))
+            torch.testing.assert_close(g_k[("W", i)], expect_W, rtol=1e-9, atol=1e-9)
     v = relative_error(trace, res.problem.config)
     assert v.status == "pass" and v.theoretical == pytest.approx(K.b(float(trace.sweeps[S.BOUND_B].iloc[-1])))
     bad = trace.sweeps.copy()

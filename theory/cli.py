@@ -1,7 +1,8 @@
 """``bcd theory [CONFIG]``: Assumption 1, Theorem 1's conditions, the claims and their constants as tables.
 
 Takes the same config file / override flags as ``bcd train`` (default: the embedded
-``train_default.toml``).  B (bound on all iterates) and L̄⁰ come from ``--trace DIR`` or ``--B`` / ``--L0``;
+``train_default.toml``).  B (bound on ‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖, X̃ included) and L̄⁰ come from ``--trace DIR`` or
+``--B`` / ``--L0``;
 without them the constants that need them are shown as "needs B".  Nothing here imports sympy
 until the command runs, so ``bcd train`` stays sympy-free.
 """
@@ -165,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_arguments(p)
     p.add_argument("--trace", help="trace directory: B = its bound on the iterates (‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖, "
                    "X̃ included), L̄⁰ = its first objective")
-    p.add_argument("--B", dest="B", default=None, help="bound on all iterates (overrides --trace)")
+    p.add_argument("--B", dest="B", default=None, help="bound on ‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖ = (‖V_i‖² + n)^½ and ‖X̃‖ "
+                   "(overrides --trace)")
     p.add_argument("--L0", dest="L0", default=None, help="L̄(Q⁰) (overrides --trace)")
     p.add_argument("--L-star", dest="L_star", default=None, help="lower bound of L̄* (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -51,7 +51,7 @@ HYPERPARAMETERS: dict[str, type] = {
 # --------------------------------------------------------------------------- reading a directory
 
 
-ITERATE_NAME = re.compile(r"^(?P<stem>[A-Za-z][A-Za-z0-9-]*)_(?P<k>\d+)\.(npz|safetensors)$")
+ITERATE_NAME = re.compile(r"^(?P<stem>.+?)_(?P<k>\d+)\.(npz|safetensors)$")
 
 
 def iterate_files(directory: str | Path) -> tuple[list[Path], list[str]]:
@@ -147,6 +147,10 @@ def _widths(arrays: dict[str, np.ndarray], path: Path, d0: int) -> tuple[int, ..
         N += 1
     if N < 2:
         raise ValueError(f"{path.name} holds {N} weight matrices (W1, W2, ...); the audit needs N >= 2 layers")
+    bad = [f"W{i}" for i in range(1, N + 1) if np.ndim(arrays[f"W{i}"]) != 2]
+    if bad:
+        raise ValueError(f"{path.name}: {bad[0]} has shape {np.shape(arrays[bad[0]])}; every W_i is a matrix "
+                         "d_i×(d_(i-1)+1) with the bias last")
     return (d0, *(int(arrays[f"W{i}"].shape[0]) for i in range(1, N + 1)))
 
 
@@ -170,12 +174,8 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *, ord
     cfg = BCDConfig(hidden=widths[1:-1], sweeps=len(files) - 1, device=device, dtype=dtype,
                     splitting="three" if any(k.startswith("U") for k in first) else "two",
                     **{k: HYPERPARAMETERS[k](v) for k, v in hp.items()})
-    targets = y if Y_rows is None else Y_rows
-    if Y_rows is None:
-        if y.min() < 0 or y.max() >= widths[-1]:
-            raise ValueError(f"labels y lie in [{int(y.min())}, {int(y.max())}]; "
-                             f"allowed: 0..{widths[-1] - 1} for d_N = {widths[-1]} outputs")
-    elif Y_rows.shape != (n, widths[-1]):
+    targets = y if Y_rows is None else Y_rows  # labels are validated as make_problem validates targets
+    if Y_rows is not None and Y_rows.shape != (n, widths[-1]):
         raise ValueError(f"targets Y have shape {Y_rows.shape}; expected ({n}, {widths[-1]}) to match W{cfg.N}")
     aud = Auditor(X_rows, targets, cfg, order=order, n_classes=widths[-1] if Y_rows is None else None,
                   labels=y if Y_rows is not None else None, files=[p.name for p in files])

@@ -38,12 +38,13 @@ import torch
 
 from bcd.config import BCDConfig
 from bcd.engine import SWEEP, TEST_ACC, TIME_ENGINE, TIME_EVAL, TIME_HOOKS, TRAIN_ACC, evaluate
+from bcd.inputs import labels as input_labels
 from bcd.inputs import make_problem
 from bcd.objective import objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.reduction import block_norm, block_sq
 from bcd.schedule import Step, schedule_for
-from theory.constants import RunConstants, iterate_bound
+from theory.constants import BLOCK_EXACTNESS, MONOTONE, RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
 from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
@@ -124,20 +125,26 @@ class Auditor:
         self.order = order
         self.problem: Problem = make_problem(X, y, config, n_classes=n_classes)
         if labels is not None:  # real targets y, and labels for the accuracy
-            lab = torch.as_tensor(np.asarray(labels)).to(torch.int64)
-            d_N = self.problem.Y.shape[0]
-            if lab.shape != (self.problem.n,) or int(lab.min()) < 0 or int(lab.max()) >= d_N:
-                raise ValueError(f"labels must be {self.problem.n} integers in 0..{d_N - 1}; got shape "
-                                 f"{tuple(lab.shape)} with values in [{int(lab.min())}, {int(lab.max())}]")
+            lab = input_labels("labels", labels, self.problem.n, self.problem.Y.shape[0])
             self.problem.labels = lab.to(self.problem.X.device)
         self.files = list(files) if files is not None else None
-        self._names = names
-        self._schedule: tuple[Step, ...] | None = None
-        self._recorder = None
+        self.preset = preset
         self.state: BCDState | None = None
         self._cursor = 0
-        self._states: list[BCDState] = []  # unordered audits keep every iterate (they are checked at the end)
-        self.preset = preset
+        self._schedule: tuple[Step, ...] | None = None
+        self._recorder = None
+        self._rows: _IterateRows | None = None
+        if self.ordered:  # refuse an order the recorder cannot handle now, before any iterate is read
+            from verification.recorder import Recorder  # the recorder imports the engine; keep this module light
+
+            N = self.config.N
+            keys = ([(s.block, s.layer) for s in schedule_for(self.config.splitting, N)] if names is None
+                    else [_parse_block(x, j) for j, x in enumerate(names)])
+            self._schedule = tuple(Step(b, i, _never) for b, i in keys)
+            self._recorder = Recorder(preset, path="generic")
+            self._recorder.check_schedule(self.problem, self._schedule)  # names the step it cannot handle
+        else:
+            self._rows = _IterateRows(self.problem, self.files)
 
     # ------------------------------------------------------------------ feeding
 
@@ -148,17 +155,16 @@ class Auditor:
     @property
     def sweeps(self) -> int:
         """Completed sweeps observed so far (Q⁰ excluded)."""
-        if self.state is None:
-            return 0
-        return self.state.sweep if self.ordered else len(self._states) - 1
+        return 0 if self.state is None else self.state.sweep
 
     def observe(self, blocks: Mapping[str, Any]) -> None:
         """The first call gives Q⁰, each later one the iterate after one more sweep (every block of the variant)."""
         if self.state is None:
             self._start(self._as_state(blocks, 0))
             return
-        if not self.ordered:
-            self._states.append(self._as_state(blocks, len(self._states)))
+        if not self.ordered:  # one row per iterate, keeping only the previous one
+            self.state = self._as_state(blocks, self.state.sweep + 1)
+            self._rows.add(self.state)
             return
         if self._cursor:
             raise ValueError(f"observe() got a whole iterate in the middle of sweep {self.state.sweep + 1} "
@@ -192,22 +198,12 @@ class Auditor:
             self._recorder.on_sweep_end(k, self.state, rec)
 
     def _start(self, state: BCDState) -> None:
-        from verification.recorder import Recorder  # the recorder imports the engine; keep this module light
-
         self.state = state
-        if not self.ordered:
-            self._states.append(state)
-            return
-        N = self.config.N
-        if self._names is None:
-            keys = [(s.block, s.layer) for s in schedule_for(self.config.splitting, N)]
-        else:
-            keys = [_parse_block(x, j) for j, x in enumerate(self._names)]
-        self._schedule = tuple(Step(b, i, _never) for b, i in keys)
-        self._recorder = Recorder(self.preset, path="generic")
-        self._recorder.check_schedule(self.problem, self._schedule)  # names the step it cannot handle
         state.sweep = 0
-        self._recorder.on_run_start(self.problem, state)
+        if self.ordered:
+            self._recorder.on_run_start(self.problem, state)
+        else:
+            self._rows.add(state)
 
     # ------------------------------------------------------------------ conversion and validation
 
@@ -233,6 +229,11 @@ class Auditor:
         if missing:
             raise ValueError(f"iterate {k} has no block(s) {', '.join(missing)}; every iterate needs "
                              f"{', '.join(expected)}")
+        extra = sorted(set(blocks) - set(expected))
+        if extra:
+            raise ValueError(f"iterate {k} has block(s) {', '.join(extra)} that the {p.variant!r} variant does not "
+                             f"have (its blocks: {', '.join(expected)}); declare the order of the implementation "
+                             "that wrote them")
         W, V, U = [None], [p.X], [None]
         for i in range(1, N + 1):
             W.append(self._as_tensor(f"W{i}", blocks[f"W{i}"], (widths[i], widths[i - 1] + 1), k))
@@ -247,12 +248,12 @@ class Auditor:
         """The audit trace: per update (ordered) or per iterate (unordered)."""
         if self.state is None:
             raise ValueError("the auditor has observed no iterate")
+        if self._cursor:
+            raise ValueError(f"sweep {self.state.sweep + 1} is incomplete: {self._cursor} of "
+                             f"{len(self._schedule)} blocks observed")
         if self.sweeps < 1:
             raise ValueError("the audit needs at least two iterates (Q⁰ and one sweep); got one")
         if self.ordered:
-            if self._cursor:
-                raise ValueError(f"sweep {self.state.sweep + 1} is incomplete: {self._cursor} of "
-                                 f"{len(self._schedule)} blocks observed")
             tr = self._recorder.trace()
             blocks = tr.blocks
             if S.BLOCK_STATIONARITY in blocks and blocks[S.BLOCK_STATIONARITY].notna().any():
@@ -267,7 +268,7 @@ class Auditor:
             if self.files is not None:
                 meta[S.META_FILES] = self.files
             return Trace(tr.sweeps, blocks, meta)
-        return _unordered_trace(self.problem, self._states, self.files)
+        return self._rows.trace()
 
     def verify(self) -> list:
         """Every check on :meth:`trace` (see :func:`verification.checks.verify`)."""
@@ -280,16 +281,23 @@ def _never(state, problem, i, aux):  # a replayed step is never computed: its ne
     raise RuntimeError("an audit step is replayed from observed iterates, never computed")
 
 
-def _unordered_trace(problem: Problem, states: list[BCDState], files: Sequence[str] | None) -> Trace:
-    """Iterate-level rows: L̄ and its terms, ‖ΔQ‖², block norms, B and the least-norm subgradient at each Q^k."""
-    cfg, n = problem.config, problem.n_total
-    consts = RunConstants(cfg, problem.widths, n)
-    order = {(s.block, s.layer): j for j, s in enumerate(schedule_for(cfg.splitting, cfg.N))}
-    rows, blocks = [], []
-    prev: BCDState | None = None
-    B = cum_dq = cum_g_sq = 0.0
-    norm_X_tilde = math.sqrt(float(block_sq("V", problem.X)) + n)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
-    for k, state in enumerate(states):
+class _IterateRows:
+    """Iterate-level rows of an audit without an order, built as the iterates arrive (only the previous one kept):
+    L̄ and its terms, ‖ΔQ‖², block norms, B and the least-norm subgradient at each Q^k."""
+
+    def __init__(self, problem: Problem, files: Sequence[str] | None) -> None:
+        cfg = problem.config
+        self.problem, self.files, self.n = problem, files, problem.n_total
+        self.consts = RunConstants(cfg, problem.widths, self.n)
+        self.order = {(s.block, s.layer): j for j, s in enumerate(schedule_for(cfg.splitting, cfg.N))}
+        self.rows: list[dict[str, Any]] = []
+        self.blocks: list[dict[str, Any]] = []
+        self.prev: BCDState | None = None
+        self.B = self.cum_dq = self.cum_g_sq = 0.0
+        self.norm_X_tilde = math.sqrt(float(block_sq("V", problem.X)) + self.n)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
+
+    def add(self, state: BCDState) -> None:
+        problem, prev, k = self.problem, self.prev, len(self.rows)
         terms = objective_terms(state, problem)
         g_all = least_norm_subgradient(state, problem)
         keys = [(b, i) for b, i, _ in state.blocks()]
@@ -304,36 +312,41 @@ def _unordered_trace(problem: Problem, states: list[BCDState], files: Sequence[s
         row.update({t.id: terms[t.id] for t in problem.terms})
         acc = evaluate(state, problem, with_accuracy=True)
         row[S.TRAIN_ACC], row[S.TEST_ACC] = acc[TRAIN_ACC], acc[TEST_ACC]
-        row[S.DECREASE] = rows[-1][S.OBJECTIVE] - row[S.OBJECTIVE] if rows else math.nan
+        row[S.DECREASE] = self.rows[-1][S.OBJECTIVE] - row[S.OBJECTIVE] if self.rows else math.nan
         row[S.DQ_SQ] = sum(d_sq) if prev is not None else math.nan
         row[S.G_NORM] = math.sqrt(sum(g_sq))
         row[S.G_NORM_LOWER] = math.sqrt(max(float(g_all.lower_sq), 0.0))
         for b, col in (("W", S.NORM_W_MAX), ("V", S.NORM_V_MAX), ("U", S.NORM_U_MAX)):
             row[col] = max((v for (bb, _), v in zip(keys, norms, strict=True) if bb == b), default=math.nan)
-        B = max(B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX], n, norm_X_tilde))
-        row[S.BOUND_B] = B
+        self.B = max(self.B, iterate_bound(row[S.NORM_W_MAX], row[S.NORM_V_MAX], row[S.NORM_U_MAX], self.n,
+                                           self.norm_X_tilde))
+        row[S.BOUND_B] = self.B
         if prev is not None:
-            cum_dq += math.sqrt(row[S.DQ_SQ])
-            cum_g_sq += sum(g_sq)
-        row[S.CUM_DQ], row[S.CUM_G_SQ] = cum_dq, cum_g_sq
-        rows.append(row)
+            self.cum_dq += math.sqrt(row[S.DQ_SQ])
+            self.cum_g_sq += sum(g_sq)
+        row[S.CUM_DQ], row[S.CUM_G_SQ] = self.cum_dq, self.cum_g_sq
+        self.rows.append(row)
         if prev is not None:
             for j, (b, i) in enumerate(keys):
-                blocks.append({S.SWEEP: k, S.STEP: order[(b, i)], S.BLOCK: b, S.LAYER: i,
-                               S.BLOCK_CONST: consts.block(b, i),
-                               S.BLOCK_DELTA_SQ: d_sq[j], S.BLOCK_G_NORM: math.sqrt(g_sq[j])})
-        prev = state
-    config = {**dataclasses.asdict(cfg), "hidden": list(cfg.hidden)}
-    meta = {
-        S.META_CONFIG: config, S.META_DTYPE: cfg.dtype, S.META_N_SAMPLES: n, S.META_WIDTHS: list(problem.widths),
-        S.META_PRESET: "audit", S.META_SOURCE: "audit", S.META_SCHEDULE: {"every": 1},
-        S.META_G_DEFINITION: g_definition(problem), S.META_BLOCKS_ARE_UPDATES: False, META_ORDER: None,
-    }
-    if files is not None:
-        meta[S.META_FILES] = list(files)
-    block_df = pd.DataFrame(blocks).sort_values([S.SWEEP, S.STEP], kind="stable").reset_index(drop=True) \
-        if blocks else pd.DataFrame()
-    return Trace(pd.DataFrame(rows), block_df, meta)
+                self.blocks.append({S.SWEEP: k, S.STEP: self.order[(b, i)], S.BLOCK: b, S.LAYER: i,
+                                    S.BLOCK_CONST: self.consts.block(b, i),
+                                    S.BLOCK_DELTA_SQ: d_sq[j], S.BLOCK_G_NORM: math.sqrt(g_sq[j])})
+        self.prev = state
+
+    def trace(self) -> Trace:
+        cfg, problem = self.problem.config, self.problem
+        config = {**dataclasses.asdict(cfg), "hidden": list(cfg.hidden)}
+        meta = {
+            S.META_CONFIG: config, S.META_DTYPE: cfg.dtype, S.META_N_SAMPLES: self.n,
+            S.META_WIDTHS: list(problem.widths), S.META_PRESET: "audit", S.META_SOURCE: "audit",
+            S.META_SCHEDULE: {"every": 1}, S.META_G_DEFINITION: g_definition(problem),
+            S.META_BLOCKS_ARE_UPDATES: False, META_ORDER: None, S.META_B_DEFINITION: "iterate_bound",
+        }
+        if self.files is not None:
+            meta[S.META_FILES] = list(self.files)
+        block_df = pd.DataFrame(self.blocks).sort_values([S.SWEEP, S.STEP], kind="stable").reset_index(drop=True) \
+            if self.blocks else pd.DataFrame()
+        return Trace(pd.DataFrame(self.rows), block_df, meta)
 
 
 # --------------------------------------------------------------------------- what an audit could not check
@@ -346,8 +359,7 @@ def unchecked_claims(verdicts: list, trace: Trace) -> list[tuple[str, str]]:
     for v in verdicts:
         if v.guaranteed and v.status == "inconclusive":
             why = v.explanation
-            if trace.meta.get(S.META_BLOCKS_ARE_UPDATES) is False and v.claim in (
-                    "monotone_descent", "block_exactness"):
+            if trace.meta.get(S.META_BLOCKS_ARE_UPDATES) is False and v.claim in (MONOTONE, BLOCK_EXACTNESS):
                 why = ("the update order is unknown, so the state before each block update is unknown: declare it "
                        "with --order to rebuild every block's subproblem (an inexact or wrong block update, such as a "
                        "Jacobi bias step, goes undetected without it)")

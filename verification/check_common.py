@@ -137,7 +137,8 @@ def claim_check(claim: str, title: str) -> Callable:
 
 
 def bound_B(sw: pd.DataFrame) -> np.ndarray:
-    """B_k: the recorded running max of block norms, else the running max of the per-kind maxima."""
+    """B_k: the recorded running bound on the iterates (theory.constants.iterate_bound), else — for a trace without
+    that column — the running max of the per-kind block-norm maxima (which leaves out the ones row and X̃)."""
     if sc.BOUND_B in sw and sw[sc.BOUND_B].notna().any():
         return np.fmax.accumulate(sw[sc.BOUND_B].to_numpy(dtype=float))
     cols = [c for c in (sc.NORM_W_MAX, sc.NORM_V_MAX, sc.NORM_U_MAX) if c in sw]

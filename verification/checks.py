@@ -276,6 +276,9 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
     if b is None:
         K = ctx.constants("b(B) = δ√(3N)")
         try:
+            if K.variant == "two" and ctx.trace.meta.get(sc.META_B_DEFINITION) != "iterate_bound":
+                raise tc.UnknownConstant("this trace's B predates the iterate bound that Algorithm 1's b needs (‖Ṽ_i‖ "
+                                         "with its ones row, X̃): re-record the run to compare with b")
             b_k = np.array([K.b(x) for x in B])
         except tc.UnknownConstant as e:  # no theoretical b (Algorithm 1): b_emp is still measured and reported
             unknown, b_k = str(e), np.full(len(sw), np.nan)

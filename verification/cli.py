@@ -144,7 +144,9 @@ def summary(trace) -> str:
     worst = float(dec.min()) if len(dec) else math.nan
     at = int(sw[S.SWEEP].iloc[1 + int(dec.values.argmin())]) if len(dec) else -1
     last = sw.iloc[-1]
-    order, ignored = trace.meta.get("order"), trace.meta.get("ignored_files") or []
+    from verification.auditor import META_ORDER
+
+    order, ignored = trace.meta.get(META_ORDER), trace.meta.get("ignored_files") or []
     return "\n".join([
         f"audit of {len(sw)} iterates ({len(sw) - 1} sweeps), widths {trace.meta[S.META_WIDTHS]}",
         f"  L̄: {sw[S.OBJECTIVE].iloc[0]:.10g} -> {last[S.OBJECTIVE]:.10g}",

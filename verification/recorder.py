@@ -416,6 +416,7 @@ class Recorder(Algorithm2FastPath):
             S.META_VARIANT: self.problem.variant,
             S.META_RECORDER_PATH: "generic" if self._generic else "fast",
             S.META_BLOCKS_ARE_UPDATES: True,
+            S.META_B_DEFINITION: "iterate_bound",
         }
         blocks = pd.DataFrame(self._block_rows, columns=_BLOCK_COLUMNS)
         return Trace(pd.DataFrame(self._rows), blocks, meta)

@@ -58,6 +58,8 @@ META_STOP_REASON = "stop_reason"  # why the engine stopped (engine traces)
 META_FILES = "files"  # the iterate files, in order (audit traces)
 META_VARIANT = "variant"  # "three" | "resnet" | "two" (bcd.model)
 META_RECORDER_PATH = "recorder_path"  # "fast" (Algorithm 2's in-stream formulas) or "generic" (any order)
+META_B_DEFINITION = "B_definition"  # "iterate_bound" (theory.constants.iterate_bound: ‖W̃‖, ‖U‖, ‖Ṽ‖, X̃); absent in
+# traces written before 2026-12-03, whose B is the largest block norm only
 
 __all__ = [
     "BLOCK",
@@ -81,6 +83,7 @@ __all__ = [
     "LAYER",
     "LOSS",
     "META_BLOCKS_ARE_UPDATES",
+    "META_B_DEFINITION",
     "META_CONFIG",
     "META_DTYPE",
     "META_FILES",

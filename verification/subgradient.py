@@ -41,7 +41,10 @@ V_0 = X is data).  Per layer, over the kink multipliers ξ (:func:`_layer_qp`):
 
 The recorded g^k is the element (``parts``); :attr:`LeastNorm.lower_sq` is the certified lower bound; they coincide
 (up to the QP's accuracy) when no kink is concave.  Entries with |Z_jk| ≤ rtol·‖w̃_j‖‖ṽ_k‖ count as kinks (the
-inner solvers' rounding band, :func:`bcd.inner.default_kink_rtol`), so "at Q" means up to that band.
+inner solvers' rounding band, :func:`bcd.inner.default_kink_rtol`), so "at Q" means up to that band.  For such an
+entry with z > 0, autograd's multiplier z − t lies just outside [min(0, −t), max(0, −t)]; the box is widened to
+contain it (δ = ξ − ξ⁰ ranges over [min(lo − ξ⁰, 0), max(hi − ξ⁰, 0)]), which keeps ξ⁰ feasible and the lower bound
+certified for the point as it is.
 
 The smooth part is differentiated with autograd over the problem's declared terms, so every variant
 and term added to :mod:`bcd.model` is covered without a second formula.
@@ -93,7 +96,7 @@ def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]
             grads = dict(zip(keys, torch.autograd.grad(sample, list(leaves.values())), strict=True))
         for key in keys:
             if key[0] == "W":
-                over_samples(grads[key])
+                grads[key] = over_samples(grads[key])
         reg = [t for t in problem.terms if t.kind == "reg"]
         if reg:
             w_keys = [k for k in keys if k[0] == "W"]
@@ -151,7 +154,7 @@ def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dic
     v_norm = (Vp.square().sum(dim=0) + 1.0).sqrt()  # ‖ṽ_k‖ (local columns)
     band = Z.abs() <= rtol * W.norm(dim=1, keepdim=True) * v_norm.unsqueeze(0)
     jj, kk = band.nonzero(as_tuple=True)  # local kink entries (the multipliers are column-local)
-    n_kinks = over_samples(torch.tensor(float(jj.numel()), dtype=torch.float64))
+    n_kinks = over_samples(torch.tensor(float(jj.numel()), dtype=torch.float64, device=Z.device))
     if float(n_kinks) == 0:
         return
     with_V = i >= 2  # V_0 = X is data

@@ -32,7 +32,7 @@ class Trace:
         return BCDConfig(**self.meta["config"])
 
     def theory_inputs(self) -> dict[str, Any]:
-        """What the theory's constants need from a run: B (the largest running block-norm bound), L0 = L̄(Q⁰),
+        """What the theory's constants need from a run: B (the largest running iterate bound), L0 = L̄(Q⁰),
         n and the widths — keyword arguments of :func:`theory.symbolic.numeric_constants`."""
         from verification.schema import BOUND_B, META_N_SAMPLES, META_WIDTHS, OBJECTIVE
 
