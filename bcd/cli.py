@@ -1,5 +1,6 @@
-"""The ``bcd`` command line.  Exit codes: 0 success, 1 a verified claim failed, 2 bad input, 3 a sharded run
-could not be completed (a rank died or a collective timed out).
+"""The ``bcd`` command line.  Exit codes: 0 success, 1 a verified claim failed on a numerically sound run, 2 bad
+input (one line naming the value or file), 3 the run could not be completed (it diverged, naming the block and
+sweep; a rank of a sharded run died; the disk is full; out of memory).  ``bcd --debug ...`` shows the traceback.
 
 Sub-commands are contributed by modules listed in ``COMMANDS``; each has ``register(subparsers)``
 which adds its parser and sets ``func(args) -> int``.
@@ -84,7 +85,7 @@ def resolve_run_config(args: argparse.Namespace, default_file: str, base: dict[s
     if args.out:
         overrides["out"] = args.out
     if args.config:
-        return load_config(args.config, overrides)
+        return load_config(args.config, overrides, base=base if base is not None else embedded_config(default_file))
     return merge_overrides(base if base is not None else embedded_config(default_file), overrides)
 
 
@@ -98,11 +99,21 @@ def _train(args: argparse.Namespace) -> int:
     from bcd.runner import train_from_config
 
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
-    _result, out = train_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    result, out = train_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     if writes():
         print((out / "summary.txt").read_text().strip())
         print(f"run directory: {out}")
+    incomplete(result, out)
     return 0
+
+
+def incomplete(result, out) -> None:
+    """Raise RunIncomplete (exit 3) for a run that diverged; its files are already written."""
+    from bcd.engine import RunIncomplete
+
+    if result.stop_reason == "non_finite_objective":
+        raise RunIncomplete(f"the run diverged: {result.stop_detail}; the run directory {str(out)!r} keeps the log "
+                            "up to that sweep")
 
 
 def writes() -> bool:
@@ -122,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcd", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
@@ -148,16 +160,35 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"bcd {args.command} runs in one process; only {', '.join(SHARDABLE)} run sharded")
         with distributed.session():
             return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"bcd {args.command}{_rank()}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a collective of a sharded run failed: a rank died or timed out
-        if not distributed.launched():
+    except Exception as exc:
+        if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"bcd {args.command}{_rank()}: error: the sharded run could not be completed (another rank stopped "
-              f"or a collective timed out): {first}", file=sys.stderr)
+        code, text = _classify(exc, distributed.launched())
+        print(f"bcd {args.command}{_rank()}: error: {text}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print(f"bcd {args.command}{_rank()}: interrupted", file=sys.stderr)
         return 3
+
+
+def _classify(exc: Exception, sharded: bool) -> tuple[int, str]:
+    """(exit code, one line) for a failure: 2 bad input (a value or a file the user gave), 3 the run could not be
+    completed (it diverged, a rank died, the disk is full, memory ran out, or an internal error)."""
+    from bcd.engine import RunIncomplete
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return 2, str(exc) if isinstance(exc, ValueError) else f"{first} ({type(exc).__name__})"
+    if isinstance(exc, RunIncomplete):
+        return 3, str(exc)
+    if isinstance(exc, MemoryError):
+        return 3, "out of memory: use fewer samples (--n-train), narrower layers (--hidden) or float32 (--dtype)"
+    if isinstance(exc, OSError):
+        return 3, f"could not read or write a file: {first} ({type(exc).__name__})"
+    if sharded and isinstance(exc, RuntimeError):  # a collective of a sharded run failed
+        return 3, (f"the sharded run could not be completed (another rank stopped or a collective timed out): "
+                   f"{first}")
+    return 3, f"internal error {type(exc).__name__}: {first} (run with bcd --debug ... for the traceback)"
 
 
 def _rank() -> str:

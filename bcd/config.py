@@ -36,12 +36,18 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(allowed)}")
 
 
+MIN_WEIGHT, MAX_WEIGHT = 1e-12, 1e12  # γ, α, λ: outside this range float64 arithmetic on L̄ breaks down
+
+
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
         raise ValueError(f"{name}={value!r} is not allowed; {name} must be {bound}")
+    if 0 < abs(value) < MIN_WEIGHT or abs(value) > MAX_WEIGHT:  # subnormal or absurd: every constant breaks down
+        raise ValueError(f"{name}={value!r} is not allowed; a nonzero {name} must lie in [{MIN_WEIGHT:g}, "
+                         f"{MAX_WEIGHT:g}] (the constants of the theory divide by it or square it)")
 
 
 def _positive_int(name: str, value: Any, *, allow_zero: bool = False, optional: bool = False) -> None:
@@ -195,18 +201,44 @@ def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     return cls(**values)
 
 
-def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
-    """Read a TOML file with ``[data]`` and ``[bcd]`` tables (and optional ``out``); apply overrides."""
+def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None,
+                base: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML file with ``[data]`` and ``[bcd]`` tables (and optional ``out``) on top of ``base`` (the
+    command's documented default, so that an empty or partial file means "the default, except …"); apply
+    overrides."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
-    with path.open("rb") as fh:
-        raw = tomllib.load(fh)
-    return merge_overrides(raw, overrides)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text") from None
+    _check_sections(raw, str(path))
+    return merge_overrides(raw if base is None else _deep_merge(base, raw), overrides)
+
+
+def _check_sections(raw: dict[str, Any], where: str) -> None:
+    for section in ("data", "bcd"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise ValueError(f"{section} in {where} must be a table ([{section}] with keys); got "
+                             f"{type(raw[section]).__name__} {raw[section]!r}")
+    if "out" in raw and not isinstance(raw["out"], str):
+        raise ValueError(f"out in {where} must be a string (the run directory); got {raw['out']!r}")
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in top.items():
+        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def merge_overrides(raw: dict[str, Any], overrides: dict[str, dict[str, Any]] | None) -> RunConfig:
     """Merge ``{"data": {...}, "bcd": {...}, "out": ...}`` overrides into a raw config dict."""
+    _check_sections(raw, "the config")
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):

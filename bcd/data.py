@@ -191,11 +191,32 @@ def gaussian_mixture(
     return Dataset("mixture", X[:n], y[:n], X[n:] if n_test else None, y[n:] if n_test else None, k)
 
 
+def check_npz_size(path: str | Path, limit: int | None = None) -> None:
+    """Refuse an ``.npz`` whose arrays would inflate past ``limit`` bytes (default: the memory limit of
+    :func:`bcd.inputs.memory_limit`), read from the zip directory before anything is decompressed; and a file that
+    is not a zip archive at all."""
+    import torch
+
+    from bcd.inputs import memory_limit
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except zipfile.BadZipFile:
+        raise ValueError(f"{str(path)!r} is not an .npz archive (not a zip file)") from None
+    limit = memory_limit(torch.device("cpu")) // 2 if limit is None else limit
+    if total > limit:
+        raise ValueError(f"{str(path)!r} would inflate to {total / 2**30:.2f} GiB, more than the {limit / 2**30:.2f} "
+                         "GiB allowed (BCD_MEMORY_LIMIT_GB / 2); it is refused before anything is decompressed")
+
+
 def load_npz(path: str | Path) -> Dataset:
     """User arrays: ``X_train`` (n, d), ``y_train`` (n,) labels or (n, d_N) targets, optional test arrays."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"npz file {str(path)!r} does not exist")
+    check_npz_size(path)
     with np.load(path, allow_pickle=False) as z:
         missing = {"X_train", "y_train"} - set(z.files)
         if missing:

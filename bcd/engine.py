@@ -51,6 +51,7 @@ class TrainResult:
     log: pd.DataFrame
     stop_reason: str
     problem: Problem
+    stop_detail: str = ""  # e.g. which block first became non-finite
 
     @property
     def weights(self) -> list[Tensor]:
@@ -119,7 +120,7 @@ def run(
             h.on_run_start(problem, state)
     rows = [_record(state, problem, 0.0, 0.0)]
     bar = _progress(sweeps, progress)
-    stop = "max_sweeps"
+    stop, detail = "max_sweeps", ""
     try:
         for _ in range(sweeps):
             _sync(problem.X.device)
@@ -133,7 +134,7 @@ def run(
                 bar.update(1)
                 bar.set_postfix(_postfix(rec))
             if not math.isfinite(rec[OBJECTIVE]):
-                stop = "non_finite_objective"
+                stop, detail = "non_finite_objective", _non_finite(state, schedule)
                 break
             if any(h.on_sweep_end(state.sweep, state, rec) for h in hooks if hasattr(h, "on_sweep_end")):
                 stop = "stopped_by_hook"
@@ -143,7 +144,18 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    return TrainResult(state, pd.DataFrame(rows), stop, problem)
+    return TrainResult(state, pd.DataFrame(rows), stop, problem, detail)
+
+
+class RunIncomplete(Exception):  # noqa: N818 (a state of the run, not a caller's error)
+    """The run could not be completed (it diverged, or a sharded run lost a rank): exit code 3, files kept."""
+
+
+def _non_finite(state: BCDState, schedule: Sequence[Step]) -> str:
+    """Which block of the last sweep first holds NaN or Inf, in update order (one host sync, after the sweep)."""
+    bad = [s for s in schedule if not bool(torch.isfinite(state.get(s.block, s.layer)).all())]
+    where = f"{bad[0].name} was the first block updated to NaN/Inf" if bad else "every block is finite but L̄ is not"
+    return f"L̄ became non-finite at sweep {state.sweep}: {where}"
 
 
 def _checked_schedule(schedule: Sequence[Step]) -> tuple[Step, ...]:

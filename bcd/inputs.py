@@ -9,6 +9,9 @@ raises :class:`ValueError` naming the offending value and what is allowed.
 
 from __future__ import annotations
 
+import itertools
+import os
+
 import numpy as np
 import torch
 
@@ -57,6 +60,7 @@ def make_problem(
         raise ValueError("X has no samples (shape (0, d)); give at least one row")
     labels, Y = _targets("y", y, n, n_classes, dtype)
     n_out = Y.shape[1]
+    check_memory(config, (Xr.shape[1], *config.hidden, n_out), n, device)
     labels_test = X_test_c = None
     if X_test is not None:
         Xt = _as_matrix("X_test", X_test, dtype)
@@ -97,9 +101,43 @@ def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
     lo, hi = int(t.min()), int(t.max())
     if lo < 0 or hi >= k:
         raise ValueError(f"{name} has labels in [{lo}, {hi}]; allowed: 0..{k - 1} for {k} classes")
+    if k > MAX_CLASSES:
+        raise ValueError(f"{name} has a label {hi}, i.e. {k} classes (one output row each); at most {MAX_CLASSES} "
+                         "classes are allowed — labels must be 0..K-1")
     Y = torch.zeros(n, k, dtype=dtype)
     Y[torch.arange(n), t] = 1.0
     return t, Y
+
+
+MAX_CLASSES = 100_000
+
+
+def memory_limit(device: torch.device) -> int:
+    """Bytes a run may plan to hold: ``BCD_MEMORY_LIMIT_GB`` if set, else the device's memory (physical memory on the
+    CPU, the GPU's total on CUDA)."""
+    env = os.environ.get("BCD_MEMORY_LIMIT_GB")
+    if env:
+        try:
+            return int(float(env) * 2**30)
+        except ValueError:
+            raise ValueError(f"BCD_MEMORY_LIMIT_GB={env!r} is not a number of GiB") from None
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(config: BCDConfig, widths: tuple[int, ...], n: int, device: torch.device) -> None:
+    """Refuse, before anything n-sized is allocated, a state that cannot fit: the V and U blocks (d_i × n each, two
+    per layer for the three-splitting, one for the two-splitting), X, Y and the weights, in ``config.dtype``."""
+    item = torch.finfo(getattr(torch, config.dtype)).bits // 8
+    per_layer = 1 if config.splitting == "two" else 2
+    state = n * (widths[0] + widths[-1] + per_layer * sum(widths[1:])) \
+        + sum(d * (d_prev + 1) for d_prev, d in itertools.pairwise(widths))
+    need, limit = state * item, memory_limit(device)
+    if need > limit:
+        raise ValueError(f"this run needs about {need / 2**30:.1f} GiB for its state (widths {list(widths)}, n = {n}, "
+                         f"{config.dtype}) but {limit / 2**30:.1f} GiB are available on {device.type} "
+                         "(BCD_MEMORY_LIMIT_GB); use fewer samples (--n-train), narrower layers or float32")
 
 
 def labels(name: str, y, n: int, n_classes: int) -> Tensor:

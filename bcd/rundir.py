@@ -116,7 +116,15 @@ def save_weights(path: Path, weights: list[torch.Tensor]) -> None:
 
 def load_weights(path: str | Path) -> list[torch.Tensor]:
     """W̃_1..W̃_N from a ``weights.safetensors`` file."""
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{str(path)!r} is not a readable weights file: {e}") from None
+    missing = [f"W{i}" for i in range(1, len(tensors) + 1) if f"W{i}" not in tensors]
+    if missing or not tensors:
+        raise ValueError(f"{str(path)!r} holds {sorted(tensors)}; expected W1..WN")
     return [tensors[f"W{i}"] for i in range(1, len(tensors) + 1)]
 
 

@@ -32,50 +32,28 @@ def synthetic_trace(
 ) -> Trace:
     rng = np.random.default_rng(seed)
     cfg = BCDConfig(hidden=HIDDEN, gamma=1.0, alpha=alpha, sweeps=sweeps, seed=seed, eval_every=2)
-    N, a = cfg.N, constants.sufficient_descent_constant(cfg.gamma, cfg.alpha)
+    N = cfg.N
     k = np.arange(sweeps + 1)
     L = 5.0 + 400.0 / (1.0 + k) ** 1.6 * (1 + 0.05 * rng.random())
     if failing:
         L[7] = L[6] + 3.0  # an increase: monotone descent fails at sweep 7
     dec = np.r_[np.nan, L[:-1] - L[1:]]
-    dq_sq = np.r_[np.nan, np.abs(dec[1:]) / (a * (1.5 + rng.random(sweeps)))]
-    g = np.r_[np.nan, (1.0 + 3 * rng.random(sweeps)) * np.sqrt(dq_sq[1:])]
-    sw = {
-        schema.SWEEP: k,
-        schema.OBJECTIVE: L,
-        schema.DECREASE: dec,
-        schema.DQ_SQ: dq_sq,
-        schema.G_NORM: g,
-        schema.CUM_DQ: np.r_[0.0, np.cumsum(np.sqrt(dq_sq[1:]))],
-        schema.CUM_G_SQ: np.r_[0.0, np.cumsum(g[1:] ** 2)],
-    }
-    share = rng.dirichlet(np.ones(2 * N + 1), size=sweeps + 1)
-    sw[schema.LOSS] = L * share[:, 0]
-    for i in range(1, N + 1):
-        sw[schema.act_term(i)] = L * share[:, 2 * i - 1]
-        sw[schema.aff_term(i)] = L * share[:, 2 * i]
-    sw[schema.act_term(N)] = np.zeros_like(L)  # σ_N = Id and V_N = U_N is possible: a zero term on a log axis
-    sw[schema.NORM_W_MAX] = 3.0 + 2.0 * (1 - np.exp(-k / 3))
-    sw[schema.NORM_V_MAX] = 20.0 + 5.0 * (1 - np.exp(-k / 4))
-    sw[schema.NORM_U_MAX] = 21.0 + 5.0 * (1 - np.exp(-k / 4))
-    sw[schema.BOUND_B] = np.maximum.accumulate(np.maximum(sw[schema.NORM_V_MAX], sw[schema.NORM_U_MAX]))
-    acc = 0.1 + 0.8 * (1 - np.exp(-k / 4))
-    sw[schema.TRAIN_ACC] = np.where(k % 2 == 0, acc, np.nan)
-    sw[schema.TEST_ACC] = np.where(k % 2 == 0, acc - 0.03, np.nan)
-    sw[schema.TIME_ENGINE] = np.r_[0.0, 0.02 + 0.002 * rng.random(sweeps)]
-    sw[schema.TIME_HOOKS] = np.r_[0.0, 0.05 + 0.005 * rng.random(sweeps)]
-    sw[schema.TIME_EVAL] = 0.01 + 0.001 * rng.random(sweeps + 1)
-    sweeps_df = pd.DataFrame(sw).drop(columns=list(drop))
+    # block rows first: their decreases telescope to each sweep's decrease and their steps add up to ‖ΔQ‖²
+    # (verification.consistency refuses a trace that breaks either identity)
     rows = []
     schedule = [("V", N), ("U", N), ("W", N)] + [(b, i) for i in range(N - 1, 0, -1) for b in ("V", "U", "W")]
+    dq_sq = np.full(sweeps + 1, np.nan)
     for kk in range(1, sweeps + 1):
-        parts = rng.dirichlet(np.ones(len(schedule))) * dec[kk]
+        parts = rng.dirichlet(np.ones(len(schedule)))
+        if kk > 8:
+            parts[0] = 0.0  # V_N has stopped moving
+        parts = parts / parts.sum() * dec[kk]
+        deltas = []
         for step, (blk, i) in enumerate(schedule):
             c = constants.block_descent_constant(blk, i, N, cfg.gamma, cfg.alpha)
             d = parts[step]
-            delta = 0.0 if (blk == "V" and i == N and kk > 8) else max(d, 0.0) / (c * (1.2 + rng.random()))
-            if delta == 0.0:
-                d = 0.0
+            delta = max(d, 0.0) / (c * (1.2 + rng.random()))
+            deltas.append(delta)
             rows.append(
                 {
                     schema.SWEEP: kk,
@@ -89,6 +67,35 @@ def synthetic_trace(
                     schema.BLOCK_RESIDUAL: 1e-15,
                 }
             )
+        dq_sq[kk] = sum(deltas)
+    g = np.r_[np.nan, (1.0 + 3 * rng.random(sweeps)) * np.sqrt(dq_sq[1:])]
+    sw = {
+        schema.SWEEP: k,
+        schema.OBJECTIVE: L,
+        schema.DECREASE: dec,
+        schema.DQ_SQ: dq_sq,
+        schema.G_NORM: g,
+        schema.CUM_DQ: np.r_[0.0, np.cumsum(np.sqrt(dq_sq[1:]))],
+        schema.CUM_G_SQ: np.r_[0.0, np.cumsum(g[1:] ** 2)],
+    }
+    share = rng.dirichlet(np.ones(2 * N + 1), size=sweeps + 1)
+    share[:, 2 * N - 1] = 0.0  # σ_N = Id and V_N = U_N is possible: a zero term on a log axis
+    share /= share.sum(axis=1, keepdims=True)  # the terms add up to L̄
+    sw[schema.LOSS] = L * share[:, 0]
+    for i in range(1, N + 1):
+        sw[schema.act_term(i)] = L * share[:, 2 * i - 1]
+        sw[schema.aff_term(i)] = L * share[:, 2 * i]
+    sw[schema.NORM_W_MAX] = 3.0 + 2.0 * (1 - np.exp(-k / 3))
+    sw[schema.NORM_V_MAX] = 20.0 + 5.0 * (1 - np.exp(-k / 4))
+    sw[schema.NORM_U_MAX] = 21.0 + 5.0 * (1 - np.exp(-k / 4))
+    sw[schema.BOUND_B] = np.maximum.accumulate(np.maximum(sw[schema.NORM_V_MAX], sw[schema.NORM_U_MAX]))
+    acc = 0.1 + 0.8 * (1 - np.exp(-k / 4))
+    sw[schema.TRAIN_ACC] = np.where(k % 2 == 0, acc, np.nan)
+    sw[schema.TEST_ACC] = np.where(k % 2 == 0, acc - 0.03, np.nan)
+    sw[schema.TIME_ENGINE] = np.r_[0.0, 0.02 + 0.002 * rng.random(sweeps)]
+    sw[schema.TIME_HOOKS] = np.r_[0.0, 0.05 + 0.005 * rng.random(sweeps)]
+    sw[schema.TIME_EVAL] = 0.01 + 0.001 * rng.random(sweeps + 1)
+    sweeps_df = pd.DataFrame(sw).drop(columns=list(drop))
     blocks = pd.DataFrame() if drop_blocks else pd.DataFrame(rows)
     meta = {
         "config": {**cfg.__dict__, "hidden": list(cfg.hidden)},

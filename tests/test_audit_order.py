@@ -214,8 +214,7 @@ def test_bad_audit_input_is_a_clear_error_and_writes_nothing(tmp_path, fault, ca
         (tmp_path / "o.toml").write_text('blocks = ["V3", "U3", "W3", "X7"]\n')
         args = ["--order", str(tmp_path / "o.toml")]
     elif fault == "pickled":
-        np.save(d / "iter_0001.npz", np.array([{"W1": 1}], dtype=object), allow_pickle=True)
-        (d / "iter_0001.npz.npy").rename(d / "iter_0001.npz")
+        np.savez(d / "iter_0001.npz", **{**its[1], "W1": np.array([{"W1": 1}], dtype=object)})  # a pickled array
     elif fault == "mixed_stems":
         np.savez(d / "step_0000.npz", **its[0])
     elif fault == "gap":

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from verification_traces import CFG, NAMES, A, geometric, good_trace, make_trace, split_blocks
+from verification_traces import CFG, NAMES, A, consistent_trace, geometric, good_trace, make_trace, split_blocks
 
 from theory import constants as tc
 from verification import schema as sc
@@ -386,7 +386,7 @@ def test_block_exactness_needs_update_rows():
 
 # ---------------------------------------------------------------------------------------- verify
 def test_verify_runs_every_check_and_is_json_serialisable():
-    verdicts = verify(good_trace(T=40))
+    verdicts = verify(consistent_trace(T=40))
     assert [v.claim for v in verdicts] == list(tc.CLAIM_IDS) == list(CHECKS)
     assert {v.claim: v.status for v in verdicts} == dict.fromkeys(tc.CLAIM_IDS, PASS)
     for v in verdicts:

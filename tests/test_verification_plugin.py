@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from verification_traces import geometric, good_trace, make_trace, split_blocks
+from verification_traces import consistent_trace, geometric, make_trace, split_blocks
 
 from verification import schema as sc
 from verification.pytest_plugin import (
@@ -82,7 +82,7 @@ def test_sufficient_rate_and_exactness_messages():
     blocks.loc[(blocks[sc.SWEEP] == 3) & (blocks[sc.STEP] == 2), sc.BLOCK_RESIDUAL] = 1e-4
     with pytest.raises(pytest.fail.Exception, match=r"inexact update at sweep 3, block W2 \(step 2\)"):
         assert_exact_updates(make_trace(L, dq, g, blocks=blocks))
-    assert len(assert_verified(good_trace(T=40))) == 7
+    assert len(assert_verified(consistent_trace(T=40))) == 7
 
 
 # ------------------------------------------------------------------------- a user's own test suite

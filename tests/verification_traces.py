@@ -49,20 +49,32 @@ def geometric(T=30, L_star=2.0, A0=100.0, q=0.7, rho=2.0, r=3.0):
     return L, dq_sq, r * np.sqrt(dq_sq)
 
 
-def split_blocks(L, ratio=1.5, residual=1e-15, config=CFG) -> pd.DataFrame:
-    """Block rows whose decreases sum to each sweep's decrease; each block lowers L̄ by ratio·c_blk‖Δ‖²."""
+def split_blocks(L, ratio=1.5, residual=1e-15, config=CFG, dq_sq=None) -> pd.DataFrame:
+    """Block rows whose decreases sum to each sweep's decrease; each block lowers L̄ by ratio·c_blk‖Δ‖².  With
+    ``dq_sq`` the steps are instead ∝ decrease/c_blk and add up to each sweep's ‖ΔQ^k‖² (a self-consistent trace,
+    as verification.consistency requires of what ``verify`` reads)."""
     rng = np.random.default_rng(0)
     rows = []
     for k in range(1, len(L)):
         parts = rng.dirichlet(np.ones(len(NAMES))) * (L[k - 1] - L[k])
-        for step, ((b, i), d) in enumerate(zip(NAMES, parts, strict=True)):
-            c = tc.block_descent_constant(b, i, config.N, config.gamma, config.alpha)
+        consts = [tc.block_descent_constant(b, i, config.N, config.gamma, config.alpha) for b, i in NAMES]
+        steps = [d / (ratio * c) for d, c in zip(parts, consts, strict=True)]
+        if dq_sq is not None:
+            steps = [x * dq_sq[k - 1] / sum(steps) for x in steps]
+        for step, ((b, i), d, c, x) in enumerate(zip(NAMES, parts, consts, steps, strict=True)):
             rows.append({sc.SWEEP: k, sc.STEP: step, sc.BLOCK: b, sc.LAYER: i, sc.BLOCK_DECREASE: d,
-                         sc.BLOCK_DELTA_SQ: d / (ratio * c), sc.BLOCK_CONST: c, sc.BLOCK_G_NORM: math.sqrt(d),
+                         sc.BLOCK_DELTA_SQ: x, sc.BLOCK_CONST: c, sc.BLOCK_G_NORM: math.sqrt(max(d, 0.0)),
                          sc.BLOCK_RESIDUAL: residual})
     return pd.DataFrame(rows)
 
 
 def good_trace(**kw) -> Trace:
+    """Every check passes; each block lowers L̄ by 1.5·c_blk‖Δ‖² (its steps need not add up to ‖ΔQ^k‖²)."""
     L, dq_sq, g = geometric(**kw)
     return make_trace(L, dq_sq, g, blocks=split_blocks(L))
+
+
+def consistent_trace(**kw) -> Trace:
+    """Like :func:`good_trace`, and self-consistent (what ``verify`` reads: verification.consistency)."""
+    L, dq_sq, g = geometric(**kw)
+    return make_trace(L, dq_sq, g, blocks=split_blocks(L, dq_sq=dq_sq))

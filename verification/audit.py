@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from bcd.config import ACTIVATIONS, REDUCTIONS, VN_UPDATES, BCDConfig
+from bcd.data import check_npz_size
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, write_text
 from verification.auditor import Auditor
@@ -96,11 +97,15 @@ def iterate_files(directory: str | Path) -> tuple[list[Path], list[str]]:
 
 def load_iterate(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".npz":
+        check_npz_size(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     from safetensors.numpy import load_file
 
-    return dict(load_file(str(path)))
+    try:
+        return dict(load_file(str(path)))
+    except Exception as e:
+        raise ValueError(f"{path.name} is not a readable .safetensors file: {e}") from None
 
 
 def read_hyperparameters(directory: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -127,6 +132,7 @@ def _read_data(directory: Path):
     path = directory / DATA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing: the audit needs X (n×d_0) and Y (n×d_N) or y (n)")
+    check_npz_size(path)
     with np.load(path, allow_pickle=False) as z:
         if "X" not in z.files or not ({"Y", "y"} & set(z.files)):
             raise ValueError(f"{path} has arrays {z.files}; it needs X and Y (targets) or y (labels)")

@@ -21,6 +21,7 @@ from theory import constants as tc
 from verification import schema as sc
 from verification.check_common import MissingDataError, block_name, bound_B, claim_check, finite, fmt, make_context
 from verification.checks_tail import convergence, kl_exponent, rate
+from verification.consistency import check_trace
 from verification.tolerance import (
     objective_tol,
     objective_tol_reason,
@@ -438,4 +439,5 @@ def verify(trace: Trace, config: Any = None) -> list[Verdict]:
     ``config`` defaults to ``trace.meta['config']``.  A check whose columns are absent (a cheap
     preset, an audit trace) returns an inconclusive verdict saying what is missing."""
     make_context(trace, config)  # bad input fails here, once, with a clear message
+    check_trace(trace)  # a trace that breaks its own identities is refused, naming the column and sweep
     return [CHECKS[c](trace, config) for c in tc.CLAIM_IDS]

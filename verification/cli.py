@@ -79,7 +79,7 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = Fal
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bcd.cli import RUN_FLAGS, resolve_run_config, writes
+    from bcd.cli import RUN_FLAGS, incomplete, resolve_run_config, writes
     from reports.cli import parse_formats
     from reports.runs import load_run
     from verification.checks import verify
@@ -106,8 +106,10 @@ def _verify(args: argparse.Namespace) -> int:
     _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset, progress=not args.no_progress,
                                                  overwrite=overwrite)
     if not writes():  # ranks > 0 of a sharded run: rank 0 reports, and its exit code is the run's
+        incomplete(_result, out)
         return 0
     print((out / "summary.txt").read_text().strip())
+    incomplete(_result, out)  # a diverged run keeps its trace and verdicts; no theorem failed: exit 3
     return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
 
 
@@ -159,7 +161,7 @@ def summary(trace) -> str:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from bcd.cli import DEFAULT_TRAIN_CONFIG, resolve_run_config, writes
+    from bcd.cli import DEFAULT_TRAIN_CONFIG, incomplete, resolve_run_config, writes
     from verification.pipeline import record
     from verification.recorder import Schedule
 
@@ -169,10 +171,10 @@ def _record(args: argparse.Namespace) -> int:
     schedule = Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
     _result, trace, out = record(cfg, preset=args.preset, schedule=schedule, progress=not args.no_progress,
                                      overwrite=args.overwrite)
-    if not writes():
-        return 0
-    print((out / "summary.txt").read_text().strip())
-    print(f"trace ({args.preset}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block rows): {out}")
+    if writes():
+        print((out / "summary.txt").read_text().strip())
+        print(f"trace ({args.preset}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block rows): {out}")
+    incomplete(_result, out)
     return 0
 
 

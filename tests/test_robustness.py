@@ -1,0 +1,167 @@
+"""Careless and hostile input, as issue 'Runs that survive' lists it: one line on stderr and a documented exit code
+(2 bad input, 3 the run could not be completed), never a traceback; a tampered trace is refused, naming the column
+and the sweep; guards refuse what cannot fit before anything is allocated."""
+
+from __future__ import annotations
+
+import errno
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bcd.cli import main
+from verification import schema as S  # noqa: N812
+
+SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "20", "--hidden", "6,6", "--sweeps", "3",
+         "--no-progress"]
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+# ------------------------------------------------------------------------------ a trace is checked against itself
+
+
+@pytest.fixture
+def verified_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--figure-formats", "png", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(("table", "column", "sweep", "named"), [
+    ("trace_sweeps.parquet", S.OBJECTIVE, 2, "objective at sweep 2"),
+    ("trace_sweeps.parquet", S.DECREASE, 3, "decrease at sweep 3"),
+    ("trace_sweeps.parquet", S.CUM_DQ, 2, "cum_dQ at sweep 2"),
+    ("trace_blocks.parquet", S.BLOCK_DECREASE, 2, "block_decrease at sweep 2"),
+    ("trace_blocks.parquet", S.BLOCK_DELTA_SQ, 1, "delta_sq at sweep 1"),
+])
+def test_a_tampered_trace_is_refused_naming_the_column_and_sweep(verified_run, capsys, table, column, sweep, named):
+    capsys.readouterr()
+    df = pd.read_parquet(verified_run / table)
+    row = df.index[df[S.SWEEP] == sweep][0]
+    df.loc[row, column] += 100.0 if column != S.BLOCK_DELTA_SQ else 1.0
+    df.to_parquet(verified_run / table, index=False)
+    assert main(["verify", str(verified_run), "--figure-formats", "png"]) == 2
+    err = _err(capsys)
+    assert named in err and "inconsistent" in err
+
+
+def test_an_untouched_saved_trace_still_verifies(verified_run):
+    assert main(["verify", str(verified_run), "--figure-formats", "png"]) == 0
+
+
+# ------------------------------------------------------------------------------ exit codes and one-line errors
+
+
+def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "a.toml").write_text('data = "x"\n')
+    assert main(["train", str(tmp_path / "a.toml"), "--out", str(tmp_path / "r")]) == 2
+    assert "data in" in _err(capsys) and not (tmp_path / "r").exists()
+    (tmp_path / "b.toml").write_text("[bcd\n")
+    assert main(["train", str(tmp_path / "b.toml"), "--out", str(tmp_path / "r")]) == 2
+    assert "not valid TOML" in _err(capsys)
+    assert main(["train", *SMALL, "--gamma", "1e-320", "--out", str(tmp_path / "r")]) == 2
+    assert "gamma=1e-320 is not allowed" in _err(capsys)
+
+
+def test_an_empty_config_is_the_documented_default(tmp_path):
+    import argparse
+
+    from bcd.cli import DEFAULT_TRAIN_CONFIG, embedded_config, resolve_run_config
+
+    (tmp_path / "empty.toml").write_text("")
+    args = argparse.Namespace(config=str(tmp_path / "empty.toml"), out=None,
+                              **{f: None for f in __import__("bcd.cli", fromlist=["RUN_FLAGS"]).RUN_FLAGS})
+    cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    default = embedded_config(DEFAULT_TRAIN_CONFIG)
+    assert list(cfg.bcd.hidden) == default["bcd"]["hidden"] and cfg.data.n_train == default["data"]["n_train"]
+
+
+def test_a_diverging_run_exits_3_naming_block_and_sweep_and_keeps_its_log(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((40, 5)) * 1e30).astype(np.float32)
+    np.savez(tmp_path / "d.npz", X_train=X, y_train=rng.integers(0, 3, 40))
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "d.npz"), "--n-train", "40",
+                 "--hidden", "4,4", "--sweeps", "5", "--dtype", "float32", "--no-progress", "--out", str(out)])
+    assert code == 3
+    err = _err(capsys)
+    assert "diverged" in err and "at sweep" in err and "first block updated to NaN/Inf" in err
+    assert (out / "sweeps.parquet").is_file()
+
+
+def test_write_failures_are_exit_3_or_2_with_one_line(tmp_path, capsys, monkeypatch):
+    import bcd.runner
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bcd.runner, "write_table", full_disk)
+    assert main(["train", *SMALL, "--out", str(tmp_path / "a")]) == 3
+    assert "No space left on device" in _err(capsys)
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "b"))
+
+    monkeypatch.setattr(bcd.runner, "write_table", denied)
+    assert main(["train", *SMALL, "--out", str(tmp_path / "b")]) == 2
+    assert "Permission denied" in _err(capsys)
+
+
+def test_an_internal_error_is_one_line_unless_debug(tmp_path, capsys, monkeypatch):
+    import bcd.runner
+
+    def broken(*a, **k):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(bcd.runner, "save_weights", broken)
+    assert main(["train", *SMALL, "--out", str(tmp_path / "a")]) == 3
+    err = _err(capsys)
+    assert "internal error KeyError" in err and "bcd --debug" in err
+    with pytest.raises(KeyError):
+        main(["--debug", "train", *SMALL, "--out", str(tmp_path / "b")])
+
+
+def test_a_corrupt_weights_file_is_a_clear_error(tmp_path):
+    from bcd.rundir import load_weights
+
+    (tmp_path / "w.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="not a readable weights file"):
+        load_weights(tmp_path / "w.safetensors")
+
+
+# ------------------------------------------------------------------------------ guards before allocation
+
+
+def test_huge_widths_and_labels_are_refused_before_allocation(tmp_path, capsys, monkeypatch):
+    assert main(["train", *SMALL[:6], "--hidden", "100000000", "--out", str(tmp_path / "a")]) == 2
+    assert "GiB for its state" in _err(capsys)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    y[0] = 10**9
+    np.savez(tmp_path / "d.npz", X_train=rng.standard_normal((40, 5)), y_train=y)
+    assert main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "d.npz"), "--n-train", "40",
+                 "--hidden", "4", "--out", str(tmp_path / "b")]) == 2
+    assert "classes" in _err(capsys)
+
+
+def test_a_zip_bomb_npz_is_refused_before_it_is_decompressed(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+        with zf.open("X_train.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_1_0(fh, {**header, "shape": (2**24, 16)})
+            chunk = bytes(2**20)
+            for _ in range(2**8):  # 256 MiB of zeros, a few hundred KiB compressed
+                fh.write(chunk)
+    monkeypatch.setenv("BCD_MEMORY_LIMIT_GB", "0.25")
+    assert path.stat().st_size < 2**21
+    assert main(["train", "--dataset", "npz", "--data-path", str(path), "--n-train", "100", "--hidden", "4",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "would inflate" in _err(capsys)

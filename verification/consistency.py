@@ -1,0 +1,85 @@
+"""A trace is checked against itself before any claim is checked on it.
+
+Several columns of a trace are functions of others: L̄ is the sum of its terms, the sweep decrease is
+L̄^{k−1} − L̄^k, the partial sums Σ‖ΔQ‖ and Σ‖g‖² accumulate their columns, and for a trace of block updates each
+sweep's block decreases telescope to its sweep decrease and its block steps ‖Δ‖² add up to ‖ΔQ^k‖².  A saved trace
+that breaks one of these identities (an edited file, a truncated write, two runs mixed in one directory) would
+make the checks judge numbers that no run produced, so :func:`check_trace` refuses it, naming the column and the
+sweep.  Tolerances are those of the checks (:mod:`verification.tolerance`), so a trace the recorder wrote passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from verification import schema as sc
+from verification.tolerance import objective_tol, ratio_tol
+from verification.trace import Trace
+
+
+def _fail(column: str, sweep: int, what: str) -> None:
+    raise ValueError(f"the trace is inconsistent: {column} at sweep {sweep} {what}; it was not written by one run "
+                     "of the recorder (edited, truncated or mixed with another run); re-record it")
+
+
+def check_trace(trace: Trace) -> None:
+    """Raise ValueError (naming the column and the sweep) when the trace breaks one of its own identities."""
+    sw = trace.sweeps.sort_values(sc.SWEEP) if sc.SWEEP in trace.sweeps else trace.sweeps
+    if sc.OBJECTIVE not in sw or sw.empty:
+        return
+    dtype = trace.meta.get(sc.META_DTYPE, "float64")
+    k = sw[sc.SWEEP].to_numpy(dtype=int)
+    L = sw[sc.OBJECTIVE].to_numpy(dtype=float)
+    terms = [c for c in sc.term_names(trace.config, tuple(trace.meta[sc.META_WIDTHS]))
+             if c in sw] if trace.meta.get(sc.META_WIDTHS) and sc.META_CONFIG in trace.meta else []
+    if terms:
+        total = sw[terms].to_numpy(dtype=float).sum(axis=1)
+        tol = objective_tol(dtype, L) * len(terms)
+        bad = np.flatnonzero(np.isfinite(L) & ~(np.abs(total - L) <= tol))
+        if bad.size:
+            j = bad[0]
+            _fail(sc.OBJECTIVE, k[j], f"is {L[j]:.10g} but its terms sum to {total[j]:.10g}")
+    if sc.DECREASE in sw and len(L) > 1:
+        dec = sw[sc.DECREASE].to_numpy(dtype=float)[1:]
+        expect = L[:-1] - L[1:]
+        tol = objective_tol(dtype, L[:-1], L[1:])
+        bad = np.flatnonzero(np.isfinite(expect) & ~(np.abs(dec - expect) <= tol))
+        if bad.size:
+            j = bad[0]
+            _fail(sc.DECREASE, k[j + 1], f"is {dec[j]:.10g} but L̄ went from {L[j]:.10g} to {L[j + 1]:.10g}")
+    for col, base, f in ((sc.CUM_DQ, sc.DQ_SQ, np.sqrt), (sc.CUM_G_SQ, sc.G_NORM, np.square)):
+        if col in sw and base in sw and len(sw) > 1:
+            x = f(np.maximum(sw[base].to_numpy(dtype=float)[1:], 0.0) if base == sc.DQ_SQ else
+                  sw[base].to_numpy(dtype=float)[1:])
+            got = sw[col].to_numpy(dtype=float)[1:]
+            expect = np.cumsum(x)
+            ok = ~np.isfinite(expect) | ~np.isfinite(got) | (np.abs(got - expect) <= 1e-9 * np.abs(expect) + 1e-300)
+            if not ok.all():
+                j = int(np.flatnonzero(~ok)[0])
+                _fail(col, k[j + 1], f"is {got[j]:.10g} but the partial sum of its column is {expect[j]:.10g}")
+    if trace.meta.get(sc.META_BLOCKS_ARE_UPDATES, True) and not trace.blocks.empty:
+        _check_blocks(trace.blocks, sw, dtype, L, k)
+
+
+def _check_blocks(bt: pd.DataFrame, sw: pd.DataFrame, dtype: str, L: np.ndarray, k: np.ndarray) -> None:
+    per = bt.groupby(sc.SWEEP)
+    sweep_row = {int(s): j for j, s in enumerate(k)}
+    n_blocks = int(per.size().max())
+    for s, rows in per:
+        j = sweep_row.get(int(s))
+        if j is None or j == 0 or len(rows) < n_blocks:
+            continue
+        if sc.BLOCK_DECREASE in rows and sc.DECREASE in sw and rows[sc.BLOCK_DECREASE].notna().all():
+            total = float(rows[sc.BLOCK_DECREASE].sum())
+            dec = float(sw[sc.DECREASE].iloc[j])
+            tol = objective_tol(dtype, L[j - 1], L[j]) * (len(rows) + 1)
+            if np.isfinite(dec) and not abs(total - dec) <= tol:
+                _fail(sc.BLOCK_DECREASE, int(s), f"sums to {total:.10g} over the sweep's blocks but the sweep "
+                      f"decrease is {dec:.10g}")
+        if sc.BLOCK_DELTA_SQ in rows and sc.DQ_SQ in sw and rows[sc.BLOCK_DELTA_SQ].notna().all():
+            total = float(rows[sc.BLOCK_DELTA_SQ].sum())
+            dq = float(sw[sc.DQ_SQ].iloc[j])
+            if np.isfinite(dq) and not abs(total - dq) <= ratio_tol(dtype) * max(abs(dq), 1e-300):
+                _fail(sc.BLOCK_DELTA_SQ, int(s), f"sums to {total:.10g} over the sweep's blocks but ‖ΔQ‖² is "
+                      f"{dq:.10g}")
