@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +58,8 @@ class AllReduce(Reduction):
             tmp = t.contiguous()
             dist.all_reduce(tmp)
             t.copy_(tmp)
+        if t.is_cuda:  # NCCL returns at enqueue: time the reduction itself
+            torch.cuda.synchronize(t.device)
         self.seconds += time.perf_counter() - t0
         self.bytes += t.numel() * t.element_size()
         self.calls += 1
@@ -177,7 +180,11 @@ def join(device: str, *, timeout_s: float | None = None) -> Shard | None:
     timeout = float(os.environ.get("BCD_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)) if timeout_s is None else timeout_s
     if not dist.is_initialized():
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if local >= torch.cuda.device_count():
+                raise ValueError(f"rank with LOCAL_RANK={local} has no GPU: this machine has "
+                                 f"{torch.cuda.device_count()}; start at most that many processes per machine")
+            torch.cuda.set_device(local)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     _current = Shard(dist.get_rank(), dist.get_world_size(), backend, _session)
     return _current
@@ -189,10 +196,15 @@ def collectively(shard: Shard | None, fn, *args, **kwargs):
     if shard is None:
         return fn(*args, **kwargs)
     try:
-        out, err = fn(*args, **kwargs), None
-    except (ValueError, FileNotFoundError, OSError) as e:
-        out, err = None, str(e)
-    shard.agree(err)
+        out, failure = fn(*args, **kwargs), None
+    except Exception as e:  # any failure: the others must hear of it before they wait in a collective
+        out, failure = None, e
+    try:
+        shard.agree(None if failure is None else f"{failure}")
+    except ValueError:
+        if failure is not None:
+            raise failure from None  # this rank's own error keeps its type (and so its exit code)
+        raise
     return out
 
 
@@ -223,32 +235,53 @@ def _free_port() -> int:
 
 def launch(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
     """Run ``python -m bcd ARGV`` as ``nproc`` ranks on this machine and return rank 0's exit code (or the first
-    failing rank's, when rank 0 succeeded).  When a rank exits with an error the others are stopped after
-    ``grace_s`` seconds, so a dead rank never leaves the rest waiting."""
+    failing rank's, when rank 0 succeeded; 3 when the ranks were killed).  When a rank exits with an error the others
+    are stopped after ``grace_s`` seconds; an interrupt or SIGTERM of the launcher stops every rank."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc {nproc!r} is not allowed; give an integer >= 1")
     env = {**os.environ, "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: K ranks share the cores
     procs = [subprocess.Popen([sys.executable, "-m", "bcd", *argv],
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     codes: list[int | None] = [None] * nproc
     failed_at: float | None = None
-    while any(c is None for c in codes):
-        for r, p in enumerate(procs):
-            if codes[r] is None:
-                codes[r] = p.poll()
-                if codes[r] not in (None, 0) and failed_at is None:
-                    failed_at = time.monotonic()
-        if failed_at is not None and time.monotonic() - failed_at > grace_s:
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        while any(c is None for c in codes):
             for r, p in enumerate(procs):
                 if codes[r] is None:
-                    p.terminate()
-                    print(f"bcd: rank {r} stopped: another rank failed", file=sys.stderr)
-            for r, p in enumerate(procs):
-                if codes[r] is None:
-                    codes[r] = p.wait()
-        time.sleep(0.05)
-    if codes[0] == 0 and not any(codes):
+                    codes[r] = p.poll()
+                    if codes[r] not in (None, 0) and failed_at is None:
+                        failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > grace_s:
+                _stop(procs, codes, "another rank failed")
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        _stop(procs, codes, "interrupted")
+        return 3
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop(procs, codes, "the launcher stopped")
+    if not any(codes):
         return 0
     if codes[0] is not None and codes[0] > 0:
-        return int(codes[0])  # rank 0's verdict (1: a claim failed, 2: bad input)
-    return next((int(c) for c in codes if c and c > 0), 1)  # a rank died or was stopped
+        return int(codes[0])  # rank 0's verdict (1: a claim failed, 2: bad input, 3: could not complete)
+    return next((int(c) for c in codes if c and c > 0), 3)  # only killed ranks: the run could not be completed
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(procs: list, codes: list, why: str) -> None:
+    for r, p in enumerate(procs):
+        if codes[r] is None and p.poll() is None:
+            p.terminate()
+            print(f"bcd: rank {r} stopped: {why}", file=sys.stderr)
+    for r, p in enumerate(procs):
+        if codes[r] is None:
+            try:
+                codes[r] = p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[r] = p.wait()

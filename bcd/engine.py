@@ -140,6 +140,10 @@ def run(
                 stop = "stopped_by_hook"
                 break
     except KeyboardInterrupt:
+        from bcd.distributed import current
+
+        if current() is not None:  # the ranks would stop at different sweeps and wait for each other
+            raise
         stop = "interrupted"
     finally:
         if bar is not None:

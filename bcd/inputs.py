@@ -44,7 +44,22 @@ def make_problem(
     y_test=None,
     n_classes: int | None = None,
 ) -> Problem:
-    """Validate the data and build a :class:`Problem`.
+    """Validate the data and build a :class:`Problem` (:func:`problem_inputs`, then the problem, whose constants
+    — the sample count, the Gram of X — are sums over samples through the reduction seam)."""
+    return Problem(**problem_inputs(X, y, config, X_test=X_test, y_test=y_test, n_classes=n_classes))
+
+
+def problem_inputs(
+    X,
+    y,
+    config: BCDConfig,
+    *,
+    X_test=None,
+    y_test=None,
+    n_classes: int | None = None,
+) -> dict:
+    """Validate the data and return the :class:`Problem`'s fields, with no sum over samples (so that a sharded run
+    can agree on every rank's validation before the first collective).
 
     ``X``: (n, d_0), **samples as rows** (the NumPy convention; transposed once to columns here).
     ``y``: integer labels of shape (n,) (one-hot targets, accuracy reported) or real targets of
@@ -72,7 +87,7 @@ def make_problem(
         if labels is None or lt is None:
             raise ValueError("test data needs integer labels (accuracy is only defined for classification)")
         labels_test, X_test_c = lt.to(device), Xt.T.contiguous().to(device)
-    return Problem(
+    return dict(
         X=Xr.T.contiguous().to(device),
         Y=Y.T.contiguous().to(device),
         config=config,

@@ -13,7 +13,7 @@ import torch
 from bcd.blocks import affine
 from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, term_names
 from bcd.problem import BCDState, Problem
-from bcd.reduction import over_samples
+from bcd.reduction import locally, over_samples
 
 Tensor = torch.Tensor
 
@@ -24,7 +24,11 @@ __all__ = ["LOSS", "OBJECTIVE", "accuracy", "act_term", "aff_term", "fit_term", 
 def objective_terms(state: BCDState, problem: Problem) -> dict[str, float]:
     """Every term of the problem's objective at ``state`` plus their sum under ``"objective"`` (one host sync)."""
     terms = problem.terms
-    host = torch.stack([t.value(state, problem) for t in terms]).cpu().tolist()
+    with locally():  # the sample terms' local sums, reduced together in one call (the regulariser is replicated)
+        values = torch.stack([t.value(state, problem) for t in terms])
+    sample = torch.tensor([t.kind != "reg" for t in terms], device=values.device)
+    values = torch.where(sample, over_samples(torch.where(sample, values, torch.zeros_like(values))), values)
+    host = values.cpu().tolist()
     out = {t.id: v for t, v in zip(terms, host, strict=True)}
     out[OBJECTIVE] = float(sum(host))
     return out

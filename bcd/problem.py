@@ -78,6 +78,8 @@ class Problem:
     terms: tuple[Term, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        count = torch.tensor(float(self.n), dtype=torch.float64, device=self.X.device)
+        self._n_total = int(over_samples(count).item())
         self.activation = get_activation(self.config.activation)
         self.c = squared_loss_scale(self.config.reduction, self.n_total)
         self.gram_X = augmented_gram(self.X)  # Ṽ_0Ṽ_0ᵀ is constant: computed once
@@ -97,8 +99,9 @@ class Problem:
 
     @property
     def n_total(self) -> int:
-        """Samples over every shard (the n of the mean reduction's c = 1/n): through the reduction seam."""
-        return int(over_samples(torch.tensor(float(self.n), dtype=torch.float64)).item())
+        """Samples over every shard (the n of the mean reduction's c = 1/n), summed through the reduction seam once,
+        when the problem is built (a property that hid a collective would be a trap for rank-0-only code)."""
+        return self._n_total
 
     @property
     def widths(self) -> tuple[int, ...]:

@@ -6,14 +6,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from bcd import distributed
 from bcd.config import RunConfig
 from bcd.data import load_dataset
 from bcd.distributed import collectively
 from bcd.engine import TrainResult, run
-from bcd.inputs import make_problem
+from bcd.inputs import problem_inputs
 from bcd.objective import OBJECTIVE
-from bcd.problem import initial_state
+from bcd.problem import Problem, initial_state
 from bcd.rundir import (
     CONFIG,
     ENVIRONMENT,
@@ -45,22 +47,26 @@ def train_from_config(
     ds = load_dataset(cfg.data)
     shard = distributed.join(cfg.bcd.device)
     data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test)
+    n_classes = ds.n_classes
     if shard is not None:
         shard.check_same("configurations", cfg.to_dict())
         if cfg.bcd.splitting == "two" and cfg.bcd.activation != "identity":
             raise ValueError("Algorithm 1 with a nonlinear σ cannot be sharded: its inner solvers couple the samples "
                              "of a row by more than sums (an exact line search over every sample); run it in one "
                              "process, or use activation = 'identity'")
+        n_classes = collectively(shard, _class_count, ds)  # from every label, so that every rank has the same d_N
         n, n_test = len(ds.X_train), None if ds.X_test is None else len(ds.X_test)
         data = collectively(shard, lambda: (shard.take(ds.X_train), shard.take(ds.y_train, n),
                                             None if n_test is None else shard.take(ds.X_test),
                                             None if n_test is None else shard.take(ds.y_test, n_test)))
-    problem = collectively(shard, make_problem, data[0], data[1], cfg.bcd, X_test=data[2], y_test=data[3],
-                           n_classes=ds.n_classes)
+    # validation has no collective: every rank agrees on it before the problem's first sum over samples
+    fields = collectively(shard, problem_inputs, data[0], data[1], cfg.bcd, X_test=data[2], y_test=data[3],
+                          n_classes=n_classes)
+    problem = Problem(**fields)
     state = initial_state(problem)
     writer = shard is None or shard.writer
     out = Path(cfg.out)
-    if writer or shard is None:
+    if writer:
         out = collectively(shard, _start_run_dir, cfg, overwrite)
     else:
         collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
@@ -73,12 +79,26 @@ def train_from_config(
         engine_s = float(result.log["time_engine_s"].sum())
         ranks = distributed.rank_record(shard, problem.n, wall, engine_s, int(result.log["sweep"].iloc[-1]))
         env["distributed"] = {"world_size": shard.world, "backend": shard.backend, "ranks": ranks}
-    if writer:
-        write_table(out / SWEEPS, result.log)
-        save_weights(out / WEIGHTS, result.weights)
-        write_json(out / ENVIRONMENT, env)
-        write_text(out / SUMMARY, summary_line(cfg, result, wall, env["n_train"]) + "\n")
+
+    def write() -> None:
+        if writer:
+            write_table(out / SWEEPS, result.log)
+            save_weights(out / WEIGHTS, result.weights)
+            write_json(out / ENVIRONMENT, env)
+            write_text(out / SUMMARY, summary_line(cfg, result, wall, env["n_train"]) + "\n")
+
+    collectively(shard, write)  # a failed write on rank 0 stops every rank (they would wait in the next collective)
     return result, out
+
+
+def _class_count(ds) -> int | None:
+    """The number of classes of integer labels, from the whole training set (None for real targets)."""
+    if ds.n_classes is not None:
+        return ds.n_classes
+    y = np.asarray(ds.y_train)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.size == 0:
+        return None
+    return int(y.max()) + 1
 
 
 def _start_run_dir(cfg: RunConfig, overwrite: bool) -> Path:

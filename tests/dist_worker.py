@@ -11,14 +11,18 @@ import torch.distributed as dist
 
 from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
-from bcd.distributed import AllReduce
+from bcd.distributed import AllReduce, Shard
+from bcd.engine import run
+from bcd.inputs import make_problem
+from bcd.problem import initial_state
 from bcd.reduction import using
 from verification.checks import verify
-from verification.pipeline import trace_arrays
+from verification.recorder import Recorder
 
 N, N_CLASSES = 37, 3
 VARIANTS = {
     "alg2": dict(),
+    "alg2 every 2nd sweep instrumented": dict(record_every=2),
     "alg2 prox-linear mean λ": dict(vn_update="prox_linear", reduction="mean", lam=0.2, alpha=1.0),
     "alg3 resnet": dict(skip="auto"),
     "alg1 identity": dict(splitting="two", activation="identity", lam=0.1),
@@ -31,18 +35,25 @@ def config(kw: dict) -> BCDConfig:
 
 
 def data():
-    return gaussian_mixture(n=N, d=6, k=N_CLASSES, seed=3)
+    return gaussian_mixture(n=N, d=6, k=N_CLASSES, seed=3, n_test=23)
 
 
-def rows(rank: int, world: int) -> slice:
-    base, extra = divmod(N, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (1 if rank < extra else 0))
+def rows(rank: int, world: int, n: int = N) -> slice:
+    return Shard(rank, world, "gloo", None).rows(n)
 
 
-def run_variant(kw: dict, X, y):
-    trace, res = trace_arrays(X, y, config(kw), preset="full", n_classes=N_CLASSES)
-    return trace, verify(trace, config(kw)), res.state
+def run_variant(kw: dict, X, y, X_test=None, y_test=None):
+    """The full preset every sweep; the variants marked ``record_every`` also exercise the cheap (not instrumented)
+    sweeps of the recorder.  Test accuracy on the (sharded) test set."""
+    kw = dict(kw)
+    every = kw.pop("record_every", None)
+    cfg = config(kw)
+    problem = make_problem(X, y, cfg, X_test=X_test, y_test=y_test, n_classes=N_CLASSES)
+    state = initial_state(problem)
+    rec = Recorder("full", every)
+    res = run(problem, state, hooks=[rec])
+    trace = rec.trace()
+    return trace, verify(trace, cfg), res.state
 
 
 def save(out: Path, trace, verdicts, state) -> None:
@@ -58,11 +69,11 @@ def rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
     d = data()
-    sl = rows(rank, world)
+    sl, st = rows(rank, world), rows(rank, world, len(d.X_test))
     try:
         with using(AllReduce()):
             for name, kw in VARIANTS.items():
-                trace, verdicts, state = run_variant(kw, d.X_train[sl], d.y_train[sl])
+                trace, verdicts, state = run_variant(kw, d.X_train[sl], d.y_train[sl], d.X_test[st], d.y_test[st])
                 save(Path(out_dir) / f"rank{rank}" / name, trace, verdicts, state)
     finally:
         dist.destroy_process_group()

@@ -34,7 +34,7 @@ def _close(a: np.ndarray, b: np.ndarray, name: str, scale: float | None = None) 
 @pytest.fixture(scope="module")
 def single():
     d = data()
-    return {name: run_variant(kw, d.X_train, d.y_train) for name, kw in VARIANTS.items()}
+    return {name: run_variant(kw, d.X_train, d.y_train, d.X_test, d.y_test) for name, kw in VARIANTS.items()}
 
 
 @pytest.mark.parametrize("world", [2, 3])

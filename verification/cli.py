@@ -86,6 +86,11 @@ def _verify(args: argparse.Namespace) -> int:
     from verification.pipeline import save_verdicts, verify_run
 
     if args.config and Path(args.config).is_dir():
+        from bcd.distributed import launched
+
+        if launched():
+            raise ValueError(f"{args.config!r} is a run directory: re-verifying a saved trace reads files in one "
+                             "process; leave out --nproc")
         overrides = [f for f in RUN_FLAGS if getattr(args, f, None) is not None]
         if overrides or args.out:
             flags = ", ".join("--" + f.replace("_", "-") for f in overrides) or "--out"
