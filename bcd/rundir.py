@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -31,13 +33,32 @@ WEIGHTS = "weights.safetensors"
 SUMMARY = "summary.txt"
 
 
+MARKER = ".bcd-run"  # marks a directory as a bcd run directory (what --overwrite may clear)
+LOCK = ".bcd-lock"  # held by the one process writing a run directory
+# Every name a run directory may hold: the run (this module), the trace (verification.trace), the verdicts
+# (verification.verdict), the report and its figures (reports.document), the audit's config (verification.cli).
+# A test checks that a `bcd verify` run writes nothing else, so this list cannot go stale silently.
+ARTEFACTS = (CONFIG, ENVIRONMENT, SWEEPS, WEIGHTS, SUMMARY, "trace_sweeps.parquet", "trace_blocks.parquet",
+             "trace_meta.json", "verdicts.json", "report.html", "report.md", "figures", "audit_config.json", MARKER,
+             LOCK)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file.  The rename replaces
+    a symbolic link at ``path`` instead of writing through it, and the file gets the mode the umask allows (the
+    temporary file's 0600 would otherwise stay)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,12 +91,82 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
 
 
 def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
-    """Refuse to clobber an earlier run unless asked (nothing already written is lost)."""
+    """Make ``out`` a run directory for a new run, losing nothing that is not an earlier run's artefact.
+
+    A new or empty directory is taken.  An earlier bcd run (its marker) is refused unless ``overwrite``, and then
+    *every* artefact of it is removed, so that no stale trace, verdicts or report can be read with the new run; a
+    file that no run writes is never removed (the directory is refused, naming it).  Any other non-empty directory is
+    refused.  The directory is locked for this process (:data:`LOCK`) until it exits: a second writer is refused."""
     out = Path(out)
-    if (out / CONFIG).exists() and not overwrite:
-        raise ValueError(f"run directory {str(out)!r} already holds a run; choose another --out or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a directory")
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if present:
+        if MARKER not in present and CONFIG not in present:
+            listed = ", ".join(present[:5]) + (", …" if len(present) > 5 else "")
+            raise ValueError(f"--out {str(out)!r} is a non-empty directory that holds no bcd run ({listed}); choose "
+                             "a new or empty directory")
+        if not overwrite:
+            raise ValueError(f"run directory {str(out)!r} already holds a run; choose another --out or pass "
+                             "--overwrite")
+        foreign = [n for n in present if n not in ARTEFACTS and not n.startswith(".")]
+        if foreign:
+            raise ValueError(f"--overwrite would leave {', '.join(foreign)} in {str(out)!r}, which no bcd run writes; "
+                             "move them away or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    _lock(out)
+    for name in present:
+        if name in ARTEFACTS and name != LOCK:
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    write_text(out / MARKER, json.dumps({"tool": "bcd-verify", "pid": os.getpid()}) + "\n")
     return out
+
+
+def _lock(out: Path) -> None:
+    """Create ``out/.bcd-lock`` exclusively (stale locks of dead processes are taken over); removed at exit."""
+    path = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask())
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return
+            if pid and _alive(pid):
+                raise ValueError(f"run directory {str(out)!r} is being written by another bcd process (pid {pid}); "
+                                 "wait for it or choose another --out") from None
+            path.unlink(missing_ok=True)  # a stale lock of a process that is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        atexit.register(_unlock, path, os.getpid())
+        return
+    raise ValueError(f"could not lock run directory {str(out)!r}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlock(path: Path, pid: int) -> None:
+    try:
+        if path.read_text().strip() == str(pid):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def environment(device: str) -> dict[str, Any]:

@@ -42,7 +42,11 @@ def _report(args: argparse.Namespace) -> int:
     elif len(dirs) == 1:
         out = dirs[0]
     else:
-        out = Path(os.path.commonpath([d.resolve() for d in dirs])) / "report"
+        common = Path(os.path.commonpath([d.resolve() for d in dirs]))
+        if common == Path(common.anchor):  # runs in unrelated trees: never write at the filesystem root
+            raise ValueError(f"the runs {', '.join(map(str, dirs))} share no parent directory but the root; give "
+                             "--out DIR for the combined report")
+        out = common / "report"
     report = render_report(runs, out, title=args.title, formats=parse_formats(args.figure_formats))
     for w in report.warnings:
         print(f"warning: {w}")

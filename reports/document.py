@@ -336,8 +336,13 @@ def render_html(runs: list[RunData], figures: list[Figure | Skipped], warnings: 
 
 
 # ---------------------------------------------------------------- Markdown
+def _md_text(s: str) -> str:
+    """Text from a run (names, config strings, warnings) made inert in Markdown: renderers pass raw HTML through."""
+    return html.escape(str(s), quote=False)
+
+
 def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    return _md_text(s).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(header, rows) -> str:
@@ -349,13 +354,14 @@ def _md_table(header, rows) -> str:
 def render_markdown(
     runs: list[RunData], figures: list[Figure | Skipped], warnings: list[str], title: str, out: Path
 ) -> str:
-    parts = [f"# {title}", "", f"Every claim of MATH.md §4 checked on {len(runs)} run(s).", "", "## Summary", ""]
+    parts = [f"# {_md_text(title)}", "", f"Every claim of MATH.md §4 checked on {len(runs)} run(s).", "",
+             "## Summary", ""]
     header, rows = _summary_matrix(runs)
     parts += [_md_table(header, rows), ""]
     if warnings:
-        parts += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+        parts += ["## Warnings", ""] + [f"- {_md_text(w)}" for w in warnings] + [""]
     for r in runs:
-        parts += [f"## Verdicts — {r.name} ({overall(r)})", ""]
+        parts += [f"## Verdicts — {_md_text(r.name)} ({overall(r)})", ""]
         if r.verdicts is None:
             parts += ["No `verdicts.json`: run `bcd verify RUN_DIR`.", ""]
         else:
@@ -363,7 +369,7 @@ def render_markdown(
     parts += ["## Figures", ""]
     for j, f in enumerate(figures, start=1):
         if isinstance(f, Skipped):
-            parts += [f"*Figure {j} ({f.title}) skipped: {f.reason}*", ""]
+            parts += [f"*Figure {j} ({f.title}) skipped: {_md_text(f.reason)}*", ""]
             continue
         rel = f.paths["png"].relative_to(out).as_posix()
         vector = " ".join(
@@ -371,8 +377,9 @@ def render_markdown(
         )
         parts += [f"![{f.title}]({rel})", "", f"**Figure {j}. {f.title}.** {f.caption} {vector}".rstrip(), ""]
     for r in runs:
-        parts += [f"## Theory constants — {r.name}", "", _md_table(("constant", "value"), theory_rows(r)), ""]
-        parts += [f"## Environment — {r.name}", "", _md_table(("", ""), environment_rows(r)), ""]
+        parts += [f"## Theory constants — {_md_text(r.name)}", "", _md_table(("constant", "value"), theory_rows(r)),
+                  ""]
+        parts += [f"## Environment — {_md_text(r.name)}", "", _md_table(("", ""), environment_rows(r)), ""]
     return "\n".join(parts)
 
 

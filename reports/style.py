@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # the Agg backend is selected in reports/__init
 import numpy as np
 from matplotlib import ticker
 
+from bcd.rundir import atomic_write
+
 # ---------------------------------------------------------------- paper symbols (mathtext)
 SYM_L = r"$\bar{\mathcal{L}}$"
 SYM_L_K = r"$\bar{\mathcal{L}}(Q^k)$"
@@ -109,7 +111,7 @@ def save(fig, target: Target, name: str) -> dict[str, Path]:
     paths = {}
     for ext in target.formats:
         path = target.directory / f"{name}.{ext}"
-        fig.savefig(path, format=ext)
+        atomic_write(path, lambda p, ext=ext: fig.savefig(p, format=ext))  # never through a symbolic link
         paths[ext] = path
         fig.set_layout_engine("none")  # the layout is solved once; later formats reuse it (same size in inches)
     plt.close(fig)

@@ -165,3 +165,97 @@ def test_a_zip_bomb_npz_is_refused_before_it_is_decompressed(tmp_path, capsys, m
     assert main(["train", "--dataset", "npz", "--data-path", str(path), "--n-train", "100", "--hidden", "4",
                  "--out", str(tmp_path / "r")]) == 2
     assert "would inflate" in _err(capsys)
+
+
+# ------------------------------------------------------------------------------ run-directory integrity
+
+
+def test_overwrite_removes_every_artefact_of_the_earlier_run(verified_run, capsys):
+    assert (verified_run / "trace_sweeps.parquet").is_file() and (verified_run / "report.html").is_file()
+    assert main(["train", *SMALL, "--out", str(verified_run), "--overwrite"]) == 0
+    left = {p.name for p in verified_run.iterdir()}
+    assert not left & {"trace_sweeps.parquet", "trace_blocks.parquet", "verdicts.json", "report.html", "figures"}
+    assert main(["verify", str(verified_run), "--figure-formats", "png"]) == 2  # no trace: no stale verdicts
+    assert "no trace" in capsys.readouterr().err
+
+
+def test_out_into_a_foreign_directory_is_refused_and_loses_nothing(tmp_path, capsys):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "summary.txt").write_text("my notes")
+    assert main(["train", *SMALL, "--out", str(d)]) == 2
+    assert "holds no bcd run" in _err(capsys) and (d / "summary.txt").read_text() == "my notes"
+    assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == 0
+    (tmp_path / "run" / "notes.txt").write_text("keep me")
+    assert main(["train", *SMALL, "--out", str(tmp_path / "run"), "--overwrite"]) == 2
+    assert "notes.txt" in _err(capsys) and (tmp_path / "run" / "notes.txt").is_file()
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".bcd-run").write_text("{}")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".bcd-lock").write_text(str(sleeper.pid))
+        assert main(["train", *SMALL, "--out", str(out), "--overwrite"]) == 2
+        assert f"another bcd process (pid {sleeper.pid})" in _err(capsys)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(["train", *SMALL, "--out", str(out), "--overwrite"]) == 0  # the lock's process is gone
+
+
+def test_files_follow_the_umask_and_links_are_not_written_through(verified_run, tmp_path):
+    import os
+    import stat
+
+    mode = stat.S_IMODE(os.stat(verified_run / "config.json").st_mode)
+    assert mode == 0o666 & ~_current_umask()
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"precious")
+    fig = verified_run / "figures" / "objective.png"
+    fig.unlink()
+    fig.symlink_to(outside)
+    assert main(["report", str(verified_run), "--figure-formats", "png"]) == 0
+    assert outside.read_bytes() == b"precious" and not fig.is_symlink()
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_every_file_a_verified_run_writes_is_a_known_artefact(verified_run):
+    from bcd.rundir import ARTEFACTS
+
+    assert {p.name for p in verified_run.iterdir()} <= set(ARTEFACTS)
+
+
+def test_the_markdown_report_keeps_no_raw_html(tmp_path):
+    from reports.document import render_markdown
+    from reports.runs import load_run
+
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--figure-formats", "png", "--out", str(out)]) == 0
+    run = load_run(out)
+    run.name = "<script>alert(1)</script>"
+    md = render_markdown([run], [], ["<img src=x onerror=alert(1)>"], "<b>t</b>", out)
+    assert "<script>" not in md and "<img" not in md and "&lt;script&gt;" in md
+
+
+def test_a_combined_report_of_unrelated_trees_needs_out(tmp_path, capsys, monkeypatch):
+    import os
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        assert main(["record", *SMALL, "--out", str(d)]) == 0
+    monkeypatch.setattr(os.path, "commonpath", lambda paths: "/")  # as for /home/x/run and /mnt/y/run
+    assert main(["report", str(a), str(b)]) == 2
+    assert "--out" in _err(capsys)

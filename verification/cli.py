@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bcd.rundir import write_json
+from bcd.rundir import CONFIG, prepare_run_dir, write_json
 from verification import schema as S  # noqa: N812
 from verification.trace import TRACE_SWEEPS
 from verification.verdict import INCONCLUSIVE, VERDICTS_FILE
@@ -127,6 +127,10 @@ def _audit(args: argparse.Namespace) -> int:
     trace = audit(args.directory, overrides, order=args.order, device=args.device, dtype=args.dtype)
     out = Path(args.out) if args.out else Path(args.directory) / "audit"
     verdicts = verify(trace, trace.config)
+    if (out / CONFIG).exists():
+        raise ValueError(f"--out {str(out)!r} holds a training run: the audit's trace and verdicts would mix with "
+                         "it; choose another --out")
+    prepare_run_dir(out, overwrite=True)  # a former audit's artefacts are replaced, a user's files are never touched
     trace.save(out)
     write_json(out / AUDIT_CONFIG, trace.meta[S.META_CONFIG])
     write_json(out / VERDICTS_FILE, [v.to_dict() for v in verdicts])
