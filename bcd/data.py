@@ -222,6 +222,12 @@ def load_npz(path: str | Path) -> Dataset:
         if missing:
             raise ValueError(f"{path} lacks array(s) {sorted(missing)}; it has {sorted(z.files)}")
         get = {k: z[k] for k in z.files}
+    for key, ndims in (("X_train", (2,)), ("y_train", (1, 2)), ("X_test", (2,)), ("y_test", (1, 2))):
+        if key in get and get[key].ndim not in ndims:
+            want = "(n, d)" if ndims == (2,) else "(n,) labels or (n, d_N) targets"
+            raise ValueError(f"{key} in {path} has shape {get[key].shape}; expected {want}, samples as rows")
+    if ("X_test" in get) != ("y_test" in get):
+        raise ValueError(f"{path} has only one of X_test and y_test; give both or neither")
     return Dataset("npz", get["X_train"], get["y_train"], get.get("X_test"), get.get("y_test"))
 
 
