@@ -10,8 +10,11 @@ excluded from the engine time (``time_engine_s``).
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +25,7 @@ from bcd.config import BCDConfig
 from bcd.inputs import make_problem
 from bcd.objective import OBJECTIVE, accuracy, objective_terms
 from bcd.problem import BCDState, Problem, initial_state
+from bcd.reduction import over_samples
 from bcd.schedule import Step, schedule_for
 
 Tensor = torch.Tensor
@@ -104,10 +108,16 @@ def run(
     hooks: Iterable[Hook] = (),
     progress: bool = False,
     schedule: Sequence[Step] | None = None,
+    log: Sequence[dict[str, Any]] | None = None,
+    checkpoint: Callable[[BCDState, list[dict[str, Any]]], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainResult:
     """Run ``sweeps`` sweeps (default ``config.sweeps``) from ``state``; log every sweep.
 
-    ``schedule`` replaces the configured variant's steps (a user's own variant, a mutant)."""
+    ``schedule`` replaces the configured variant's steps (a user's own variant, a mutant).  ``log``: the rows of the
+    sweeps already run (a resumed run continues them).  ``checkpoint(state, rows)`` is called every
+    ``checkpoint_every`` sweeps and at every clean stop, always between two sweeps.  SIGINT or SIGTERM finishes the
+    sweep in progress and stops (``stop_reason = "interrupted"``); a second one aborts at once."""
     cfg = problem.config
     sweeps = cfg.sweeps if sweeps is None else sweeps
     hooks = list(hooks)
@@ -118,27 +128,33 @@ def run(
     for h in hooks:
         if hasattr(h, "on_run_start"):
             h.on_run_start(problem, state)
-    rows = [_record(state, problem, 0.0, 0.0)]
+    rows = list(log) if log else [_record(state, problem, 0.0, 0.0)]
     bar = _progress(sweeps, progress)
     stop, detail = "max_sweeps", ""
     try:
-        for _ in range(sweeps):
-            _sync(problem.X.device)
-            t0 = time.perf_counter()
-            hook_time = sweep(state, problem, schedule, hooks)
-            _sync(problem.X.device)
-            elapsed = time.perf_counter() - t0
-            rec = _record(state, problem, elapsed - hook_time, hook_time)
-            rows.append(rec)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(_postfix(rec))
-            if not math.isfinite(rec[OBJECTIVE]):
-                stop, detail = "non_finite_objective", _non_finite(state, schedule)
-                break
-            if any(h.on_sweep_end(state.sweep, state, rec) for h in hooks if hasattr(h, "on_sweep_end")):
-                stop = "stopped_by_hook"
-                break
+        with _GracefulStop() as signals:
+            for _ in range(sweeps):
+                _sync(problem.X.device)
+                t0 = time.perf_counter()
+                hook_time = sweep(state, problem, schedule, hooks)
+                _sync(problem.X.device)
+                elapsed = time.perf_counter() - t0
+                rec = _record(state, problem, elapsed - hook_time, hook_time)
+                rows.append(rec)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(_postfix(rec))
+                if not math.isfinite(rec[OBJECTIVE]):
+                    stop, detail = "non_finite_objective", _non_finite(state, schedule)
+                    break
+                if any(h.on_sweep_end(state.sweep, state, rec) for h in hooks if hasattr(h, "on_sweep_end")):
+                    stop = "stopped_by_hook"
+                    break
+                if signals.stop_requested():
+                    stop, detail = "interrupted", f"stopped by a signal after sweep {state.sweep}"
+                    break
+                if checkpoint is not None and checkpoint_every and state.sweep % checkpoint_every == 0:
+                    checkpoint(state, rows)
     except KeyboardInterrupt:
         from bcd.distributed import current
 
@@ -148,7 +164,51 @@ def run(
     finally:
         if bar is not None:
             bar.close()
+    clean = stop in ("max_sweeps", "stopped_by_hook") or (stop == "interrupted" and bool(detail))
+    if checkpoint is not None and clean:
+        checkpoint(state, rows)  # a clean stop: the state is that of the last logged sweep (an abort's may not be)
     return TrainResult(state, pd.DataFrame(rows), stop, problem, detail)
+
+
+class _GracefulStop:
+    """SIGINT / SIGTERM during a run ask it to stop after the sweep in progress (so the state is always a logged
+    sweep's); a second signal aborts at once.  In a sharded run the request is all-reduced at every sweep end, so
+    every rank stops after the same sweep.  Only the main thread can install the handlers; elsewhere a no-op."""
+
+    def __enter__(self) -> _GracefulStop:
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("bcd: stopping after the sweep in progress (send the signal again to abort at once)", file=sys.stderr)
+
+    def stop_requested(self) -> bool:
+        from bcd.distributed import current
+
+        if current() is None:
+            return self.requested
+        flag = torch.tensor(float(self.requested), dtype=torch.float64, device=current_device())
+        return bool(over_samples(flag).item() > 0)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def current_device() -> torch.device:
+    """The device of the sharded run's collectives (CUDA under NCCL)."""
+    from bcd.distributed import current
+
+    shard = current()
+    return torch.device("cuda", torch.cuda.current_device()) if shard is not None and shard.backend == "nccl" \
+        else torch.device("cpu")
 
 
 class RunIncomplete(Exception):  # noqa: N818 (a state of the run, not a caller's error)

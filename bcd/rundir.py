@@ -39,8 +39,8 @@ LOCK = ".bcd-lock"  # held by the one process writing a run directory
 # (verification.verdict), the report and its figures (reports.document), the audit's config (verification.cli).
 # A test checks that a `bcd verify` run writes nothing else, so this list cannot go stale silently.
 ARTEFACTS = (CONFIG, ENVIRONMENT, SWEEPS, WEIGHTS, SUMMARY, "trace_sweeps.parquet", "trace_blocks.parquet",
-             "trace_meta.json", "verdicts.json", "report.html", "report.md", "figures", "audit_config.json", MARKER,
-             LOCK)
+             "trace_meta.json", "verdicts.json", "report.html", "report.md", "figures", "audit_config.json",
+             "checkpoint.safetensors", "checkpoint.json", MARKER, LOCK)
 
 
 def _umask() -> int:
@@ -123,6 +123,15 @@ def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
             else:
                 target.unlink(missing_ok=True)
     write_text(out / MARKER, json.dumps({"tool": "bcd-verify", "pid": os.getpid()}) + "\n")
+    return out
+
+
+def lock_run_dir(out: str | Path) -> Path:
+    """Lock an existing run directory for this process (a resumed run), refusing one that holds no bcd run."""
+    out = Path(out)
+    if not (out / CONFIG).is_file():
+        raise ValueError(f"{str(out)!r} holds no bcd run (no {CONFIG}): nothing to resume")
+    _lock(out)
     return out
 
 

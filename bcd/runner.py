@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcd import distributed
+from bcd import checkpoint, distributed
 from bcd.config import RunConfig
 from bcd.data import load_dataset
 from bcd.distributed import collectively
@@ -23,6 +23,7 @@ from bcd.rundir import (
     SWEEPS,
     WEIGHTS,
     environment,
+    lock_run_dir,
     prepare_run_dir,
     save_weights,
     write_json,
@@ -37,13 +38,19 @@ def train_from_config(
     hooks: Iterable = (),
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 10,
 ) -> tuple[TrainResult, Path]:
     """Train as ``cfg`` says and write the run directory ``cfg.out``.
 
     Everything that can be wrong with the input (config values, data shapes, labels, an existing
     run in ``cfg.out``) is checked before the first file is written.  In a sharded run
     (:mod:`bcd.distributed`) each rank trains on its block of samples, rank 0 alone writes, and an error on
-    any rank stops every rank with the same message."""
+    any rank stops every rank with the same message.
+
+    A checkpoint is written every ``checkpoint_every`` sweeps and at every clean stop (:mod:`bcd.checkpoint`);
+    ``resume`` continues the run in ``cfg.out`` from its checkpoint (one process, no hooks: the recorder's carried
+    state is not checkpointed yet)."""
     ds = load_dataset(cfg.data)
     shard = distributed.join(cfg.bcd.device)
     data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test)
@@ -63,15 +70,25 @@ def train_from_config(
     fields = collectively(shard, problem_inputs, data[0], data[1], cfg.bcd, X_test=data[2], y_test=data[3],
                           n_classes=n_classes)
     problem = Problem(**fields)
-    state = initial_state(problem)
     writer = shard is None or shard.writer
     out = Path(cfg.out)
-    if writer:
-        out = collectively(shard, _start_run_dir, cfg, overwrite)
+    log = None
+    if resume:
+        if shard is not None or list(hooks):
+            raise ValueError("--resume continues a plain `bcd train` run in one process (the recorder's carried "
+                             "state and sharded checkpoints are not implemented yet)")
+        lock_run_dir(out)
+        state, log = checkpoint.load(out, problem)
     else:
-        collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
+        state = initial_state(problem)
+        if writer:
+            out = collectively(shard, _start_run_dir, cfg, overwrite)
+        else:
+            collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
+    save = None if shard is not None or list(hooks) else (lambda st, rows: checkpoint.save(out, st, rows))
     t0 = time.perf_counter()
-    result = run(problem, state, hooks=hooks, progress=progress and writer)
+    result = run(problem, state, sweeps=max(cfg.bcd.sweeps - state.sweep, 0), hooks=hooks,
+                 progress=progress and writer, log=log, checkpoint=save, checkpoint_every=checkpoint_every)
     wall = time.perf_counter() - t0
     env = environment(cfg.bcd.device)
     env.update(wall_time_s=wall, n_train=problem.n_total, stop_reason=result.stop_reason)

@@ -1,0 +1,68 @@
+"""Checkpoints of a run, written between two sweeps, and the resume that continues them bit for bit.
+
+A checkpoint is two files in the run directory, each written atomically: ``checkpoint.safetensors`` (every block
+W̃_i, V_i[, U_i] of the iterate after sweep k, with k in its metadata) and ``checkpoint.json`` (k and the per-sweep
+log so far).  The tensors are written first, so the JSON, written last, always names a complete state.  The engine
+is a deterministic function of the state, so ``bcd train --resume RUN_DIR`` continuing from sweep k ends with the
+same weights and the same log as the uninterrupted run (the timing columns aside), on the same machine and threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from bcd.problem import BCDState, Problem
+from bcd.rundir import atomic_write, json_safe, write_text
+
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_LOG = "checkpoint.json"
+
+
+def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]]) -> None:
+    """Write the checkpoint of ``state`` (after sweep ``state.sweep``) and the log ``rows``."""
+    out = Path(out)
+    tensors = {f"{b}{i}": t.detach().cpu().contiguous() for b, i, t in state.blocks()}
+    atomic_write(out / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata={"sweep": str(state.sweep)}))
+    write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": state.sweep, "log": json_safe(rows)}) + "\n")
+
+
+def load(out: str | Path, problem: Problem) -> tuple[BCDState, list[dict[str, Any]]]:
+    """The checkpointed state (on the problem's device and dtype, every shape checked) and its log."""
+    out = Path(out)
+    if not (out / CHECKPOINT_LOG).is_file() or not (out / CHECKPOINT).is_file():
+        raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG}, {CHECKPOINT}): nothing to resume")
+    try:
+        meta = json.loads((out / CHECKPOINT_LOG).read_text())
+        k, rows = int(meta["sweep"]), [
+            {key: (math.nan if v is None else v) for key, v in row.items()} for row in meta["log"]]
+        tensors = load_file(str(out / CHECKPOINT))
+        with safe_open(str(out / CHECKPOINT), "pt") as fh:
+            tensor_sweep = int((fh.metadata() or {}).get("sweep", -1))
+    except Exception as e:
+        raise ValueError(f"the checkpoint in {str(out)!r} is unreadable: {e}") from None
+    if tensor_sweep != k:
+        raise ValueError(f"the checkpoint in {str(out)!r} is torn: its log is at sweep {k}, its state at "
+                         f"{tensor_sweep}")
+    if len(rows) != k + 1 or any(int(r.get("sweep", -1)) != j for j, r in enumerate(rows)):
+        raise ValueError(f"the checkpoint log in {str(out)!r} does not run from sweep 0 to {k}")
+    widths, n = problem.widths, problem.n
+    W, V, U = [None], [problem.X], [None]
+    dtype, device = problem.X.dtype, problem.X.device
+    for i in range(1, len(widths)):
+        for key, shape, dest in ((f"W{i}", (widths[i], widths[i - 1] + 1), W), (f"V{i}", (widths[i], n), V),
+                                 (f"U{i}", (widths[i], n), U)):
+            if key.startswith("U") and ("U", i) not in problem.variables:
+                dest.append(None)
+                continue
+            t = tensors.get(key)
+            if t is None or tuple(t.shape) != shape:
+                raise ValueError(f"the checkpoint in {str(out)!r} does not fit this run: {key} is "
+                                 f"{None if t is None else tuple(t.shape)}, expected {shape}")
+            dest.append(t.to(dtype=dtype, device=device))
+    return BCDState(W, V, U, k), rows

@@ -1,0 +1,93 @@
+"""Killed and interrupted runs continue bit for bit (bcd/checkpoint.py): SIGKILL at three different sweeps, SIGINT and
+SIGTERM, each resumed with ``bcd train --resume`` and compared with the uninterrupted run (weights bitwise, the
+per-sweep log bitwise except the timing columns)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+ARGS = ["--dataset", "mixture", "--n-train", "1500", "--n-test", "100", "--hidden", "120,120", "--sweeps", "40",
+        "--checkpoint-every", "2", "--no-progress", "--seed", "3"]
+
+
+def _bcd(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bcd", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def _checkpoint_sweep(out: Path) -> int:
+    try:
+        return json.loads((out / "checkpoint.json").read_text())["sweep"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _same(a: Path, b: Path) -> None:
+    wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    la, lb = pd.read_parquet(a / "sweeps.parquet"), pd.read_parquet(b / "sweeps.parquet")
+    cols = [c for c in la.columns if not c.startswith("time_")]
+    pd.testing.assert_frame_equal(la[cols], lb[cols], check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    p = _bcd("train", *ARGS, "--out", str(out))
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    return out
+
+
+def _interrupt(out: Path, at: int, sig: int) -> subprocess.Popen:
+    p = _bcd("train", *ARGS, "--out", str(out))
+    deadline = time.monotonic() + 120
+    while _checkpoint_sweep(out) < at:
+        assert p.poll() is None, f"the run ended before sweep {at}: {p.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    p.send_signal(sig)
+    p.wait(timeout=120)
+    return p
+
+
+@pytest.mark.parametrize("at", [2, 14, 30])
+def test_a_run_killed_at_any_sweep_resumes_to_the_same_result(tmp_path, uninterrupted, at):
+    out = tmp_path / "run"
+    p = _interrupt(out, at, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL
+    assert not (out / "weights.safetensors").exists()  # killed: only the checkpoint is there
+    r = _bcd("train", "--resume", str(out))
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    _same(uninterrupted, out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_after_a_whole_sweep_says_how_to_resume_and_resumes(tmp_path, uninterrupted, sig):
+    out = tmp_path / "run"
+    p = _interrupt(out, 6, sig)
+    err = p.stderr.read()
+    assert p.returncode == 3 and f"bcd train --resume {out}" in err and "Traceback" not in err, err
+    log = pd.read_parquet(out / "sweeps.parquet")  # the run directory of a stopped run is complete and consistent
+    assert int(log["sweep"].iloc[-1]) == _checkpoint_sweep(out) < 40
+    r = _bcd("train", "--resume", str(out))
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    _same(uninterrupted, out)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    r = _bcd("train", "--resume", str(tmp_path / "nothing"))
+    assert r.wait(timeout=60) == 2 and "nothing to resume" in r.stderr.read()
+    out = tmp_path / "run"
+    assert _bcd("train", *ARGS[:8], "--sweeps", "2", "--checkpoint-every", "0", "--out", str(out)).wait(60) == 0
+    r = _bcd("train", "--resume", str(out), "--gamma", "2")
+    assert r.wait(timeout=60) == 2 and "do not apply" in r.stderr.read()
