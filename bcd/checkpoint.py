@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -24,12 +25,40 @@ CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_LOG = "checkpoint.json"
 
 
-def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]]) -> None:
-    """Write the checkpoint of ``state`` (after sweep ``state.sweep``) and the log ``rows``."""
+CHECKPOINT_HOOKS = "checkpoint_recorder.pt"
+
+
+def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]], recorder=None) -> None:
+    """Write the checkpoint of ``state`` (after sweep ``state.sweep``), the log ``rows`` and, when the run records a
+    trace, the recorder's carried state (:meth:`verification.recorder.Recorder.state_dict`)."""
     out = Path(out)
     tensors = {f"{b}{i}": t.detach().cpu().contiguous() for b, i, t in state.blocks()}
     atomic_write(out / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata={"sweep": str(state.sweep)}))
-    write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": state.sweep, "log": json_safe(rows)}) + "\n")
+    if recorder is not None:
+        saved = recorder.state_dict()
+        atomic_write(out / CHECKPOINT_HOOKS, lambda p: torch.save(saved, p))
+    write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": state.sweep, "log": json_safe(rows),
+                                                 "recorder": recorder is not None}) + "\n")
+
+
+def load_recorder(out: str | Path, device: str = "cpu"):
+    """The recorder saved with the checkpoint of ``out`` (loaded without arbitrary pickles: weights_only), or None
+    when the checkpointed run recorded no trace."""
+    from verification.recorder import SAFE_GLOBALS, Recorder
+
+    out = Path(out)
+    meta = json.loads((out / CHECKPOINT_LOG).read_text())
+    if not meta.get("recorder"):
+        return None
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            saved = torch.load(out / CHECKPOINT_HOOKS, weights_only=True, map_location=device)
+    except Exception as e:
+        raise ValueError(f"the recorder checkpoint in {str(out)!r} is unreadable: {e}") from None
+    if saved.get("sweep") != meta["sweep"]:
+        raise ValueError(f"the checkpoint in {str(out)!r} is torn: its log is at sweep {meta['sweep']}, its recorder "
+                         f"at {saved.get('sweep')}")
+    return Recorder.from_state_dict(saved)
 
 
 def load(out: str | Path, problem: Problem) -> tuple[BCDState, list[dict[str, Any]]]:

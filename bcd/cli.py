@@ -97,29 +97,44 @@ def embedded_config(name: str) -> dict[str, Any]:
     return tomllib.loads(resources.files("bcd.configs").joinpath(name).read_text())
 
 
+def resume_config(args: argparse.Namespace) -> RunConfig:
+    """The config of the run ``--resume RUN_DIR`` continues (its ``config.json``); flags that would change it are
+    refused.  Also checks ``--checkpoint-every``."""
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every {args.checkpoint_every} is not allowed; give an integer >= 0 (0: only "
+                         "at the end)")
+    given = [f for f in RUN_FLAGS if getattr(args, f, None) is not None] + (["config"] if args.config else []) \
+        + (["out"] if args.out else []) + (["overwrite"] if args.overwrite else [])
+    if given:
+        raise ValueError(f"--resume continues the run as its config.json says; {', '.join(given)} do not apply")
+    from bcd.rundir import CONFIG
+
+    path = Path(args.resume) / CONFIG
+    if not path.is_file():
+        raise ValueError(f"{args.resume!r} holds no bcd run (no {CONFIG}): nothing to resume")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{str(path)!r} is unreadable: {e}") from None
+    return RunConfig.from_dict({**raw, "out": str(args.resume)})
+
+
+def add_resume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run from its checkpoint "
+                   "(bit-identical to the uninterrupted run on the same machine)")
+    p.add_argument("--checkpoint-every", type=int, default=10, metavar="K",
+                   help="write a checkpoint every K sweeps and at every clean stop (default 10; 0: only at stops)")
+
+
 def _train(args: argparse.Namespace) -> int:
     from bcd.runner import train_from_config
 
     if args.resume:
-        given = [f for f in RUN_FLAGS if getattr(args, f, None) is not None] + (["config"] if args.config else []) \
-            + (["out"] if args.out else []) + (["overwrite"] if args.overwrite else [])
-        if given:
-            raise ValueError(f"--resume continues the run as its config.json says; {', '.join(given)} do not apply")
-        from bcd.rundir import CONFIG
-
-        path = Path(args.resume) / CONFIG
-        if not path.is_file():
-            raise ValueError(f"{args.resume!r} holds no bcd run (no {CONFIG}): nothing to resume")
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{str(path)!r} is unreadable: {e}") from None
-        cfg = RunConfig.from_dict({**raw, "out": str(args.resume)})
+        cfg = resume_config(args)
     else:
+        if args.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every {args.checkpoint_every} is not allowed; give an integer >= 0")
         cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
-    if args.checkpoint_every < 0:
-        raise ValueError(f"--checkpoint-every {args.checkpoint_every} is not allowed; give an integer >= 0 (0: only "
-                         "at the end)")
     result, out = train_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
                                     resume=bool(args.resume), checkpoint_every=args.checkpoint_every)
     if writes():
@@ -129,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def incomplete(result, out) -> None:
+def incomplete(result, out, command: str = "train") -> None:
     """Raise RunIncomplete (exit 3) for a run that diverged; its files are already written."""
     from bcd.engine import RunIncomplete
 
@@ -137,8 +152,8 @@ def incomplete(result, out) -> None:
         raise RunIncomplete(f"the run diverged: {result.stop_detail}; the run directory {str(out)!r} keeps the log "
                             "up to that sweep")
     if result.stop_reason == "interrupted":
-        raise RunIncomplete(f"interrupted: {result.stop_detail or 'aborted mid-sweep'}; continue a `bcd train` run "
-                            f"with: bcd train --resume {out}")
+        raise RunIncomplete(f"interrupted: {result.stop_detail or 'aborted mid-sweep'}; continue it with: "
+                            f"bcd {command} --resume {out}")
 
 
 def writes() -> bool:
@@ -153,10 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a fully connected network with Algorithm 1, 2 or 3 "
                        "(--splitting, --skip) and write a run directory")
     add_run_arguments(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run from its checkpoint "
-                   "(bit-identical to the uninterrupted run on the same machine)")
-    p.add_argument("--checkpoint-every", type=int, default=10, metavar="K",
-                   help="write a checkpoint every K sweeps and at every clean stop (default 10; 0: only at stops)")
+    add_resume_arguments(p)
     p.set_defaults(func=_train)
 
 

@@ -125,8 +125,10 @@ def run(
     for h in hooks:  # a hook that cannot handle the schedule refuses it here, before anything runs
         if hasattr(h, "check_schedule"):
             h.check_schedule(problem, schedule)
-    for h in hooks:
-        if hasattr(h, "on_run_start"):
+    for h in hooks:  # a resumed run (``log``) continues a hook that can (on_resume) instead of restarting it
+        if log and hasattr(h, "on_resume"):
+            h.on_resume(problem, state)
+        elif hasattr(h, "on_run_start"):
             h.on_run_start(problem, state)
     rows = list(log) if log else [_record(state, problem, 0.0, 0.0)]
     bar = _progress(sweeps, progress)

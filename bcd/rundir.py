@@ -40,7 +40,7 @@ LOCK = ".bcd-lock"  # held by the one process writing a run directory
 # A test checks that a `bcd verify` run writes nothing else, so this list cannot go stale silently.
 ARTEFACTS = (CONFIG, ENVIRONMENT, SWEEPS, WEIGHTS, SUMMARY, "trace_sweeps.parquet", "trace_blocks.parquet",
              "trace_meta.json", "verdicts.json", "report.html", "report.md", "figures", "audit_config.json",
-             "checkpoint.safetensors", "checkpoint.json", MARKER, LOCK)
+             "checkpoint.safetensors", "checkpoint.json", "checkpoint_recorder.pt", MARKER, LOCK)
 
 
 def _umask() -> int:

@@ -49,8 +49,8 @@ def train_from_config(
     any rank stops every rank with the same message.
 
     A checkpoint is written every ``checkpoint_every`` sweeps and at every clean stop (:mod:`bcd.checkpoint`);
-    ``resume`` continues the run in ``cfg.out`` from its checkpoint (one process, no hooks: the recorder's carried
-    state is not checkpointed yet)."""
+    ``resume`` continues the run in ``cfg.out`` from its checkpoint (one process; the hooks, if any, are the
+    verification recorder restored from the same checkpoint)."""
     ds = load_dataset(cfg.data)
     shard = distributed.join(cfg.bcd.device)
     data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test)
@@ -73,10 +73,14 @@ def train_from_config(
     writer = shard is None or shard.writer
     out = Path(cfg.out)
     log = None
+    hooks = list(hooks)
+    carried = [h for h in hooks if hasattr(h, "state_dict")]  # the recorder: its carried state is checkpointed
+    checkpointable = shard is None and len(carried) == len(hooks) <= 1
     if resume:
-        if shard is not None or list(hooks):
-            raise ValueError("--resume continues a plain `bcd train` run in one process (the recorder's carried "
-                             "state and sharded checkpoints are not implemented yet)")
+        if shard is not None:
+            raise ValueError("--resume continues a run in one process (sharded checkpoints are not implemented)")
+        if not checkpointable or any(not hasattr(h, "on_resume") for h in hooks):
+            raise ValueError("this run's hooks cannot be resumed (only the verification recorder can)")
         lock_run_dir(out)
         state, log = checkpoint.load(out, problem)
     else:
@@ -85,7 +89,8 @@ def train_from_config(
             out = collectively(shard, _start_run_dir, cfg, overwrite)
         else:
             collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
-    save = None if shard is not None or list(hooks) else (lambda st, rows: checkpoint.save(out, st, rows))
+    save = (lambda st, rows: checkpoint.save(out, st, rows, carried[0] if carried else None)) if checkpointable \
+        else None
     t0 = time.perf_counter()
     result = run(problem, state, sweeps=max(cfg.bcd.sweeps - state.sweep, 0), hooks=hooks,
                  progress=progress and writer, log=log, checkpoint=save, checkpoint_every=checkpoint_every)

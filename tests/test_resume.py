@@ -91,3 +91,37 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     assert _bcd("train", *ARGS[:8], "--sweeps", "2", "--checkpoint-every", "0", "--out", str(out)).wait(60) == 0
     r = _bcd("train", "--resume", str(out), "--gamma", "2")
     assert r.wait(timeout=60) == 2 and "do not apply" in r.stderr.read()
+
+
+VERIFY = ["--dataset", "mixture", "--n-train", "800", "--n-test", "100", "--hidden", "60,60", "--sweeps", "24",
+          "--checkpoint-every", "2", "--no-progress", "--seed", "5", "--figure-formats", "png"]
+
+
+@pytest.mark.parametrize(("command", "at"), [("verify", 4), ("verify", 15), ("record", 9)])
+def test_a_killed_verify_or_record_resumes_to_the_same_trace_and_verdicts(tmp_path, command, at):
+    """The recorder's carried state (the open sweep whose g^k parts complete in the next one, the running sums) is
+    checkpointed with the iterate, so the trace and the verdicts of the resumed run equal the uninterrupted one's."""
+    args = VERIFY if command == "verify" else [a for a in VERIFY if a not in ("--figure-formats", "png")]
+    full = tmp_path / "full"
+    p = _bcd(command, *args, "--out", str(full))
+    assert p.wait(timeout=300) in (0, 1), p.stderr.read()
+    out = tmp_path / "run"
+    p = _bcd(command, *args, "--out", str(out))
+    deadline = time.monotonic() + 120
+    while _checkpoint_sweep(out) < at:
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) == -signal.SIGKILL  # killed mid-run, not after it ended
+    r = _bcd(command, "--resume", str(out), *(["--figure-formats", "png"] if command == "verify" else []))
+    assert r.wait(timeout=300) in (0, 1), r.stderr.read()
+    _same(full, out)
+    for table in ("trace_sweeps.parquet", "trace_blocks.parquet"):
+        a, b = pd.read_parquet(full / table), pd.read_parquet(out / table)
+        cols = [c for c in a.columns if not c.startswith("time_")]
+        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
+    if command == "verify":
+        va = json.loads((full / "verdicts.json").read_text())
+        vb = json.loads((out / "verdicts.json").read_text())
+        assert [(v["claim"], v["status"], v["measured"]) for v in va] == [(v["claim"], v["status"], v["measured"])
+                                                                          for v in vb]

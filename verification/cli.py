@@ -79,7 +79,7 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = Fal
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bcd.cli import RUN_FLAGS, incomplete, resolve_run_config, writes
+    from bcd.cli import RUN_FLAGS, incomplete, resolve_run_config, resume_config, writes
     from reports.cli import parse_formats
     from reports.runs import load_run
     from verification.checks import verify
@@ -105,16 +105,20 @@ def _verify(args: argparse.Namespace) -> int:
         save_verdicts(args.config, run.verdicts)
         return finish(run, Path(args.config), parse_formats(args.figure_formats), args.strict)
 
-    cfg = resolve_run_config(args, default_config_name())
-    # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).
-    overwrite = args.overwrite or (args.config is None and args.out is None)
+    if args.resume:
+        cfg, overwrite = resume_config(args), False
+    else:
+        cfg = resolve_run_config(args, default_config_name())
+        # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).
+        overwrite = args.overwrite or (args.config is None and args.out is None)
     _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset, progress=not args.no_progress,
-                                                 overwrite=overwrite)
+                                                 overwrite=overwrite, resume=bool(args.resume),
+                                                 checkpoint_every=args.checkpoint_every)
     if not writes():  # ranks > 0 of a sharded run: rank 0 reports, and its exit code is the run's
-        incomplete(_result, out)
+        incomplete(_result, out, "verify")
         return 0
     print((out / "summary.txt").read_text().strip())
-    incomplete(_result, out)  # a diverged run keeps its trace and verdicts; no theorem failed: exit 3
+    incomplete(_result, out, "verify")  # a diverged run keeps its trace and verdicts; no theorem failed: exit 3
     return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
 
 
@@ -170,25 +174,26 @@ def summary(trace) -> str:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from bcd.cli import DEFAULT_TRAIN_CONFIG, incomplete, resolve_run_config, writes
+    from bcd.cli import DEFAULT_TRAIN_CONFIG, incomplete, resolve_run_config, resume_config, writes
     from verification.pipeline import record
     from verification.recorder import Schedule
 
-    cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    cfg = resume_config(args) if args.resume else resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
     if args.every is not None and args.per_decade is not None:
         raise ValueError("give --every or --per-decade, not both")
     schedule = Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
     _result, trace, out = record(cfg, preset=args.preset, schedule=schedule, progress=not args.no_progress,
-                                     overwrite=args.overwrite)
+                                 overwrite=args.overwrite, resume=bool(args.resume),
+                                 checkpoint_every=args.checkpoint_every)
     if writes():
         print((out / "summary.txt").read_text().strip())
         print(f"trace ({args.preset}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block rows): {out}")
-    incomplete(_result, out)
+    incomplete(_result, out, "record")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bcd.cli import add_run_arguments
+    from bcd.cli import add_resume_arguments, add_run_arguments
     from reports.cli import add_formats
     from verification.recorder import PRESETS
 
@@ -200,6 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit 0 if every guaranteed claim passes, 1 if one fails, 2 on bad input.",
     )
     add_run_arguments(v)
+    add_resume_arguments(v)
     v.add_argument("--preset", choices=PRESETS, default="full", help="recorder cost preset (default: full)")
     v.add_argument("--strict", action="store_true",
                    help="exit 1 also when a guaranteed claim is left inconclusive (e.g. too few sweeps to resolve it)")
@@ -208,6 +214,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("record", help="train like `bcd train` and save a verification trace next to the config")
     add_run_arguments(r)
+    add_resume_arguments(r)
     r.add_argument("--preset", default="standard", choices=PRESETS, help="what to record (default standard)")
     r.add_argument("--every", type=int, help="per-block quantities every k sweeps (default every sweep)")
     r.add_argument("--per-decade", dest="per_decade", type=int, help="per-block quantities on log-spaced sweeps")

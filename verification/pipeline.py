@@ -49,13 +49,20 @@ def trace_arrays(
 
 
 def record(cfg: RunConfig, *, preset: str = "standard", schedule: Schedule | int | None = None,
-           progress: bool = False, overwrite: bool = False) -> tuple[TrainResult, Trace, Path]:
+           progress: bool = False, overwrite: bool = False, resume: bool = False,
+           checkpoint_every: int = 10) -> tuple[TrainResult, Trace, Path]:
     """Train as ``cfg`` says with a :class:`Recorder` and save the trace in the run directory next to its
-    ``config.json``.  Returns (engine result, trace, run directory)."""
+    ``config.json``.  Returns (engine result, trace, run directory).  ``resume``: continue the run in ``cfg.out`` from
+    its checkpoint, with the recorder as it was then (its preset and schedule, not the arguments)."""
+    from bcd.checkpoint import load_recorder
     from bcd.runner import train_from_config
 
-    rec = Recorder(preset, schedule)
-    result, out = train_from_config(cfg, hooks=[rec], progress=progress, overwrite=overwrite)
+    rec = load_recorder(cfg.out, cfg.bcd.device) if resume else Recorder(preset, schedule)
+    if rec is None:
+        raise ValueError(f"{cfg.out!r} was checkpointed without a recorder (a `bcd train` run): resume it with "
+                         "`bcd train --resume`")
+    result, out = train_from_config(cfg, hooks=[rec], progress=progress, overwrite=overwrite, resume=resume,
+                                    checkpoint_every=checkpoint_every)
     trace = rec.trace()
     trace.meta[S.META_STOP_REASON] = result.stop_reason
     if _writes():  # rank 0 of a sharded run (every rank holds the same trace)
@@ -78,11 +85,13 @@ def save_verdicts(directory: str | Path, verdicts: list[Verdict]) -> Path:
 
 
 def verify_run(cfg: RunConfig, *, preset: str = "full", schedule: Schedule | int | None = None,
-               progress: bool = False, overwrite: bool = False) -> tuple[TrainResult, Trace, list[Verdict], Path]:
+               progress: bool = False, overwrite: bool = False, resume: bool = False,
+               checkpoint_every: int = 10) -> tuple[TrainResult, Trace, list[Verdict], Path]:
     """:func:`record`, then every check of :func:`verification.checks.verify`; the verdicts are saved."""
     from verification.checks import verify
 
-    result, trace, out = record(cfg, preset=preset, schedule=schedule, progress=progress, overwrite=overwrite)
+    result, trace, out = record(cfg, preset=preset, schedule=schedule, progress=progress, overwrite=overwrite,
+                                resume=resume, checkpoint_every=checkpoint_every)
     verdicts = verify(trace, cfg.bcd)
     if _writes():
         save_verdicts(out, verdicts)

@@ -224,6 +224,46 @@ class Recorder(Algorithm2FastPath):
         self._open.append(first)
         self._close_ready()
 
+    # ------------------------------------------------------------------ checkpoint and resume
+
+    _CARRIED = ("g_components", "_rows", "_block_rows", "_open", "_current", "_carry", "_P", "_aff_before_V",
+                "_act_V", "_dV_N", "_row_of", "_B", "_acc_pending", "_cum_dq", "_cum_g_sq")
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of this recorder between two sweeps: its settings and everything it carries
+        (closed rows, the open sweep whose g^k parts complete in the next one, running sums) — plain containers,
+        tensors and :class:`_Sweep` records, loadable with ``torch.load(weights_only=True)`` (:data:`SAFE_GLOBALS`)."""
+        if self.state is None:
+            raise ValueError("the recorder has not seen a run (on_run_start was never called)")
+        return {"settings": {"preset": self.preset, "schedule": self.schedule.describe(), "path": self.path,
+                             "keep_g": self.keep_g},
+                "sweep": self.state.sweep, **{name: getattr(self, name) for name in self._CARRIED}}
+
+    @classmethod
+    def from_state_dict(cls, saved: dict[str, Any]) -> Recorder:
+        """A recorder that continues from ``saved`` (its :meth:`state_dict`) when the engine resumes the run."""
+        s = saved["settings"]
+        rec = cls(s["preset"], Schedule(**s["schedule"]), keep_g=s["keep_g"], path=s["path"])
+        rec._saved = saved
+        return rec
+
+    def on_resume(self, problem: Problem, state: BCDState) -> None:
+        """Continue after sweep ``state.sweep`` from the saved carried state (instead of :meth:`on_run_start`)."""
+        saved = getattr(self, "_saved", None)
+        if saved is None or saved["sweep"] != state.sweep:
+            raise ValueError(f"the recorder's checkpoint is at sweep {None if saved is None else saved['sweep']}, "
+                             f"the run's at {state.sweep}")
+        cfg = problem.config
+        self.constants = RunConstants(cfg, problem.widths, problem.n_total)
+        self.problem, self.state = problem, state
+        self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
+        self._n_total = problem.n_total
+        self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)
+        self._probe_cache = None
+        for name in self._CARRIED:
+            setattr(self, name, saved[name])
+        del self._saved
+
     def on_step(self, k: int, step: Step, state: BCDState, new: Tensor, aux: dict) -> None:
         t0 = time.perf_counter()
         sw = self._current
@@ -421,6 +461,8 @@ class Recorder(Algorithm2FastPath):
         blocks = pd.DataFrame(self._block_rows, columns=_BLOCK_COLUMNS)
         return Trace(pd.DataFrame(self._rows), blocks, meta)
 
+
+SAFE_GLOBALS = [_Sweep]  # what a recorder checkpoint holds besides containers and tensors (torch.load allow-list)
 
 _INNER_COLUMNS = (S.BLOCK_INNER_ITERS, S.BLOCK_RULE_HELD, S.BLOCK_STATIONARITY, S.BLOCK_RULE_TOL)
 _BLOCK_COLUMNS = [S.SWEEP, S.STEP, S.BLOCK, S.LAYER, S.BLOCK_CONST, S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE,
