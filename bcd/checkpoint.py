@@ -1,10 +1,13 @@
 """Checkpoints of a run, written between two sweeps, and the resume that continues them bit for bit.
 
-A checkpoint is two files in the run directory, each written atomically: ``checkpoint.safetensors`` (every block
-W̃_i, V_i[, U_i] of the iterate after sweep k, with k in its metadata) and ``checkpoint.json`` (k and the per-sweep
-log so far).  The tensors are written first, so the JSON, written last, always names a complete state.  The engine
-is a deterministic function of the state, so ``bcd train --resume RUN_DIR`` continuing from sweep k ends with the
-same weights and the same log as the uninterrupted run (the timing columns aside), on the same machine and threads.
+A checkpoint is written atomically, file by file, into the run directory: ``checkpoint.safetensors`` (every block
+W̃_i, V_i[, U_i] of the iterate after sweep k, with k in its metadata, and the CPU RNG state),
+``checkpoint_recorder.pt`` when the run records a trace (the recorder's carried state), and ``checkpoint.json`` (k
+and the per-sweep log so far).  The tensors are written first, so the JSON, written last, always names a complete
+state (each file carries k, and a torn checkpoint is refused).  The engine and the recorder are deterministic
+functions of that state, so ``bcd train|record|verify --resume RUN_DIR`` continuing from sweep k ends with the same
+weights, log, trace and verdicts as the uninterrupted run (the timing columns aside), on the same machine and
+threads.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]], recorder=
     trace, the recorder's carried state (:meth:`verification.recorder.Recorder.state_dict`)."""
     out = Path(out)
     tensors = {f"{b}{i}": t.detach().cpu().contiguous() for b, i, t in state.blocks()}
+    tensors["rng_cpu"] = torch.get_rng_state()  # no sweep draws from it today; kept for a step that would
     atomic_write(out / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata={"sweep": str(state.sweep)}))
     if recorder is not None:
         saved = recorder.state_dict()
@@ -94,4 +98,6 @@ def load(out: str | Path, problem: Problem) -> tuple[BCDState, list[dict[str, An
                 raise ValueError(f"the checkpoint in {str(out)!r} does not fit this run: {key} is "
                                  f"{None if t is None else tuple(t.shape)}, expected {shape}")
             dest.append(t.to(dtype=dtype, device=device))
+    if "rng_cpu" in tensors:
+        torch.set_rng_state(tensors["rng_cpu"])
     return BCDState(W, V, U, k), rows

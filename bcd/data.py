@@ -231,6 +231,19 @@ def load_npz(path: str | Path) -> Dataset:
     return Dataset("npz", get["X_train"], get["y_train"], get.get("X_test"), get.get("y_test"))
 
 
+def _check_synthetic_size(numbers: int) -> None:
+    """Refuse a synthetic data set (float64 numbers, with the generator's temporaries ×4) that cannot fit, before it
+    is generated."""
+    import torch
+
+    from bcd.inputs import memory_limit
+
+    need, limit = numbers * 8 * 4, memory_limit(torch.device("cpu"))
+    if need > limit:
+        raise ValueError(f"this synthetic data set needs about {need / 2**30:.1f} GiB to generate but "
+                         f"{limit / 2**30:.1f} GiB are available (BCD_MEMORY_LIMIT_GB); use fewer samples (--n-train)")
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load and subset the data set a :class:`DataConfig` names."""
     if cfg.dataset == "mnist":
@@ -238,8 +251,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     elif cfg.dataset == "fashion-mnist":
         ds = load_fashion_mnist()
     elif cfg.dataset == "teacher":
+        _check_synthetic_size((cfg.n_train or 512) * (8 + 3))
         ds, _ = teacher_student(n=cfg.n_train or 512, seed=cfg.seed)
     elif cfg.dataset == "mixture":
+        _check_synthetic_size(((cfg.n_train or 600) + (cfg.n_test or 0)) * 10)
         ds = gaussian_mixture(n=cfg.n_train or 600, n_test=cfg.n_test or 0, seed=cfg.seed)
     else:
         ds = load_npz(cfg.path)

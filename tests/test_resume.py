@@ -97,7 +97,7 @@ VERIFY = ["--dataset", "mixture", "--n-train", "800", "--n-test", "100", "--hidd
           "--checkpoint-every", "2", "--no-progress", "--seed", "5", "--figure-formats", "png"]
 
 
-@pytest.mark.parametrize(("command", "at"), [("verify", 4), ("verify", 15), ("record", 9)])
+@pytest.mark.parametrize(("command", "at"), [("verify", 4), ("verify", 15), ("verify", 20), ("record", 9)])
 def test_a_killed_verify_or_record_resumes_to_the_same_trace_and_verdicts(tmp_path, command, at):
     """The recorder's carried state (the open sweep whose g^k parts complete in the next one, the running sums) is
     checkpointed with the iterate, so the trace and the verdicts of the resumed run equal the uninterrupted one's."""
@@ -125,3 +125,24 @@ def test_a_killed_verify_or_record_resumes_to_the_same_trace_and_verdicts(tmp_pa
         vb = json.loads((out / "verdicts.json").read_text())
         assert [(v["claim"], v["status"], v["measured"]) for v in va] == [(v["claim"], v["status"], v["measured"])
                                                                           for v in vb]
+
+
+def test_an_interrupted_verify_keeps_whole_sweeps_only_and_resumes(tmp_path):
+    full = tmp_path / "full"
+    assert _bcd("verify", *VERIFY, "--out", str(full)).wait(timeout=300) in (0, 1)
+    out = tmp_path / "run"
+    p = _bcd("verify", *VERIFY, "--out", str(out))
+    while _checkpoint_sweep(out) < 6:
+        assert p.poll() is None
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 3 and f"bcd verify --resume {out}" in err, err
+    trace = pd.read_parquet(out / "trace_sweeps.parquet")
+    blocks = pd.read_parquet(out / "trace_blocks.parquet")
+    last = int(trace["sweep"].iloc[-1])
+    assert last == _checkpoint_sweep(out) and blocks.groupby("sweep").size().eq(9).all()  # no half sweep
+    assert _bcd("verify", "--resume", str(out), "--figure-formats", "png").wait(timeout=300) in (0, 1)
+    a, b = pd.read_parquet(full / "trace_blocks.parquet"), pd.read_parquet(out / "trace_blocks.parquet")
+    cols = [c for c in a.columns if not c.startswith("time_")]
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)

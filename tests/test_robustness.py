@@ -259,3 +259,38 @@ def test_a_combined_report_of_unrelated_trees_needs_out(tmp_path, capsys, monkey
     monkeypatch.setattr(os.path, "commonpath", lambda paths: "/")  # as for /home/x/run and /mnt/y/run
     assert main(["report", str(a), str(b)]) == 2
     assert "--out" in _err(capsys)
+
+
+def test_a_synthetic_set_too_large_to_generate_is_refused(tmp_path, capsys):
+    assert main(["train", "--dataset", "mixture", "--n-train", "100000000000", "--hidden", "4",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "GiB to generate" in _err(capsys) and not (tmp_path / "a").exists()
+
+
+def test_out_of_memory_is_exit_3_with_advice(tmp_path, capsys, monkeypatch):
+    import bcd.runner
+
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(bcd.runner, "initial_state", oom)
+    assert main(["train", *SMALL, "--out", str(tmp_path / "a")]) == 3
+    assert "out of memory" in _err(capsys)
+
+
+def test_the_audit_never_writes_into_a_training_run(tmp_path, capsys):
+    from audit_reference import run_algorithm2, toy_data
+
+    X, Y = toy_data(n=20, d=5, k=3, seed=1)
+    d = tmp_path / "iters"
+    d.mkdir()
+    for k, Q in enumerate(run_algorithm2(X, Y, (5, 4, 4, 3), sweeps=2, gamma=1.0, alpha=2.0)):
+        np.savez(d / f"iter_{k}.npz", **Q)
+    np.savez(d / "data.npz", X=X.T, Y=Y.T)
+    (d / "audit.toml").write_text("gamma = 1.0\nalpha = 2.0\n")
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(run)]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert main(["audit", str(d), "--out", str(run)]) == 2
+    assert "holds a training run" in _err(capsys)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
