@@ -12,8 +12,11 @@ threads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +27,69 @@ from safetensors.torch import load_file, save_file
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, json_safe, write_text
 
-CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT = "checkpoint.safetensors"  # stored as checkpoint-<k>.safetensors
 CHECKPOINT_LOG = "checkpoint.json"
 
 
-CHECKPOINT_HOOKS = "checkpoint_recorder.pt"
+CHECKPOINT_HOOKS = "checkpoint_recorder.pt"  # stored as checkpoint_recorder-<k>.pt
 
 
 def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]], recorder=None) -> None:
     """Write the checkpoint of ``state`` (after sweep ``state.sweep``), the log ``rows`` and, when the run records a
-    trace, the recorder's carried state (:meth:`verification.recorder.Recorder.state_dict`)."""
+    trace, the recorder's carried state (:meth:`verification.recorder.Recorder.state_dict`).
+
+    The data files are named by their sweep (``checkpoint-<k>.*``); ``checkpoint.json``, written last, points at
+    them, and only then are older sets deleted — so a stop at any moment leaves a complete checkpoint (the previous
+    one until the pointer moves).  SIGINT/SIGTERM are held back while it writes."""
     out = Path(out)
+    k = state.sweep
     tensors = {f"{b}{i}": t.detach().cpu().contiguous() for b, i, t in state.blocks()}
     tensors["rng_cpu"] = torch.get_rng_state()  # no sweep draws from it today; kept for a step that would
-    atomic_write(out / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata={"sweep": str(state.sweep)}))
-    if recorder is not None:
-        saved = recorder.state_dict()
-        atomic_write(out / CHECKPOINT_HOOKS, lambda p: torch.save(saved, p))
-    write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": state.sweep, "log": json_safe(rows),
-                                                 "recorder": recorder is not None}) + "\n")
+    with _signals_held():
+        atomic_write(out / _name(CHECKPOINT, k), lambda p: save_file(tensors, str(p), metadata={"sweep": str(k)}))
+        if recorder is not None:
+            saved = recorder.state_dict()
+            atomic_write(out / _name(CHECKPOINT_HOOKS, k), lambda p: torch.save(saved, p))
+        write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": k, "log": json_safe(rows),
+                                                     "recorder": recorder is not None}) + "\n")
+        for old in list(out.glob("checkpoint-*.safetensors")) + list(out.glob("checkpoint_recorder-*.pt")):
+            if old.name not in (_name(CHECKPOINT, k), _name(CHECKPOINT_HOOKS, k)):
+                old.unlink(missing_ok=True)
+
+
+def _name(base: str, k: int) -> str:
+    stem, ext = base.rsplit(".", 1)
+    return f"{stem}-{k}.{ext}"
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Defer SIGINT/SIGTERM (main thread only) until the block ends, then deliver them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, mask)
+
+
+def recorded(out: str | Path) -> bool:
+    """Whether the checkpoint in ``out`` carries a recorder (a `bcd verify` / `bcd record` run)."""
+    try:
+        return bool(json.loads((Path(out) / CHECKPOINT_LOG).read_text()).get("recorder"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def checkpoint_sweep(out: str | Path) -> int | None:
+    """The sweep of the checkpoint in ``out``, or None when there is none (or it is unreadable)."""
+    try:
+        return int(json.loads((Path(out) / CHECKPOINT_LOG).read_text())["sweep"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_recorder(out: str | Path, device: str = "cpu"):
@@ -51,12 +98,15 @@ def load_recorder(out: str | Path, device: str = "cpu"):
     from verification.recorder import SAFE_GLOBALS, Recorder
 
     out = Path(out)
+    k = checkpoint_sweep(out)
+    if k is None:
+        raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG}): nothing to resume")
     meta = json.loads((out / CHECKPOINT_LOG).read_text())
     if not meta.get("recorder"):
         return None
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            saved = torch.load(out / CHECKPOINT_HOOKS, weights_only=True, map_location=device)
+            saved = torch.load(out / _name(CHECKPOINT_HOOKS, k), weights_only=True, map_location=device)
     except Exception as e:
         raise ValueError(f"the recorder checkpoint in {str(out)!r} is unreadable: {e}") from None
     if saved.get("sweep") != meta["sweep"]:
@@ -68,14 +118,15 @@ def load_recorder(out: str | Path, device: str = "cpu"):
 def load(out: str | Path, problem: Problem) -> tuple[BCDState, list[dict[str, Any]]]:
     """The checkpointed state (on the problem's device and dtype, every shape checked) and its log."""
     out = Path(out)
-    if not (out / CHECKPOINT_LOG).is_file() or not (out / CHECKPOINT).is_file():
-        raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG}, {CHECKPOINT}): nothing to resume")
+    k = checkpoint_sweep(out)
+    if k is None or not (out / _name(CHECKPOINT, k)).is_file():
+        raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG} and its data): nothing to resume")
     try:
         meta = json.loads((out / CHECKPOINT_LOG).read_text())
         k, rows = int(meta["sweep"]), [
             {key: (math.nan if v is None else v) for key, v in row.items()} for row in meta["log"]]
-        tensors = load_file(str(out / CHECKPOINT))
-        with safe_open(str(out / CHECKPOINT), "pt") as fh:
+        tensors = load_file(str(out / _name(CHECKPOINT, k)))
+        with safe_open(str(out / _name(CHECKPOINT, k)), "pt") as fh:
             tensor_sweep = int((fh.metadata() or {}).get("sweep", -1))
     except Exception as e:
         raise ValueError(f"the checkpoint in {str(out)!r} is unreadable: {e}") from None

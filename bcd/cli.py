@@ -145,15 +145,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def incomplete(result, out, command: str = "train") -> None:
-    """Raise RunIncomplete (exit 3) for a run that diverged; its files are already written."""
+    """Raise RunIncomplete (exit 3) for a run that diverged or was interrupted; its files are already written."""
     from bcd.engine import RunIncomplete
 
     if result.stop_reason == "non_finite_objective":
         raise RunIncomplete(f"the run diverged: {result.stop_detail}; the run directory {str(out)!r} keeps the log "
                             "up to that sweep")
     if result.stop_reason == "interrupted":
-        raise RunIncomplete(f"interrupted: {result.stop_detail or 'aborted mid-sweep'}; continue it with: "
-                            f"bcd {command} --resume {out}")
+        from bcd.checkpoint import checkpoint_sweep
+
+        k = checkpoint_sweep(out)
+        how = (f"continue it from sweep {k} with: bcd {command} --resume {out}" if k is not None else
+               "no checkpoint was written (a sharded run, or stopped before the first one): run it again")
+        raise RunIncomplete(f"interrupted: {result.stop_detail or 'aborted mid-sweep'}; {how}")
 
 
 def writes() -> bool:
@@ -222,7 +226,10 @@ def _classify(exc: Exception, sharded: bool) -> tuple[int, str]:
         return 2, str(exc) if isinstance(exc, ValueError) else f"{first} ({type(exc).__name__})"
     if isinstance(exc, RunIncomplete):
         return 3, str(exc)
-    if isinstance(exc, MemoryError):
+    oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and any(w in first for w in ("out of memory", "can't allocate",
+                                                                   "DefaultCPUAllocator")))
+    if oom:
         return 3, "out of memory: use fewer samples (--n-train), narrower layers (--hidden) or float32 (--dtype)"
     if isinstance(exc, OSError):
         return 3, f"could not read or write a file: {first} ({type(exc).__name__})"

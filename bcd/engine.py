@@ -162,7 +162,10 @@ def run(
 
         if current() is not None:  # the ranks would stop at different sweeps and wait for each other
             raise
-        stop = "interrupted"
+        stop = "interrupted"  # mid-sweep: the state is no logged iterate
+        for h in hooks:
+            if hasattr(h, "on_abort"):
+                h.on_abort(state)
     finally:
         if bar is not None:
             bar.close()

@@ -40,7 +40,13 @@ LOCK = ".bcd-lock"  # held by the one process writing a run directory
 # A test checks that a `bcd verify` run writes nothing else, so this list cannot go stale silently.
 ARTEFACTS = (CONFIG, ENVIRONMENT, SWEEPS, WEIGHTS, SUMMARY, "trace_sweeps.parquet", "trace_blocks.parquet",
              "trace_meta.json", "verdicts.json", "report.html", "report.md", "figures", "audit_config.json",
-             "checkpoint.safetensors", "checkpoint.json", "checkpoint_recorder.pt", MARKER, LOCK)
+             "checkpoint.json", MARKER, LOCK)
+CHECKPOINT_DATA = ("checkpoint-", "checkpoint_recorder-")  # prefixes of the per-sweep checkpoint files
+
+
+def is_artefact(name: str) -> bool:
+    """Whether a run writes a file of this name (what --overwrite may remove)."""
+    return name in ARTEFACTS or name.startswith(CHECKPOINT_DATA)
 
 
 def _umask() -> int:
@@ -109,14 +115,14 @@ def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
         if not overwrite:
             raise ValueError(f"run directory {str(out)!r} already holds a run; choose another --out or pass "
                              "--overwrite")
-        foreign = [n for n in present if n not in ARTEFACTS and not n.startswith(".")]
+        foreign = [n for n in present if not is_artefact(n) and not n.startswith(".")]
         if foreign:
             raise ValueError(f"--overwrite would leave {', '.join(foreign)} in {str(out)!r}, which no bcd run writes; "
                              "move them away or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     _lock(out)
     for name in present:
-        if name in ARTEFACTS and name != LOCK:
+        if is_artefact(name) and name != LOCK:
             target = out / name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)

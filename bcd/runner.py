@@ -83,6 +83,9 @@ def train_from_config(
             raise ValueError("this run's hooks cannot be resumed (only the verification recorder can)")
         lock_run_dir(out)
         state, log = checkpoint.load(out, problem)
+        if checkpoint.recorded(out) != bool(carried):
+            raise ValueError(f"{str(out)!r} was checkpointed by " + ("`bcd verify` or `bcd record`: resume it with "
+                             "that command" if not carried else "`bcd train`: resume it with `bcd train --resume`"))
     else:
         state = initial_state(problem)
         if writer:
@@ -102,10 +105,13 @@ def train_from_config(
         ranks = distributed.rank_record(shard, problem.n, wall, engine_s, int(result.log["sweep"].iloc[-1]))
         env["distributed"] = {"world_size": shard.world, "backend": shard.backend, "ranks": ranks}
 
+    aborted = result.stop_reason == "interrupted" and not result.stop_detail  # stopped mid-sweep
+
     def write() -> None:
         if writer:
             write_table(out / SWEEPS, result.log)
-            save_weights(out / WEIGHTS, result.weights)
+            if not aborted:  # a mid-sweep state is no iterate of the log: keep the checkpoint's instead
+                save_weights(out / WEIGHTS, result.weights)
             write_json(out / ENVIRONMENT, env)
             write_text(out / SUMMARY, summary_line(cfg, result, wall, env["n_train"]) + "\n")
 

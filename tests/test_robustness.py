@@ -233,9 +233,9 @@ def _current_umask() -> int:
 
 
 def test_every_file_a_verified_run_writes_is_a_known_artefact(verified_run):
-    from bcd.rundir import ARTEFACTS
+    from bcd.rundir import is_artefact
 
-    assert {p.name for p in verified_run.iterdir()} <= set(ARTEFACTS)
+    assert all(is_artefact(p.name) for p in verified_run.iterdir())
 
 
 def test_the_markdown_report_keeps_no_raw_html(tmp_path):
@@ -294,3 +294,65 @@ def test_the_audit_never_writes_into_a_training_run(tmp_path, capsys):
     assert main(["audit", str(d), "--out", str(run)]) == 2
     assert "holds a training run" in _err(capsys)
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+# ------------------------------------------------------------------------------ checkpoints under faults
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_one_usable(tmp_path, monkeypatch):
+    import bcd.checkpoint as ck
+    from bcd.config import BCDConfig
+    from bcd.data import gaussian_mixture
+    from bcd.engine import run
+    from bcd.inputs import make_problem
+    from bcd.problem import initial_state
+
+    d = gaussian_mixture(n=30, d=5, k=3, seed=1)
+    p = make_problem(d.X_train, d.y_train, BCDConfig(hidden=(4,), sweeps=4), n_classes=3)
+    st = initial_state(p)
+    res = run(p, st, sweeps=2)
+    rows = res.log.to_dict("records")
+    ck.save(tmp_path, st, rows)
+    run(p, st, sweeps=1)
+
+    def cut(*a, **k):
+        raise OSError("killed while writing the pointer")
+
+    monkeypatch.setattr(ck, "write_text", cut)
+    with pytest.raises(OSError):
+        ck.save(tmp_path, st, [*rows, rows[-1]])  # the data of sweep 3 is written, the pointer is not
+    state, log = ck.load(tmp_path, p)
+    assert state.sweep == 2 and len(log) == 3
+
+
+def test_train_resume_refuses_a_verify_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--checkpoint-every", "1", "--figure-formats", "png", "--out", str(out)]) == 0
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "resume it with that command" in _err(capsys)
+
+
+def test_an_aborted_verify_invents_no_sweep_and_no_weights(tmp_path, capsys, monkeypatch):
+    import bcd.engine
+
+    real = bcd.engine.sweep
+    calls = {"n": 0}
+
+    def abort_in_sweep_3(state, problem, schedule, hooks=()):
+        calls["n"] += 1
+        if calls["n"] == 3:  # a second Ctrl-C in the middle of sweep 3
+            def interrupted(*a, **k):
+                raise KeyboardInterrupt
+            return real(state, problem, [schedule[0], type(schedule[1])(schedule[1].block, schedule[1].layer,
+                                                                          interrupted)], hooks)
+        return real(state, problem, schedule, hooks)
+
+    monkeypatch.setattr(bcd.engine, "sweep", abort_in_sweep_3)
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL[:-3], "--sweeps", "5", "--no-progress", "--figure-formats", "png",
+                 "--out", str(out)]) == 3
+    assert "aborted mid-sweep" in _err(capsys)
+    trace = pd.read_parquet(out / "trace_sweeps.parquet")
+    assert int(trace["sweep"].max()) == 2 and not (out / "weights.safetensors").exists()
+    blocks = pd.read_parquet(out / "trace_blocks.parquet")
+    assert int(blocks["sweep"].max()) == 2

@@ -264,6 +264,15 @@ class Recorder(Algorithm2FastPath):
             setattr(self, name, saved[name])
         del self._saved
 
+    def on_abort(self, state: BCDState) -> None:
+        """The run was aborted mid-sweep: the sweep in progress is dropped (its blocks describe no iterate)."""
+        if self._open and self._open[-1].record is None:
+            dropped = self._open.pop()
+            for i in [i for i, c in self._carry.items() if c["sweep"] is dropped]:
+                del self._carry[i]
+            if self._current is dropped:
+                self._current = None
+
     def on_step(self, k: int, step: Step, state: BCDState, new: Tensor, aux: dict) -> None:
         t0 = time.perf_counter()
         sw = self._current
