@@ -5,11 +5,15 @@
     sweeps.parquet       the per-sweep log (row 0 = initial point)
     weights.safetensors  W1..WN (augmented, bias = last column)
     summary.txt          one line
+    checkpoint.json, checkpoint-<k>.safetensors[, checkpoint_recorder-<k>.pt]   the last checkpoint (bcd.checkpoint)
+    .bcd-run, .bcd-lock  the marker of a bcd run directory and the writer's lock
+
+plus the trace, verdicts and report that verification and reports add (:data:`ARTEFACTS` lists every name).
 """
 
 from __future__ import annotations
 
-import atexit
+import fcntl
 import json
 import math
 import os
@@ -141,47 +145,35 @@ def lock_run_dir(out: str | Path) -> Path:
     return out
 
 
+_HELD: dict[str, int] = {}  # run directory → the open file descriptor holding its lock (kept until exit)
+
+
 def _lock(out: Path) -> None:
-    """Create ``out/.bcd-lock`` exclusively (stale locks of dead processes are taken over); removed at exit."""
-    path = out / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask())
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid == os.getpid():
-                return
-            if pid and _alive(pid):
-                raise ValueError(f"run directory {str(out)!r} is being written by another bcd process (pid {pid}); "
-                                 "wait for it or choose another --out") from None
-            path.unlink(missing_ok=True)  # a stale lock of a process that is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        atexit.register(_unlock, path, os.getpid())
+    """Hold an exclusive ``flock`` on ``out/.bcd-lock`` for the rest of this process: the kernel releases it when the
+    process ends however it ends, so a lock is never stale, and a second writer is refused at once."""
+    key = str(out.resolve())
+    if key in _HELD:
         return
-    raise ValueError(f"could not lock run directory {str(out)!r}")
-
-
-def _alive(pid: int) -> bool:
+    fd = os.open(out / LOCK, os.O_CREAT | os.O_RDWR, 0o666 & ~_umask())
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise ValueError(f"run directory {str(out)!r} is being written by another bcd process (pid {holder}); wait "
+                         "for it or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD[key] = fd
 
 
-def _unlock(path: Path, pid: int) -> None:
-    try:
-        if path.read_text().strip() == str(pid):
-            path.unlink()
-    except OSError:
-        pass
+def release_locks() -> None:
+    """Give up every run-directory lock this process holds (they are otherwise held until it exits)."""
+    for fd in _HELD.values():
+        os.close(fd)
+    _HELD.clear()
 
 
 def environment(device: str) -> dict[str, Any]:

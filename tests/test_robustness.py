@@ -195,18 +195,23 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys
     import subprocess
     import sys
 
+    from bcd.rundir import release_locks
+
     out = tmp_path / "run"
-    out.mkdir()
-    (out / ".bcd-run").write_text("{}")
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert main(["train", *SMALL, "--out", str(out)]) == 0
+    release_locks()  # this process's own lock (held until exit otherwise): the holder below is another writer
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "os.ftruncate(fd, 0); os.pwrite(fd, b'4242', 0); print('held', flush=True); time.sleep(60)"), str(out / ".bcd-lock")],
+        stdout=subprocess.PIPE, text=True)
     try:
-        (out / ".bcd-lock").write_text(str(sleeper.pid))
+        assert holder.stdout.readline().strip() == "held"
         assert main(["train", *SMALL, "--out", str(out), "--overwrite"]) == 2
-        assert f"another bcd process (pid {sleeper.pid})" in _err(capsys)
+        assert "another bcd process (pid 4242)" in _err(capsys)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert main(["train", *SMALL, "--out", str(out), "--overwrite"]) == 0  # the lock's process is gone
+        holder.kill()
+        holder.wait()
+    assert main(["train", *SMALL, "--out", str(out), "--overwrite"]) == 0  # its holder is gone: nothing stale
 
 
 def test_files_follow_the_umask_and_links_are_not_written_through(verified_run, tmp_path):
