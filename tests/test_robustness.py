@@ -202,8 +202,8 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys
     release_locks()  # this process's own lock (held until exit otherwise): the holder below is another writer
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
-        "os.ftruncate(fd, 0); os.pwrite(fd, b'4242', 0); print('held', flush=True); time.sleep(60)"), str(out / ".bcd-lock")],
-        stdout=subprocess.PIPE, text=True)
+        "os.ftruncate(fd, 0); os.pwrite(fd, b'4242', 0); print('held', flush=True); time.sleep(60)"),
+        str(out / ".bcd-lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         assert main(["train", *SMALL, "--out", str(out), "--overwrite"]) == 2
