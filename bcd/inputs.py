@@ -73,6 +73,11 @@ def problem_inputs(
     n = Xr.shape[0]
     if n == 0:
         raise ValueError("X has no samples (shape (0, d)); give at least one row")
+    ya = y if isinstance(y, torch.Tensor) else np.asarray(y)
+    if ya.ndim == 1 and ya.size and not (ya.dtype.is_floating_point if isinstance(ya, torch.Tensor)
+                                         else np.issubdtype(ya.dtype, np.floating)):
+        k = n_classes if n_classes is not None else int(ya.max()) + 1  # before the one-hot Y is allocated
+        check_memory(config, (Xr.shape[1], *config.hidden, min(max(k, 1), MAX_CLASSES)), n, device)
     labels, Y = _targets("y", y, n, n_classes, dtype)
     n_out = Y.shape[1]
     check_memory(config, (Xr.shape[1], *config.hidden, n_out), n, device)

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bcd.rundir import CONFIG, prepare_run_dir, write_json
+from bcd.rundir import CONFIG, lock_run_dir, prepare_run_dir, write_json
 from verification import schema as S  # noqa: N812
 from verification.trace import TRACE_SWEEPS
 from verification.verdict import INCONCLUSIVE, VERDICTS_FILE
@@ -100,6 +100,7 @@ def _verify(args: argparse.Namespace) -> int:
                 f"run directory {args.config!r} has no trace ({TRACE_SWEEPS}): it was trained without the recorder; "
                 "train and verify in one go with `bcd verify CONFIG.toml --out DIR`"
             )
+        lock_run_dir(args.config)  # re-verifying writes verdicts and a report: one writer at a time
         run = load_run(args.config)
         run.verdicts = verify(run.trace, run.bcd)
         save_verdicts(args.config, run.verdicts)
