@@ -10,11 +10,12 @@ with a = V_i⁺, m = (γ W_i⁻Ṽ_{i-1}⁻ + α U_i⁻)/(γ + α) and β = (γ 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
+import sympy as sp
 import torch
 
+from bcd.catalogue import Entry, Record, build, register
 from bcd.reduction import over_samples, sq
 
 Tensor = torch.Tensor
@@ -114,26 +115,345 @@ def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation:
     return torch.stack([sq(dist.mul_(1.0 + beta)), sq(a), sig_sq, sq(new), sq(m)])
 
 
+
+# ---------------------------------------------------------------------------------------------- the records
+
+
 @dataclass(frozen=True)
-class Activation:
-    """σ, its elementwise prox (``prox_`` overwrites its ``m`` argument with the result) and
-    its Lipschitz constant on bounded sets (L_B)."""
+class Activation(Record):
+    """σ as a catalogue record: σ, σ′, σ″ (a.e.), the elementwise U-prox (``prox_`` overwrites its ``m`` argument with
+    argmin_u ½(a − σ(u))² + (β/2)(u − m)², the *global* minimiser), and L_B, the Lipschitz constant on [−B, B].
 
-    name: str
-    apply: Callable[[Tensor], Tensor]
-    prox: Callable[[Tensor, Tensor, float], Tensor]
-    prox_: Callable[[Tensor, Tensor, float], Tensor]
-    lipschitz: float
+    ``kink``: for a piecewise-linear σ, its one-sided slopes (left, right) at its kink u = 0 (the least-norm
+    subgradient of the act term there, :mod:`verification.subgradient`); ``None`` for a C¹ σ."""
+
+    kink: tuple[float, float] | None = None
+
+    @property
+    def is_identity(self) -> bool:
+        return False
+
+    def apply(self, U: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d1(self, U: Tensor) -> Tensor:
+        """σ′ (at a kink: the left slope, the convention of autograd for ReLU and leaky ReLU)."""
+        raise NotImplementedError
+
+    def d2(self, U: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def lipschitz(self, B: float | None = None) -> float:
+        """L_B: a Lipschitz constant of σ on [−B, B] (on all of ℝ where it exists; B is then ignored)."""
+        raise NotImplementedError
+
+    def prox_(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
+        raise NotImplementedError
+
+    def prox(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
+        """Pure version of :meth:`prox_` (``m`` is left untouched)."""
+        return self.prox_(a, m.clone(), beta)
+
+    def prox_objective(self, u: Tensor, a: Tensor, m: Tensor, beta: float) -> Tensor:
+        """f(u) = ½(a − σ(u))² + (β/2)(u − m)², elementwise."""
+        return 0.5 * (a - self.apply(u)) ** 2 + 0.5 * beta * (u - m) ** 2
+
+    def prox_gradient(self, u: Tensor, a: Tensor, m: Tensor, beta: float) -> Tensor:
+        """f′(u) = −(a − σ(u))σ′(u) + β(u − m)."""
+        return -(a - self.apply(u)) * self.d1(u) + beta * (u - m)
+
+    def sym(self, u: sp.Symbol) -> sp.Expr:
+        raise NotImplementedError
 
 
-ACTIVATION_TABLE: dict[str, Activation] = {
-    "relu": Activation("relu", torch.relu, relu_prox, relu_prox_, 1.0),
-    "identity": Activation("identity", lambda u: u, identity_prox, identity_prox_, 1.0),
-}
+@dataclass(frozen=True)
+class Identity(Activation):
+    @property
+    def is_identity(self) -> bool:
+        return True
+
+    def apply(self, U):
+        return U
+
+    def d1(self, U):
+        return torch.ones_like(U)
+
+    def d2(self, U):
+        return torch.zeros_like(U)
+
+    def lipschitz(self, B=None):
+        return 1.0
+
+    def prox_(self, a, m, beta):
+        return identity_prox_(a, m, beta)
+
+    def sym(self, u):
+        return u
 
 
-def get_activation(name: str) -> Activation:
-    try:
-        return ACTIVATION_TABLE[name]
-    except KeyError:
-        raise ValueError(f"activation={name!r} is not supported; allowed: {', '.join(ACTIVATION_TABLE)}") from None
+@dataclass(frozen=True)
+class LeakyReLU(Activation):
+    """max(u, su), 0 ≤ s < 1 (s = 0 is ReLU).  The prox has two candidates, u₊ = max((a + βm)/(1 + β), 0) on
+    u ≥ 0 and u₋ = min((sa + βm)/(s² + β), 0) on u ≤ 0; the better one is the global minimiser (u₊ at a tie)."""
+
+    @property
+    def slope(self) -> float:
+        return self.params[0] if self.params else 0.0
+
+    def apply(self, U):
+        return torch.relu(U) if self.slope == 0 else torch.where(U > 0, U, U * self.slope)
+
+    def d1(self, U):
+        return torch.where(U > 0, torch.ones_like(U), torch.full_like(U, self.slope))
+
+    def d2(self, U):
+        return torch.zeros_like(U)
+
+    def lipschitz(self, B=None):
+        return 1.0
+
+    def prox_(self, a, m, beta):
+        if self.slope == 0:
+            return relu_prox_(a, m, beta)
+        s = self.slope
+        plus = torch.add(a, m, alpha=beta).div_(1.0 + beta).clamp_(min=0.0)
+        minus = torch.add(a, m, alpha=beta / s).mul_(s / (s * s + beta)).clamp_(max=0.0)
+        keep = self.prox_objective(plus, a, m, beta) <= self.prox_objective(minus, a, m, beta)
+        return torch.where(keep, plus, minus, out=m)
+
+    def sym(self, u):
+        return sp.Max(u, 0) if self.slope == 0 else sp.Max(u, sp.Float(self.slope) * u)
+
+
+GRID = 33  # grid points of the engine's bracket search for a smooth σ
+NEWTON = 40  # safeguarded Newton iterations after it
+
+
+@dataclass(frozen=True)
+class SmoothActivation(Activation):
+    """A C² σ with bounded σ′ (sigmoid, tanh, softplus).  The U-prox f(u) = ½(a − σ(u))² + (β/2)(u − m)² is nonconvex
+    in general.  Bracket [derived, MATH.md §9]: f(u*) ≤ f(m) and f ≥ (β/2)(u − m)² give |u* − m| ≤ |a − σ(m)|/√β.
+    The engine's method: the best of ``GRID`` equispaced points of the bracket, then Newton on f′ safeguarded by
+    bisection within the neighbouring grid cells, keeping the best point seen (never worse than the grid's best).
+    (The verifier's reference is a different method: :func:`reference_prox`.)"""
+
+    def prox_(self, a, m, beta):
+        chunk = CHUNK if m.device.type == "cpu" else m.numel()
+        flat_a, flat_m = a.reshape(-1), m.view(-1)
+        for s in range(0, flat_m.numel(), chunk):
+            sl = slice(s, s + chunk)
+            flat_m[sl] = self._prox_chunk(flat_a[sl], flat_m[sl], beta)
+        return m
+
+    def _prox_chunk(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
+        h = (a - self.apply(m)).abs() / math.sqrt(beta)
+        steps = torch.linspace(-1.0, 1.0, GRID, dtype=m.dtype, device=m.device)
+        grid = m + h * steps[:, None]
+        j = self.prox_objective(grid, a, m, beta).argmin(dim=0, keepdim=True)
+        cell = 2.0 * h / (GRID - 1)
+        u = grid.gather(0, j)[0]
+        lo, hi = u - cell, u + cell
+        best, f_best = u, self.prox_objective(u, a, m, beta)
+        for _ in range(NEWTON):
+            g = self.prox_gradient(u, a, m, beta)
+            lo = torch.where(g < 0, u, lo)
+            hi = torch.where(g > 0, u, hi)
+            sig = self.apply(u)
+            h2 = self.d1(u) ** 2 - (a - sig) * self.d2(u) + beta
+            step = u - g / h2
+            u = torch.where((h2 > 0) & (step > lo) & (step < hi), step, 0.5 * (lo + hi))
+            f = self.prox_objective(u, a, m, beta)
+            better = f < f_best
+            best, f_best = torch.where(better, u, best), torch.where(better, f, f_best)
+        return best
+
+    def lipschitz(self, B=None):
+        return self.lipschitz_constant
+
+    @property
+    def lipschitz_constant(self) -> float:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Sigmoid(SmoothActivation):
+    def apply(self, U):
+        return torch.sigmoid(U)
+
+    def d1(self, U):
+        s = torch.sigmoid(U)
+        return s * (1 - s)
+
+    def d2(self, U):
+        s = torch.sigmoid(U)
+        return s * (1 - s) * (1 - 2 * s)
+
+    @property
+    def lipschitz_constant(self):
+        return 0.25
+
+    def sym(self, u):
+        return 1 / (1 + sp.exp(-u))
+
+
+@dataclass(frozen=True)
+class Tanh(SmoothActivation):
+    def apply(self, U):
+        return torch.tanh(U)
+
+    def d1(self, U):
+        return 1 - torch.tanh(U) ** 2
+
+    def d2(self, U):
+        t = torch.tanh(U)
+        return -2 * t * (1 - t * t)
+
+    @property
+    def lipschitz_constant(self):
+        return 1.0
+
+    def sym(self, u):
+        return sp.tanh(u)
+
+
+@dataclass(frozen=True)
+class Softplus(SmoothActivation):
+    def apply(self, U):
+        return torch.nn.functional.softplus(U)
+
+    def d1(self, U):
+        return torch.sigmoid(U)
+
+    def d2(self, U):
+        s = torch.sigmoid(U)
+        return s * (1 - s)
+
+    @property
+    def lipschitz_constant(self):
+        return 1.0
+
+    def sym(self, u):
+        return sp.log(1 + sp.exp(u))
+
+
+@dataclass(frozen=True)
+class Polynomial(Activation):
+    """σ(u) = Σ_k c_k u^k (``params`` = c_0..c_K, c_K ≠ 0).  L_B = Σ_k k|c_k|B^{k−1} bounds |σ′| on [−B, B]: it
+    depends on B (Assumption 1(c) holds on bounded sets only).  The U-prox: f′ is a polynomial of degree 2K − 1, so
+    the engine takes *all* its real roots (eigenvalues of the batched companion matrix, then two Newton steps of
+    polish: roots near a double root are accurate to ~1e-8 only) and the one with the least f."""
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        return self.params
+
+    @property
+    def degree(self) -> int:
+        return len(self.params) - 1
+
+    def _horner(self, coeffs, U):
+        out = torch.full_like(U, coeffs[-1])
+        for c in reversed(coeffs[:-1]):
+            out = out * U + c
+        return out
+
+    def _deriv(self, coeffs):
+        return tuple(k * c for k, c in enumerate(coeffs))[1:] or (0.0,)
+
+    def apply(self, U):
+        return self._horner(self.params, U)
+
+    def d1(self, U):
+        return self._horner(self._deriv(self.params), U)
+
+    def d2(self, U):
+        return self._horner(self._deriv(self._deriv(self.params)), U)
+
+    def lipschitz(self, B=None):
+        if self.degree <= 1:
+            return abs(self.params[1]) if self.degree == 1 else 0.0
+        if B is None or not math.isfinite(B):
+            return math.inf
+        return sum(k * abs(c) * B ** (k - 1) for k, c in enumerate(self.params) if k >= 1)
+
+    def prox_(self, a, m, beta):
+        chunk = CHUNK if m.device.type == "cpu" else m.numel()
+        flat_a, flat_m = a.reshape(-1), m.view(-1)
+        for s in range(0, flat_m.numel(), chunk):
+            sl = slice(s, s + chunk)
+            flat_m[sl] = self._prox_chunk(flat_a[sl], flat_m[sl], beta)
+        return m
+
+    def _fprime_coefficients(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
+        """Coefficients (ascending) of f′(u) = σ(u)σ′(u) − aσ′(u) + β(u − m), one row per entry."""
+        p = torch.tensor(self.params, dtype=m.dtype, device=m.device)
+        q = torch.tensor(self._deriv(self.params), dtype=m.dtype, device=m.device)
+        pq = torch.zeros(len(p) + len(q) - 1, dtype=m.dtype, device=m.device)
+        for i in range(len(p)):
+            pq[i:i + len(q)] += p[i] * q
+        deg = max(len(pq), 2)
+        C = torch.zeros(m.numel(), deg, dtype=m.dtype, device=m.device)
+        C[:, :len(pq)] += pq
+        C[:, :len(q)] -= a[:, None] * q
+        C[:, 1] += beta
+        C[:, 0] -= beta * m
+        return C
+
+    def _prox_chunk(self, a, m, beta):
+        C = self._fprime_coefficients(a, m, beta)
+        while C.shape[1] > 2 and bool((C[:, -1] == 0).all()):
+            C = C[:, :-1]
+        k = C.shape[1] - 1  # degree of f′ (≥ 1: the β(u − m) term)
+        comp = torch.zeros(m.numel(), k, k, dtype=m.dtype, device=m.device)
+        if k > 1:
+            comp[:, 1:, :-1] = torch.eye(k - 1, dtype=m.dtype, device=m.device)
+        comp[:, :, -1] = -C[:, :k] / C[:, k:k + 1]
+        roots = torch.linalg.eigvals(comp).real  # every real root (and the real parts of complex pairs: harmless)
+        cand = torch.cat([roots, m[:, None]], dim=1)
+        A, Mx = a[:, None], m[:, None]
+        for _ in range(2):  # Newton polish on f′, kept only where it does not increase f
+            g = self.prox_gradient(cand, A, Mx, beta)
+            h2 = self.d1(cand) ** 2 - (A - self.apply(cand)) * self.d2(cand) + beta
+            step = torch.where(h2 > 0, cand - g / h2.clamp_min(torch.finfo(m.dtype).tiny), cand)
+            better = self.prox_objective(step, A, Mx, beta) <= self.prox_objective(cand, A, Mx, beta)
+            cand = torch.where(better, step, cand)
+        j = self.prox_objective(cand, A, Mx, beta).argmin(dim=1, keepdim=True)
+        return cand.gather(1, j)[:, 0]
+
+    def sym(self, u):
+        return sum(sp.Float(c) * u**k for k, c in enumerate(self.params))
+
+
+def _leaky(slope: float) -> Activation:
+    if not 0 < slope < 1:
+        raise ValueError(f"the slope must lie in (0, 1); got {slope:g}")
+    return LeakyReLU("leaky_relu", (slope,), f"max(u, {slope:g}u)", True, False, False, kink=(slope, 1.0))
+
+
+def _polynomial(*coeffs: float) -> Activation:
+    c = list(coeffs)
+    while len(c) > 1 and c[-1] == 0:
+        c.pop()
+    if len(c) < 2:
+        raise ValueError("give the coefficients c0, c1, ..., ck of a polynomial of degree >= 1 (ascending powers)")
+    terms = " + ".join(f"{v:g}u^{k}" for k, v in enumerate(c) if v)
+    return Polynomial("polynomial", tuple(c), terms, True, True, True)
+
+
+register(Entry("activation", "relu", lambda: LeakyReLU("relu", (), "max(u, 0)", True, False, False, kink=(0.0, 1.0)),
+               doc="1-Lipschitz, piecewise linear"))
+register(Entry("activation", "leaky_relu", _leaky, ("slope",), (0.01,), doc="max(u, su), 0 < s < 1"))
+register(Entry("activation", "identity", lambda: Identity("identity", (), "u", True, True, True),
+               doc="linear (σ = Id)"), linear="identity")
+register(Entry("activation", "sigmoid", lambda: Sigmoid("sigmoid", (), "1/(1 + e^{−u})", False, True, True),
+               doc="1/4-Lipschitz"))
+register(Entry("activation", "tanh", lambda: Tanh("tanh", (), "tanh(u)", False, True, True), doc="1-Lipschitz"))
+register(Entry("activation", "softplus", lambda: Softplus("softplus", (), "log(1 + e^u)", False, True, True),
+               doc="1-Lipschitz"))
+register(Entry("activation", "polynomial", _polynomial, variadic=True, doc="Σ c_k u^k, ascending coefficients"),
+         quadratic="polynomial(0, 0, 1)")
+
+
+def get_activation(spec: str | Activation) -> Activation:
+    """The activation record for ``spec`` (``relu``, ``leaky_relu(0.01)``, ``quadratic``, ...)."""
+    return build("activation", spec)

@@ -56,8 +56,8 @@ def solve_spd_right_(B: Tensor, M: Tensor) -> Tensor:
     return B
 
 
-def squared_loss_scale(reduction: str, n: int) -> float:
-    """c in R(V) = (c/2)‖V − Y‖²: 1 for ``sum``, 1/n for ``mean``."""
+def loss_scale(reduction: str, n: int) -> float:
+    """c, the loss's weight (R = (c/2)‖V − Y‖² for the squared loss): 1 for ``sum``, 1/n for ``mean``."""
     return 1.0 if reduction == "sum" else 1.0 / n
 
 

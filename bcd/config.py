@@ -5,8 +5,13 @@ anything is computed or written.  Glossary (paper symbols, MATH.md §1):
 
 * ``gamma`` (γ > 0): weight of the splitting penalties ‖V_i − σ(U_i)‖², ‖U_i − W̃_iṼ_{i-1}‖².
 * ``alpha`` (α > 0): weight of the proximal terms α/2‖· − ·⁻‖².
-* ``lam`` (λ ≥ 0): r_i(W̃_i) = λ/2‖W̃_i‖² on the whole augmented weight (bias included).
+* ``lam`` (λ ≥ 0): r_i(W̃_i) = λ/2‖W̃_i‖² on the whole augmented weight (bias included) — the shortcut for
+  ``r = "l2(λ)"``.
 * ``hidden``: widths d_1..d_{N-1}; d_0 and d_N come from the data.
+* ``loss``, ``activation``, ``r`` (on W̃_i), ``s`` (on V_i): catalogue specs (:mod:`bcd.catalogue`), e.g.
+  ``cross_entropy``, ``leaky_relu(0.01)``, ``l1(1e-4)``, ``box(-1, 1)``; ``r`` and ``s`` take one spec for every
+  layer or a list of N (one per layer i = 1..N).  ``reg_bias`` (default true): r_i acts on the whole W̃_i = [Ŵ_i b_i];
+  false: on Ŵ_i only.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-ACTIVATIONS = ("relu", "identity")
-LOSSES = ("squared",)
+from bcd import catalogue
+
 REDUCTIONS = ("sum", "mean")
 SPLITTINGS = ("three", "two")
 SKIPS = ("none", "auto")
@@ -90,6 +96,9 @@ class BCDConfig:
     eval_every: int = 1
     inner_max_iter: int = 50
     inner_eta: float | None = None
+    r: str | tuple[str, ...] | None = None
+    s: str | tuple[str, ...] | None = None
+    reg_bias: bool = True
 
     def __post_init__(self) -> None:
         hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else self.hidden
@@ -107,8 +116,11 @@ class BCDConfig:
             _positive(name, getattr(self, name))
         _positive("lam", self.lam, allow_zero=True)
         object.__setattr__(self, "lam", float(self.lam))
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("loss", self.loss, LOSSES)
+        object.__setattr__(self, "activation", catalogue.build("activation", self.activation).spec)
+        object.__setattr__(self, "loss", catalogue.build("loss", self.loss).spec)
+        if not isinstance(self.reg_bias, bool):
+            raise ValueError(f"reg_bias={self.reg_bias!r} is not allowed; reg_bias must be true or false")
+        self._resolve_regularisers()
         _choice("reduction", self.reduction, REDUCTIONS)
         _choice("splitting", self.splitting, SPLITTINGS)
         _choice("skip", self.skip, SKIPS)
@@ -129,10 +141,61 @@ class BCDConfig:
             _positive("inner_eta", self.inner_eta)
             object.__setattr__(self, "inner_eta", float(self.inner_eta))
 
+    def _resolve_regularisers(self) -> None:
+        """Validate ``r`` and ``s`` through the catalogue and bring them to a canonical form: a tuple of N specs, or
+        ``None`` for the default (r: λ/2‖W̃‖² from ``lam``; s: none).  A uniform ``l2(λ)`` r with the bias
+        regularised *is* the ``lam`` shortcut and is stored as such, so one configuration has one spelling."""
+        N = len(self.hidden) + 1
+        for name in ("r", "s"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            specs = [value] * N if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) \
+                else None
+            if specs is None or len(specs) != N:
+                raise ValueError(f"{name}={value!r} is not allowed; give one spec or a list of N={N} specs "
+                                 f"(layers 1..N); allowed specs: {catalogue.allowed('regulariser')}")
+            canon = tuple(catalogue.build("regulariser", v).spec for v in specs)
+            object.__setattr__(self, name, None if all(c == "none" for c in canon) else canon)
+        if self.r is not None:
+            if self.lam > 0:
+                raise ValueError(f"lam={self.lam:g} and r={self.r!r} are both given; lam is the shortcut for "
+                                 f"r = 'l2(lam)': give one of them")
+            first = catalogue.build("regulariser", self.r[0])
+            if self.reg_bias and first.ridge is not None and len(set(self.r)) == 1:
+                object.__setattr__(self, "lam", float(first.ridge))
+                object.__setattr__(self, "r", None)
+
     @property
     def N(self) -> int:
         """Number of weight layers N = len(hidden) + 1."""
         return len(self.hidden) + 1
+
+    @cached_property
+    def loss_record(self) -> catalogue.Record:
+        return catalogue.build("loss", self.loss)
+
+    @cached_property
+    def activation_record(self) -> catalogue.Record:
+        return catalogue.build("activation", self.activation)
+
+    @cached_property
+    def r_records(self) -> tuple:
+        """r_1..r_N (index 0 ↔ layer 1)."""
+        specs = self.r if self.r is not None else (f"l2({self.lam!r})" if self.lam > 0 else "none",) * self.N
+        return tuple(catalogue.build("regulariser", v) for v in specs)
+
+    @cached_property
+    def s_records(self) -> tuple:
+        """s_1..s_N on V_1..V_N (index 0 ↔ layer 1)."""
+        return tuple(catalogue.build("regulariser", v) for v in (self.s or ("none",) * self.N))
+
+    @property
+    def classic(self) -> bool:
+        """The original family (squared loss, ReLU or identity, r_i = λ/2‖W̃_i‖² with the bias, no s_i): the
+        closed forms of MATH.md §3–§7 and the recorder's in-stream fast path apply."""
+        return (self.loss == "squared" and self.activation in ("relu", "identity") and self.r is None
+                and self.s is None and self.reg_bias)
 
     @property
     def eta(self) -> float:

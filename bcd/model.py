@@ -6,14 +6,17 @@ depends on, a label, and its value.  Objective evaluation (:mod:`bcd.objective`)
 columns, the report's labels and heatmaps and the recorder's per-block decreases all iterate over
 this list, so a new variant adds terms instead of editing every consumer.
 
-* ``three`` (Algorithm 2):  L̄ = R(V_N;Y) + Σ r_i + γ/2 Σ_i (‖V_i − σ_i(U_i)‖² + ‖U_i − W̃_iṼ_{i-1}‖²).
+* ``three`` (Algorithm 2):  L̄ = R(V_N;Y) + Σ r_i(W̃_i) + Σ s_i(V_i)
+  + γ/2 Σ_i (‖V_i − σ_i(U_i)‖² + ‖U_i − W̃_iṼ_{i-1}‖²).
 * ``resnet`` (Algorithm 3): as ``three`` with the act term ‖V_i − τ_iV_{i-1} − σ_i(U_i)‖², τ_i = 1 on
   the layers with a skip connection (d_i = d_{i-1}).
-* ``two`` (Algorithm 1):    L = R(V_N;Y) + Σ r_i + γ/2 Σ_i ‖V_i − σ_i(W̃_iṼ_{i-1})‖²  (no U blocks).
+* ``two`` (Algorithm 1):    L = R(V_N;Y) + Σ r_i + Σ s_i + γ/2 Σ_i ‖V_i − σ_i(W̃_iṼ_{i-1})‖²  (no U blocks).
 
-Sample terms (loss, act, aff, fit) are sums over samples and pass through :func:`bcd.reduction.over_samples`;
-the regulariser is not.  Terms are built from the configuration and the widths alone (no tensors), so the reports can
-read the labels of a saved run without its data.
+Sample terms (loss, act, aff, fit, and s_i on V_i) are sums over samples and pass through
+:func:`bcd.reduction.over_samples`; r_i on the replicated W̃_i is not.  R, σ, r_i and s_i are catalogue records
+(:mod:`bcd.catalogue`); a term whose function is not differentiable (ℓ1, an indicator, the hinge) carries its
+``least_norm``: the least-norm element of G + ∂t(X) for the one block X it acts on.  Terms are built from the
+configuration and the widths alone (no tensors), so the reports can read the labels of a saved run without its data.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from bcd.blocks import affine
-from bcd.reduction import sample_sq, sq
+from bcd.reduction import over_samples, sample_sq
 
 if TYPE_CHECKING:  # the problem module imports this one
     from bcd.config import BCDConfig
@@ -55,8 +58,16 @@ def fit_term(i: int) -> str:
 
 
 def reg_term(i: int) -> str:
-    """Column name of λ/2‖W̃_i‖²."""
+    """Column name of r_i(W̃_i) (λ/2‖W̃_i‖² for the ridge)."""
     return f"reg_{i}"
+
+
+def sreg_term(i: int) -> str:
+    """Column name of s_i(V_i)."""
+    return f"sreg_{i}"
+
+
+SAMPLE_KINDS = ("loss", "act", "aff", "fit", "sreg")  # terms that are sums over samples (MATH.md §10)
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,17 @@ class Term:
     label: str
     gap: str
     value: Callable[[BCDState, Problem], Tensor]
+    least_norm: Callable[[BCDState, Problem, Tensor], Tensor] | None = None  # nonsmooth: G ↦ G + s*, s* ∈ ∂t
+    tex_full: str = ""
+
+    @property
+    def smooth(self) -> bool:
+        return self.least_norm is None
+
+    @property
+    def sample(self) -> bool:
+        """A sum over samples (reduced through the seam); r_i on W̃_i is replicated."""
+        return self.kind in SAMPLE_KINDS
 
     def depends_on(self, block: Block) -> bool:
         return block in self.blocks
@@ -81,6 +103,8 @@ class Term:
     @property
     def tex(self) -> str:
         """The whole term in mathtext, e.g. γ/2‖V_2 − σ_2(U_2)‖² (a legend label)."""
+        if self.tex_full:
+            return self.tex_full
         if self.kind == "loss":
             return rf"${self.gap}$"
         weight = r"\lambda" if self.kind == "reg" else r"\gamma"
@@ -125,7 +149,9 @@ def terms_for(config: BCDConfig, widths: tuple[int, ...]) -> tuple[Term, ...]:
     N = len(widths) - 1
     variant = variant_name(config)
     tau = skips(config, widths)
-    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", "R(V_N;Y)", _loss_value)]
+    loss = config.loss_record
+    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", "R(V_N;Y)", _loss_value,
+                None if loss.smooth else _loss_least_norm)]
     for i in range(1, N + 1):
         if variant == "two":
             out.append(Term(fit_term(i), "fit", i, frozenset({("V", i), ("W", i)}) | _v(i - 1),
@@ -140,10 +166,27 @@ def terms_for(config: BCDConfig, widths: tuple[int, ...]) -> tuple[Term, ...]:
             out.append(Term(aff_term(i), "aff", i, frozenset({("U", i), ("W", i)}) | _v(i - 1),
                             f"γ/2‖U_{i} − W̃_{i}Ṽ_{i-1}‖²", rf"U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}",
                             _aff_value(i)))
-        if config.lam > 0:
-            out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), f"λ/2‖W̃_{i}‖²", rf"\tilde W_{{{i}}}",
-                            _reg_value(i)))
+        out += _regulariser_terms(config, i)
     return tuple(out)
+
+
+def _regulariser_terms(config: BCDConfig, i: int) -> list[Term]:
+    """r_i on W̃_i (Ŵ_i only when ``reg_bias`` is false) and s_i on V_i, when they are not zero."""
+    out = []
+    r, s = config.r_records[i - 1], config.s_records[i - 1]
+    if not r.is_zero:
+        target = "W̃" if config.reg_bias else "Ŵ"
+        tex_target = r"\tilde W" if config.reg_bias else r"\hat W"
+        if r.ridge is not None and config.reg_bias:
+            label, tex_full = f"λ/2‖W̃_{i}‖²", ""
+        else:
+            label, tex_full = f"r_{i}({target}_{i}) = {r.spec}", rf"$r_{{{i}}}({tex_target}_{{{i}}})$"
+        out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), label, rf"{tex_target}_{{{i}}}",
+                        _reg_value(i), None if r.smooth else _reg_least_norm(i), tex_full))
+    if not s.is_zero:
+        out.append(Term(sreg_term(i), "sreg", i, frozenset({("V", i)}), f"s_{i}(V_{i}) = {s.spec}", f"V_{{{i}}}",
+                        _sreg_value(i), None if s.smooth else _sreg_least_norm(i), rf"$s_{{{i}}}(V_{{{i}}})$"))
+    return out
 
 
 def term_names(config: BCDConfig, widths: tuple[int, ...]) -> list[str]:
@@ -160,7 +203,11 @@ def touching(terms: tuple[Term, ...], block: Block) -> tuple[Term, ...]:
 
 
 def _loss_value(state: BCDState, problem: Problem) -> Tensor:
-    return 0.5 * problem.c * sample_sq(state.V[state.N] - problem.Y)
+    return over_samples(problem.loss.value(state.V[state.N], problem.Y, problem.c))
+
+
+def _loss_least_norm(state: BCDState, problem: Problem, G: Tensor) -> Tensor:
+    return problem.loss.least_norm(state.V[state.N], G, problem.Y, problem.c)
 
 
 def _act_value(i: int, skip: bool) -> Callable:
@@ -188,8 +235,37 @@ def _fit_value(i: int) -> Callable:
     return value
 
 
+def penalised(W: Tensor, config: BCDConfig) -> Tensor:
+    """The part of W̃_i that r_i acts on: all of it, or Ŵ_i (a view) when ``reg_bias`` is false."""
+    return W if config.reg_bias else W[:, :-1]
+
+
 def _reg_value(i: int) -> Callable:
     def value(state: BCDState, problem: Problem) -> Tensor:
-        return 0.5 * problem.config.lam * sq(state.W[i])
+        return problem.r[i].value(penalised(state.W[i], problem.config))
 
     return value
+
+
+def _reg_least_norm(i: int) -> Callable:
+    def least_norm(state: BCDState, problem: Problem, G: Tensor) -> Tensor:
+        out = G.clone()
+        view = penalised(out, problem.config)
+        view.copy_(problem.r[i].least_norm(penalised(state.W[i], problem.config), view))
+        return out
+
+    return least_norm
+
+
+def _sreg_value(i: int) -> Callable:
+    def value(state: BCDState, problem: Problem) -> Tensor:
+        return over_samples(problem.s[i].value(state.V[i]))
+
+    return value
+
+
+def _sreg_least_norm(i: int) -> Callable:
+    def least_norm(state: BCDState, problem: Problem, G: Tensor) -> Tensor:
+        return problem.s[i].least_norm(state.V[i], G)
+
+    return least_norm

@@ -26,7 +26,7 @@ def objective_terms(state: BCDState, problem: Problem) -> dict[str, float]:
     terms = problem.terms
     with locally():  # the sample terms' local sums, reduced together in one call (the regulariser is replicated)
         values = torch.stack([t.value(state, problem) for t in terms])
-    sample = torch.tensor([t.kind != "reg" for t in terms], device=values.device)
+    sample = torch.tensor([t.sample for t in terms], device=values.device)
     values = torch.where(sample, over_samples(torch.where(sample, values, torch.zeros_like(values))), values)
     host = values.cpu().tolist()
     out = {t.id: v for t, v in zip(terms, host, strict=True)}

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bcd.activations import Activation, get_activation
-from bcd.blocks import affine, augmented_gram, squared_loss_scale
+from bcd.activations import Activation
+from bcd.blocks import affine, augmented_gram, loss_scale
 from bcd.config import BCDConfig
+from bcd.losses import Loss
 from bcd.model import Term, skips, terms_for, variable_blocks, variant_name
 from bcd.reduction import over_samples
 
@@ -62,7 +63,7 @@ class BCDState:
 
 @dataclass
 class Problem:
-    """Data (samples as columns) plus the resolved constants γ, α, λ, c and σ."""
+    """Data (samples as columns) plus the resolved constants γ, α, λ, c and the catalogue records R, σ, r_i, s_i."""
 
     X: Tensor
     Y: Tensor
@@ -71,6 +72,9 @@ class Problem:
     X_test: Tensor | None = None
     labels_test: Tensor | None = None
     activation: Activation = field(init=False)
+    loss: Loss = field(init=False)
+    r: list = field(init=False)  # r_i records, r[i] for layer i (slot 0 unused)
+    s: list = field(init=False)  # s_i records on V_i
     c: float = field(init=False)
     gram_X: Tensor = field(init=False)
     variant: str = field(init=False)
@@ -80,8 +84,11 @@ class Problem:
     def __post_init__(self) -> None:
         count = torch.tensor(float(self.n), dtype=torch.float64, device=self.X.device)
         self._n_total = int(over_samples(count).item())
-        self.activation = get_activation(self.config.activation)
-        self.c = squared_loss_scale(self.config.reduction, self.n_total)
+        self.activation = self.config.activation_record
+        self.loss = self.config.loss_record
+        self.r = [None, *self.config.r_records]
+        self.s = [None, *self.config.s_records]
+        self.c = loss_scale(self.config.reduction, self.n_total)
         self.gram_X = augmented_gram(self.X)  # Ṽ_0Ṽ_0ᵀ is constant: computed once
         self.variant = variant_name(self.config)
         self.tau = skips(self.config, self.widths)  # τ_0..τ_N of the ResNet variant (all 0 otherwise)

@@ -108,7 +108,7 @@ class Subproblem:
         leaf = X.detach().clone().requires_grad_(True)
         with torch.enable_grad(), locally():
             (g,) = torch.autograd.grad(t.value(self._with(state, leaf), problem), leaf)
-        return over_samples(g) if self.block == "W" and t.kind != "reg" else g
+        return over_samples(g) if self.block == "W" and t.sample else g
 
     def solved_inexactly(self, problem: Problem) -> bool:
         """Algorithm 1's nonconvex blocks (σ nonlinear): W_i (i < N) and V_i (i < N − 1) use an inner solver."""

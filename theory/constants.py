@@ -188,9 +188,7 @@ class RunConstants:
 
     @property
     def L_B(self) -> float:
-        from bcd.activations import get_activation
-
-        return get_activation(self.config.activation).lipschitz if self.L_B_bound is None else self.L_B_bound
+        return self.config.activation_record.lipschitz() if self.L_B_bound is None else self.L_B_bound
 
     def a(self) -> float:
         """Sufficient-descent constant of a whole sweep."""

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bcd.config import ACTIVATIONS, REDUCTIONS, VN_UPDATES, BCDConfig
+from bcd import catalogue
+from bcd.config import REDUCTIONS, VN_UPDATES, BCDConfig
 from bcd.data import check_npz_size
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, write_text
@@ -46,6 +47,7 @@ AUDIT_TOML = "audit.toml"
 SUFFIXES = (".npz", ".safetensors")
 HYPERPARAMETERS: dict[str, type] = {
     "gamma": float, "alpha": float, "lam": float, "activation": str, "reduction": str, "vn_update": str,
+    "loss": str, "r": lambda v: v, "s": lambda v: v, "reg_bias": bool,
 }
 
 
@@ -122,10 +124,21 @@ def read_hyperparameters(directory: Path, overrides: dict[str, Any] | None = Non
     missing = [k for k in ("gamma", "alpha") if k not in hp]
     if missing:
         raise ValueError(f"the audit needs {' and '.join(missing)} (in {AUDIT_TOML} or as --{missing[0]})")
-    for key, allowed in (("activation", ACTIVATIONS), ("reduction", REDUCTIONS), ("vn_update", VN_UPDATES)):
+    for key in ("activation", "loss"):
+        if key in hp:
+            hp[key] = catalogue.build(key, hp[key]).spec
+    for key, allowed in (("reduction", REDUCTIONS), ("vn_update", VN_UPDATES)):
         if key in hp and hp[key] not in allowed:
             raise ValueError(f"{key}={hp[key]!r} is not supported; allowed: {', '.join(allowed)}")
     return hp
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v).replace("'", '"')
 
 
 def _read_data(directory: Path):
@@ -248,5 +261,5 @@ def write_audit_inputs(directory: str | Path, problem: Problem) -> None:
             np.savez(fh, **data)
 
     atomic_write(directory / DATA_FILE, write)
-    lines = [f"{k} = {getattr(cfg, k)!r}".replace("'", '"') for k in HYPERPARAMETERS]
+    lines = [f"{k} = {_toml_value(getattr(cfg, k))}" for k in HYPERPARAMETERS if getattr(cfg, k) is not None]
     write_text(directory / AUDIT_TOML, "\n".join(lines) + "\n")
