@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sympy as sp
 import torch
 
 from bcd.catalogue import Entry, Record, build, register
 from bcd.reduction import over_samples, sq
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 Tensor = torch.Tensor
 
@@ -62,7 +65,7 @@ def _ratio(r: Tensor, scale: Tensor) -> Tensor:
 CHUNK = 1 << 16
 
 
-def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, activation: str,
+def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, activation: str | Activation,
                      m_parts: tuple[Tensor, Tensor, float, float] | None = None) -> Tensor:
     """Relative exactness residual of the elementwise U_i update (verification/recorder.py explains the scale).
 
@@ -72,10 +75,19 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, acti
     u₋ = min(m, 0) (where σ(u₋) = 0 and u₋ − m = −max(m, 0)); both count at a tie up to rounding.
     ``m_parts = (P, U⁻, γ, α)`` gives m = (γP + αU⁻)/(γ + α) without materialising it.  Evaluated in
     row blocks of about ``CHUNK`` entries on the CPU so that the temporaries stay small.  The arguments are
-    n-sized (samples as columns): the five squared sums pass through :func:`bcd.reduction.over_samples`."""
-    if activation not in ("relu", "identity"):
-        raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity")
+    n-sized (samples as columns): the five squared sums pass through :func:`bcd.reduction.over_samples`.
+
+    Any other σ of the catalogue (``activation`` a record): :func:`_reference_sums`, an independent global
+    minimiser by a different method than the engine's."""
+    record = activation if isinstance(activation, Activation) else None
+    if record is not None and record.name in ("relu", "identity"):
+        activation, record = record.name, None
+    if record is None and activation not in ("relu", "identity"):
+        raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity, or a "
+                         f"catalogue record")
     chunk = CHUNK if new.device.type == "cpu" else new.numel()
+    if record is not None:
+        chunk = REF_CHUNK if new.device.type == "cpu" else max(1, new.numel() // 16)
     rows = max(1, chunk // max(1, new.shape[-1]))
     sums = torch.zeros(5, dtype=new.dtype, device=new.device)  # Σr², Σa², Σσ(u)², Σu², Σm²
     for r0 in range(0, new.shape[0], rows):
@@ -85,7 +97,8 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, acti
             mc = U_old[sl].mul(al / (g + al)).add_(P[sl], alpha=g / (g + al))
         else:
             mc = m[sl]
-        sums += _u_residual_sums(new[sl], a[sl], mc, beta, activation)
+        sums += _u_residual_sums(new[sl], a[sl], mc, beta, activation) if record is None \
+            else _reference_sums(record, new[sl], a[sl], mc, beta)
     r, a_n, s_n, u_n, m_n = over_samples(sums).sqrt().unbind()  # local squared sums, reduced over samples
     return _ratio(r, a_n + s_n + beta * (u_n + m_n))
 
@@ -117,6 +130,71 @@ def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation:
 
 
 # ---------------------------------------------------------------------------------------------- the records
+
+
+REF_GRID = 129  # grid points of the verifier's reference minimiser
+REF_GOLDEN = 60  # golden-section iterations of its polish (0.618⁶⁰ ≈ 3e-13 of the cell; values err by its square)
+REF_CHUNK = 1 << 13
+
+
+def reference_prox(act: Activation, a: Tensor, m: Tensor, beta: float, upper: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """The verifier's global minimiser of f(u) = ½(a − σ(u))² + (β/2)(u − m)², elementwise: (u_ref, f(u_ref)).
+
+    Independent of the engines' methods (a 33-point grid + Newton on f′ for smooth σ, companion roots for
+    polynomials, closed-form candidates for leaky ReLU): f ≥ (β/2)(u − m)² and f(u*) ≤ F for any F ≥ f(u*) (F = f(m),
+    or ``upper`` = f(candidate)) bracket u* in |u − m| ≤ √(2F/β); ``REF_GRID`` points on the bracket, then a
+    golden-section search on f (no derivatives) in the two cells around the best point.  Position accurate to
+    ~√eps, value to ~eps: the residual compares *values* (:func:`_reference_sums`)."""
+    F = 0.5 * (a - act.apply(m)) ** 2
+    if upper is not None:
+        F = torch.minimum(F, upper)
+    h = torch.sqrt(2.0 * F / beta)
+    steps = torch.linspace(-1.0, 1.0, REF_GRID, dtype=m.dtype, device=m.device)
+    grid = m + h * steps[:, None]
+    j = act.prox_objective(grid, a, m, beta).argmin(dim=0, keepdim=True)
+    u0 = grid.gather(0, j)[0]
+    cell = 2.0 * h / (REF_GRID - 1)
+    lo, hi = u0 - cell, u0 + cell
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
+    f1, f2 = act.prox_objective(x1, a, m, beta), act.prox_objective(x2, a, m, beta)
+    for _ in range(REF_GOLDEN):
+        left = f1 <= f2  # the minimum lies in [lo, x2]: drop (x2, hi]; else in [x1, hi]: drop [lo, x1)
+        hi = torch.where(left, x2, hi)
+        lo = torch.where(left, lo, x1)
+        n1 = torch.where(left, hi - g * (hi - lo), x2)
+        n2 = torch.where(left, x1, lo + g * (hi - lo))
+        fp = act.prox_objective(torch.where(left, n1, n2), a, m, beta)  # one new evaluation per step
+        f1, f2 = torch.where(left, fp, f2), torch.where(left, f1, fp)
+        x1, x2 = n1, n2
+    cands = torch.stack([u0, x1, x2])
+    vals = act.prox_objective(cands, a, m, beta)
+    k = vals.argmin(dim=0, keepdim=True)
+    return cands.gather(0, k)[0], vals.gather(0, k)[0]
+
+
+def _reference_sums(act: Activation, new: Tensor, a: Tensor, m: Tensor, beta: float) -> Tensor:
+    """Squared sums (Σr², Σa², Σσ(u)², Σu², Σm²) of the generic U-residual: per entry, where f(u_new) is within
+    rounding of the reference value (:func:`reference_prox`), r = the least-norm element of ∂f(u_new) (|f′| for a
+    C¹ σ; at a kink of a piecewise-linear σ, the distance of 0 to the one-sided derivatives' interval when the kink
+    is convex, the smaller one-sided derivative when it is concave); elsewhere r = (1 + β)|u_new − u_ref|."""
+    new, a, m = new.reshape(-1), a.reshape(-1), m.reshape(-1)
+    f_new = act.prox_objective(new, a, m, beta)
+    u_ref, f_ref = reference_prox(act, a, m, beta, upper=f_new)
+    sig = act.apply(new)
+    eps = torch.finfo(new.dtype).eps
+    tie = 64 * eps * (0.5 * a * a + 0.5 * sig * sig + 0.5 * beta * (new * new + m * m))
+    grad = act.prox_gradient(new, a, m, beta)
+    if act.kink is not None:
+        left, right = (-(a - act.apply(torch.zeros_like(new))) * s + beta * (0.0 - m) for s in act.kink)
+        lo, hi = torch.minimum(left, right), torch.maximum(left, right)
+        convex = left <= right
+        at_kink = torch.where(convex, (lo.clamp(min=0.0) - hi.clamp(max=0.0)).abs(),
+                              torch.minimum(left.abs(), right.abs()))
+        grad = torch.where(new == 0, at_kink, grad)
+    r = torch.where(f_new <= f_ref + tie, grad.abs(), (1.0 + beta) * (new - u_ref).abs())
+    return torch.stack([sq(r), sq(a), sq(sig), sq(new), sq(m)])
 
 
 @dataclass(frozen=True)
@@ -163,6 +241,7 @@ class Activation(Record):
         return -(a - self.apply(u)) * self.d1(u) + beta * (u - m)
 
     def sym(self, u: sp.Symbol) -> sp.Expr:
+
         raise NotImplementedError
 
 
@@ -188,6 +267,7 @@ class Identity(Activation):
         return identity_prox_(a, m, beta)
 
     def sym(self, u):
+
         return u
 
 
@@ -222,11 +302,14 @@ class LeakyReLU(Activation):
         return torch.where(keep, plus, minus, out=m)
 
     def sym(self, u):
+        import sympy as sp
+
         return sp.Max(u, 0) if self.slope == 0 else sp.Max(u, sp.Float(self.slope) * u)
 
 
 GRID = 33  # grid points of the engine's bracket search for a smooth σ
 NEWTON = 40  # safeguarded Newton iterations after it
+BEND, BEND_GRID = 12.0, 97  # a fixed grid of step 1/4 on [−12, 12], where sigmoid, tanh and softplus bend
 
 
 @dataclass(frozen=True)
@@ -235,7 +318,13 @@ class SmoothActivation(Activation):
     in general.  Bracket [derived, MATH.md §9]: f(u*) ≤ f(m) and f ≥ (β/2)(u − m)² give |u* − m| ≤ |a − σ(m)|/√β.
     The engine's method: the best of ``GRID`` equispaced points of the bracket, then Newton on f′ safeguarded by
     bisection within the neighbouring grid cells, keeping the best point seen (never worse than the grid's best).
+    A wide bracket (|a| ≫ 1 or small β) can hide a narrow basin between those points, so the same Newton also
+    starts from the two best local minima of a fixed grid where σ bends (``BEND``) and from the minimiser of f with σ
+    replaced by each of its asymptotes (``asymptotes``: slope, intercept), each within its own cells; the best
+    of all starts wins (never worse than the bracket's start alone).
     (The verifier's reference is a different method: :func:`reference_prox`.)"""
+
+    asymptotes = ((0.0, 0.0),)  # lines σ approaches at ±∞ (a slope 0 line gives the candidate m, whatever its height)
 
     def prox_(self, a, m, beta):
         chunk = CHUNK if m.device.type == "cpu" else m.numel()
@@ -251,21 +340,76 @@ class SmoothActivation(Activation):
         grid = m + h * steps[:, None]
         j = self.prox_objective(grid, a, m, beta).argmin(dim=0, keepdim=True)
         cell = 2.0 * h / (GRID - 1)
-        u = grid.gather(0, j)[0]
+        u0 = grid.gather(0, j)[0]
+        best, f_best = self._newton(u0[None], cell[None], a, m, beta)
+        wide = cell > 2.0 * BEND / (BEND_GRID - 1)  # the bracket grid is coarser than the bend grid: more starts
+        if bool(wide.any()):
+            aw, mw = a[wide], m[wide]
+            u, c = self._starts(u0[wide], cell[wide], aw, mw, beta)
+            bw, fw = self._newton(u, c, aw, mw, beta)
+            k = fw.argmin(dim=0, keepdim=True)  # the best start
+            bw, fw = bw.gather(0, k)[0], fw.gather(0, k)[0]
+            keep = fw < f_best[0][wide]
+            best[0][wide] = torch.where(keep, bw, best[0][wide])
+            f_best[0][wide] = torch.where(keep, fw, f_best[0][wide])
+        best, f_best = best[0], f_best[0]
+        # comparing values stalls ~√eps from the minimiser (f is flat there): polish on |f′| within rounding of f
+        tie = 64 * torch.finfo(m.dtype).eps * (f_best + 0.5 * a * a + 0.5 * beta * m * m)
+        for _ in range(3):
+            g = self.prox_gradient(best, a, m, beta)
+            h2 = self.d1(best) ** 2 - (a - self.apply(best)) * self.d2(best) + beta
+            step = best - g / h2.clamp_min(torch.finfo(m.dtype).tiny)
+            ok = (h2 > 0) & (self.prox_gradient(step, a, m, beta).abs() < g.abs()) \
+                & (self.prox_objective(step, a, m, beta) <= f_best + tie)
+            best = torch.where(ok, step, best)
+        return best
+
+    def _newton(self, u: Tensor, cell: Tensor, a: Tensor, m: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+        """Newton on f′ from each start (K × n), safeguarded by bisection within ±``cell``; the best point seen per
+        start and its value (stops early once every step is at rounding level)."""
         lo, hi = u - cell, u + cell
         best, f_best = u, self.prox_objective(u, a, m, beta)
-        for _ in range(NEWTON):
-            g = self.prox_gradient(u, a, m, beta)
+        eps = torch.finfo(m.dtype).eps
+        for it in range(NEWTON):
+            sig, s1, s2 = self.jet(u)
+            g = beta * (u - m) - (a - sig) * s1
             lo = torch.where(g < 0, u, lo)
             hi = torch.where(g > 0, u, hi)
-            sig = self.apply(u)
-            h2 = self.d1(u) ** 2 - (a - sig) * self.d2(u) + beta
+            h2 = s1 * s1 - (a - sig) * s2 + beta
             step = u - g / h2
-            u = torch.where((h2 > 0) & (step > lo) & (step < hi), step, 0.5 * (lo + hi))
-            f = self.prox_objective(u, a, m, beta)
+            new = torch.where((h2 > 0) & (step > lo) & (step < hi), step, 0.5 * (lo + hi))
+            f = self.prox_objective(new, a, m, beta)
             better = f < f_best
-            best, f_best = torch.where(better, u, best), torch.where(better, f, f_best)
-        return best
+            best, f_best = torch.where(better, new, best), torch.where(better, f, f_best)
+            done = it % 4 == 3 and bool(((new - u).abs() <= 4 * eps * (u.abs() + 1.0)).all())
+            u = new
+            if done:
+                break
+        return best, f_best
+
+    def jet(self, U: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(σ, σ′, σ″) at U (subclasses share the work)."""
+        return self.apply(U), self.d1(U), self.d2(U)
+
+    def _starts(self, u: Tensor, cell: Tensor, a: Tensor, m: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+        """Newton's starts (K × n) and their half-widths: the bracket grid's best ``u`` (cell ``cell``), the two best
+        local minima of f on the ``BEND`` grid (scanned point by point: O(n) memory), the asymptotes' minimisers."""
+        pts = torch.linspace(-BEND, BEND, BEND_GRID, dtype=m.dtype).tolist()
+        inf = torch.full_like(m, math.inf)
+        v1, u1, v2, u2 = inf, m.clone(), inf, m.clone()
+        f_prev = self.prox_objective(torch.full_like(m, pts[0]), a, m, beta)
+        f_cur = self.prox_objective(torch.full_like(m, pts[1]), a, m, beta)
+        for k in range(1, BEND_GRID - 1):
+            f_next = self.prox_objective(torch.full_like(m, pts[k + 1]), a, m, beta)
+            v = torch.where((f_cur <= f_prev) & (f_cur < f_next), f_cur, inf)
+            first, second = v < v1, v < v2
+            v2 = torch.where(first, v1, torch.where(second, v, v2))
+            u2 = torch.where(first, u1, torch.where(second, pts[k], u2))
+            v1, u1 = torch.where(first, v, v1), torch.where(first, pts[k], u1)
+            f_prev, f_cur = f_cur, f_next
+        lines = [(p * (a - q) + beta * m) / (p * p + beta) for p, q in self.asymptotes]
+        step = torch.full_like(m, 2.0 * BEND / (BEND_GRID - 1))
+        return torch.stack([u, u1, u2, *lines]), torch.stack([cell, step, step, *(step for _ in lines)])
 
     def lipschitz(self, B=None):
         return self.lipschitz_constant
@@ -288,11 +432,18 @@ class Sigmoid(SmoothActivation):
         s = torch.sigmoid(U)
         return s * (1 - s) * (1 - 2 * s)
 
+    def jet(self, U):
+        s = torch.sigmoid(U)
+        d1 = s * (1 - s)
+        return s, d1, d1 * (1 - 2 * s)
+
     @property
     def lipschitz_constant(self):
         return 0.25
 
     def sym(self, u):
+        import sympy as sp
+
         return 1 / (1 + sp.exp(-u))
 
 
@@ -308,18 +459,27 @@ class Tanh(SmoothActivation):
         t = torch.tanh(U)
         return -2 * t * (1 - t * t)
 
+    def jet(self, U):
+        t = torch.tanh(U)
+        d1 = 1 - t * t
+        return t, d1, -2 * t * d1
+
     @property
     def lipschitz_constant(self):
         return 1.0
 
     def sym(self, u):
+        import sympy as sp
+
         return sp.tanh(u)
 
 
 @dataclass(frozen=True)
 class Softplus(SmoothActivation):
+    asymptotes = ((0.0, 0.0), (1.0, 0.0))
+
     def apply(self, U):
-        return torch.nn.functional.softplus(U)
+        return torch.nn.functional.softplus(U, threshold=40.0)  # the default 20 cuts log1p(e^{−u}) ≈ 2e-9 off
 
     def d1(self, U):
         return torch.sigmoid(U)
@@ -328,11 +488,17 @@ class Softplus(SmoothActivation):
         s = torch.sigmoid(U)
         return s * (1 - s)
 
+    def jet(self, U):
+        s = torch.sigmoid(U)
+        return self.apply(U), s, s * (1 - s)
+
     @property
     def lipschitz_constant(self):
         return 1.0
 
     def sym(self, u):
+        import sympy as sp
+
         return sp.log(1 + sp.exp(u))
 
 
@@ -421,6 +587,8 @@ class Polynomial(Activation):
         return cand.gather(1, j)[:, 0]
 
     def sym(self, u):
+        import sympy as sp
+
         return sum(sp.Float(c) * u**k for k, c in enumerate(self.params))
 
 

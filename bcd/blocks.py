@@ -92,12 +92,13 @@ def update_W(
     *,
     gamma: float,
     alpha: float,
-    lam: float,
+    lam: float | Tensor,
     gram: Tensor | None = None,
     cross: Tensor | None = None,
 ) -> Tensor:
     """W̃_i⁺ = argmin_W λ/2‖W‖² + γ/2‖U_i⁺ − WṼ_{i-1}⁻‖² + α/2‖W − W̃_i⁻‖²
-    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, a right-sided Cholesky solve.
+    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, a right-sided Cholesky solve.  ``lam`` may be a vector (one λ per
+    column of W̃: 0 on the bias column when the bias is not regularised), giving diag(α + λ) in place of (α+λ)I.
 
     ``gram`` and ``cross`` may pass precomputed ṼṼᵀ (constant for i = 1, where Ṽ_0 = X̃) and UṼᵀ."""
     G = augmented_gram(V_prev) if gram is None else gram

@@ -21,6 +21,7 @@ the recorder, the audit, ``theory/`` and the reports all read this registry.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -47,7 +48,7 @@ class Record:
         """The canonical spec string, e.g. ``leaky_relu(0.01)``; ``build(kind, record.spec)`` gives the record."""
         if not self.params:
             return self.name
-        return f"{self.name}({', '.join(f'{p:g}' for p in self.params)})"
+        return f"{self.name}({', '.join(_number(p) for p in self.params)})"
 
     @property
     def kl_class(self) -> str:
@@ -59,6 +60,13 @@ class Record:
         if self.real_analytic:
             return "real analytic"
         return "neither semialgebraic nor real analytic"
+
+
+def _number(p: float) -> str:
+    """``p`` as a spec writes it: ``{p:g}`` (``0.01``, ``1e-05``) when that reads back as ``p``, else ``repr(p)``
+    (shortest exact form), so that ``build(kind, record.spec)`` gives the record itself."""
+    text = f"{p:g}"
+    return text if float(text) == p else repr(float(p))
 
 
 @dataclass(frozen=True)
@@ -103,11 +111,12 @@ def parse_spec(kind: str, spec: Any) -> tuple[str, tuple[float, ...]]:
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not a catalogue kind; allowed: {', '.join(KINDS)}")
     if not isinstance(spec, str):
-        raise ValueError(f"{kind}={spec!r} is not allowed; give a spec string such as {_example(kind)!r}")
+        raise ValueError(f"{kind}={spec!r} is not allowed; give a spec string such as {_example(kind)!r} "
+                         f"(allowed: {allowed(kind)})")
     m = _SPEC.match(spec)
     if not m:
         raise ValueError(f"{kind}={spec!r} is not a valid spec; write name or name(number, ...), "
-                         f"e.g. {_example(kind)!r}")
+                         f"e.g. {_example(kind)!r} (allowed: {allowed(kind)})")
     name, args = m.group(1), m.group(2)
     values: list[float] = []
     if args is not None and args.strip():
@@ -140,9 +149,20 @@ def allowed(kind: str) -> str:
 
 def build(kind: str, spec: Any) -> Record:
     """The record for ``spec`` (``ValueError`` naming the spec and what is allowed when it is not in the registry or
-    its parameters are invalid)."""
+    its parameters are invalid).  Records are immutable, so a spec string's record is built once and cached."""
     if isinstance(spec, Record):
         return spec
+    if isinstance(spec, str):
+        return _build_cached(kind, spec)
+    return _build(kind, spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _build_cached(kind: str, spec: str) -> Record:
+    return _build(kind, spec)
+
+
+def _build(kind: str, spec: Any) -> Record:
     name, values = parse_spec(kind, spec)
     if name in ALIASES[kind]:
         if values:

@@ -32,6 +32,10 @@ RUN_FLAGS: dict[str, tuple[str, str, Any]] = {
     "data_path": ("data", "path", str),
     "hidden": ("bcd", "hidden", None),
     "activation": ("bcd", "activation", str),
+    "loss": ("bcd", "loss", str),
+    "r": ("bcd", "r", "specs"),
+    "s": ("bcd", "s", "specs"),
+    "reg_bias": ("bcd", "reg_bias", "bool"),
     "gamma": ("bcd", "gamma", float),
     "alpha": ("bcd", "alpha", float),
     "lam": ("bcd", "lam", float),
@@ -66,8 +70,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="shard the samples over K processes on this machine (gloo on CPU, NCCL on CUDA; the same "
                    "iterates as one process); under torchrun leave it out")
     g = p.add_argument_group("overrides of the config file")
+    helps = {"loss": "squared | logistic | cross_entropy | hinge",
+             "activation": "relu | leaky_relu(s) | identity | sigmoid | tanh | softplus | polynomial(c0,..,ck) | "
+                           "quadratic",
+             "r": "regulariser on W̃_i: none | l2(λ) | l1(λ) | elastic_net(λ1,λ2) | nonneg | box(l,u) | "
+                  "unit_interval; one per layer separated by ';'",
+             "s": "regulariser on V_i (same specs as --r)", "reg_bias": "true | false: r_i acts on the bias too"}
     for flag in RUN_FLAGS:
-        g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper())
+        g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper(),
+                       help=helps.get(flag))
 
 
 def resolve_run_config(args: argparse.Namespace, default_file: str, base: dict[str, Any] | None = None) -> RunConfig:
@@ -79,6 +90,12 @@ def resolve_run_config(args: argparse.Namespace, default_file: str, base: dict[s
             continue
         if typ is None:
             overrides[section][key] = parse_widths(raw)
+        elif typ == "specs":  # one catalogue spec, or one per layer separated by ';'
+            overrides[section][key] = [x.strip() for x in raw.split(";")] if ";" in raw else raw.strip()
+        elif typ == "bool":
+            if raw.lower() not in ("true", "false"):
+                raise ValueError(f"--{flag.replace('_', '-')} {raw!r} is not allowed; give true or false")
+            overrides[section][key] = raw.lower() == "true"
         else:
             try:
                 overrides[section][key] = typ(raw)

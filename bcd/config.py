@@ -20,7 +20,6 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +136,7 @@ class BCDConfig:
         _positive_int("seed", self.seed, allow_zero=True)
         _positive_int("eval_every", self.eval_every)
         _positive_int("inner_max_iter", self.inner_max_iter)
+        self._check_combination()
         if self.inner_eta is not None:
             _positive("inner_eta", self.inner_eta)
             object.__setattr__(self, "inner_eta", float(self.inner_eta))
@@ -166,26 +166,50 @@ class BCDConfig:
                 object.__setattr__(self, "lam", float(first.ridge))
                 object.__setattr__(self, "r", None)
 
+    def _check_combination(self) -> None:
+        """Combinations of records the engine cannot run, refused with what to do instead."""
+        loss = self.loss_record
+        if self.vn_update == "prox_linear" and not loss.smooth:
+            raise ValueError(f"vn_update='prox_linear' needs a differentiable loss (Theorem 2 linearises R with its "
+                             f"L_R-Lipschitz gradient); loss={self.loss!r} is not: use vn_update='prox' (its exact "
+                             f"prox is closed form)")
+        s_N = self.s_records[-1]
+        if self.vn_update == "prox" and not s_N.is_zero and self.loss != "squared":
+            raise ValueError(f"s_N={s_N.spec!r} on V_N with loss={self.loss!r} and vn_update='prox' has no exact V_N "
+                             f"step here; use vn_update='prox_linear' (then s_N's prox is exact) or the squared loss")
+        if self.splitting == "two":
+            act = self.activation_record
+            odd = [f"activation={self.activation!r}"] if act.kink is not None and act.name != "relu" else []
+            if act.name == "relu" and (any(r.ridge is None for r in self.r_records[:-1]) or not self.reg_bias):
+                odd.append("a non-ridge r_i (or reg_bias=false) on a ReLU layer")
+            if any(not s.is_zero for s in self.s_records[:-1]):
+                odd.append("a nonzero s_i on a hidden V_i")
+            if odd:
+                raise ValueError(f"splitting='two' (Algorithm 1) supports relu (with ridge r_i), identity and the C¹ "
+                                 f"activations (sigmoid, tanh, softplus, polynomial; any r_i), and s_i only on V_N; "
+                                 f"got {', '.join(odd)}: use splitting='three' (Algorithm 2), which takes every "
+                                 f"catalogue record")
+
     @property
     def N(self) -> int:
         """Number of weight layers N = len(hidden) + 1."""
         return len(self.hidden) + 1
 
-    @cached_property
+    @property
     def loss_record(self) -> catalogue.Record:
         return catalogue.build("loss", self.loss)
 
-    @cached_property
+    @property
     def activation_record(self) -> catalogue.Record:
         return catalogue.build("activation", self.activation)
 
-    @cached_property
+    @property
     def r_records(self) -> tuple:
         """r_1..r_N (index 0 ↔ layer 1)."""
         specs = self.r if self.r is not None else (f"l2({self.lam!r})" if self.lam > 0 else "none",) * self.N
         return tuple(catalogue.build("regulariser", v) for v in specs)
 
-    @cached_property
+    @property
     def s_records(self) -> tuple:
         """s_1..s_N on V_1..V_N (index 0 ↔ layer 1)."""
         return tuple(catalogue.build("regulariser", v) for v in (self.s or ("none",) * self.N))

@@ -14,11 +14,14 @@ Samples are columns; Y is one-hot (d_N × n); one-vs-all losses use ỹ = 2Y −
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sympy as sp
 import torch
 
 from bcd.catalogue import Entry, Record, register
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 Tensor = torch.Tensor
 
@@ -53,6 +56,7 @@ class Loss(Record):
 
     def sym(self) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
         """R for one entry (one column of two classes for cross-entropy) with c = 1, and its variables."""
+
         raise NotImplementedError
 
 
@@ -70,6 +74,8 @@ class Squared(Loss):
         return torch.add(Z, Y, alpha=t * c).div_(1.0 + t * c)
 
     def sym(self):
+        import sympy as sp
+
         v, y = sp.symbols("v y", real=True)
         return sp.Rational(1, 2) * (v - y) ** 2, (v, y)
 
@@ -79,7 +85,7 @@ class Logistic(Loss):
     """c Σ log(1 + e^{−ỹv}); ∇R = −cỹ·sigmoid(−ỹv), L_R = c/4."""
 
     def value(self, V, Y, c):
-        return c * torch.nn.functional.softplus(-signed(Y) * V).sum()
+        return c * torch.nn.functional.softplus(-signed(Y) * V, threshold=40.0).sum()  # exact in float64
 
     def grad(self, V, Y, c):
         s = signed(Y)
@@ -87,11 +93,14 @@ class Logistic(Loss):
 
     def prox(self, Z, t, Y, c):
         """In w = ỹv: min_w c·log(1 + e^{−w}) + (w − ỹz)²/(2t), strictly convex; f′(w) = −c·sigmoid(−w) + (w − ỹz)/t
-        is increasing and its root lies in [ỹz, ỹz + tc]: Newton safeguarded by bisection on that bracket."""
+        is increasing and its root lies in [ỹz, ỹz + tc]: Newton safeguarded by bisection on that bracket, which is
+        taken whenever the Newton step leaves the bracket or is not half the step before last (as in rtsafe: plain
+        Newton can cycle between the bracket's two sides for large tc)."""
         s = signed(Y)
         z = s * Z
         lo, hi = z.clone(), z + t * c
         w = z + 0.5 * t * c
+        dx = dx_old = torch.full_like(z, t * c)
         for it in range(NEWTON_ITERS):
             sg = torch.sigmoid(-w)
             g = (w - z) / t - c * sg
@@ -99,8 +108,9 @@ class Logistic(Loss):
             hi = torch.where(g > 0, w, hi)
             h = 1.0 / t + c * sg * (1.0 - sg)
             step = w - g / h
-            inside = (step > lo) & (step < hi)
-            new = torch.where(inside, step, 0.5 * (lo + hi))
+            newton = (step > lo) & (step < hi) & (2.0 * g.abs() <= dx_old * h)
+            new = torch.where(newton, step, 0.5 * (lo + hi))
+            dx_old, dx = dx, (new - w).abs()
             done = it % 5 == 4 and bool(((new - w).abs() <= 4 * torch.finfo(w.dtype).eps * (w.abs() + t * c)).all())
             w = new
             if done:
@@ -108,6 +118,8 @@ class Logistic(Loss):
         return s * w
 
     def sym(self):
+        import sympy as sp
+
         v, y = sp.symbols("v ytilde", real=True)
         return sp.log(1 + sp.exp(-y * v)), (v, y)
 
@@ -153,6 +165,8 @@ class CrossEntropy(Loss):
         return V
 
     def sym(self):
+        import sympy as sp
+
         v1, v2 = sp.symbols("v1 v2", real=True)
         return sp.log(sp.exp(v1) + sp.exp(v2)) - v1, (v1, v2)
 
@@ -179,6 +193,8 @@ class Hinge(Loss):
         return G - c * s * theta
 
     def sym(self):
+        import sympy as sp
+
         v, y = sp.symbols("v ytilde", real=True)
         return sp.Max(0, 1 - y * v), (v, y)
 

@@ -156,7 +156,8 @@ def init_weights(config: BCDConfig, widths: tuple[int, ...]) -> list[Tensor]:
 
 def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
     """Q⁰: the given (or freshly drawn) weights, and U_i = W̃_iṼ_{i-1}, V_i = σ_i(U_i) (+ V_{i-1} on a skip
-    layer) from a forward pass; the two-splitting has no U blocks (``U`` holds ``None``)."""
+    layer) from a forward pass; the two-splitting has no U blocks (``U`` holds ``None``).  Where r_i or s_i is an
+    indicator, W̃_i or V_i is projected onto its set, so that L̄(Q⁰) is finite."""
     cfg = problem.config
     widths = problem.widths
     dtype, device = problem.X.dtype, problem.X.device
@@ -173,12 +174,17 @@ def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
                 f"initial W{i} has shape {tuple(w.shape)}; expected {expected} "
                 "(d_i × (d_(i-1)+1), the bias as the last column)"
             )
-        W.append(w.to(dtype=dtype, device=device).clone())
+        w = w.to(dtype=dtype, device=device).clone()
+        if problem.r[i].indicator:  # start feasible: the projection onto r_i's set (of Ŵ_i alone without reg_bias)
+            view = w if cfg.reg_bias else w[:, :-1]
+            view.copy_(problem.r[i].prox(view, 1.0))
+        W.append(w)
     V: list[Tensor] = [problem.X]
     U: list[Tensor | None] = [None]
     for i in range(1, cfg.N + 1):
         P = affine(W[i], V[i - 1])
         S = problem.layer_output(i, P, V[i - 1])
-        V.append(S.clone() if S is P else S)  # V_N = U_N: separate tensors
+        S = S.clone() if S is P else S  # V_N = U_N: separate tensors
+        V.append(problem.s[i].prox(S, 1.0) if problem.s[i].indicator else S)  # feasible for s_i's set
         U.append(None if problem.variant == "two" else P)
     return BCDState(W, V, U)

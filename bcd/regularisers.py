@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sympy as sp
 import torch
 
 from bcd.catalogue import Entry, Record, register
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 Tensor = torch.Tensor
 
@@ -49,6 +52,7 @@ class Regulariser(Record):
 
     def sym(self, x: sp.Symbol) -> sp.Expr:
         """r of one entry as a sympy expression (indicators: a Piecewise with ∞ off the set)."""
+
         raise NotImplementedError
 
 
@@ -68,6 +72,8 @@ class Zero(Regulariser):
         return G.clone()
 
     def sym(self, x):
+        import sympy as sp
+
         return sp.Integer(0)
 
 
@@ -93,6 +99,8 @@ class L2(Regulariser):
         return G + self.lam * X
 
     def sym(self, x):
+        import sympy as sp
+
         return sp.Rational(1, 2) * sp.Float(self.lam) * x**2
 
 
@@ -126,6 +134,8 @@ class L1(Regulariser):
         return _soft_least_norm(X, G, self.lam)
 
     def sym(self, x):
+        import sympy as sp
+
         return sp.Float(self.lam) * sp.Abs(x)
 
 
@@ -151,6 +161,8 @@ class ElasticNet(Regulariser):
         return _soft_least_norm(X, G + self.lam2 * X, self.lam1)
 
     def sym(self, x):
+        import sympy as sp
+
         return sp.Float(self.lam1) * sp.Abs(x) + sp.Rational(1, 2) * sp.Float(self.lam2) * x**2
 
 
@@ -181,6 +193,8 @@ class Box(Regulariser):
         return torch.where(self.feasible(X), out, torch.full_like(G, math.inf))
 
     def sym(self, x):
+        import sympy as sp
+
         lo = -sp.oo if math.isinf(self.lower) else sp.Float(self.lower)
         hi = sp.oo if math.isinf(self.upper) else sp.Float(self.upper)
         return sp.Piecewise((0, sp.And(x >= lo, x <= hi)), (sp.oo, True))

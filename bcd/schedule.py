@@ -28,6 +28,7 @@ from bcd.blocks import (
     update_W,
 )
 from bcd.problem import BCDState, Problem
+from bcd.prox_solvers import solve_V_prox, solve_V_smooth, solve_W_prox, solve_W_smooth
 
 Tensor = torch.Tensor
 Update = Callable[[BCDState, Problem, int, dict | None], Tensor]
@@ -52,15 +53,32 @@ def v_target(state: BCDState, problem: Problem, i: int) -> Tensor:
     return S + state.V[i - 1] if problem.tau[i] else S
 
 
-def step_V_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
-    """V_N⁺ = argmin_V R(V) + γ/2‖V − T_N⁻‖² + α/2‖V − V_N⁻‖², T_N = U_N (+ V_{N-1} with a skip);
-    or its prox-linear form (Theorem 2) with R linearised at V_N⁻."""
+def output_step(V_N: Tensor, T: Tensor, problem: Problem) -> Tensor:
+    """V_N⁺ = argmin_V R(V) + s_N(V) + γ/2‖V − T‖² + α/2‖V − V_N⁻‖² (T = U_N⁻ (+ V_{N-1}⁻ with a skip) in
+    Algorithms 2–3, the product W̃_N⁻Ṽ_{N-1}⁻ in Algorithm 1), by the records of :mod:`bcd.catalogue`:
+
+    * ``prox``: squared loss: the closed form (cY + γT + αV⁻)/(c + γ + α), then s_N's prox with t = 1/(c + γ + α)
+      (the subproblem is an isotropic quadratic plus s_N); other losses (s_N = 0): R's prox at the weighted centre
+      z = (γT + αV⁻)/(γ + α) with t = 1/(γ + α);
+    * ``prox_linear`` (Theorem 2): R linearised at V_N⁻, then s_N's prox:
+      prox_{s_N/(α+γ)}((αV⁻ − ∇R(V⁻) + γT)/(α + γ))."""
     cfg = problem.config
-    T = v_target(state, problem, i)
+    s_N = problem.s[cfg.N]
     if cfg.vn_update == "prox_linear":
-        grad_R = (state.V[i] - problem.Y).mul_(problem.c)  # ∇R for the squared loss
-        return update_V_N_prox_linear(state.V[i], T, grad_R, gamma=cfg.gamma, alpha=cfg.alpha)
-    return update_V_N(state.V[i], T, problem.Y, gamma=cfg.gamma, alpha=cfg.alpha, c=problem.c)
+        grad_R = problem.loss.grad(V_N, problem.Y, problem.c)
+        out = update_V_N_prox_linear(V_N, T, grad_R, gamma=cfg.gamma, alpha=cfg.alpha)
+        return out if s_N.is_zero else s_N.prox(out, 1.0 / (cfg.alpha + cfg.gamma))
+    if problem.loss.name == "squared":
+        out = update_V_N(V_N, T, problem.Y, gamma=cfg.gamma, alpha=cfg.alpha, c=problem.c)
+        return out if s_N.is_zero else s_N.prox(out, 1.0 / (problem.c + cfg.gamma + cfg.alpha))
+    z = torch.add(V_N, T, alpha=cfg.gamma / cfg.alpha).mul_(cfg.alpha / (cfg.gamma + cfg.alpha))
+    return problem.loss.prox(z, 1.0 / (cfg.gamma + cfg.alpha), problem.Y, problem.c)
+
+
+def step_V_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    """V_N⁺ = argmin_V R(V) + s_N(V) + γ/2‖V − T_N⁻‖² + α/2‖V − V_N⁻‖², T_N = U_N (+ V_{N-1} with a skip);
+    or its prox-linear form (Theorem 2) with R linearised at V_N⁻ (:func:`output_step`)."""
+    return output_step(state.V[i], v_target(state, problem, i), problem)
 
 
 def step_U_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
@@ -71,15 +89,31 @@ def step_U_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Ten
     return update_U_N(problem.u_target(state, i), P, overwrite_P=aux is None)
 
 
+def weight_step(W: Tensor, gram: Tensor, cross: Tensor, problem: Problem, i: int, aux: dict | None) -> Tensor:
+    """W̃_i⁺ = argmin_W r_i(W) + γ/2‖T − WṼ⁻‖² + α/2‖W − W̃_i⁻‖² from ṼṼᵀ (``gram``) and TṼᵀ (``cross``), T = U_i⁺
+    (Algorithms 2–3) or V_i⁺ (Algorithm 1 with σ_i = Id).  A ridge r_i = λ/2‖·‖² (the bias included or not): the
+    Cholesky solve of :func:`bcd.blocks.update_W`; any other r_i: monotone FISTA under MATH.md §7's rule
+    (:func:`bcd.prox_solvers.solve_W_prox`; its record goes to ``aux["inner"]``)."""
+    cfg, r = problem.config, problem.r[i]
+    if r.ridge is not None:
+        lam = r.ridge if cfg.reg_bias else torch.full((W.shape[1],), r.ridge, dtype=W.dtype, device=W.device)
+        if not cfg.reg_bias:
+            lam[-1] = 0.0
+        return update_W(W, None, None, gamma=cfg.gamma, alpha=cfg.alpha, lam=lam, gram=gram, cross=cross)
+    new, info = solve_W_prox(W, gram, cross, gamma=cfg.gamma, alpha=cfg.alpha, reg=r, reg_bias=cfg.reg_bias,
+                             eta=cfg.eta, max_iter=cfg.inner_max_iter)
+    if aux is not None:
+        aux["inner"] = info
+    return new
+
+
 def step_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
-    cfg = problem.config
+    """W̃_i⁺ from U_i⁺ and Ṽ_{i-1}⁻ (:func:`weight_step`); ṼṼᵀ and UṼᵀ are published for the recorder."""
     G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
     C = augmented_cross(state.U[i], state.V[i - 1])
     if aux is not None:
         aux["gram"], aux["cross"] = G, C
-    return update_W(
-        state.W[i], state.U[i], state.V[i - 1], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam, gram=G, cross=C
-    )
+    return weight_step(state.W[i], G, C, problem, i, aux)
 
 
 def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
@@ -91,7 +125,18 @@ def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
         S = S.add(state.V[i + 1]).sub_(problem.sigma(i + 1, state.U[i + 1]))
         fresh = True
     rho = 1.0 + problem.tau[i + 1]
-    return update_V_hidden(S, state.W[i + 1], state.U[i + 1], rho=rho, overwrite_S=fresh)
+    s_i = problem.s[i]
+    if s_i.is_zero:
+        return update_V_hidden(S, state.W[i + 1], state.U[i + 1], rho=rho, overwrite_S=fresh)
+    # a nonzero s_i: monotone FISTA on s_i(V) + γ/2⟨V, (ρI + ŴᵀŴ)V⟩ − γ⟨V, R⟩, R = S' + Ŵᵀ(U_{i+1}⁺ − b1ᵀ)
+    cfg, W_next = problem.config, state.W[i + 1]
+    rhs = torch.addmm(S, W_next[:, :-1].T, state.U[i + 1] - W_next[:, -1:])
+    closed = update_V_hidden(S, W_next, state.U[i + 1], rho=rho)
+    new, info = solve_V_prox(state.V[i], rhs, W_next, gamma=cfg.gamma, rho=rho, reg=s_i, eta=cfg.eta,
+                             max_iter=cfg.inner_max_iter, closed_form=closed)
+    if aux is not None:
+        aux["inner"] = info
+    return new
 
 
 def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
@@ -122,24 +167,26 @@ def three_splitting(N: int) -> tuple[Step, ...]:
 def step2_V_N(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     """V_N⁺ = argmin_V R(V) + γ/2‖V − W̃_N⁻Ṽ_{N-1}⁻‖² + α/2‖V − V_N⁻‖²: the three-splitting's closed form with
     U_N replaced by the product P = W̃_N⁻Ṽ_{N-1}⁻ (or its prox-linear form)."""
-    cfg = problem.config
-    P = affine(state.W[i], state.V[i - 1])
-    if cfg.vn_update == "prox_linear":
-        grad_R = (state.V[i] - problem.Y).mul_(problem.c)
-        return update_V_N_prox_linear(state.V[i], P, grad_R, gamma=cfg.gamma, alpha=cfg.alpha)
-    return update_V_N(state.V[i], P, problem.Y, gamma=cfg.gamma, alpha=cfg.alpha, c=problem.c)
+    return output_step(state.V[i], affine(state.W[i], state.V[i - 1]), problem)
 
 
 def step2_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     """W̃_i⁺ = argmin_W r_i(W) + γ/2‖V_i⁺ − σ_i(WṼ_{i-1}⁻)‖² + α/2‖W − W̃_i⁻‖².
 
-    σ_i = Id (always for i = N): the ridge solve of Algorithm 2 with U_i replaced by V_i⁺.  Otherwise nonconvex:
-    the monotone inner solver of :mod:`bcd.inner`, started at W̃_i⁻ (its record goes to ``aux["inner"]``)."""
+    σ_i = Id (always for i = N): Algorithm 2's W step with U_i replaced by V_i⁺ (:func:`weight_step`).  Otherwise
+    nonconvex, started at W̃_i⁻ (the record goes to ``aux["inner"]``): a C¹ σ takes the monotone proximal gradient of
+    :func:`bcd.prox_solvers.solve_W_smooth` (any r_i), ReLU the piecewise Newton solver of :mod:`bcd.inner`."""
     cfg = problem.config
+    G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
     if i == cfg.N or cfg.activation == "identity":
-        G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
-        return update_W(state.W[i], state.V[i], state.V[i - 1], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
-                        gram=G)
+        return weight_step(state.W[i], G, augmented_cross(state.V[i], state.V[i - 1]), problem, i, aux)
+    if problem.activation.kink is None:  # a C¹ σ: monotone proximal gradient (bcd.prox_solvers)
+        new, info = solve_W_smooth(state.V[i], state.V[i - 1], state.W[i], act=problem.activation, gamma=cfg.gamma,
+                                   alpha=cfg.alpha, reg=problem.r[i], reg_bias=cfg.reg_bias, eta=cfg.eta,
+                                   max_iter=cfg.inner_max_iter, gram=G)
+        if aux is not None:
+            aux["inner"] = info
+        return new
     from bcd.inner import solve_W
 
     new, info = solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
@@ -154,12 +201,20 @@ def step2_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) 
 
     σ_{i+1} = Id (i = N−1, or identity activations): ((1 + α/γ)I + ŴᵀŴ)V = S + (α/γ)V_i⁻ + Ŵᵀ(V_{i+1}⁺ − b1ᵀ) with
     S = σ_i(W̃_i⁻Ṽ_{i-1}⁻), the linear solve of :func:`bcd.blocks.update_V_hidden` with ρ = 1 + α/γ.  Otherwise
-    nonconvex and column-separable: the monotone inner solver of :mod:`bcd.inner`, started at V_i⁻."""
+    nonconvex and column-separable, started at V_i⁻: a C¹ σ takes the monotone proximal gradient of
+    :func:`bcd.prox_solvers.solve_V_smooth`, ReLU the piecewise Newton solver of :mod:`bcd.inner`."""
     cfg = problem.config
     S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
     if i + 1 == cfg.N or cfg.activation == "identity":
         S = S.add_(state.V[i], alpha=cfg.alpha / cfg.gamma)
         return update_V_hidden(S, state.W[i + 1], state.V[i + 1], rho=1.0 + cfg.alpha / cfg.gamma, overwrite_S=True)
+    if problem.activation.kink is None:  # a C¹ σ: monotone proximal gradient (bcd.prox_solvers)
+        new, info = solve_V_smooth(S, state.V[i + 1], state.W[i + 1], state.V[i], act=problem.activation,
+                                   gamma=cfg.gamma, alpha=cfg.alpha, reg=problem.s[i], eta=cfg.eta,
+                                   max_iter=cfg.inner_max_iter)
+        if aux is not None:
+            aux["inner"] = info
+        return new
     from bcd.inner import solve_V
 
     new, info = solve_V(S, state.V[i + 1], state.W[i + 1], state.V[i], gamma=cfg.gamma, alpha=cfg.alpha,

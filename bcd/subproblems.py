@@ -33,6 +33,7 @@ reduced over samples; those of W-sized summands are local (they are already tota
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -88,8 +89,10 @@ class Subproblem:
         return total
 
     def summands(self, state: BCDState, problem: Problem, X: Tensor) -> list[Tensor]:
-        """The gradient of Φ_X at X as uncancelled summands: for each touched term t, ∇t(X) − ∇t(0) and ∇t(0)
-        (for a quadratic term ½‖AX − B‖² these are AᵀAX and −AᵀB), and the proximal term's ωX, −ωX⁻."""
+        """The least-norm element of ∂Φ_X(X) as uncancelled summands: for each smooth touched term t, ∇t(X) − ∇t(0)
+        and ∇t(0) (for a quadratic term ½‖AX − B‖² these are AᵀAX and −AᵀB), the proximal term's ωX, −ωX⁻, and for
+        each nonsmooth term (ℓ1, an indicator, the hinge) the element s* of its subdifferential nearest to minus the
+        rest (its record's ``least_norm``)."""
         old = state.get(self.block, self.layer)
         out = []
         zero = torch.zeros_like(X)
@@ -97,10 +100,20 @@ class Subproblem:
             if t.id == LOSS and self.linearised_loss:
                 out.append(_grad_R(old, problem))
                 continue
+            if not t.smooth:
+                continue
             g_X, g_0 = (self._term_grad(t, state, problem, Z) for Z in (X, zero))
             out += [g_X.sub_(g_0), g_0]
         if self.omega:
             out += [X.mul(self.omega), old.mul(-self.omega)]
+        rough = [t for t in self.terms if not t.smooth and not (t.id == LOSS and self.linearised_loss)]
+        if rough:
+            at = self._with(state, X)
+            G = torch.stack(out).sum(dim=0) if out else torch.zeros_like(X)
+            for t in rough:
+                full = t.least_norm(at, problem, G)
+                out.append(full - G)
+                G = full
         return out
 
     def _term_grad(self, t: Term, state: BCDState, problem: Problem, X: Tensor) -> Tensor:
@@ -111,17 +124,62 @@ class Subproblem:
         return over_samples(g) if self.block == "W" and t.sample else g
 
     def solved_inexactly(self, problem: Problem) -> bool:
-        """Algorithm 1's nonconvex blocks (σ nonlinear): W_i (i < N) and V_i (i < N − 1) use an inner solver."""
-        cfg = problem.config
+        """Blocks updated by an inner solver under MATH.md §7's rule: Algorithm 1's nonconvex blocks (σ nonlinear:
+        W_i (i < N), V_i (i < N − 1), :mod:`bcd.inner`), and the convex blocks without a closed form
+        (:mod:`bcd.prox_solvers`): W_i with a non-ridge r_i, V_i (i < N) with a nonzero s_i."""
+        cfg, i = problem.config, self.layer
+        if self._convex_inner(problem):
+            return True
         if problem.variant != "two" or cfg.activation == "identity":
             return False
-        return (self.block == "W" and self.layer < cfg.N) or (self.block == "V" and self.layer < cfg.N - 1)
+        return (self.block == "W" and i < cfg.N) or (self.block == "V" and i < cfg.N - 1)
+
+    def _generic_inner(self, problem: Problem) -> bool:
+        """An inner-solver block whose stationarity is the norm of :meth:`summands`' sum: the convex blocks of
+        :mod:`bcd.prox_solvers` and Algorithm 1's nonconvex blocks under a C¹ σ."""
+        if self._convex_inner(problem):
+            return True
+        cfg, i = problem.config, self.layer
+        smooth_two = problem.variant == "two" and problem.activation.kink is None and not problem.activation.is_identity
+        return smooth_two and ((self.block == "W" and i < cfg.N) or (self.block == "V" and i < cfg.N - 1))
+
+    def _convex_inner(self, problem: Problem) -> bool:
+        cfg, i = problem.config, self.layer
+        if self.block == "W":
+            nonlinear_two = problem.variant == "two" and i < cfg.N and cfg.activation != "identity"
+            return problem.r[i].ridge is None and not nonlinear_two
+        return self.block == "V" and i < cfg.N and not problem.s[i].is_zero
+
+    def eta(self, problem: Problem) -> float:
+        """η of this block's stopping rule: the configured η, capped at μ_X/4 for the convex inner solvers
+        (:func:`bcd.prox_solvers.block_eta`)."""
+        from bcd.prox_solvers import block_eta
+
+        cfg = problem.config
+        if not self._convex_inner(problem):
+            return cfg.eta
+        return block_eta(cfg.eta, cfg.alpha if self.block == "W" else cfg.gamma * (1.0 + problem.tau[self.layer + 1]))
+
+    def rule_tolerance(self, state: BCDState, problem: Problem, new: Tensor) -> float:
+        """The right side of the stopping rule dist(0, ∂Φ_X(X⁺)) ≤ η_X‖X⁺ − X⁻‖.  For the convex inner blocks it is
+        floored at √eps·Σ‖summands‖ (the accuracy every closed-form block is held to): a solve that reaches the exact
+        minimiser with X⁺ = X⁻ meets the rule (:func:`bcd.prox_solvers._mfista` stops there, on a smaller floor)."""
+        old = state.get(self.block, self.layer)
+        tol = self.eta(problem) * float(block_norm(self.block, new - old))
+        if self._generic_inner(problem):
+            scale = sum(float(block_norm(self.block, p)) for p in self.summands(state, problem, new))
+            tol = max(tol, math.sqrt(torch.finfo(new.dtype).eps) * scale)
+        return tol
 
     def stationarity(self, state: BCDState, problem: Problem, new: Tensor) -> float:
-        """dist(0, ∂Φ_X(X⁺)): the least-norm subgradient of an inner-solver block's subproblem (:mod:`bcd.inner`)."""
+        """dist(0, ∂Φ_X(X⁺)): the least-norm subgradient of an inner-solver block's subproblem (:mod:`bcd.inner`;
+        for the convex inner blocks, the norm of :meth:`summands`' sum, whose nonsmooth part is the records' exact
+        least-norm element)."""
         from bcd.inner import stationarity_V, stationarity_W
 
         cfg, i = problem.config, self.layer
+        if self._generic_inner(problem):
+            return float(block_norm(self.block, torch.stack(self.summands(state, problem, new)).sum(dim=0)))
         old = state.get(self.block, i)
         if self.block == "W":
             st = stationarity_W(new, state.V[i], state.V[i - 1], old, gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
@@ -137,11 +195,11 @@ class Subproblem:
     def residual(self, state: BCDState, problem: Problem, new: Tensor) -> Tensor:
         """Relative optimality residual of ``new`` (0-d tensor; module docstring)."""
         if self.block == "U" and self.layer < problem.config.N and problem.variant != "two" \
-                and problem.config.activation == "relu":
+                and not problem.activation.is_identity:
             cfg = problem.config
             a = problem.u_target(state, self.layer)
             P = affine(state.W[self.layer], state.V[self.layer - 1])
-            return u_block_residual(new, a, None, (cfg.gamma + cfg.alpha) / cfg.gamma, "relu",
+            return u_block_residual(new, a, None, (cfg.gamma + cfg.alpha) / cfg.gamma, problem.activation,
                                     m_parts=(P, state.U[self.layer], cfg.gamma, cfg.alpha))
         parts = self.summands(state, problem, new)
         total = torch.stack([block_norm(self.block, p) for p in parts]).sum()
@@ -150,8 +208,8 @@ class Subproblem:
 
 
 def _grad_R(V_N: Tensor, problem: Problem) -> Tensor:
-    """∇R at V_N for the squared loss: c(V_N − Y)."""
-    return (V_N - problem.Y).mul_(problem.c)
+    """∇R at V_N (the loss record's gradient)."""
+    return problem.loss.grad(V_N, problem.Y, problem.c)
 
 
 def subproblem_for(problem: Problem, block: str, layer: int) -> Subproblem:

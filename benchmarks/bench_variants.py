@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_variants.py                        # 784-100-100-100-10, n = 2000, float64
     .venv/bin/python benchmarks/bench_variants.py --baseline fb14c44     # + Algorithm 2 of that git revision
     .venv/bin/python benchmarks/bench_variants.py --json out.json
+    .venv/bin/python benchmarks/bench_variants.py --variants alg2,catalogue     # every catalogue solver
 
 Each *variant* runs in its own subprocess (one thread, so that the 2-core machine's load does not leak in)
 for ``--sweeps`` bare sweeps (no hooks) from the same start; the variants are interleaved ``--rounds`` times
@@ -14,6 +15,10 @@ sweep and the ratio to Algorithm 2 of this tree.  Variants:
 * ``alg1-identity``: Algorithm 1 with σ = Id (every block a closed form);
 * ``alg1-relu``: Algorithm 1 with ReLU: the inner solvers of :mod:`bcd.inner` on W_1..W_{N−1}, V_1..V_{N−2}
   (their iterations per sweep are reported too);
+* the catalogue (``--variants catalogue``): Algorithm 2 with one record changed — ``ce-newton`` (cross-entropy, its
+  exact prox by Newton), ``ce-proxlinear``, ``logistic-newton``, ``hinge``, ``leaky_relu``, ``sigmoid``, ``tanh``,
+  ``quadratic`` (the U-prox of each), ``l1-W-fista`` (r_i = ℓ1: monotone FISTA on every W̃_i), ``box-V-fista``
+  (s_i = [0, 1]: monotone FISTA on V_i, i < N); inner iterations per sweep are reported for the FISTA variants;
 * ``baseline``: Algorithm 2 of another git revision (``--baseline REV``, checked out into a temporary worktree):
   "the ratios for Algorithm 2 do not get worse" is ``baseline / alg2`` measured in the same run.
 """
@@ -37,6 +42,21 @@ VARIANTS = {
     "alg1-identity": {"splitting": "two", "activation": "identity"},
     "alg1-relu": {"splitting": "two"},
 }
+# the catalogue of Proposition 1 on Algorithm 2 (MATH.md §9): each record's solver next to the closed-form path
+CATALOGUE = {
+    "ce-newton": {"loss": "cross_entropy"},
+    "ce-proxlinear": {"loss": "cross_entropy", "vn_update": "prox_linear"},
+    "logistic-newton": {"loss": "logistic"},
+    "hinge": {"loss": "hinge"},
+    "leaky_relu": {"activation": "leaky_relu(0.01)"},
+    "sigmoid": {"activation": "sigmoid"},
+    "tanh": {"activation": "tanh"},
+    "quadratic": {"activation": "quadratic"},
+    "l1-W-fista": {"r": "l1(0.001)"},
+    "box-V-fista": {"s": "box(0, 1)"},
+}
+VARIANTS.update(CATALOGUE)
+DEFAULT_VARIANTS = ("alg2", "alg3", "alg1-identity", "alg1-relu")
 
 CHILD = r"""
 import json, sys, time
@@ -88,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--baseline", help="git revision whose Algorithm 2 is timed alongside (temporary worktree)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help="comma-separated subset of " + ", ".join(VARIANTS) + ", or 'catalogue' for all of "
+                    + ", ".join(CATALOGUE))
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args(argv)
     hidden = [int(x) for x in args.hidden.split(",")]
     base = {"hidden": hidden, "dtype": args.dtype, "gamma": 1.0, "alpha": 5.0, "sweeps": 1}
-    names = [v for v in args.variants.split(",") if v]
+    names = [w for v in args.variants.split(",") if v for w in (CATALOGUE if v == "catalogue" else [v])]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; allowed: {', '.join(VARIANTS)}")
@@ -111,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(args.rounds):
             for v, (cwd, config) in jobs.items():
-                res = _run(sys.executable, cwd, config, args.n, args.sweeps, count=(v == "alg1-relu" and cwd == ROOT))
+                count = (v == "alg1-relu" or "fista" in v) and cwd == ROOT
+                res = _run(sys.executable, cwd, config, args.n, args.sweeps, count=count)
                 times[v] += res["times"]
                 inner[v] = res["inner_iterations_per_sweep"]
                 print(f"round {r + 1}/{args.rounds} {v:<14} {statistics.median(res['times']):.3f} s/sweep", flush=True)
@@ -126,14 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'variant':<14} {'s/sweep':>9} {'÷ alg2':>8} {'inner it/sweep':>15}")
     for v in jobs:
         ratio = f"{med[v] / ref:8.2f}" if ref else "       –"
-        it = f"{inner[v]:15.1f}" if v == "alg1-relu" else " " * 15
+        it = f"{inner[v]:15.1f}" if (v == "alg1-relu" or "fista" in v) else " " * 15
         print(f"{v:<14} {med[v]:9.3f} {ratio} {it}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": platform.platform(), "processor": platform.processor(), "network": [784, *hidden, 10],
             "n": args.n, "dtype": args.dtype, "baseline": args.baseline, "median_s_per_sweep": med,
             "ratio_to_alg2": {v: med[v] / ref for v in med} if ref else None,
-            "inner_iterations_per_sweep": inner.get("alg1-relu"), "samples": times,
+            "inner_iterations_per_sweep": {v: inner[v] for v in inner if v == "alg1-relu" or "fista" in v},
+            "samples": times,
         }, indent=1))
     return 0
 

@@ -257,8 +257,8 @@ class Auditor:
             tr = self._recorder.trace()
             blocks = tr.blocks
             if S.BLOCK_STATIONARITY in blocks and blocks[S.BLOCK_STATIONARITY].notna().any():
-                # inner-solver blocks (Algorithm 1, σ nonlinear): no solver reports here, so whether the stopping rule
-                # dist(0, ∂Φ_X(X⁺)) ≤ η‖X⁺ − X⁻‖ (η = config.eta) held is read from the recomputed stationarity
+                # inner-solver blocks: no solver reports here, so whether the stopping rule dist(0, ∂Φ_X(X⁺)) ≤
+                # η‖X⁺ − X⁻‖ (η of the block's subproblem) held is read from the recomputed stationarity
                 blocks = blocks.copy()
                 inner = blocks[S.BLOCK_STATIONARITY].notna() & blocks[S.BLOCK_RULE_HELD].isna()
                 held = blocks[S.BLOCK_STATIONARITY] <= blocks[S.BLOCK_RULE_TOL]

@@ -25,7 +25,10 @@ def _fail(column: str, sweep: int, what: str) -> None:
 
 def check_trace(trace: Trace) -> None:
     """Raise ValueError (naming the column and the sweep) when the trace breaks one of its own identities."""
-    sw = trace.sweeps.sort_values(sc.SWEEP) if sc.SWEEP in trace.sweeps else trace.sweeps
+    if sc.SWEEP not in trace.sweeps:
+        raise ValueError(f"the trace's sweep table has no {sc.SWEEP!r} column; it was not written by the recorder "
+                         "(edited or truncated); re-record it")
+    sw = trace.sweeps.sort_values(sc.SWEEP)
     if sc.OBJECTIVE not in sw or sw.empty:
         return
     dtype = trace.meta.get(sc.META_DTYPE, "float64")
@@ -63,6 +66,10 @@ def check_trace(trace: Trace) -> None:
 
 
 def _check_blocks(bt: pd.DataFrame, sw: pd.DataFrame, dtype: str, L: np.ndarray, k: np.ndarray) -> None:
+    missing = [c for c in (sc.SWEEP, sc.BLOCK, sc.LAYER) if c not in bt]
+    if missing:
+        raise ValueError(f"the trace's block table has no {', '.join(map(repr, missing))} column; it was not written "
+                         "by the recorder (edited or truncated); re-record it")
     per = bt.groupby(sc.SWEEP)
     sweep_row = {int(s): j for j, s in enumerate(k)}
     n_blocks = int(per.size().max())

@@ -184,6 +184,12 @@ class Recorder(Algorithm2FastPath):
         if self.path == "fast" and not fast_ok:
             raise ValueError(f"path='fast' needs Algorithm 2's order without skips; this schedule is {names} "
                              f"on the {problem.variant!r} variant: use path='generic' or 'auto'")
+        if self.path == "fast" and not problem.config.classic:
+            raise ValueError("path='fast' has in-stream formulas for the squared loss, relu or identity and the ridge "
+                             f"only; this run has loss={problem.config.loss!r}, activation="
+                             f"{problem.config.activation!r}, r={problem.config.r!r}, s={problem.config.s!r}: use "
+                             f"path='generic' or 'auto'")
+        fast_ok = fast_ok and problem.config.classic
         self._generic = self.path == "generic" or not fast_ok
         self._subproblems = {key: subproblem_for(problem, *key) for key in problem.variables}
 
@@ -349,7 +355,7 @@ class Recorder(Algorithm2FastPath):
             info = (aux or {}).get("inner")
             row[S.BLOCK_INNER_ITERS] = math.nan if info is None else float(info.iterations)
             row[S.BLOCK_RULE_HELD] = math.nan if info is None else float(info.rule_held)
-            row[S.BLOCK_RULE_TOL] = self.problem.config.eta * float(block_norm(b, new - old))
+            row[S.BLOCK_RULE_TOL] = sub.rule_tolerance(state, self.problem, new)
             row[S.BLOCK_STATIONARITY] = sub.stationarity(state, self.problem, new)
         problem = self.problem
         after_state = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)

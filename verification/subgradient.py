@@ -21,6 +21,13 @@ the convention relu′(0) = 0 (what autograd computes) only in the u-entries at 
 clip(−R_e, 0, −a) for a < 0.  For an exact BCD run its norm is ≤ the recorder's optimality-condition
 ‖g^k‖ (equal away from kinks).
 
+**The catalogue** (MATH.md §9).  Leaky ReLU (slope s) has the same structure with one-sided u-derivatives −a·s and
+−a at its kink (ReLU: s = 0): a convex kink for a < 0 (the interval between them), a concave one for a > 0 (the two
+points).  A C¹ σ has no kink: autograd's gradient is the subgradient.  A nonsmooth ℓ1, elastic-net or indicator
+r_i/s_i, or the hinge loss, acts on one block X; its record's ``least_norm(X, G)`` turns the smooth part G of that
+block's component into the least-norm element of G + ∂t(X) (separable, so exact; the configuration admits at most
+one nonsmooth term per block).
+
 **Two-splitting with ReLU** (MATH.md §7.3–7.4).  L = h + γ Σ_{i<N} Σ_{jk} φ(Z_{i,jk}, V_{i,jk}) with
 Z_i = W̃_iṼ_{i-1} and φ(z, t) = ½(t − relu z)².  ∂φ/∂t = t − relu z is continuous, so only the z-derivative ξ of a
 kink entry is set-valued: ξ ∈ {−t, 0} (t > 0, concave kink), [0, −t] (t < 0, convex kink).  A kink entry (j, k) of
@@ -86,18 +93,19 @@ def definition(problem: Problem) -> str:
 
 
 def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]) -> dict[Block, Tensor]:
-    """∇ of the declared terms (relu′(0) = 0 at kinks) through the reduction seam: each sample term's gradient is
-    taken of its *local* value (:func:`bcd.reduction.locally`), so the V and U components are the local columns'
-    own, and the W components of the sample terms are then summed over shards; the regulariser is replicated."""
+    """∇ of the declared smooth terms (σ′ at a kink = the left slope, as autograd) through the reduction seam: each
+    sample term's gradient is taken of its *local* value (:func:`bcd.reduction.locally`), so the V and U components
+    are the local columns' own, and the W components of the sample terms are then summed over shards; r_i is
+    replicated.  Nonsmooth terms (ℓ1, indicators, the hinge) are left to :func:`_nonsmooth`."""
     keys = list(leaves)
     with torch.enable_grad():
         with locally():
-            sample = torch.stack([t.value(at, problem) for t in problem.terms if t.kind != "reg"]).sum()
+            sample = torch.stack([t.value(at, problem) for t in problem.terms if t.sample and t.smooth]).sum()
             grads = dict(zip(keys, torch.autograd.grad(sample, list(leaves.values())), strict=True))
         for key in keys:
             if key[0] == "W":
                 grads[key] = over_samples(grads[key])
-        reg = [t for t in problem.terms if t.kind == "reg"]
+        reg = [t for t in problem.terms if not t.sample and t.smooth]
         if reg:
             w_keys = [k for k in keys if k[0] == "W"]
             for key, g in zip(w_keys, torch.autograd.grad(torch.stack([t.value(at, problem) for t in reg]).sum(),
@@ -106,19 +114,35 @@ def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]
     return grads
 
 
+def _nonsmooth(state: BCDState, problem: Problem, out: dict[Block, Tensor]) -> None:
+    """Add each nonsmooth term's subgradient, in place: the least-norm element of G + ∂t(X) for the one block X it
+    acts on (G = the smooth part; the configuration admits at most one nonsmooth term per block, so this is the
+    least-norm element of that block's component of ∂L̄)."""
+    seen: set[Block] = set()
+    for t in problem.terms:
+        if t.smooth:
+            continue
+        (key,) = t.blocks
+        if key in seen:
+            raise RuntimeError(f"two nonsmooth terms act on {key}: the least-norm element is not separable")
+        seen.add(key)
+        out[key] = t.least_norm(state, problem, out[key])
+
+
 def least_norm_subgradient(state: BCDState, problem: Problem) -> LeastNorm:
     """The least-norm element of ∂L̄(Q) at ``state``, block by block, with the lower bound of its norm (for the
     two-splitting with ReLU: the bracket of the module docstring)."""
     keys = problem.variables
     cfg = problem.config
-    if cfg.activation not in ("relu", "identity"):
-        raise ValueError(f"activation={cfg.activation!r} has no least-norm subgradient here; allowed: relu, identity")
     leaves = {key: state.get(*key).detach().clone().requires_grad_(True) for key in keys}
     at = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
     for (b, i), leaf in leaves.items():
         at.set(b, i, leaf)
     out = _smooth_gradient(at, problem, leaves)
-    if cfg.activation == "relu" and problem.variant != "two":
+    _nonsmooth(state, problem, out)
+    kink = problem.activation.kink
+    if kink is not None and problem.variant != "two":
+        sl, sr = kink
         for i in range(1, cfg.N):
             U = state.U[i]
             at_kink = U == 0
@@ -126,10 +150,11 @@ def least_norm_subgradient(state: BCDState, problem: Problem) -> LeastNorm:
                 continue
             a = problem.u_target(state, i)
             R = U - affine(state.W[i], state.V[i - 1])
-            zero = torch.zeros_like(a)
-            two_point = torch.where((R - a).abs() < R.abs(), -a, zero)  # a > 0: s ∈ {−a, 0}
-            interval = torch.minimum(torch.clamp(-R, min=0.0), (-a).clamp(min=0.0))  # a < 0: s ∈ [0, −a]
-            s_kink = torch.where(a > 0, two_point, torch.where(a < 0, interval, zero))
+            # one-sided u-derivatives of ½(a − σ(u))² at 0: −a·s_left, −a·s_right (ReLU: 0, −a)
+            d_left, d_right = -a * sl, -a * sr
+            two_point = torch.where((R + d_right).abs() < (R + d_left).abs(), d_right, d_left)  # a > 0: concave
+            interval = torch.minimum(torch.maximum(-R, d_left), d_right)  # a < 0: s ∈ [d_left, d_right]
+            s_kink = torch.where(a > 0, two_point, torch.where(a < 0, interval, torch.zeros_like(a)))
             out[("U", i)] = torch.where(at_kink, (R + s_kink).mul_(cfg.gamma), out[("U", i)])
     norm_sq = {key: block_sq(key[0], g) for key, g in out.items()}
     if cfg.activation != "relu" or problem.variant != "two":
