@@ -22,6 +22,7 @@ from reports import style
 from reports.figures import Figure, Skipped, render_figures
 from reports.runs import RunData, group_labels, groups, guarantee, unique_names
 from theory import constants
+from theory.assumptions import run_description
 from verification import schema
 from verification.verdict import FAIL, INCONCLUSIVE, PASS
 
@@ -148,8 +149,8 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         (
             "network",
             f"{'-'.join(str(d) for d in meta.get('widths', []))} (n = {meta.get('n', '?')}), "
-            f"{cfg.activation}, γ = {cfg.gamma:g}, α = {cfg.alpha:g}, λ = {cfg.lam:g}, "
-            f"reduction {cfg.reduction}, V_N update {cfg.vn_update}, init {cfg.init}",
+            f"{run_description(cfg)}, γ = {cfg.gamma:g}, α = {cfg.alpha:g}, "
+            f"{cfg.splitting}-splitting, V_N update {cfg.vn_update}, init {cfg.init}",
         ),
         (
             "trace",
@@ -181,20 +182,26 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
 
     cfg = run.bcd
     a, b = a_const(run), b_theory(run)
-    a_text = "α/2" if run.constants.variant == "two" else "min(α, γ)/2"
+    K = run.constants
+    inner_V = K.variant != "two" and any(blk == "V" for blk, _ in K.inner_blocks)
+    a_text = "α/2" if K.variant == "two" else ("min(α/2, γ/2 − min(η, γ/4))" if inner_V else "min(α, γ)/2")
     if cfg.vn_update == "prox_linear":
         a_text = f"min({a_text}, (2α + γ − L_R)/2)"
+    b_text = "δ√(3N), ×√2 with ResNet skips; Algorithm 1: 3δ" + ("; + η for the inner-solver blocks" if K.inner_blocks
+                                                                else "")
     rows = [
         (f"a = {a_text} (sufficient descent)", num(a)),
-        ("b (δ√(3N), ×√2 with ResNet skips; Algorithm 1: 3δ) at the iterate bound B (relative error)", num(b)),
+        (f"b ({b_text}) at the iterate bound B (relative error)", num(b)),
     ]
     if schema.OBJECTIVE in run.trace.sweeps.columns and b is not None:
         L0 = float(run.trace.sweeps[schema.OBJECTIVE].iloc[0])
         rows.append(("C = b²(L̄(Q⁰) − 0)/a (rate)", num(constants.rate_constant(a, b, L0, 0.0))))
     if cfg.vn_update == "prox_linear":
-        rows.append(
-            ("α bound for prox-linear V_N: α > (L_R − γ)/2", num(run.constants.alpha_bound()))
-        )
+        try:
+            bound = num(K.alpha_bound())
+        except constants.UnknownConstant:
+            bound = f"— ({cfg.loss} has no L_R)"
+        rows.append((f"α bound for prox-linear V_N: α > (L_R − γ)/2, L_R of {cfg.loss}", bound))
     return rows
 
 

@@ -672,8 +672,9 @@ def fig_iterate_norms(runs, out: style.Target, warnings: list[str]) -> Figure:
         legend(axes[0])
         paths = style.save(fig, out, "iterate_norms")
     caption = (
-        "Largest block norm per sweep (Frobenius). Theorem 1(a)–(b) needs bounded iterates; with λ = 0 this "
-        "is the evidence for it (the curves must level off, not grow)." + "".join(clip_note(n) for n in notes)
+        "Largest block norm per sweep (Frobenius). Theorem 1(a)–(b) needs bounded iterates; when no r_i is coercive "
+        "(λ = 0, r_i = none or nonneg, or the bias unpenalised) this is the evidence for it (the curves must level "
+        "off, not grow)." + "".join(clip_note(n) for n in notes)
     )
     return Figure("iterate_norms", "Iterate norms (boundedness)", caption, paths)
 

@@ -190,3 +190,31 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_with_its_reason(passing, tmp_p
     result, warnings = figures.render_figures([run], tmp_path)
     assert [type(f) for f in result] == [Skipped] and "RuntimeError: singular colour map" in result[0].reason
     assert warnings == ["A broken figure: figure skipped: could not be drawn (RuntimeError: singular colour map)"]
+
+
+def test_the_run_description_names_the_catalogue_records():
+    """The report's network row prints the loss, activation, r, s and reg_bias specs (not only λ), and the theory rows
+    the run's own a (inner-solver V_i), b (+ η) and Theorem 2's bound with the loss's L_R."""
+    import pandas as pd
+
+    from bcd import BCDConfig
+    from reports.document import environment_rows, theory_rows
+    from reports.runs import RunData
+    from verification.trace import Trace
+
+    cfg = BCDConfig(hidden=(4,), loss="cross_entropy", vn_update="prox_linear", r="l1(0.01)", s=("box(-1, 1)", "none"),
+                    reg_bias=False, gamma=0.5, alpha=1.0)
+    raw = dataclasses.asdict(cfg)
+    sw = pd.DataFrame({schema.SWEEP: [0, 1], schema.OBJECTIVE: [10.0, 9.0], schema.BOUND_B: [2.0, 3.0]})
+    run = RunData("r", Trace(sw, meta={"config": raw, "widths": [3, 4, 2], "n": 10}), config={"bcd": raw})
+    net = dict(environment_rows(run))["network"]
+    for text in ("loss cross_entropy (sum)", "σ = relu", "r_i = l1(0.01) on Ŵ_i only (reg_bias = false",
+                 "s_1 = box(-1, 1); s_2 = none", "three-splitting", "V_N update prox_linear"):
+        assert text in net, (text, net)
+    assert "λ =" not in net
+    rows = dict(theory_rows(run))
+    a_row = next(k for k in rows if k.startswith("a = "))
+    assert "γ/2 − min(η, γ/4)" in a_row and "(2α + γ − L_R)/2" in a_row
+    assert float(rows[a_row]) == pytest.approx(run.constants.a())
+    assert any("+ η for the inner-solver blocks" in k for k in rows)
+    assert rows["α bound for prox-linear V_N: α > (L_R − γ)/2, L_R of cross_entropy"] == "0"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -186,7 +187,7 @@ def test_prox_linear_claims_use_the_derived_block_constant():
 def test_theory_inputs_of_a_trace_take_B_and_L0_from_the_trace():
     config = BCDConfig(hidden=(3,), gamma=1.0, alpha=2.0)
     sweeps = pd.DataFrame({sc.SWEEP: [0, 1, 2], sc.OBJECTIVE: [10.0, 7.0, 6.0], sc.BOUND_B: [1.0, 2.5, 3.0]})
-    tr = Trace(sweeps, meta={"config": {**config.__dict__, "hidden": [3]}, "n": 20})
+    tr = Trace(sweeps, meta={"config": {**dataclasses.asdict(config), "hidden": [3]}, "n": 20})
     k = sym.numeric_constants(tr.config, **tr.theory_inputs())
     assert k.B == 3.0 and k.L0 == 10.0
     assert k.b == pytest.approx(tc.relative_error_constant(1.0, 2.0, 3.0, 2))

@@ -63,11 +63,15 @@ def _block_details(config: BCDConfig, consts: sym.Constants) -> dict[str, Any]:
     if config.splitting == "two":
         K = tc.RunConstants(config)
         vn = "(2*alpha + gamma - L_R)/2" if config.vn_update == "prox_linear" else "alpha/2"
-        rows = {"V_N": (vn, K.block("V", K.N)), "W_i": ("alpha/2", config.alpha / 2),
+        try:
+            vn_value: float | None = K.block("V", K.N)
+        except tc.UnknownConstant:  # prox-linear with a loss that has no L_R
+            vn_value = None
+        rows = {"V_N": (vn, vn_value), "W_i": ("alpha/2", config.alpha / 2),
                 "V_i": ("alpha/2", config.alpha / 2)}
         note = "a monotone (inner) solve of a subproblem with proximal term α/2‖X − X⁻‖² decreases L by ≥ α/2‖Δ‖²"
         return {k: {"expr": e, "value": v, "tight": False, "sharp_expr": e, "note": note} for k, (e, v) in rows.items()}
-    bc = sym.block_constants(config.activation)
+    bc = sym.run_block_constants(config)
     names = ["V_N_prox_linear" if config.vn_update == "prox_linear" else "V_N", "U_N", "W", "V_i", "U_i"]
     out = {
         k: {"expr": sp.sstr(bc[k].expr), "value": consts.block[k], "tight": bc[k].tight,
@@ -75,9 +79,15 @@ def _block_details(config: BCDConfig, consts: sym.Constants) -> dict[str, Any]:
         for k in names
     }
     if config.skip != "none":
-        out["V_i (layer i+1 has a skip)"] = {
-            "expr": "gamma", "value": config.gamma, "tight": True, "sharp_expr": "gamma",
-            "note": "Hessian γ(2I + ŴᵀŴ) ⪰ 2γI: the act term of layer i+1 also pulls V_i (MATH.md §8)"}
+        if sym.v_inner(config):
+            e, v = "gamma - Min(eta, gamma/2)", tc.inner_V_block_constant(config.gamma, config.eta, 2.0)
+            note = ("Hessian γ(2I + ŴᵀŴ) ⪰ 2γI (MATH.md §8); a nonzero s_i: inner solver, μ_V/2 − η_V with μ_V = 2γ, "
+                    "η_V = min(η, γ/2)")
+        else:
+            e, v = "gamma", config.gamma
+            note = "Hessian γ(2I + ŴᵀŴ) ⪰ 2γI: the act term of layer i+1 also pulls V_i (MATH.md §8)"
+        out["V_i (layer i+1 has a skip)"] = {"expr": e, "value": v, "tight": e == "gamma", "sharp_expr": e,
+                                             "note": note}
     return out
 
 

@@ -67,12 +67,13 @@ def _value(consts: dict, name: str, missing: str):
 
 def render(report: dict[str, Any]) -> str:
     """The readable report of :func:`theory_report` (one string)."""
+    from theory.assumptions import run_description
+
     cfg, app, claims, consts = report["config"], report["applicability"], report["claims"], report["constants"]
     hidden = ",".join(str(h) for h in cfg["hidden"])
     lines = [
-        f"Configuration: N = {len(cfg['hidden']) + 1} (hidden {hidden}), σ = {cfg['activation']}, "
-        f"γ = {cfg['gamma']:g}, α = {cfg['alpha']:g}, λ = {cfg['lam']:g}, {cfg['loss']} loss ({cfg['reduction']}), "
-        f"V_N update: {cfg['vn_update']}",
+        f"Configuration: N = {len(cfg['hidden']) + 1} (hidden {hidden}), {run_description(cfg)}; "
+        f"γ = {cfg['gamma']:g}, α = {cfg['alpha']:g}, {cfg['splitting']}-splitting, V_N update: {cfg['vn_update']}",
         f"Theorem at stake: {app['theorem']}",
         "",
         "Assumption 1",
@@ -101,7 +102,10 @@ def render(report: dict[str, Any]) -> str:
             ["a", consts["expressions"]["a"], consts["a"]],
             ["a (sharp)", "min over blocks with exact Hessian moduli", consts["a_sharp"]],
             ["L_R", consts["L_R_note"], consts["L_R"]],
-            ["L_B", "Lipschitz constant of σ on bounded sets", consts["L_B"]],
+            ["L_B", "Lipschitz constant of σ on [−B, B]: " + consts["L_B_note"],
+             consts["L_B"] if consts["L_B"] is not None else "needs B"],
+            *([["η", "inner solver's rule dist(0, ∂Φ_X) ≤ η_X‖ΔX‖, η_X = min(η, μ_X/4) (blocks "
+                + ", ".join(consts["inner_blocks"]) + ")", consts["eta"]]] if consts["inner_blocks"] else []),
             ["B", "bound on all iterates (from a trace)", consts["B"] if consts["B"] is not None else "needs B"],
             ["δ", consts["expressions"]["delta"], _value(consts, "delta", "needs B")],
             ["b", consts["expressions"]["b"], _value(consts, "b", "needs B")],
@@ -115,10 +119,10 @@ def render(report: dict[str, Any]) -> str:
               [[k, v["expr"], v["value"], v["tight"], v["sharp_expr"]]
                for k, v in next(c for c in claims if c["id"] == "monotone_descent")["details"]["blocks"].items()]),
         "",
-        "Proposition 1 catalogue",
-        table(["kind", "name", "formula", "semialgebraic", "real analytic", "in engine", "note"],
-              [[e["kind"], e["name"], e["formula"], e["semialgebraic"], e["real_analytic"], e["supported"], e["note"]]
-               for e in app["catalogue"]], {6: 40}),
+        "Proposition 1 catalogue (every registered record of bcd.catalogue; classes read with the example spec)",
+        table(["kind", "spec", "formula", "class (A1(d))", "in engine", "note"],
+              [[e["kind"], e["usage"], e["formula"], e["kl_class"], e["supported"], e["note"]]
+               for e in app["catalogue"]], {2: 28, 3: 20, 5: 60}),
     ]
     return "\n".join(lines)
 
@@ -129,9 +133,10 @@ def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None, widths=None) -
     from theory.claims import claims_for
     from theory.symbolic import numeric_constants
 
+    app = applicability(config, n=n, B=B)
     return {
-        "config": applicability(config, n=n).config,
-        "applicability": applicability(config, n=n).to_dict(),
+        "config": app.config,
+        "applicability": app.to_dict(),
         "claims": [c.to_dict() for c in claims_for(config, B=B, L0=L0, L_star=L_star, n=n, widths=widths)],
         "constants": numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, widths=widths).to_dict(),
     }

@@ -2,7 +2,9 @@
 
 These are the numbers the checks compare against.  :mod:`theory.symbolic` holds the same
 constants as sympy expressions and tests that both agree; nothing here imports sympy, so the
-engine and the checks stay light.
+engine and the checks stay light.  The run's functions come from the catalogue records (:mod:`bcd.catalogue`,
+MATH.md §9): L_R from the loss record (``lipschitz(c)``), L_B from the activation record (``lipschitz(B)``), and
+which blocks need the inner solver from the regulariser records — there is no table of functions here.
 """
 
 from __future__ import annotations
@@ -48,6 +50,19 @@ def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: 
     return gamma * (1 + tau_next) / 2.0
 
 
+def inner_V_block_constant(gamma: float, eta: float, rho: float = 1.0) -> float:
+    """c_blk of a V_i block (i < N, three-splitting) solved by the monotone inner solver (a nonzero s_i) [derived]:
+    γρ/2 − η_V with η_V = min(η, γρ/4) (:func:`bcd.prox_solvers.block_eta`), ρ = 1 + τ_(i+1).
+
+    Φ_V = L̄ restricted to V_i (no proximal term) is μ-strongly convex with μ = γρ (Hessian γ(ρI + ŴᵀŴ) ⪰ γρI; a
+    convex s_i only adds), so for any g ∈ ∂Φ_V(V⁺): Φ_V(V⁻) ≥ Φ_V(V⁺) + ⟨g, V⁻ − V⁺⟩ + μ/2‖ΔV‖²; the rule gives
+    such a g with ‖g‖ ≤ η_V‖ΔV‖, hence L̄ falls by ≥ (μ/2 − η_V)‖ΔV‖² ≥ (μ/4)‖ΔV‖² — when the rule held (a solve
+    stopped at the iteration cap keeps only monotonicity, decrease ≥ 0)."""
+    from bcd.prox_solvers import block_eta
+
+    return gamma * rho / 2.0 - block_eta(eta, gamma * rho)
+
+
 def delta(gamma: float, alpha: float, B: float, L_B: float = 1.0) -> float:
     """δ = max{γ, α + γB, α + γL_B, 2γB + 2γB²}."""
     return max(gamma, alpha + gamma * B, alpha + gamma * L_B, 2 * gamma * B + 2 * gamma * B * B)
@@ -87,18 +102,27 @@ def prox_linear_alpha_bound(L_R: float, gamma: float) -> float:
 # ----------------------------------------------------------------------------- extensions (Theorem 2, L_R)
 
 
-def loss_lipschitz_constant(reduction: str, n: int | None = None) -> float:
-    """L_R (Lipschitz constant of ∇R) for R = (c/2)‖V − Y‖²: c = 1 ("sum") or 1/n ("mean").
-
-    With ``reduction="mean"`` and n unknown, returns the upper bound 1 (every constant below is
-    monotone in L_R, so this is conservative)."""
+def loss_scale(reduction: str, n: int | None = None) -> float:
+    """c of R: 1 for ``sum``, 1/n for ``mean`` (n unknown: the upper bound 1)."""
     if reduction == "sum":
         return 1.0
     if reduction == "mean":
-        if n is not None and (not isinstance(n, int) or n < 1):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(f"n={n!r} is not allowed; n must be an integer >= 1")
         return 1.0 if n is None else 1.0 / n
     raise ValueError(f"reduction={reduction!r} is not supported; allowed: sum, mean")
+
+
+def loss_lipschitz_constant(reduction: str, n: int | None = None, loss: Any = "squared") -> float | None:
+    """L_R (Lipschitz constant of ∇R) from the loss record (:mod:`bcd.losses`): L_R = factor·c with c = 1 ("sum")
+    or 1/n ("mean") — squared: c, logistic: c/4, cross-entropy: c/2; ``None`` for a loss that is not
+    differentiable (hinge: Theorem 2 does not apply).  ``loss`` is a spec string or a record.
+
+    With ``reduction="mean"`` and n unknown, c = 1/n ≤ 1 is replaced by 1 (every constant below is monotone in
+    L_R, so this is conservative)."""
+    from bcd import catalogue
+
+    return catalogue.build("loss", loss).lipschitz(loss_scale(reduction, n))
 
 
 def prox_linear_block_constant(gamma: float, alpha: float, L_R: float) -> float:
@@ -183,26 +207,80 @@ class RunConstants:
         return self.config.vn_update == "prox_linear"
 
     @property
-    def L_R(self) -> float:
-        return loss_lipschitz_constant(self.config.reduction, self.n)
+    def L_R(self) -> float | None:
+        """L_R of the run's loss record (factor·c); ``None`` when R is not differentiable (hinge)."""
+        return loss_lipschitz_constant(self.config.reduction, self.n, self.config.loss_record)
+
+    def _L_R_or_raise(self) -> float:
+        L_R = self.L_R
+        if L_R is None:
+            raise UnknownConstant(f"loss={self.config.loss!r} is not differentiable: it has no L_R, so Theorem 2's "
+                                  "prox-linear V_N step (and its constants) does not apply")
+        return L_R
 
     @property
     def L_B(self) -> float:
+        """L_B without a bound B: the activation record's Lipschitz constant on all of ℝ (∞ for a polynomial of degree
+        ≥ 2, which is Lipschitz on bounded sets only; :meth:`L_B_at` takes B)."""
         return self.config.activation_record.lipschitz() if self.L_B_bound is None else self.L_B_bound
 
+    def L_B_at(self, B: float | None) -> float:
+        """L_B on [−B, B] (every entry of U_i lies there when B bounds ‖U_i‖): the measured bound when given, else the
+        activation record's ``lipschitz(B)`` (a polynomial: Σ_k k|c_k|B^(k−1))."""
+        return self.config.activation_record.lipschitz(B) if self.L_B_bound is None else self.L_B_bound
+
+    # ------------------------------------------------------------------ blocks solved by an inner solver
+
+    def inner(self, block: str, layer: int) -> bool:
+        """Whether (block, layer) is one of the convex blocks without a closed form, solved by the monotone inner
+        solver under MATH.md §7's rule (:mod:`bcd.prox_solvers`): W_i with a non-ridge r_i, V_i (i < N) with a
+        nonzero s_i.  (Algorithm 1's nonconvex blocks are a separate matter: every block there has α/2.)"""
+        if block == "W":
+            return self.config.r_records[layer - 1].ridge is None
+        return block == "V" and layer < self.N and not self.config.s_records[layer - 1].is_zero
+
+    @property
+    def inner_blocks(self) -> tuple[tuple[str, int], ...]:
+        return tuple((b, i) for i in range(1, self.N + 1) for b in ("W", "V") if self.inner(b, i))
+
+    def block_eta(self, block: str, layer: int, rho: float | None = None) -> float:
+        """η_X of an inner-solver block: the configured η capped at μ_X/4 (:func:`bcd.prox_solvers.block_eta`), with
+        μ_W = α (the proximal term; α + γλ_min(ṼṼᵀ) ≥ α) and μ_V = γρ, ρ = 1 + τ_(i+1) (ResNet skip)."""
+        from bcd.prox_solvers import block_eta
+
+        if block == "W":
+            return block_eta(self.config.eta, self.config.alpha)
+        rho = (1.0 + self._tau_next(layer)) if rho is None else rho
+        return block_eta(self.config.eta, self.config.gamma * rho)
+
+    def _tau_next(self, layer: int) -> int:
+        return self.tau[layer + 1] if layer < self.N else 0
+
     def a(self) -> float:
-        """Sufficient-descent constant of a whole sweep."""
+        """Sufficient-descent constant of a whole sweep: the least of the blocks' constants.
+
+        An inner-solver V_i (i < N, three-splitting) contributes γ/2 − η_V (its constant with ρ = 1, the least over
+        ρ ≥ 1: a lower bound whether or not layer i+1 has a skip); the prox-linear V_N step (2α + γ − L_R)/2."""
         g, al = self.config.gamma, self.config.alpha
+        a = sufficient_descent_constant(g, al, self.variant)
         if self.prox_linear:
-            return sufficient_descent_constant_prox_linear(g, al, self.L_R, self.variant)
-        return sufficient_descent_constant(g, al, self.variant)
+            a = min(a, prox_linear_block_constant(g, al, self._L_R_or_raise()))
+        if self.variant != "two" and any(b == "V" for b, _ in self.inner_blocks):
+            a = min(a, inner_V_block_constant(g, self.config.eta))
+        return a
 
     def block(self, block: str, layer: int) -> float:
-        """c_blk: one update of this block lowers L̄ by ≥ c_blk‖Δ‖²."""
+        """c_blk: one update of this block lowers L̄ by ≥ c_blk‖Δ‖².
+
+        Inner-solver blocks (:meth:`inner`): W keeps α/2 from monotonicity alone (Φ_W(W⁺) ≤ Φ_W(W⁻) with the
+        proximal term in Φ_W); V_i (i < N, no proximal term) has γρ/2 − η_V when the stopping rule held
+        (:func:`inner_V_block_constant`)."""
         g, al = self.config.gamma, self.config.alpha
         if self.prox_linear and block == "V" and layer == self.N:
-            return prox_linear_block_constant(g, al, self.L_R)
-        tau_next = self.tau[layer + 1] if layer < self.N else 0
+            return prox_linear_block_constant(g, al, self._L_R_or_raise())
+        tau_next = self._tau_next(layer)
+        if self.variant != "two" and block == "V" and self.inner("V", layer):
+            return inner_V_block_constant(g, self.config.eta, 1.0 + tau_next)
         return block_descent_constant(block, layer, self.N, g, al, tau_next=tau_next, variant=self.variant)
 
     def delta(self, B: float) -> float:
@@ -220,12 +298,13 @@ class RunConstants:
         raises :class:`UnknownConstant`, and the checks report b_emp as observed."""
         g, al = self.config.gamma, self.config.alpha
         if self.variant == "two":
-            if self.config.activation != "identity":
+            if not self.config.activation_record.is_identity:
                 raise UnknownConstant("the relative-error constant b of Algorithm 1 with a nonsmooth σ "
                                       f"({self.config.activation}) is not derived (MATH.md §7.4: the argument needs a "
                                       "C¹ coupling): b_emp is measured, not compared with a theoretical b")
-            return delta_two_splitting(g, al, B, self.L_R if self.prox_linear else 0.0)
-        return delta_prox_linear(g, al, B, self.L_R, self.L_B) if self.prox_linear else delta(g, al, B, self.L_B)
+            return delta_two_splitting(g, al, B, self._L_R_or_raise() if self.prox_linear else 0.0)
+        L_B = self.L_B_at(B)
+        return delta_prox_linear(g, al, B, self._L_R_or_raise(), L_B) if self.prox_linear else delta(g, al, B, L_B)
 
     def b(self, B: float) -> float:
         """Relative-error constant b(B) = δ√(3N) for iterates bounded by B.
@@ -233,11 +312,12 @@ class RunConstants:
         ResNet [derived, loose]: a skip adds to the V_N, U_N, V_i and U_i components of g^k one more term
         of the form γ‖ΔV_{i-1}‖ or γL_B‖ΔV_{i-1}‖ (coefficient ≤ δ), so each component is a sum of at most
         twice as many δ‖Δ‖ terms and Cauchy–Schwarz gives the extra factor √2.
-        Algorithm 1 (σ = Id): b = 3δ (:meth:`delta`)."""
-        if self.variant == "two":
-            return 3.0 * self.delta(B)
-        b = self.delta(B) * math.sqrt(3 * self.N)
-        return b * self.skip_factor
+        Algorithm 1 (σ = Id): b = 3δ (:meth:`delta`).
+        Inner-solver blocks (:meth:`inner`) [derived]: block X's optimality condition holds up to an error
+        e_X ∈ ∂Φ_X(X⁺) with ‖e_X‖ ≤ η_X‖ΔX‖ (the stopping rule), which adds e_X to g^k's X component; so
+        ‖e‖² = Σ_X‖e_X‖² ≤ η²‖ΔQ^k‖² (η ≥ every η_X) and b gains + η (MATH.md §7 item 2)."""
+        b = 3.0 * self.delta(B) if self.variant == "two" else self.delta(B) * math.sqrt(3 * self.N) * self.skip_factor
+        return b + self.config.eta if self.inner_blocks else b
 
     @property
     def skip_factor(self) -> float:
@@ -251,5 +331,6 @@ class RunConstants:
         return rate_constant(self.a(), self.b(B), L0, L_star)
 
     def alpha_bound(self) -> float:
-        """Theorem 2's derived α condition for this run's loss: α > (L_R − γ)/2."""
-        return prox_linear_alpha_bound(self.L_R, self.config.gamma)
+        """Theorem 2's derived α condition for this run's loss: α > (L_R − γ)/2 (``UnknownConstant`` for a loss
+        without L_R)."""
+        return prox_linear_alpha_bound(self._L_R_or_raise(), self.config.gamma)
