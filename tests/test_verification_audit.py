@@ -160,8 +160,11 @@ def test_flags_override_audit_toml_and_bad_input_is_reported(tmp_path, data, cap
     (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nmomentum = 0.9\n')
     with pytest.raises(ValueError, match="momentum"):
         audit(tmp_path)
-    (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nactivation = "tanh"\n')
-    with pytest.raises(ValueError, match="activation='tanh'"):
+    (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nactivation = "relu6"\n')
+    with pytest.raises(ValueError, match=r"activation='relu6'.*allowed: relu, leaky_relu"):
+        audit(tmp_path)
+    (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nr = "l1(-1)"\n')
+    with pytest.raises(ValueError, match="l1"):
         audit(tmp_path)
     (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\n')
     z = dict(np.load(tmp_path / "iter_000001.npz"))
