@@ -61,3 +61,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--title", help="report title")
     add_formats(q)
     q.set_defaults(func=_report)
+    r = sub.add_parser("reproduce", help="the paper's experiments: BCD against SGD and Adam over seeds, one folder")
+    r.add_argument("experiment", nargs="?", help="a packaged experiment (--list) or an experiment .toml file")
+    r.add_argument("--list", action="store_true", help="list the packaged experiments and exit")
+    r.add_argument("--out", help="folder to write (default runs/reproduce/<experiment>); rerun to continue")
+    r.add_argument("--seeds", help="comma-separated seeds (default: the experiment's)")
+    r.add_argument("--sweeps", type=int, help="BCD sweeps = baseline epochs (default: the experiment's)")
+    r.add_argument("--n-train", type=int, dest="n_train", help="a stratified subset of the training set")
+    r.add_argument("--n-test", type=int, dest="n_test", help="a subset of the test set")
+    r.add_argument("--methods", help="comma-separated subset of bcd and the experiment's gradient methods")
+    r.add_argument("--no-progress", action="store_true", help="no progress lines")
+    r.set_defaults(func=_reproduce)
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{flag} {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from reports.reproduce import guaranteed_failures, load_experiment, packaged, reproduce
+
+    if args.list:
+        for name, text in sorted(packaged().items()):
+            exp = load_experiment(name)
+            print(f"{name}: {exp.description} ({len(exp.seeds)} seeds, {exp.sweeps} sweeps)")
+            del text
+        return 0
+    if not args.experiment:
+        raise ValueError("give an experiment (bcd reproduce --list shows the packaged ones) or an experiment .toml")
+    exp = load_experiment(args.experiment, seeds=_int_list("seeds", args.seeds) if args.seeds else None,
+                          sweeps=args.sweeps, n_train=args.n_train, n_test=args.n_test,
+                          methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
+    out = Path(args.out) if args.out else Path("runs") / "reproduce" / exp.name
+    reproduce(exp, out, progress=not args.no_progress)
+    print(f"report: {out / 'report.html'}")
+    failed = guaranteed_failures(exp, out)
+    if failed:
+        print(f"a guaranteed BCD claim failed: {', '.join(failed)}")
+        return 1
+    return 0

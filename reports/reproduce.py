@@ -1,0 +1,354 @@
+"""``bcd reproduce``: the paper's experiments in one command — BCD against SGD and Adam over seeds.
+
+An *experiment* is a TOML file (the packaged ones are in ``reports/experiments/``; ``bcd reproduce --list``)::
+
+    [experiment]   name, description, seeds = [...], sweeps = K (BCD sweeps = baseline epochs), reference = "…"
+    [data]         a DataConfig (dataset, n_train, n_test, subset)
+    [bcd]          a BCDConfig without seed/sweeps (they come from [experiment])
+    [methods.NAME] a BaselineConfig (optimizer, lr, batch_size, loss, …) per gradient method
+
+For every seed s, BCD runs as ``bcd verify`` would (the standard recorder preset, every check, verdicts saved) with
+weight seed s, and each gradient method trains the *same* network from the *same* initial weights
+(:func:`bcd.problem.init_weights` with seed s) on the same data for the same number of epochs
+(:mod:`bcd.baselines`).  One folder holds everything::
+
+    OUT/<method>/seed-<s>/log.csv       epoch, train_acc, test_acc, loss, seconds (+ the BCD run directory)
+    OUT/results.csv                     every log, long format
+    OUT/summary.csv                     final and best test accuracy per method: mean ± std, min–max
+    OUT/accuracy.png                    test accuracy vs epoch, mean ± std band per method
+    OUT/report.md, OUT/report.html      the page: table, figure, BCD verdicts per seed, environment
+
+A seed's run is *done* when its ``log.csv`` exists (written last, atomically); a killed reproduction reruns only the
+runs not done (a BCD run with a checkpoint continues from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bcd.config import BCDConfig, DataConfig, RunConfig
+from bcd.rundir import atomic_write, write_text
+
+BCD = "bcd"
+LOG = "log.csv"
+COLUMNS = ("method", "seed", "epoch", "train_acc", "test_acc", "loss", "seconds")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: the data, the BCD configuration, the gradient methods and the seeds."""
+
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    sweeps: int
+    data: dict[str, Any]
+    bcd: dict[str, Any]
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: str = ""
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(**self.data)
+
+    def bcd_config(self, seed: int) -> BCDConfig:
+        return BCDConfig(**{**self.bcd, "seed": seed, "sweeps": self.sweeps})
+
+    def baseline_config(self, method: str, seed: int):
+        from bcd.baselines import BaselineConfig
+
+        return BaselineConfig(**{**self.methods[method], "seed": seed, "epochs": self.sweeps})
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return (BCD, *self.methods)
+
+    def validate(self) -> None:
+        """Build every configuration once, so that a bad value fails before any run starts."""
+        self.data_config()
+        for s in self.seeds:
+            self.bcd_config(s)
+            for m in self.methods:
+                self.baseline_config(m, s)
+
+
+def packaged() -> dict[str, str]:
+    """{name: TOML text} of the experiments shipped with the package."""
+    root = resources.files("reports.experiments")
+    return {p.name[:-5]: p.read_text(encoding="utf-8") for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps: int | None = None,
+                    n_train: int | None = None, n_test: int | None = None,
+                    methods: list[str] | None = None) -> Experiment:
+    """A packaged experiment by name, or a TOML file by path, with the command line's overrides applied."""
+    shipped = packaged()
+    path = Path(name_or_path)
+    if name_or_path in shipped:
+        text, where = shipped[name_or_path], f"experiment {name_or_path!r}"
+    elif path.suffix == ".toml" and path.is_file():
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        raise ValueError(f"experiment {name_or_path!r} is neither packaged nor a .toml file; packaged: "
+                         f"{', '.join(sorted(shipped))}")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{where} is not valid TOML: {e}") from None
+    unknown = set(raw) - {"experiment", "data", "bcd", "methods"}
+    if unknown:
+        raise ValueError(f"unknown section(s) {sorted(unknown)} in {where}; allowed: experiment, data, bcd, methods")
+    exp = raw.get("experiment", {})
+    bad = set(exp) - {"name", "description", "seeds", "sweeps", "reference"}
+    if bad:
+        raise ValueError(f"unknown key(s) {sorted(bad)} in [experiment] of {where}; allowed: name, description, "
+                         f"seeds, sweeps, reference")
+    for key in ("seed", "sweeps"):
+        if key in raw.get("bcd", {}):
+            raise ValueError(f"[bcd] {key} in {where}: seeds and sweeps belong to [experiment]")
+    data = dict(raw.get("data", {}))
+    if n_train is not None:
+        data["n_train"] = n_train
+    if n_test is not None:
+        data["n_test"] = n_test
+    all_methods = {k: dict(v) for k, v in raw.get("methods", {}).items()}
+    if methods is not None:
+        unknown_m = [m for m in methods if m != BCD and m not in all_methods]
+        if unknown_m:
+            raise ValueError(f"method(s) {unknown_m} are not in {where}; allowed: {', '.join((BCD, *all_methods))}")
+        all_methods = {k: v for k, v in all_methods.items() if k in methods}
+    chosen_seeds = tuple(seeds if seeds is not None else exp.get("seeds", [0]))
+    if not chosen_seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in chosen_seeds):
+        raise ValueError(f"seeds={list(chosen_seeds)!r} is not allowed; give integers >= 0")
+    k = sweeps if sweeps is not None else exp.get("sweeps", 50)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"sweeps={k!r} is not allowed; give an integer >= 1")
+    out = Experiment(name=str(exp.get("name", path.stem if path.suffix else name_or_path)),
+                     description=str(exp.get("description", "")), seeds=chosen_seeds, sweeps=k, data=data,
+                     bcd=dict(raw.get("bcd", {})), methods=all_methods, reference=str(exp.get("reference", "")))
+    out.validate()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def _run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / method / f"seed-{seed}"
+
+
+def is_done(out: Path, method: str, seed: int) -> bool:
+    return (_run_dir(out, method, seed) / LOG).is_file()
+
+
+def _write_log(directory: Path, rows: list[dict[str, Any]]) -> None:
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    atomic_write(directory / LOG, lambda p: df.to_csv(p, index=False))
+
+
+def run_bcd(exp: Experiment, seed: int, out: Path, *, progress: bool) -> None:
+    """One BCD seed as ``bcd verify`` runs it (standard preset, verdicts saved), then its log."""
+    from bcd.checkpoint import checkpoint_sweep, recorded
+    from verification.pipeline import verify_run
+
+    d = _run_dir(out, BCD, seed)
+    resume = checkpoint_sweep(d) is not None and recorded(d)  # a killed run continues from its checkpoint
+    cfg = RunConfig(data=exp.data_config(), bcd=exp.bcd_config(seed), out=str(d))
+    _result, trace, _verdicts_list, _ = verify_run(cfg, preset="standard", progress=progress, overwrite=not resume,
+                                             resume=resume)
+    sw = trace.sweeps
+    rows = [{"method": BCD, "seed": seed, "epoch": int(r["sweep"]), "train_acc": r.get("train_acc", math.nan),
+             "test_acc": r.get("test_acc", math.nan), "loss": r["objective"],
+             "seconds": 0.0 if int(r["sweep"]) == 0 else float(r.get("time_engine_s", math.nan))}
+            for r in sw.to_dict("records")]
+    _write_log(d, rows)
+
+
+def run_baseline(exp: Experiment, method: str, seed: int, out: Path, data, *, progress: bool) -> None:
+    """One gradient-method seed from BCD's initial weights of the same seed."""
+    from bcd.baselines import train_baseline
+    from bcd.problem import init_weights
+
+    X_train, y_train, X_test, y_test, n_classes = data
+    cfg = exp.bcd_config(seed)
+    widths = (X_train.shape[1], *cfg.hidden, n_classes)
+    weights = init_weights(cfg, widths)
+
+    def tick(row):
+        if progress:
+            print(f"  {method} seed {seed} epoch {row['epoch']}/{exp.sweeps}: test acc {row['test_acc']:.4f}",
+                  flush=True)
+
+    rows = train_baseline(X_train, y_train, X_test, y_test, weights=weights, activation=cfg.activation,
+                          config=exp.baseline_config(method, seed), device=cfg.device, dtype=cfg.dtype, on_epoch=tick)
+    d = _run_dir(out, method, seed)
+    d.mkdir(parents=True, exist_ok=True)
+    _write_log(d, [{"method": method, "seed": seed, "epoch": r["epoch"], "train_acc": r["train_acc"],
+                    "test_acc": r["test_acc"], "loss": r["train_loss"], "seconds": r["seconds"]} for r in rows])
+
+
+def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Path:
+    """Run every (method, seed) not done yet, then write the summary, the figure and the page."""
+    from bcd.data import load_dataset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "experiment.json", json.dumps(dataclasses.asdict(exp), indent=1) + "\n")
+    todo = [(m, s) for s in exp.seeds for m in exp.method_names if not is_done(out, m, s)]
+    data = None
+    for j, (method, seed) in enumerate(todo, start=1):
+        if progress:
+            print(f"[{j}/{len(todo)}] {exp.name}: {method}, seed {seed}", flush=True)
+        t0 = time.perf_counter()
+        if method == BCD:
+            run_bcd(exp, seed, out, progress=progress)
+        else:
+            if data is None:
+                ds = load_dataset(exp.data_config())
+                data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.n_classes or int(ds.y_train.max()) + 1)
+            run_baseline(exp, method, seed, out, data, progress=progress)
+        if progress:
+            print(f"    done in {time.perf_counter() - t0:.1f} s", flush=True)
+    summarise(exp, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def results(exp: Experiment, out: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(_run_dir(out, m, s) / LOG) for m in exp.method_names for s in exp.seeds
+              if is_done(out, m, s)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method: final and best test accuracy over seeds (mean, std, min, max), and mean seconds per epoch."""
+    rows = []
+    for method, g in df.groupby("method", sort=False):
+        per_seed = g.groupby("seed")
+        final = per_seed.apply(lambda x: x.sort_values("epoch")["test_acc"].iloc[-1], include_groups=False)
+        best = per_seed["test_acc"].max()
+        rows.append({"method": method, "seeds": len(final), "epochs": int(g["epoch"].max()),
+                     "final_mean": final.mean(), "final_std": final.std(ddof=1) if len(final) > 1 else 0.0,
+                     "final_min": final.min(), "final_max": final.max(),
+                     "best_mean": best.mean(), "best_std": best.std(ddof=1) if len(best) > 1 else 0.0,
+                     "best_min": best.min(), "best_max": best.max(),
+                     "seconds_per_epoch": g.loc[g["epoch"] > 0, "seconds"].mean()})
+    return pd.DataFrame(rows)
+
+
+def accuracy_figure(df: pd.DataFrame, path: Path, title: str) -> Path:
+    """Test accuracy vs epoch, mean ± std over seeds per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for method, g in df.groupby("method", sort=False):
+        stats = g.groupby("epoch")["test_acc"].agg(["mean", "std", "count"]).reset_index()
+        std = stats["std"].fillna(0.0).to_numpy()
+        line, = ax.plot(stats["epoch"], stats["mean"], label=f"{method} ({int(stats['count'].max())} seeds)")
+        ax.fill_between(stats["epoch"], stats["mean"] - std, stats["mean"] + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch (BCD: sweep)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _verdicts(out: Path, seed: int) -> list[dict[str, Any]]:
+    f = _run_dir(out, BCD, seed) / "verdicts.json"
+    return json.loads(f.read_text()) if f.is_file() else []
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def environment() -> dict[str, str]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.platform(),
+            "processor": platform.processor() or "?", "cuda": torch.cuda.get_device_name(0)
+            if torch.cuda.is_available() else "none"}
+
+
+def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
+    """results.csv, summary.csv, accuracy.png, report.md and report.html from the logs that exist."""
+    df = results(exp, out)
+    atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    table = summary_table(df)
+    atomic_write(out / "summary.csv", lambda p: table.to_csv(p, index=False))
+    fig = accuracy_figure(df, out / "accuracy.png", f"{exp.name}: test accuracy, mean ± std over seeds")
+    header = ["method", "seeds", "epochs", "final test acc (mean ± std)", "final min–max",
+              "best test acc (mean ± std)", "best min–max", "s / epoch"]
+    body = [[r["method"], str(r["seeds"]), str(r["epochs"]), _pm(r["final_mean"], r["final_std"]),
+             f"{r['final_min']:.4f}–{r['final_max']:.4f}", _pm(r["best_mean"], r["best_std"]),
+             f"{r['best_min']:.4f}–{r['best_max']:.4f}", f"{r['seconds_per_epoch']:.3g}"]
+            for r in table.to_dict("records")]
+    claims = sorted({v["claim"] for s in exp.seeds for v in _verdicts(out, s)})
+    vheader = ["seed", *claims]
+    vbody = [[str(s), *(next((f"{v['status']}{'' if v.get('guaranteed') else ' (observed)'}"
+                              for v in _verdicts(out, s) if v["claim"] == c), "–") for c in claims)]
+             for s in exp.seeds if _verdicts(out, s)]
+    env = environment()
+    cfg = exp.bcd_config(exp.seeds[0])
+    setup = (f"{exp.data.get('dataset', 'mnist')}, n_train = {exp.data.get('n_train') or 'all'}, n_test = "
+             f"{exp.data.get('n_test') or 'all'}; network {cfg.hidden} ({cfg.activation}), loss {cfg.loss}; "
+             f"BCD γ = {cfg.gamma:g}, α = {cfg.alpha:g}, {cfg.splitting}-splitting, {cfg.dtype}; "
+             + "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in exp.methods[m].items()) for m in exp.methods)
+             + f"; {exp.sweeps} sweeps/epochs; seeds {list(exp.seeds)}; the same initial weights per seed")
+    md = [f"# {exp.name}", "", exp.description, "", f"**Setup.** {setup}", ""]
+    if exp.reference:
+        md += [f"**The paper's figures.** {exp.reference}", ""]
+    md += [_md_table(header, body), "", "![test accuracy](accuracy.png)", ""]
+    if vbody:
+        md += ["**BCD verdicts** (standard preset; `(observed)`: the theory does not guarantee the claim for this "
+               "configuration)", "", _md_table(vheader, vbody), ""]
+    md += ["**Environment.** " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+    write_text(out / "report.md", "\n".join(md))
+    from reports.document import _e, _table
+
+    html = ["<!doctype html><html><head><meta charset='utf-8'><title>", _e(exp.name), "</title>",
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:.2em .5em}</style></head><body>",
+            f"<h1>{_e(exp.name)}</h1><p>{_e(exp.description)}</p><p><b>Setup.</b> {_e(setup)}</p>"]
+    if exp.reference:
+        html.append(f"<p><b>The paper's figures.</b> {_e(exp.reference)}</p>")
+    html += [_table(header, body), f"<p><img src='{fig.name}' alt='test accuracy' width='640'></p>"]
+    if vbody:
+        html += ["<h2>BCD verdicts</h2>", _table(vheader, vbody)]
+    html += [f"<p><b>Environment.</b> {_e(', '.join(f'{k} {v}' for k, v in env.items()))}</p></body></html>"]
+    write_text(out / "report.html", "".join(html))
+    return {"results": out / "results.csv", "summary": out / "summary.csv", "figure": fig,
+            "markdown": out / "report.md", "html": out / "report.html"}
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def guaranteed_failures(exp: Experiment, out: Path) -> list[str]:
+    """'seed s: claim' for every guaranteed BCD claim that failed (the exit code's business)."""
+    return [f"seed {s}: {v['claim']}" for s in exp.seeds for v in _verdicts(out, s)
+            if v.get("guaranteed") and v["status"] == "fail"]
+

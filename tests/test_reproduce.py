@@ -1,0 +1,105 @@
+"""``bcd reproduce``: a tiny version of every packaged experiment runs (2 seeds, 2 sweeps/epochs, a small subset),
+and its folder holds per-run logs, the long results, the summary table, the figure and the page; the comparison is
+fair (every method starts from the same forward pass per seed); a reproduction continues with the runs not done."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from bcd.cli import main
+from bcd.data import load_fashion_mnist
+from reports.reproduce import BCD, load_experiment, packaged, reproduce, summary_table
+
+TINY = {"seeds": [0, 1], "sweeps": 2, "n_train": 200, "n_test": 200}
+
+
+def _fashion_installed() -> bool:
+    try:
+        load_fashion_mnist()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", sorted(packaged()))
+def test_a_tiny_version_of_every_packaged_experiment(name, tmp_path):
+    exp = load_experiment(name, **TINY)
+    if exp.data.get("dataset") == "fashion-mnist" and not _fashion_installed():
+        pytest.skip("Fashion-MNIST is not installed (../shared/DATA.md)")
+    out = reproduce(exp, tmp_path / name, progress=False)
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["method"]) == set(exp.method_names) and set(df["seed"]) == {0, 1}
+    assert sorted(df["epoch"].unique()) == [0, 1, 2]
+    assert df["test_acc"].between(0, 1).all() and df["train_acc"].between(0, 1).all()
+    # fairness: per seed, every method starts from the same weights, hence the same epoch-0 predictions
+    start = df[df["epoch"] == 0].groupby("seed")["test_acc"].nunique()
+    assert (start == 1).all(), df[df["epoch"] == 0]
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"]) == list(exp.method_names)
+    for r in summary.to_dict("records"):
+        finals = df[(df["method"] == r["method"]) & (df["epoch"] == 2)]["test_acc"]
+        assert r["final_mean"] == pytest.approx(finals.mean()) and r["final_min"] == pytest.approx(finals.min())
+    png = out / "accuracy.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    md = (out / "report.md").read_text()
+    assert "BCD verdicts" in md and "final test acc" in md and "accuracy.png" in md
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+    for s in (0, 1):
+        assert (out / BCD / f"seed-{s}" / "verdicts.json").is_file()
+
+
+def test_a_reproduction_continues_with_the_runs_not_done(tmp_path):
+    exp = load_experiment("mlp3x1500-mnist", seeds=[0], sweeps=1, n_train=100, n_test=100)
+    out = reproduce(exp, tmp_path / "r", progress=False)
+    logs = {p: p.stat().st_mtime_ns for p in out.rglob("log.csv")}
+    assert len(logs) == 3
+    more = load_experiment("mlp3x1500-mnist", seeds=[0, 3], sweeps=1, n_train=100, n_test=100)
+    reproduce(more, out, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in logs.items())  # seed 0 was not rerun
+    assert len(list(out.rglob("log.csv"))) == 6
+    assert set(pd.read_csv(out / "results.csv")["seed"]) == {0, 3}
+
+
+def test_a_killed_bcd_run_continues_from_its_checkpoint(tmp_path):
+    """A BCD seed whose log is missing but whose checkpoint exists is resumed, not restarted."""
+    exp = load_experiment("mlp3x1500-mnist", seeds=[0], sweeps=2, n_train=100, n_test=100, methods=["bcd"])
+    out = reproduce(exp, tmp_path / "r", progress=False)
+    d = out / BCD / "seed-0"
+    first = pd.read_csv(d / "log.csv")
+    os.remove(d / "log.csv")  # as if killed after its last checkpoint
+    reproduce(exp, out, progress=False)
+    again = pd.read_csv(d / "log.csv")
+    pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"))
+
+
+def test_summary_table_statistics():
+    df = pd.DataFrame({"method": ["m"] * 6, "seed": [0, 0, 0, 1, 1, 1], "epoch": [0, 1, 2] * 2,
+                       "train_acc": 0.5, "test_acc": [0.1, 0.9, 0.8, 0.1, 0.7, 0.6], "loss": 1.0,
+                       "seconds": [0, 1, 1, 0, 3, 3]})
+    r = summary_table(df).iloc[0]
+    assert r["final_mean"] == pytest.approx(0.7) and r["final_std"] == pytest.approx(0.1414213562)
+    assert r["best_mean"] == pytest.approx(0.8) and (r["best_min"], r["best_max"]) == (0.7, 0.9)
+    assert r["seconds_per_epoch"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "no-such-experiment"], "packaged"),
+    (["reproduce", "mlp3x1500-mnist", "--seeds", "a,b"], "--seeds"),
+    (["reproduce", "mlp3x1500-mnist", "--methods", "bcd,rmsprop"], "rmsprop"),
+    (["reproduce", "mlp3x1500-mnist", "--sweeps", "0"], "sweeps=0"),
+    (["reproduce"], "--list"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_list_names_every_packaged_experiment(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in packaged())
