@@ -82,13 +82,30 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from reports.reproduce import guaranteed_failures, load_experiment, packaged, reproduce
+    from reports.reproduce import (
+        GLOBAL_MINIMUM,
+        global_minimum,
+        guaranteed_failures,
+        load_experiment,
+        packaged,
+        reproduce,
+    )
 
     if args.list:
-        for name, text in sorted(packaged().items()):
+        for name in sorted(packaged()):
             exp = load_experiment(name)
             print(f"{name}: {exp.description} ({len(exp.seeds)} seeds, {exp.sweeps} sweeps)")
-            del text
+        print(f"{GLOBAL_MINIMUM}: the teacher–student global-minimum claim: BCD started near the teacher vs far")
+        return 0
+    if args.experiment == GLOBAL_MINIMUM:
+        out = Path(args.out) if args.out else Path("runs") / "reproduce" / GLOBAL_MINIMUM
+        kw = {"seeds": tuple(_int_list("seeds", args.seeds))} if args.seeds else {}
+        if args.sweeps is not None:
+            if args.sweeps < 1:
+                raise ValueError(f"sweeps={args.sweeps} is not allowed; give an integer >= 1")
+            kw["sweeps"] = args.sweeps
+        global_minimum(out, progress=not args.no_progress, **kw)
+        print(f"report: {out / 'global_minimum.md'}")
         return 0
     if not args.experiment:
         raise ValueError("give an experiment (bcd reproduce --list shows the packaged ones) or an experiment .toml")
