@@ -182,13 +182,13 @@ class BCDConfig:
             odd = [f"activation={self.activation!r}"] if act.kink is not None and act.name != "relu" else []
             if act.name == "relu" and (any(r.ridge is None for r in self.r_records[:-1]) or not self.reg_bias):
                 odd.append("a non-ridge r_i (or reg_bias=false) on a ReLU layer")
-            if any(not s.is_zero for s in self.s_records[:-1]):
-                odd.append("a nonzero s_i on a hidden V_i")
+            if act.name == "relu" and any(not s.is_zero for s in self.s_records[:-2]):
+                odd.append("a nonzero s_i on a hidden V_i (i < N − 1) under ReLU")
             if odd:
-                raise ValueError(f"splitting='two' (Algorithm 1) supports relu (with ridge r_i), identity and the C¹ "
-                                 f"activations (sigmoid, tanh, softplus, polynomial; any r_i), and s_i only on V_N; "
-                                 f"got {', '.join(odd)}: use splitting='three' (Algorithm 2), which takes every "
-                                 f"catalogue record")
+                raise ValueError(f"splitting='two' (Algorithm 1) supports relu (with ridge r_i, s_i on V_{{N-1}}, V_N "
+                                 f"only), identity and the C¹ activations (sigmoid, tanh, softplus, polynomial; any "
+                                 f"r_i and s_i); got {', '.join(odd)}: use splitting='three' (Algorithm 2), which "
+                                 f"takes every catalogue record")
 
     @property
     def N(self) -> int:

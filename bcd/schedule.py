@@ -207,7 +207,18 @@ def step2_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) 
     S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
     if i + 1 == cfg.N or cfg.activation == "identity":
         S = S.add_(state.V[i], alpha=cfg.alpha / cfg.gamma)
-        return update_V_hidden(S, state.W[i + 1], state.V[i + 1], rho=1.0 + cfg.alpha / cfg.gamma, overwrite_S=True)
+        rho = 1.0 + cfg.alpha / cfg.gamma
+        if problem.s[i].is_zero:
+            return update_V_hidden(S, state.W[i + 1], state.V[i + 1], rho=rho, overwrite_S=True)
+        # a nonzero s_i: monotone FISTA on the same quadratic plus s_i (Algorithm 2's V step with ρ = 1 + α/γ)
+        W_next = state.W[i + 1]
+        rhs = torch.addmm(S, W_next[:, :-1].T, state.V[i + 1] - W_next[:, -1:])
+        closed = update_V_hidden(S, W_next, state.V[i + 1], rho=rho)
+        new, info = solve_V_prox(state.V[i], rhs, W_next, gamma=cfg.gamma, rho=rho, reg=problem.s[i], eta=cfg.eta,
+                                 max_iter=cfg.inner_max_iter, closed_form=closed)
+        if aux is not None:
+            aux["inner"] = info
+        return new
     if problem.activation.kink is None:  # a C¹ σ: monotone proximal gradient (bcd.prox_solvers)
         new, info = solve_V_smooth(S, state.V[i + 1], state.W[i + 1], state.V[i], act=problem.activation,
                                    gamma=cfg.gamma, alpha=cfg.alpha, reg=problem.s[i], eta=cfg.eta,

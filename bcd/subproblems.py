@@ -148,7 +148,10 @@ class Subproblem:
         if self.block == "W":
             nonlinear_two = problem.variant == "two" and i < cfg.N and cfg.activation != "identity"
             return problem.r[i].ridge is None and not nonlinear_two
-        return self.block == "V" and i < cfg.N and not problem.s[i].is_zero
+        if self.block != "V" or i == cfg.N or problem.s[i].is_zero:
+            return False
+        # Algorithm 1: the convex V_i steps are those with σ_{i+1} = Id (i = N − 1, or σ = identity)
+        return problem.variant != "two" or i == cfg.N - 1 or problem.activation.is_identity
 
     def eta(self, problem: Problem) -> float:
         """η of this block's stopping rule: the configured η, capped at μ_X/4 for the convex inner solvers
@@ -158,7 +161,10 @@ class Subproblem:
         cfg = problem.config
         if not self._convex_inner(problem):
             return cfg.eta
-        return block_eta(cfg.eta, cfg.alpha if self.block == "W" else cfg.gamma * (1.0 + problem.tau[self.layer + 1]))
+        if self.block == "W":
+            return block_eta(cfg.eta, cfg.alpha)
+        rho = 1.0 + cfg.alpha / cfg.gamma if problem.variant == "two" else 1.0 + problem.tau[self.layer + 1]
+        return block_eta(cfg.eta, cfg.gamma * rho)  # μ of the V_i step: γρ (Algorithm 1: γ + α)
 
     def rule_tolerance(self, state: BCDState, problem: Problem, new: Tensor) -> float:
         """The right side of the stopping rule dist(0, ∂Φ_X(X⁺)) ≤ η_X‖X⁺ − X⁻‖.  For the convex inner blocks it is

@@ -205,7 +205,10 @@ CONFORMANCE = [
     # Algorithm 1: every loss and s_N; the C¹ activations with any r_i (monotone proximal gradient inner solves)
     *({"splitting": "two", "loss": loss, "activation": "identity"} for loss in LOSSES),
     *({"splitting": "two", "activation": act} for act in ("sigmoid", "tanh", "softplus", "polynomial(0, 0.5, 0.5)")),
-    {"splitting": "two", "activation": "tanh", "r": "l1(0.02)", "s": ("none", "none", "box(-0.5, 2)")},
+    {"splitting": "two", "activation": "tanh", "r": "l1(0.02)", "s": ("nonneg", "l1(0.05)", "box(-0.5, 2)")},
+    {"splitting": "two", "activation": "identity", "r": "elastic_net(0.02, 0.01)", "s": "box(-1, 3)",
+     "vn_update": "prox"},
+    {"splitting": "two", "activation": "relu", "lam": 0.1, "s": ("none", "unit_interval", "none")},
 ]
 
 
@@ -272,9 +275,7 @@ def _random_config(rng: random.Random) -> BCDConfig:
     alpha = rng.uniform(0.2, 3.0) + (L_R if vn == "prox_linear" else 0.0)
     act = rng.choice(ACTIVATIONS)
     splitting = "two" if rng.random() < 0.25 and catalogue.build("activation", act).kink is None else "three"
-    if splitting == "two":
-        s = "none" if s == "none" else rng.choice(["none", s])
-        s = (("none",) * 2 + (s,)) if s != "none" else "none"  # Algorithm 1: s_i on V_N only
+
     return _config(loss=loss, activation=act, r=rng.choice(REGS), s=s, vn_update=vn,
                    gamma=rng.uniform(0.3, 3.0), alpha=alpha, seed=rng.randrange(1000), sweeps=6,
                    skip=rng.choice(["none", "auto"]) if splitting == "three" else "none", hidden=(3, 3),
