@@ -312,7 +312,8 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     env = environment()
     cfg = exp.bcd_config(exp.seeds[0])
     setup = (f"{exp.data.get('dataset', 'mnist')}, n_train = {exp.data.get('n_train') or 'all'}, n_test = "
-             f"{exp.data.get('n_test') or 'all'}; network {cfg.hidden} ({cfg.activation}), loss {cfg.loss}; "
+             f"{exp.data.get('n_test') or 'all'}; hidden layers {_widths(cfg.hidden)} ({cfg.activation}), "
+             f"loss {cfg.loss}; "
              f"BCD γ = {cfg.gamma:g}, α = {cfg.alpha:g}, {cfg.splitting}-splitting, {cfg.dtype}; "
              + "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in exp.methods[m].items()) for m in exp.methods)
              + f"; {exp.sweeps} sweeps/epochs; seeds {list(exp.seeds)}; the same initial weights per seed")
@@ -340,6 +341,11 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     write_text(out / "report.html", "".join(html))
     return {"results": out / "results.csv", "summary": out / "summary.csv", "figure": fig,
             "markdown": out / "report.md", "html": out / "report.html"}
+
+
+def _widths(hidden: tuple[int, ...]) -> str:
+    """(600, …, 600) → "600×10"; mixed widths → "400-300"."""
+    return f"{hidden[0]}×{len(hidden)}" if len(set(hidden)) == 1 else "-".join(map(str, hidden))
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
