@@ -141,10 +141,11 @@ def reference_prox(act: Activation, a: Tensor, m: Tensor, beta: float, upper: Te
                    ) -> tuple[Tensor, Tensor]:
     """The verifier's global minimiser of f(u) = ½(a − σ(u))² + (β/2)(u − m)², elementwise: (u_ref, f(u_ref)).
 
-    Independent of the engines' methods (a 33-point grid + Newton on f′ for smooth σ, companion roots for
-    polynomials, closed-form candidates for leaky ReLU): f ≥ (β/2)(u − m)² and f(u*) ≤ F for any F ≥ f(u*) (F = f(m),
-    or ``upper`` = f(candidate)) bracket u* in |u − m| ≤ √(2F/β); ``REF_GRID`` points on the bracket, then a
-    golden-section search on f (no derivatives) in the two cells around the best point.  Position accurate to
+    One method for every σ, and not the engine's (which uses Newton on f′ for a smooth σ, companion roots for a
+    polynomial, closed-form candidates for leaky ReLU): f ≥ (β/2)(u − m)² and f(u*) ≤ F for any F ≥ f(u*)
+    (F = f(m), or ``upper`` = f(candidate)) bracket u* in |u − m| ≤ √(2F/β); ``REF_GRID`` points on that bracket, then
+    a derivative-free golden-section search on f in the two cells around the best point.  Like any grid, it can miss
+    a basin narrower than a cell.  Position accurate to
     ~√eps, value to ~eps: the residual compares *values* (:func:`_reference_sums`)."""
     F = 0.5 * (a - act.apply(m)) ** 2
     if upper is not None:

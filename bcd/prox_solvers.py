@@ -46,7 +46,7 @@ class ProxInfo:
     stationarity: float
     tolerance: float
     rule_held: bool
-    reason: str  # 'rule' | 'cap'
+    reason: str  # 'rule' | 'cap' | 'stalled'
     value_before: float
     value_after: float
     eta: float
@@ -116,7 +116,7 @@ def solve_W_prox(W_old: Tensor, gram: Tensor, cross: Tensor, *, gamma: float, al
     def grad_f(W):
         return (W @ gram - cross).mul_(gamma).add_(W - W_old, alpha=alpha)
 
-    def f(W, G):  # f(W) = ½⟨W, ∇f(W) − γC − αW̃⁻⟩ − γ⟨W, C⟩/2 ... written as ½⟨W, HW⟩ − ⟨W, γC + αW̃⁻⟩
+    def f(W, G):  # f = ½⟨W, HW⟩ − ⟨W, γC + αW̃⁻⟩ (+ const), and HW = ∇f(W) + γC + αW̃⁻
         lin = cross.mul(gamma).add_(W_old, alpha=alpha)
         return 0.5 * torch.sum(W * (G + lin)) - torch.sum(W * lin)
 
@@ -200,23 +200,29 @@ def _prox_gradient(kind: str, X_old: Tensor, value_grad: Callable[[Tensor], tupl
     before = float(f + g(x))
     t = t0
     iters, stat, tol, held = 0, math.inf, 0.0, False
+    reason = "cap"
     for iters in range(1, max_iter + 1):  # noqa: B007 (reported after the loop)
+        accepted = False
         for _ in range(60):
             z = prox(x - t * G, t)
             fz, Gz = value_grad(z)
             d = z - x
             if float(fz) <= float(f + _block_dot(kind, G, d) + block_sq(kind, d) / (2 * t)) + 8 * eps * abs(float(f)):
+                accepted = True
                 break
             t *= 0.5
+        if not accepted:  # no step passes the test at any scale: keep x (never accept an uphill step)
+            reason = "stalled"
+            break
         x, f, G = z, fz, Gz
         t *= 1.5
         stat = math.sqrt(float(block_sq(kind, least_norm(x, G))))
         tol = eta * math.sqrt(float(block_sq(kind, x - X_old)))
-        floor = 64 * eps * math.sqrt(float(block_sq(kind, G)) + float(block_sq(kind, x)) / t)
+        floor = 64 * eps * (math.sqrt(float(block_sq(kind, G))) + math.sqrt(float(block_sq(kind, x))) / t)
         if stat <= max(tol, floor):
-            held = True
+            held, reason = True, "rule"
             break
-    return x, ProxInfo(iters, stat, tol, held, "rule" if held else "cap", before, float(f + g(x)), eta, max_iter)
+    return x, ProxInfo(iters, stat, tol, held, reason, before, float(f + g(x)), eta, max_iter)
 
 
 def _lip(act) -> float:

@@ -189,7 +189,8 @@ def step2_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tens
         return new
     from bcd.inner import solve_W
 
-    new, info = solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
+    new, info = solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha,
+                        lam=problem.r[i].ridge,
                         activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
     if aux is not None:
         aux["inner"] = info

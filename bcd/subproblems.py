@@ -173,7 +173,8 @@ class Subproblem:
         old = state.get(self.block, self.layer)
         tol = self.eta(problem) * float(block_norm(self.block, new - old))
         if self._generic_inner(problem):
-            scale = sum(float(block_norm(self.block, p)) for p in self.summands(state, problem, new))
+            norms = [float(block_norm(self.block, p)) for p in self.summands(state, problem, new)]
+            scale = sum(x for x in norms if math.isfinite(x))  # an infinite part (off a set) must not lift the floor
             tol = max(tol, math.sqrt(torch.finfo(new.dtype).eps) * scale)
         return tol
 
@@ -188,7 +189,8 @@ class Subproblem:
             return float(block_norm(self.block, torch.stack(self.summands(state, problem, new)).sum(dim=0)))
         old = state.get(self.block, i)
         if self.block == "W":
-            st = stationarity_W(new, state.V[i], state.V[i - 1], old, gamma=cfg.gamma, alpha=cfg.alpha, lam=cfg.lam,
+            st = stationarity_W(new, state.V[i], state.V[i - 1], old, gamma=cfg.gamma, alpha=cfg.alpha,
+                                lam=problem.r[i].ridge,
                                 activation=cfg.activation)
         else:
             S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
@@ -210,7 +212,10 @@ class Subproblem:
         parts = self.summands(state, problem, new)
         total = torch.stack([block_norm(self.block, p) for p in parts]).sum()
         r = block_norm(self.block, torch.stack(parts).sum(dim=0))
-        return torch.where(total > 0, r / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(r))
+        out = torch.where(total > 0, r / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(r))
+        # a candidate off an indicator's set (least-norm element +∞) or a NaN iterate is not a minimiser: +∞, never
+        # NaN (which the checks would read as "not recorded")
+        return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
 
 
 def _grad_R(V_N: Tensor, problem: Problem) -> Tensor:

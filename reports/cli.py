@@ -100,6 +100,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.experiment == GLOBAL_MINIMUM:
         out = Path(args.out) if args.out else Path("runs") / "reproduce" / GLOBAL_MINIMUM
         kw = {"seeds": tuple(_int_list("seeds", args.seeds))} if args.seeds else {}
+        if args.seeds and not kw["seeds"]:
+            raise ValueError(f"--seeds {args.seeds!r} names no seed; give e.g. 0,1,2")
         if args.sweeps is not None:
             if args.sweeps < 1:
                 raise ValueError(f"sweeps={args.sweeps} is not allowed; give an integer >= 1")

@@ -13,13 +13,15 @@ weight seed s, and each gradient method trains the *same* network from the *same
 (:mod:`bcd.baselines`).  One folder holds everything::
 
     OUT/<method>/seed-<s>/log.csv       epoch, train_acc, test_acc, loss, seconds (+ the BCD run directory)
+    OUT/<method>/seed-<s>.fingerprint.json   the configuration the run belongs to (written before it starts)
     OUT/results.csv                     every log, long format
     OUT/summary.csv                     final and best test accuracy per method: mean ± std, min–max
     OUT/accuracy.png                    test accuracy vs epoch, mean ± std band per method
     OUT/report.md, OUT/report.html      the page: table, figure, BCD verdicts per seed, environment
 
 A seed's run is *done* when its ``log.csv`` exists (written last, atomically); a killed reproduction reruns only the
-runs not done (a BCD run with a checkpoint continues from it).
+runs not done (a BCD run with a checkpoint continues from it).  A run whose fingerprint differs from the experiment
+(an edited TOML, other ``--sweeps`` or ``--n-train``) is refused, never continued or mixed.
 """
 
 from __future__ import annotations
@@ -75,12 +77,35 @@ class Experiment:
         return (BCD, *self.methods)
 
     def validate(self) -> None:
-        """Build every configuration once, so that a bad value fails before any run starts."""
+        """Build every configuration once, so that a bad value (or key) fails before any run starts."""
+        from bcd.baselines import BaselineConfig
+
+        _check_keys(DataConfig, self.data, "[data]")
+        _check_keys(BCDConfig, self.bcd, "[bcd]")
+        for m, values in self.methods.items():
+            _check_keys(BaselineConfig, values, f"[methods.{m}]")
         self.data_config()
         for s in self.seeds:
             self.bcd_config(s)
             for m in self.methods:
                 self.baseline_config(m, s)
+
+    def fingerprint(self, method: str, seed: int) -> dict[str, Any]:
+        """What a (method, seed) run depends on: the data, the network and its initial weights, the method."""
+        out: dict[str, Any] = {"data": dataclasses.asdict(self.data_config()),
+                               "bcd": RunConfig(bcd=self.bcd_config(seed)).to_dict()["bcd"]}
+        if method != BCD:
+            out["method"] = dataclasses.asdict(self.baseline_config(method, seed))
+        return json.loads(json.dumps(out))  # tuples → lists, as read back from disk
+
+
+def _check_keys(cls, values: Any, section: str) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{section} must be a table of keys; got {values!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {section}; allowed: {', '.join(sorted(names))}")
 
 
 def packaged() -> dict[str, str]:
@@ -110,6 +135,9 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
     if unknown:
         raise ValueError(f"unknown section(s) {sorted(unknown)} in {where}; allowed: experiment, data, bcd, methods")
     exp = raw.get("experiment", {})
+    for section in ("experiment", "data", "bcd", "methods"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ValueError(f"[{section}] in {where} must be a table; got {raw[section]!r}")
     bad = set(exp) - {"name", "description", "seeds", "sweeps", "reference"}
     if bad:
         raise ValueError(f"unknown key(s) {sorted(bad)} in [experiment] of {where}; allowed: name, description, "
@@ -122,6 +150,9 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
         data["n_train"] = n_train
     if n_test is not None:
         data["n_test"] = n_test
+    for k, v in raw.get("methods", {}).items():
+        if not isinstance(v, dict):
+            raise ValueError(f"[methods.{k}] in {where} must be a table (optimizer, lr, batch_size, ...); got {v!r}")
     all_methods = {k: dict(v) for k, v in raw.get("methods", {}).items()}
     if methods is not None:
         unknown_m = [m for m in methods if m != BCD and m not in all_methods]
@@ -148,8 +179,37 @@ def _run_dir(out: Path, method: str, seed: int) -> Path:
     return out / method / f"seed-{seed}"
 
 
+def _fingerprint_file(out: Path, method: str, seed: int) -> Path:
+    """Beside the run directory (a BCD run directory holds only what ``bcd`` writes)."""
+    return out / method / f"seed-{seed}.fingerprint.json"
+
+
 def is_done(out: Path, method: str, seed: int) -> bool:
     return (_run_dir(out, method, seed) / LOG).is_file()
+
+
+def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> bool:
+    """Whether (method, seed) is already done.  A run directory holds one configuration: its fingerprint is written
+    before the run starts, and a directory whose fingerprint differs from the experiment's (an edited TOML, other
+    --sweeps or --n-train) is refused rather than continued or mixed."""
+    d = _run_dir(out, method, seed)
+    want = exp.fingerprint(method, seed)
+    f = _fingerprint_file(out, method, seed)
+    if f.is_file():
+        have = json.loads(f.read_text())
+        if have != want:
+            diff = sorted(f"{sec}.{k}" for sec in set(have) | set(want)
+                          for k in set(have.get(sec, {})) | set(want.get(sec, {}))
+                          if have.get(sec, {}).get(k) != want.get(sec, {}).get(k))
+            raise ValueError(f"{d} holds a {method} run of another configuration (differs in {', '.join(diff)}); "
+                             f"give a new --out, or delete {d} to rerun it")
+        return is_done(out, method, seed)
+    if d.exists() and any(d.iterdir()):
+        raise ValueError(f"{d} holds files but no {f.name}: it was not written by `bcd reproduce` for this "
+                         f"experiment; give a new --out, or delete {d}")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    write_text(f, json.dumps(want, indent=1, sort_keys=True) + "\n")
+    return False
 
 
 def _write_log(directory: Path, rows: list[dict[str, Any]]) -> None:
@@ -165,8 +225,8 @@ def run_bcd(exp: Experiment, seed: int, out: Path, *, progress: bool) -> None:
     d = _run_dir(out, BCD, seed)
     resume = checkpoint_sweep(d) is not None and recorded(d)  # a killed run continues from its checkpoint
     cfg = RunConfig(data=exp.data_config(), bcd=exp.bcd_config(seed), out=str(d))
-    _result, trace, _verdicts_list, _ = verify_run(cfg, preset="standard", progress=progress, overwrite=not resume,
-                                             resume=resume)
+    _result, trace, _verdicts_list, _ = verify_run(cfg, preset="standard", progress=progress, overwrite=True,
+                                                   resume=resume)
     sw = trace.sweeps
     rows = [{"method": BCD, "seed": seed, "epoch": int(r["sweep"]), "train_acc": r.get("train_acc", math.nan),
              "test_acc": r.get("test_acc", math.nan), "loss": r["objective"],
@@ -205,7 +265,7 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "experiment.json", json.dumps(dataclasses.asdict(exp), indent=1) + "\n")
-    todo = [(m, s) for s in exp.seeds for m in exp.method_names if not is_done(out, m, s)]
+    todo = [(m, s) for s in exp.seeds for m in exp.method_names if not claim_run_dir(exp, m, s, out)]
     data = None
     for j, (method, seed) in enumerate(todo, start=1):
         if progress:

@@ -467,3 +467,31 @@ def test_the_audit_replays_catalogue_runs_without_false_alarm_and_catches_a_stal
         assert "W1 (sweep 2)" in verdict.details["inner"]["cap_blocks"]
     else:
         assert verdict.status == "fail"
+
+
+def test_algorithm1_relu_uses_each_layers_own_ridge():
+    """Per-layer ridges (not one λ) reach the ReLU inner solver and its recomputed stationarity."""
+    kw = dict(splitting="two", activation="relu", sweeps=2, inner_max_iter=50)
+    with_r = _config(r=("l2(2)", "l2(3)", "none"), **kw)
+    assert with_r.lam == 0 and with_r.r is not None
+    p1 = make_problem(DATA.X_train, DATA.y_train, with_r)
+    p0 = make_problem(DATA.X_train, DATA.y_train, _config(**kw))
+    s1, s0 = initial_state(p1), initial_state(p0)
+    run(p1, s1, hooks=[])
+    run(p0, s0, hooks=[])
+    assert not torch.allclose(s1.W[1], s0.W[1])
+    rec = Recorder("full")
+    run(p1, initial_state(p1), hooks=[rec])
+    assert {v.claim: v.status for v in verify(rec.trace())}["block_exactness"] == "pass"
+
+
+def test_an_update_off_an_indicators_set_has_an_infinite_residual_not_nan():
+    cfg = _config(s="box(-0.2, 0.2)", vn_update="prox")
+    problem = make_problem(DATA.X_train, DATA.y_train, cfg)
+    state = initial_state(problem)
+    run(problem, state, hooks=[])
+    sub = subproblem_for(problem, "V", 1)
+    off = state.V[1] + 1.0
+    assert math.isinf(float(sub.residual(state, problem, off)))
+    assert math.isfinite(sub.rule_tolerance(state, problem, off))
+    assert math.isinf(sub.stationarity(state, problem, off))

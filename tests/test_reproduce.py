@@ -117,3 +117,28 @@ def test_the_global_minimum_experiment_writes_its_table_and_figure(tmp_path):
     assert (df.groupby("start")["objective"].apply(lambda s: (s.diff().dropna() <= 1e-12 * s.abs().max()).all())).all()
     assert (out / "global_minimum.png").read_bytes()[:4] == b"\x89PNG"
     assert "final L̄" in (out / "global_minimum.md").read_text()
+
+
+def test_a_run_of_another_configuration_is_refused_not_mixed(tmp_path, capsys):
+    out = tmp_path / "r"
+    exp = load_experiment("mlp3x1500-mnist", seeds=[0], sweeps=1, n_train=100, n_test=100, methods=["bcd", "sgd"])
+    reproduce(exp, out, progress=False)
+    other = load_experiment("mlp3x1500-mnist", seeds=[0], sweeps=2, n_train=100, n_test=100, methods=["bcd", "sgd"])
+    with pytest.raises(ValueError, match=r"another configuration \(differs in bcd.sweeps\)"):
+        reproduce(other, out, progress=False)
+    assert main(["reproduce", "mlp3x1500-mnist", "--seeds", "0", "--sweeps", "1", "--n-train", "100", "--n-test", "100",
+                 "--methods", "bcd,sgd", "--out", str(out), "--no-progress"]) == 0  # the same configuration: done
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[experiment]\nseeds = [0]\n[data]\ndataset = "mnist"\nbogus = 1\n', "unknown key(s) ['bogus'] in [data]"),
+    ('[experiment]\nseeds = [0]\n[methods]\nsgd = 3\n', "[methods.sgd]"),
+    ('experiment = 5\n', "[experiment]"),
+    ('[experiment]\nseeds = [0]\n[methods.sgd]\noptimizer = "sgd"\nmomentum = 2\n', "momentum"),
+])
+def test_bad_experiment_files_are_one_line_errors(toml, message, tmp_path, capsys):
+    f = tmp_path / "e.toml"
+    f.write_text(toml)
+    assert main(["reproduce", str(f), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -259,9 +259,20 @@ def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
     if ctx.config is None:
         if sc.BLOCK_CONST not in b or not b[sc.BLOCK_CONST].notna().all():
             raise MissingDataError(f"no config and no {sc.BLOCK_CONST} column: the per-block constants are unknown")
-        return b[sc.BLOCK_CONST].to_numpy(dtype=float)
+        return _without_rule(b, b[sc.BLOCK_CONST].to_numpy(dtype=float))
     K = ctx.constants("the per-block constants")
-    return np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
+    c = np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
+    return _without_rule(b, c, K.config.alpha)
+
+
+def _without_rule(b: pd.DataFrame, c: np.ndarray, alpha: float | None = None) -> np.ndarray:
+    """An inner solve that stopped *without* its rule (the cap, or a stall) is only monotone (MATH.md §7): its row
+    keeps the proximal term's α/2 (a W̃ block; 0 without α) and 0 for a V block (no proximal term in Algorithm 2)."""
+    if sc.BLOCK_RULE_HELD not in b:
+        return c
+    off = (b[sc.BLOCK_RULE_HELD] == 0).to_numpy()
+    fallback = np.where(b[sc.BLOCK].to_numpy() == "W", 0.5 * alpha if alpha else 0.0, 0.0)
+    return np.where(off, np.minimum(c, fallback), c)
 
 
 # --------------------------------------------------------------------------- 3. relative error

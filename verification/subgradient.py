@@ -107,7 +107,7 @@ def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]
                 grads[key] = over_samples(grads[key])
         reg = [t for t in problem.terms if not t.sample and t.smooth]
         if reg:
-            w_keys = [k for k in keys if k[0] == "W"]
+            w_keys = [("W", t.layer) for t in reg]  # the W̃_i with a smooth r_i (a layer may have none)
             for key, g in zip(w_keys, torch.autograd.grad(torch.stack([t.value(at, problem) for t in reg]).sum(),
                                                           [leaves[k] for k in w_keys]), strict=True):
                 grads[key] = grads[key] + g
