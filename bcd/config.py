@@ -155,7 +155,10 @@ class BCDConfig:
             if specs is None or len(specs) != N:
                 raise ValueError(f"{name}={value!r} is not allowed; give one spec or a list of N={N} specs "
                                  f"(layers 1..N); allowed specs: {catalogue.allowed('regulariser')}")
-            canon = tuple(catalogue.build("regulariser", v).spec for v in specs)
+            try:
+                canon = tuple(catalogue.build("regulariser", v).spec for v in specs)
+            except ValueError as e:
+                raise ValueError(f"{name} ({'on W̃_i' if name == 'r' else 'on V_i'}): {e}") from None
             object.__setattr__(self, name, None if all(c == "none" for c in canon) else canon)
         if self.r is not None:
             if self.lam > 0:
