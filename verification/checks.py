@@ -200,8 +200,9 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
         s = sw[sw[sc.DQ_SQ].notna()]
         tol = objective_tol(ctx.dtype, s["L_prev"], s["L"])
-        parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a, s[sc.DQ_SQ],
-                                resolved=a * s[sc.DQ_SQ] >= tol))
+        a_k = np.where(s[sc.SWEEP].isin(_sweeps_without_rule(ctx)).to_numpy(), 0.0, a)  # only monotone there
+        parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a_k, s[sc.DQ_SQ],
+                                resolved=a_k * s[sc.DQ_SQ] >= tol))
         levels.append("sweep")
     else:
         notes.append(f"sweep level not checked: no {sc.DQ_SQ} column")
@@ -263,6 +264,17 @@ def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
     K = ctx.constants("the per-block constants")
     c = np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
     return _without_rule(b, c, K.config.alpha)
+
+
+def _sweeps_without_rule(ctx) -> set[int]:
+    """Sweeps with an inner solve that stopped without its rule: there the sweep is only guaranteed monotone."""
+    try:
+        bt = ctx.blocks()
+    except MissingDataError:
+        return set()
+    if sc.BLOCK_RULE_HELD not in bt:
+        return set()
+    return {int(k) for k in bt.loc[bt[sc.BLOCK_RULE_HELD] == 0, sc.SWEEP]}
 
 
 def _without_rule(b: pd.DataFrame, c: np.ndarray, alpha: float | None = None) -> np.ndarray:
