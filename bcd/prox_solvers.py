@@ -25,7 +25,7 @@ Algorithm 1 (MATH.md §7) with a C¹ σ adds *nonconvex* blocks, W̃_i ≈ argmi
 α/2‖W − W̃⁻‖² and its V_i analogue: :func:`solve_W_smooth` / :func:`solve_V_smooth` take the monotone proximal
 gradient with backtracking (:func:`_prox_gradient`; no acceleration, Φ falls at every accepted step) under the same
 rule with the configured η (α/2 from the proximal term is all a nonconvex block keeps), reporting 'rule', 'cap' or
-'stalled'.  The same applies to the three-splitting's V_i with s_i under Algorithm 1 when σ_{i+1} = Id (ρ = 1 + α/γ).
+'stalled'.  Algorithm 1's V_i with s_i where σ_{i+1} = Id is convex and takes :func:`solve_V_prox` (ρ = 1 + α/γ).
 
 Sums over samples: the V problems' scalars (Φ, norms, inner products) pass through :mod:`bcd.reduction`
 (column-local problems); the W problems are built from ṼṼᵀ and UṼᵀ (or E ⊙ σ′ times Ṽᵀ), already reduced.
