@@ -308,6 +308,17 @@ class LeakyReLU(Activation):
         return sp.Max(u, 0) if self.slope == 0 else sp.Max(u, sp.Float(self.slope) * u)
 
 
+def _chunked_prox_(solve, a: Tensor, m: Tensor, beta: float) -> Tensor:
+    """Write ``solve(a, m, β)`` (an elementwise U-prox on flat chunks) into ``m``, ``CHUNK`` entries at a time on the
+    CPU (bounded temporaries), in one piece on CUDA."""
+    chunk = CHUNK if m.device.type == "cpu" else m.numel()
+    flat_a, flat_m = a.reshape(-1), m.view(-1)
+    for s in range(0, flat_m.numel(), chunk):
+        sl = slice(s, s + chunk)
+        flat_m[sl] = solve(flat_a[sl], flat_m[sl], beta)
+    return m
+
+
 GRID = 33  # grid points of the engine's bracket search for a smooth σ
 NEWTON = 40  # safeguarded Newton iterations after it
 BEND, BEND_GRID = 12.0, 97  # a fixed grid of step 1/4 on [−12, 12], where sigmoid, tanh and softplus bend
@@ -328,12 +339,7 @@ class SmoothActivation(Activation):
     asymptotes = ((0.0, 0.0),)  # lines σ approaches at ±∞ (a slope 0 line gives the candidate m, whatever its height)
 
     def prox_(self, a, m, beta):
-        chunk = CHUNK if m.device.type == "cpu" else m.numel()
-        flat_a, flat_m = a.reshape(-1), m.view(-1)
-        for s in range(0, flat_m.numel(), chunk):
-            sl = slice(s, s + chunk)
-            flat_m[sl] = self._prox_chunk(flat_a[sl], flat_m[sl], beta)
-        return m
+        return _chunked_prox_(self._prox_chunk, a, m, beta)
 
     def _prox_chunk(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
         h = (a - self.apply(m)).abs() / math.sqrt(beta)
@@ -544,12 +550,7 @@ class Polynomial(Activation):
         return sum(k * abs(c) * B ** (k - 1) for k, c in enumerate(self.params) if k >= 1)
 
     def prox_(self, a, m, beta):
-        chunk = CHUNK if m.device.type == "cpu" else m.numel()
-        flat_a, flat_m = a.reshape(-1), m.view(-1)
-        for s in range(0, flat_m.numel(), chunk):
-            sl = slice(s, s + chunk)
-            flat_m[sl] = self._prox_chunk(flat_a[sl], flat_m[sl], beta)
-        return m
+        return _chunked_prox_(self._prox_chunk, a, m, beta)
 
     def _fprime_coefficients(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
         """Coefficients (ascending) of f′(u) = σ(u)σ′(u) − aσ′(u) + β(u − m), one row per entry."""

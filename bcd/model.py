@@ -236,8 +236,10 @@ def _fit_value(i: int) -> Callable:
 
 
 def penalised(W: Tensor, config: BCDConfig) -> Tensor:
-    """The part of W̃_i that r_i acts on: all of it, or Ŵ_i (a view) when ``reg_bias`` is false."""
-    return W if config.reg_bias else W[:, :-1]
+    """The part of W̃_i that r_i acts on (:func:`bcd.regularisers.penalised` with the config's ``reg_bias``)."""
+    from bcd.regularisers import penalised as view
+
+    return view(W, config.reg_bias)
 
 
 def _reg_value(i: int) -> Callable:

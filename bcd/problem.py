@@ -22,6 +22,7 @@ from bcd.config import BCDConfig
 from bcd.losses import Loss
 from bcd.model import Term, skips, terms_for, variable_blocks, variant_name
 from bcd.reduction import over_samples
+from bcd.regularisers import penalised
 
 Tensor = torch.Tensor
 BLOCKS = ("W", "V", "U")
@@ -176,7 +177,7 @@ def initial_state(problem: Problem, weights: list | None = None) -> BCDState:
             )
         w = w.to(dtype=dtype, device=device).clone()
         if problem.r[i].indicator:  # start feasible: the projection onto r_i's set (of Ŵ_i alone without reg_bias)
-            view = w if cfg.reg_bias else w[:, :-1]
+            view = penalised(w, cfg.reg_bias)
             view.copy_(problem.r[i].prox(view, 1.0))
         W.append(w)
     V: list[Tensor] = [problem.X]

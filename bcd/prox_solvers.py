@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from bcd.reduction import block_sq, over_samples
+from bcd.regularisers import penalised
 
 Tensor = torch.Tensor
 
@@ -117,7 +118,7 @@ def solve_W_prox(W_old: Tensor, gram: Tensor, cross: Tensor, *, gamma: float, al
     L = _lambda_max(H)
 
     def view(X):
-        return X if reg_bias else X[:, :-1]
+        return penalised(X, reg_bias)
 
     def grad_f(W):
         return (W @ gram - cross).mul_(gamma).add_(W - W_old, alpha=alpha)
@@ -252,7 +253,7 @@ def solve_W_smooth(V_target: Tensor, V_prev: Tensor, W_old: Tensor, *, act, gamm
         return f, augmented_cross(E * act.d1(P), V_prev).mul_(gamma).add_(W - W_old, alpha=alpha)
 
     L = gamma * _lip(act) ** 2 * float(torch.linalg.eigvalsh(gram)[-1]) + alpha
-    return _prox_gradient("W", W_old, value_grad, reg, (lambda X: X) if reg_bias else (lambda X: X[:, :-1]),
+    return _prox_gradient("W", W_old, value_grad, reg, lambda X: penalised(X, reg_bias),
                           1.0 / L, eta, max_iter)
 
 

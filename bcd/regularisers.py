@@ -104,6 +104,11 @@ class L2(Regulariser):
         return sp.Rational(1, 2) * sp.Float(self.lam) * x**2
 
 
+def penalised(W: Tensor, reg_bias: bool) -> Tensor:
+    """The part of W̃_i = [Ŵ_i b_i] that r_i acts on: all of it, or Ŵ_i (a view) when the bias is not regularised."""
+    return W if reg_bias else W[:, :-1]
+
+
 def _soft_least_norm(X: Tensor, G: Tensor, lam: float) -> Tensor:
     """Least-norm element of G + λ∂|X| entrywise: G + λ sign(X) off 0, the soft-threshold of G at λ on 0."""
     off = G + lam * torch.sign(X)

@@ -125,14 +125,22 @@ def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
         S = S.add(state.V[i + 1]).sub_(problem.sigma(i + 1, state.U[i + 1]))
         fresh = True
     rho = 1.0 + problem.tau[i + 1]
+    return hidden_V_step(S, state.W[i + 1], state.U[i + 1], state.V[i], rho, problem, i, aux, overwrite_S=fresh)
+
+
+def hidden_V_step(S: Tensor, W_next: Tensor, T_next: Tensor, V_old: Tensor, rho: float, problem: Problem, i: int,
+                  aux: dict | None, *, overwrite_S: bool = False) -> Tensor:
+    """V_i⁺ = argmin_V s_i(V) + γ/2⟨V, (ρI + ŴᵀŴ)V⟩ − γ⟨V, R⟩, R = S' + Ŵᵀ(T − b1ᵀ), [Ŵ b] = W̃_{i+1}⁺ and T = U_{i+1}⁺
+    (Algorithms 2–3) or V_{i+1}⁺ (Algorithm 1 with σ_{i+1} = Id).  s_i = 0: the linear solve of
+    :func:`bcd.blocks.update_V_hidden`; otherwise monotone FISTA started from the prox of that solve
+    (:func:`bcd.prox_solvers.solve_V_prox`; its record goes to ``aux["inner"]``)."""
     s_i = problem.s[i]
     if s_i.is_zero:
-        return update_V_hidden(S, state.W[i + 1], state.U[i + 1], rho=rho, overwrite_S=fresh)
-    # a nonzero s_i: monotone FISTA on s_i(V) + γ/2⟨V, (ρI + ŴᵀŴ)V⟩ − γ⟨V, R⟩, R = S' + Ŵᵀ(U_{i+1}⁺ − b1ᵀ)
-    cfg, W_next = problem.config, state.W[i + 1]
-    rhs = torch.addmm(S, W_next[:, :-1].T, state.U[i + 1] - W_next[:, -1:])
-    closed = update_V_hidden(S, W_next, state.U[i + 1], rho=rho)
-    new, info = solve_V_prox(state.V[i], rhs, W_next, gamma=cfg.gamma, rho=rho, reg=s_i, eta=cfg.eta,
+        return update_V_hidden(S, W_next, T_next, rho=rho, overwrite_S=overwrite_S)
+    cfg = problem.config
+    rhs = torch.addmm(S, W_next[:, :-1].T, T_next - W_next[:, -1:])
+    closed = update_V_hidden(S, W_next, T_next, rho=rho)
+    new, info = solve_V_prox(V_old, rhs, W_next, gamma=cfg.gamma, rho=rho, reg=s_i, eta=cfg.eta,
                              max_iter=cfg.inner_max_iter, closed_form=closed)
     if aux is not None:
         aux["inner"] = info
@@ -208,18 +216,8 @@ def step2_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) 
     S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
     if i + 1 == cfg.N or cfg.activation == "identity":
         S = S.add_(state.V[i], alpha=cfg.alpha / cfg.gamma)
-        rho = 1.0 + cfg.alpha / cfg.gamma
-        if problem.s[i].is_zero:
-            return update_V_hidden(S, state.W[i + 1], state.V[i + 1], rho=rho, overwrite_S=True)
-        # a nonzero s_i: monotone FISTA on the same quadratic plus s_i (Algorithm 2's V step with ρ = 1 + α/γ)
-        W_next = state.W[i + 1]
-        rhs = torch.addmm(S, W_next[:, :-1].T, state.V[i + 1] - W_next[:, -1:])
-        closed = update_V_hidden(S, W_next, state.V[i + 1], rho=rho)
-        new, info = solve_V_prox(state.V[i], rhs, W_next, gamma=cfg.gamma, rho=rho, reg=problem.s[i], eta=cfg.eta,
-                                 max_iter=cfg.inner_max_iter, closed_form=closed)
-        if aux is not None:
-            aux["inner"] = info
-        return new
+        return hidden_V_step(S, state.W[i + 1], state.V[i + 1], state.V[i], 1.0 + cfg.alpha / cfg.gamma, problem, i,
+                             aux, overwrite_S=True)
     if problem.activation.kink is None:  # a C¹ σ: monotone proximal gradient (bcd.prox_solvers)
         new, info = solve_V_smooth(S, state.V[i + 1], state.W[i + 1], state.V[i], act=problem.activation,
                                    gamma=cfg.gamma, alpha=cfg.alpha, reg=problem.s[i], eta=cfg.eta,
