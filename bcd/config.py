@@ -180,18 +180,6 @@ class BCDConfig:
         if self.vn_update == "prox" and not s_N.is_zero and self.loss != "squared":
             raise ValueError(f"s_N={s_N.spec!r} on V_N with loss={self.loss!r} and vn_update='prox' has no exact V_N "
                              f"step here; use vn_update='prox_linear' (then s_N's prox is exact) or the squared loss")
-        if self.splitting == "two":
-            act = self.activation_record
-            odd = [f"activation={self.activation!r}"] if act.kink is not None and act.name != "relu" else []
-            if act.name == "relu" and (any(r.ridge is None for r in self.r_records[:-1]) or not self.reg_bias):
-                odd.append("a non-ridge r_i (or reg_bias=false) on a ReLU layer")
-            if act.name == "relu" and any(not s.is_zero for s in self.s_records[:-2]):
-                odd.append("a nonzero s_i on a hidden V_i (i < N − 1) under ReLU")
-            if odd:
-                raise ValueError(f"splitting='two' (Algorithm 1) supports relu (with ridge r_i, s_i on V_{{N-1}}, V_N "
-                                 f"only), identity and the C¹ activations (sigmoid, tanh, softplus, polynomial; any "
-                                 f"r_i and s_i); got {', '.join(odd)}: use splitting='three' (Algorithm 2), which "
-                                 f"takes every catalogue record")
 
     @property
     def N(self) -> int:

@@ -96,6 +96,7 @@ Tensor = torch.Tensor
 __all__ = [
     "InnerInfo",
     "Stationarity",
+    "applies",
     "phi_V",
     "phi_W",
     "solve_V",
@@ -159,6 +160,19 @@ def _is_relu(activation: str | Activation) -> bool:
     if name == "identity":
         return False
     raise ValueError(f"inner solvers support activation 'relu' or 'identity', not {name!r}")
+
+
+def applies(problem, block: str, i: int) -> bool:
+    """Whether this module's piecewise Newton solver takes Algorithm 1's nonconvex block (``block``, i): σ = ReLU with
+    the regulariser it was built for (W̃_i: r_i = λ/2‖W̃_i‖² on the whole W̃_i, λ ≥ 0; V_i: s_i = 0).  Every other
+    kinked σ or regulariser (leaky ReLU; ℓ1, elastic net, a box, the orthant; a ridge without the bias) goes to the
+    monotone proximal gradient of :mod:`bcd.prox_solvers`, as the C¹ activations do."""
+    cfg = problem.config
+    if cfg.activation != "relu":
+        return False
+    if block == "W":
+        return problem.r[i].ridge is not None and cfg.reg_bias
+    return problem.s[i].is_zero
 
 
 def default_kink_rtol(dtype: torch.dtype) -> float:

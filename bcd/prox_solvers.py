@@ -21,11 +21,17 @@ so the block keeps a sufficient-descent constant (Φ(X⁻) ≥ Φ(X⁺) + ⟨g, 
 A rounding floor (the rule cannot ask for less than a few ulps of the gradient's scale) stops a solve that
 has reached the exact minimiser with X⁺ = X⁻.
 
-Algorithm 1 (MATH.md §7) with a C¹ σ adds *nonconvex* blocks, W̃_i ≈ argmin r(W) + γ/2‖σ(WṼ⁻) − V_i⁺‖² +
-α/2‖W − W̃⁻‖² and its V_i analogue: :func:`solve_W_smooth` / :func:`solve_V_smooth` take the monotone proximal
+Algorithm 1 (MATH.md §7) with a nonlinear σ adds *nonconvex* blocks, W̃_i ≈ argmin r(W) + γ/2‖σ(WṼ⁻) − V_i⁺‖² +
+α/2‖W − W̃⁻‖² and its V_i analogue: :func:`solve_W_nonconvex` / :func:`solve_V_nonconvex` take the monotone proximal
 gradient with backtracking (:func:`_prox_gradient`; no acceleration, Φ falls at every accepted step) under the same
 rule with the configured η (α/2 from the proximal term is all a nonconvex block keeps), reporting 'rule', 'cap' or
-'stalled'.  Algorithm 1's V_i with s_i where σ_{i+1} = Id is convex and takes :func:`solve_V_prox` (ρ = 1 + α/γ).
+'stalled'.  They serve every C¹ σ with any r_i, s_i, and the kinked σ the piecewise Newton solver of
+:mod:`bcd.inner` does not take (leaky ReLU; ReLU with a non-ridge r_i, a ridge without the bias, or an s_i).  For a
+kinked σ, f is piecewise smooth: its gradient uses σ′ = the left slope at a kink (autograd's convention), the
+backtracking test still makes every accepted step a descent step (Φ(z) ≤ Φ(x) − ‖z − x‖²/(2t)), but iterates
+approach a convex kink without landing on it, so the rule often fails there (MATH.md §7.3) and the solve stops at
+the cap or stalls: reported, and the checks then hold that block to monotone descent only.  Algorithm 1's V_i
+with s_i where σ_{i+1} = Id is convex and takes :func:`solve_V_prox` (ρ = 1 + α/γ).
 
 Sums over samples: the V problems' scalars (Φ, norms, inner products) pass through :mod:`bcd.reduction`
 (column-local problems); the W problems are built from ṼṼᵀ and UṼᵀ (or E ⊙ σ′ times Ṽᵀ), already reduced.
@@ -171,7 +177,7 @@ def solve_V_prox(V_old: Tensor, rhs: Tensor, W_next: Tensor, *, gamma: float, rh
                    max_iter)
 
 
-# ------------------------------------------------------------------ Algorithm 1 with a C¹ σ (nonconvex blocks)
+# ------------------------------------------------------------------ Algorithm 1 with a nonlinear σ (nonconvex blocks)
 
 
 def _block_dot(kind: str, a: Tensor, b: Tensor) -> Tensor:
@@ -225,7 +231,9 @@ def _prox_gradient(kind: str, X_old: Tensor, value_grad: Callable[[Tensor], tupl
         t *= 1.5
         stat = math.sqrt(float(block_sq(kind, least_norm(x, G))))
         tol = eta * math.sqrt(float(block_sq(kind, x - X_old)))
-        floor = 64 * eps * (math.sqrt(float(block_sq(kind, G))) + math.sqrt(float(block_sq(kind, x))) / t)
+        # rounding floor: a few ulps of the gradient's parts, whose scale is ‖∇f‖ + L‖x‖ with L = 1/t0 the curvature
+        # estimate (not the backtracked t, which a kink of σ can shrink without bound)
+        floor = 64 * eps * (math.sqrt(float(block_sq(kind, G))) + math.sqrt(float(block_sq(kind, x))) / t0)
         if stat <= max(tol, floor):
             held, reason = True, "rule"
             break
@@ -238,9 +246,9 @@ def _lip(act) -> float:
     return lip if math.isfinite(lip) else 1.0
 
 
-def solve_W_smooth(V_target: Tensor, V_prev: Tensor, W_old: Tensor, *, act, gamma: float, alpha: float, reg,
-                   reg_bias: bool, eta: float, max_iter: int, gram: Tensor) -> tuple[Tensor, ProxInfo]:
-    """Algorithm 1's W̃_i step (i < N) for a C¹ σ: W̃⁺ ≈ argmin r(W) + γ/2‖σ(WṼ⁻) − V_i⁺‖² + α/2‖W − W̃⁻‖², with
+def solve_W_nonconvex(V_target: Tensor, V_prev: Tensor, W_old: Tensor, *, act, gamma: float, alpha: float, reg,
+                      reg_bias: bool, eta: float, max_iter: int, gram: Tensor) -> tuple[Tensor, ProxInfo]:
+    """Algorithm 1's W̃_i step (i < N) for a nonlinear σ: W̃⁺ ≈ argmin r(W) + γ/2‖σ(WṼ⁻) − V_i⁺‖² + α/2‖W − W̃⁻‖², with
     ∇f = γ(E ⊙ σ′(P))Ṽᵀ + α(W − W̃⁻), P = WṼ⁻, E = σ(P) − V_i⁺ (a sum over samples: reduced).  First step
     1/(γL_σ²λ_max(ṼṼᵀ) + α) (the Gauss–Newton curvature; backtracking corrects it)."""
     from bcd.blocks import affine, augmented_cross
@@ -257,10 +265,11 @@ def solve_W_smooth(V_target: Tensor, V_prev: Tensor, W_old: Tensor, *, act, gamm
                           1.0 / L, eta, max_iter)
 
 
-def solve_V_smooth(S: Tensor, V_next: Tensor, W_next: Tensor, V_old: Tensor, *, act, gamma: float, alpha: float,
-                   reg, eta: float, max_iter: int) -> tuple[Tensor, ProxInfo]:
-    """Algorithm 1's V_i step (i < N − 1) for a C¹ σ: V⁺ ≈ argmin s(V) + γ/2‖V − S‖² + γ/2‖σ(ŴV + b1ᵀ) − V_{i+1}⁺‖²
-    + α/2‖V − V⁻‖², S = σ(W̃_i⁻Ṽ_{i-1}⁻), [Ŵ b] = W̃_{i+1}⁺; ∇f = γ(V − S) + γŴᵀ(E ⊙ σ′(Z)) + α(V − V⁻)."""
+def solve_V_nonconvex(S: Tensor, V_next: Tensor, W_next: Tensor, V_old: Tensor, *, act, gamma: float, alpha: float,
+                      reg, eta: float, max_iter: int) -> tuple[Tensor, ProxInfo]:
+    """Algorithm 1's V_i step (i < N − 1) for a nonlinear σ: V⁺ ≈ argmin s(V) + γ/2‖V − S‖²
+    + γ/2‖σ(ŴV + b1ᵀ) − V_{i+1}⁺‖² + α/2‖V − V⁻‖², S = σ(W̃_i⁻Ṽ_{i-1}⁻), [Ŵ b] = W̃_{i+1}⁺;
+    ∇f = γ(V − S) + γŴᵀ(E ⊙ σ′(Z)) + α(V − V⁻)."""
     from bcd.blocks import affine
     from bcd.reduction import sample_sq
 

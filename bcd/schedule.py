@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bcd import inner
 from bcd.blocks import (
     affine,
     augmented_cross,
@@ -28,7 +29,7 @@ from bcd.blocks import (
     update_W,
 )
 from bcd.problem import BCDState, Problem
-from bcd.prox_solvers import solve_V_prox, solve_V_smooth, solve_W_prox, solve_W_smooth
+from bcd.prox_solvers import solve_V_nonconvex, solve_V_prox, solve_W_nonconvex, solve_W_prox
 
 Tensor = torch.Tensor
 Update = Callable[[BCDState, Problem, int, dict | None], Tensor]
@@ -182,24 +183,21 @@ def step2_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tens
     """W̃_i⁺ = argmin_W r_i(W) + γ/2‖V_i⁺ − σ_i(WṼ_{i-1}⁻)‖² + α/2‖W − W̃_i⁻‖².
 
     σ_i = Id (always for i = N): Algorithm 2's W step with U_i replaced by V_i⁺ (:func:`weight_step`).  Otherwise
-    nonconvex, started at W̃_i⁻ (the record goes to ``aux["inner"]``): a C¹ σ takes the monotone proximal gradient of
-    :func:`bcd.prox_solvers.solve_W_smooth` (any r_i), ReLU the piecewise Newton solver of :mod:`bcd.inner`."""
+    nonconvex, started at W̃_i⁻ (the record goes to ``aux["inner"]``): ReLU with a ridge r_i on the whole W̃_i takes
+    the piecewise Newton solver of :mod:`bcd.inner` (:func:`bcd.inner.applies`), every other σ and r_i the monotone
+    proximal gradient of :func:`bcd.prox_solvers.solve_W_nonconvex`."""
     cfg = problem.config
     G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
     if i == cfg.N or cfg.activation == "identity":
         return weight_step(state.W[i], G, augmented_cross(state.V[i], state.V[i - 1]), problem, i, aux)
-    if problem.activation.kink is None:  # a C¹ σ: monotone proximal gradient (bcd.prox_solvers)
-        new, info = solve_W_smooth(state.V[i], state.V[i - 1], state.W[i], act=problem.activation, gamma=cfg.gamma,
-                                   alpha=cfg.alpha, reg=problem.r[i], reg_bias=cfg.reg_bias, eta=cfg.eta,
-                                   max_iter=cfg.inner_max_iter, gram=G)
-        if aux is not None:
-            aux["inner"] = info
-        return new
-    from bcd.inner import solve_W
-
-    new, info = solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha,
-                        lam=problem.r[i].ridge,
-                        activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
+    if inner.applies(problem, "W", i):
+        new, info = inner.solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha,
+                                  lam=problem.r[i].ridge, activation=cfg.activation, eta=cfg.eta,
+                                  max_iter=cfg.inner_max_iter)
+    else:
+        new, info = solve_W_nonconvex(state.V[i], state.V[i - 1], state.W[i], act=problem.activation,
+                                      gamma=cfg.gamma, alpha=cfg.alpha, reg=problem.r[i], reg_bias=cfg.reg_bias,
+                                      eta=cfg.eta, max_iter=cfg.inner_max_iter, gram=G)
     if aux is not None:
         aux["inner"] = info
     return new
@@ -210,25 +208,22 @@ def step2_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) 
 
     σ_{i+1} = Id (i = N−1, or identity activations): ((1 + α/γ)I + ŴᵀŴ)V = S + (α/γ)V_i⁻ + Ŵᵀ(V_{i+1}⁺ − b1ᵀ) with
     S = σ_i(W̃_i⁻Ṽ_{i-1}⁻), the linear solve of :func:`bcd.blocks.update_V_hidden` with ρ = 1 + α/γ.  Otherwise
-    nonconvex and column-separable, started at V_i⁻: a C¹ σ takes the monotone proximal gradient of
-    :func:`bcd.prox_solvers.solve_V_smooth`, ReLU the piecewise Newton solver of :mod:`bcd.inner`."""
+    nonconvex and column-separable, started at V_i⁻: ReLU with s_i = 0 takes the piecewise Newton solver of
+    :mod:`bcd.inner`, every other σ and s_i the monotone proximal gradient of
+    :func:`bcd.prox_solvers.solve_V_nonconvex`."""
     cfg = problem.config
     S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
     if i + 1 == cfg.N or cfg.activation == "identity":
         S = S.add_(state.V[i], alpha=cfg.alpha / cfg.gamma)
         return hidden_V_step(S, state.W[i + 1], state.V[i + 1], state.V[i], 1.0 + cfg.alpha / cfg.gamma, problem, i,
                              aux, overwrite_S=True)
-    if problem.activation.kink is None:  # a C¹ σ: monotone proximal gradient (bcd.prox_solvers)
-        new, info = solve_V_smooth(S, state.V[i + 1], state.W[i + 1], state.V[i], act=problem.activation,
-                                   gamma=cfg.gamma, alpha=cfg.alpha, reg=problem.s[i], eta=cfg.eta,
-                                   max_iter=cfg.inner_max_iter)
-        if aux is not None:
-            aux["inner"] = info
-        return new
-    from bcd.inner import solve_V
-
-    new, info = solve_V(S, state.V[i + 1], state.W[i + 1], state.V[i], gamma=cfg.gamma, alpha=cfg.alpha,
-                        activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
+    if inner.applies(problem, "V", i):
+        new, info = inner.solve_V(S, state.V[i + 1], state.W[i + 1], state.V[i], gamma=cfg.gamma, alpha=cfg.alpha,
+                                  activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
+    else:
+        new, info = solve_V_nonconvex(S, state.V[i + 1], state.W[i + 1], state.V[i], act=problem.activation,
+                                      gamma=cfg.gamma, alpha=cfg.alpha, reg=problem.s[i], eta=cfg.eta,
+                                      max_iter=cfg.inner_max_iter)
     if aux is not None:
         aux["inner"] = info
     return new

@@ -136,12 +136,17 @@ class Subproblem:
 
     def _generic_inner(self, problem: Problem) -> bool:
         """An inner-solver block whose stationarity is the norm of :meth:`summands`' sum: the convex blocks of
-        :mod:`bcd.prox_solvers` and Algorithm 1's nonconvex blocks under a C¹ σ."""
+        :mod:`bcd.prox_solvers` and Algorithm 1's nonconvex blocks that its proximal gradient solves (every one the
+        piecewise Newton solver does not take, :func:`bcd.inner.applies`).  At an entry exactly on a kink of σ the
+        sum holds autograd's one-sided slope: an element of the subdifferential, so its norm bounds dist(0, ∂Φ) from
+        above (iterates of a gradient method reach a kink with probability zero)."""
         if self._convex_inner(problem):
             return True
-        cfg, i = problem.config, self.layer
-        smooth_two = problem.variant == "two" and problem.activation.kink is None and not problem.activation.is_identity
-        return smooth_two and ((self.block == "W" and i < cfg.N) or (self.block == "V" and i < cfg.N - 1))
+        if not self.solved_inexactly(problem):
+            return False
+        from bcd import inner
+
+        return not inner.applies(problem, self.block, self.layer)
 
     def _convex_inner(self, problem: Problem) -> bool:
         cfg, i = problem.config, self.layer

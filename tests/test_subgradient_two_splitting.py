@@ -1,7 +1,8 @@
-"""The least-norm bracket of ∂L for Algorithm 1 with ReLU (verification.subgradient, MATH.md §7.3–7.4), against a
-brute force: at points with kinks placed on purpose (convex and concave, several per row and per column, so that
-the W̃_i and V_{i-1} components are coupled), the exact minima over the hull and over the limiting set are found
-by enumerating active sets and concave choices, and the suite's bracket must enclose the truth."""
+"""The least-norm bracket of ∂L for Algorithm 1 with ReLU and leaky ReLU (verification.subgradient, MATH.md
+§7.3–7.4), against a brute force: at points with kinks placed on purpose (convex and concave, several per row and
+per column, so that the W̃_i and V_{i-1} components are coupled), the exact minima over the hull and over the
+limiting set are found by enumerating active sets and concave choices, and the suite's bracket must enclose the
+truth."""
 
 from __future__ import annotations
 
@@ -22,11 +23,19 @@ from verification.subgradient import least_norm_subgradient
 torch.set_default_dtype(torch.float64)
 
 
-def _state_with_kinks(seed: int):
+ACTS = ["relu", "leaky_relu(0.3)"]
+
+
+def _slope(p) -> float:
+    return p.activation.kink[0]
+
+
+def _state_with_kinks(seed: int, activation: str = "relu"):
     """Random W̃, V (targets of both signs), then biases and one column of V_1 chosen so that Z_1, Z_2 have kink
     entries: one per row of layer 1 (bias), one per row plus a whole column of layer 2 (bias, then V_1's column)."""
     d = gaussian_mixture(n=10, d=3, k=2, seed=seed)
-    cfg = BCDConfig(hidden=(3, 3), splitting="two", gamma=0.7, alpha=1.0, lam=0.1, init="kaiming", seed=seed % 7)
+    cfg = BCDConfig(hidden=(3, 3), splitting="two", gamma=0.7, alpha=1.0, lam=0.1, init="kaiming", seed=seed % 7,
+                    activation=activation)
     p = make_problem(d.X_train, d.y_train, cfg)
     st = initial_state(p)
     gen = torch.Generator().manual_seed(seed)
@@ -48,7 +57,7 @@ def _state_with_kinks(seed: int):
 def _reference(st, p):
     """Brute force, independently of verification.subgradient: g⁰ (every kink multiplier 0) by autograd of L written
     out, and per layer the exact minima of ‖g + γJξ‖² over the hull box and over the limiting set."""
-    cfg, N, gamma = p.config, p.config.N, p.config.gamma
+    cfg, N, gamma, s = p.config, p.config.N, p.config.gamma, _slope(p)
     W = [None] + [w.clone().requires_grad_(True) for w in st.W[1:]]
     V = [p.X] + [v.clone().requires_grad_(True) for v in st.V[1:]]
     bands, L = {}, 0.5 * (V[N] - p.Y).square().sum()
@@ -58,7 +67,7 @@ def _reference(st, p):
         if i < N:
             scale = W[i].detach().norm(dim=1, keepdim=True) * Vt.detach().norm(dim=0, keepdim=True)
             bands[i] = Z.detach().abs() <= default_kink_rtol(Z.dtype) * scale
-            Z = torch.where(bands[i], torch.zeros_like(Z), torch.relu(Z))
+            Z = torch.where(bands[i], torch.zeros_like(Z), torch.maximum(Z, s * Z))  # σ(z), the kink's ξ = 0
         L = L + 0.5 * gamma * (V[i] - Z).square().sum() + 0.5 * cfg.lam * W[i].square().sum()
     leaves = [*W[1:], *V[1:]]
     grads = torch.autograd.grad(L, leaves)
@@ -82,12 +91,12 @@ def _reference(st, p):
             cols.append(gamma * torch.cat(parts))
         J = torch.stack(cols, dim=1).numpy()
         t = st.V[i][jj, kk].numpy()
-        lo, hi = np.minimum(0.0, -t), np.maximum(0.0, -t)
+        lo, hi = np.minimum(-s * t, -t), np.maximum(-s * t, -t)  # between the one-sided z-derivatives
         base = float(g @ g)
         hull = _box_min(g, J, lo, hi)
         concave = np.flatnonzero(t > 0)
         limit = np.inf
-        for choice in itertools.product(*[(-t[c], 0.0) for c in concave]):
+        for choice in itertools.product(*[(-t[c], -s * t[c]) for c in concave]):
             lo2, hi2 = lo.copy(), hi.copy()
             lo2[concave] = hi2[concave] = choice
             limit = min(limit, _box_min(g, J, lo2, hi2))
@@ -114,9 +123,10 @@ def _box_min(g, J, lo, hi) -> float:
     return best
 
 
+@pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_bracket_encloses_the_brute_force_least_norm(seed):
-    st, p = _state_with_kinks(seed)
+def test_bracket_encloses_the_brute_force_least_norm(seed, activation):
+    st, p = _state_with_kinks(seed, activation)
     total, layers = _reference(st, p)
     assert layers[1]["m"] >= 3 and layers[2]["m"] >= 5  # coupled kinks in rows and in a column
     assert any((lay["t"] > 0).any() for lay in layers.values()) and any((lay["t"] < 0).any() for lay in layers.values())
@@ -126,9 +136,11 @@ def test_bracket_encloses_the_brute_force_least_norm(seed):
     # the certified lower bound is the hull minimum (to the QP's accuracy) and never above it
     assert lower_sq <= total["hull"] * (1 + 1e-9) + 1e-12
     assert lower_sq >= total["hull"] * (1 - 1e-6) - 1e-10
-    # the element is no better than the exact limiting minimum (else it would not be in the set) and no worse
-    # than the relu′(0) = 0 element
-    assert total["limit"] * (1 - 1e-9) - 1e-12 <= norm_sq <= total["s0"] * (1 + 1e-12)
+    # the element is no better than the exact limiting minimum (else it would not be in the set) and, for ReLU, no
+    # worse than the relu′(0) = 0 element (for leaky ReLU, ξ = 0 is not a subgradient at a kink)
+    assert total["limit"] * (1 - 1e-9) - 1e-12 <= norm_sq
+    if activation == "relu":
+        assert norm_sq <= total["s0"] * (1 + 1e-12)
     # membership: per layer, the element is g⁰ + Jξ with ξ in the box and every concave multiplier at −t or 0
     for lay in layers.values():
         mine = torch.cat([ln.parts[k].reshape(-1) for k in lay["keys"]]).numpy()
@@ -136,12 +148,13 @@ def test_bracket_encloses_the_brute_force_least_norm(seed):
         assert np.allclose(lay["J"] @ xi, mine - lay["g"], atol=1e-9)
         assert np.all(xi >= lay["lo"] - 1e-8) and np.all(xi <= lay["hi"] + 1e-8)
         concave = lay["t"] > 0
-        at_end = np.minimum(np.abs(xi + lay["t"]), np.abs(xi))
+        at_end = np.minimum(np.abs(xi + lay["t"]), np.abs(xi + _slope(p) * lay["t"]))
         assert np.all(at_end[concave] <= 1e-8)
 
 
-def test_without_concave_kinks_the_bracket_closes():
-    st, p = _state_with_kinks(5)
+@pytest.mark.parametrize("activation", ACTS)
+def test_without_concave_kinks_the_bracket_closes(activation):
+    st, p = _state_with_kinks(5, activation)
     for i in (1, 2):  # make every target at a kink entry negative: convex kinks only
         Z = st.W[i] @ torch.cat([st.V[i - 1], torch.ones(1, p.n)])
         st.V[i] = torch.where(Z.abs() < 1e-9, -st.V[i].abs() - 0.1, st.V[i])
@@ -151,7 +164,8 @@ def test_without_concave_kinks_the_bracket_closes():
     assert total["hull"] == pytest.approx(total["limit"], rel=1e-12)
     assert float(ln.lower_sq) == pytest.approx(norm_sq, rel=1e-6)
     assert norm_sq == pytest.approx(total["limit"], rel=1e-6)
-    assert norm_sq < total["s0"] * (1 - 1e-3)  # the QP improves on the relu′(0) = 0 element here
+    if activation == "relu":
+        assert norm_sq < total["s0"] * (1 - 1e-3)  # the QP improves on the relu′(0) = 0 element here
 
 
 def test_recorder_records_the_bracket_for_algorithm_1():

@@ -46,6 +46,11 @@ V_0 = X is data).  Per layer, over the kink multipliers ξ (:func:`_layer_qp`):
   ∂L(Q) when the map from the blocks to the kink entries is onto (RW Exercise 10.7: e.g. Ŵ_i of full row rank and
   at most d_{i-1} + 1 kink entries per row of layer 1), the generic case.
 
+**Two-splitting with leaky ReLU** (slope s): the same QP with ξ between the one-sided z-derivatives −st and −t (ReLU
+is s = 0), the concave multipliers rounded to the nearer of {−t, −st}.  Where layer i has kink entries *and* a
+nonsmooth r_i or s_{i-1} (ℓ1, elastic net, an indicator), that record's element was fixed before the QP, so the QP's
+bound is not certified for the joint minimum: the layer's lower bound is then 0 (safe, uninformative).
+
 The recorded g^k is the element (``parts``); :attr:`LeastNorm.lower_sq` is the certified lower bound; they coincide
 (up to the QP's accuracy) when no kink is concave.  Entries with |Z_jk| ≤ rtol·‖w̃_j‖‖ṽ_k‖ count as kinks (the
 inner solvers' rounding band, :func:`bcd.inner.default_kink_rtol`), so "at Q" means up to that band.  For such an
@@ -89,7 +94,7 @@ class LeastNorm:
 def definition(problem: Problem) -> str:
     """``least_norm`` (three-splitting, ResNet, identity σ) or ``least_norm_bracket`` (two-splitting with ReLU:
     an element of ∂L, its norm and a certified lower bound bracketing the least norm)."""
-    return "least_norm_bracket" if problem.variant == "two" and problem.config.activation == "relu" else "least_norm"
+    return "least_norm_bracket" if problem.variant == "two" and problem.activation.kink is not None else "least_norm"
 
 
 def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]) -> dict[Block, Tensor]:
@@ -157,7 +162,7 @@ def least_norm_subgradient(state: BCDState, problem: Problem) -> LeastNorm:
             s_kink = torch.where(a > 0, two_point, torch.where(a < 0, interval, torch.zeros_like(a)))
             out[("U", i)] = torch.where(at_kink, (R + s_kink).mul_(cfg.gamma), out[("U", i)])
     norm_sq = {key: block_sq(key[0], g) for key, g in out.items()}
-    if cfg.activation != "relu" or problem.variant != "two":
+    if kink is None or problem.variant != "two":
         return LeastNorm(out, torch.stack(list(norm_sq.values())).sum())
     lower = dict(norm_sq)
     for i in range(1, cfg.N):
@@ -183,11 +188,13 @@ def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dic
     if float(n_kinks) == 0:
         return
     with_V = i >= 2  # V_0 = X is data
+    slope = problem.activation.kink[0]  # σ's slope left of its kink (ReLU 0, leaky ReLU s); 1 on the right
     t = T[jj, kk]
     z = Z[jj, kk]
-    xi0 = torch.where(z > 0, z - t, torch.zeros_like(t))  # autograd's multiplier (relu′ = 1 on z > 0)
-    lo = torch.minimum(torch.clamp(-t, max=0.0) - xi0, torch.zeros_like(t))  # δ = ξ − ξ⁰ ∈ [lo, hi] ∋ 0
-    hi = torch.maximum(torch.clamp(-t, min=0.0) - xi0, torch.zeros_like(t))
+    xi0 = torch.where(z > 0, z - t, slope * (slope * z - t))  # autograd's multiplier (σ′ = 1 on z > 0, else s)
+    left, right = -slope * t, -t  # the one-sided z-derivatives of ½(t − σ(z))² at 0
+    lo = torch.minimum(torch.minimum(left, right) - xi0, torch.zeros_like(t))  # δ = ξ − ξ⁰ ∈ [lo, hi] ∋ 0
+    hi = torch.maximum(torch.maximum(left, right) - xi0, torch.zeros_like(t))
     concave = t > 0
     gW = out[("W", i)]
     gV = out[("V", i - 1)] if with_V else None
@@ -248,12 +255,16 @@ def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dic
     hull, _f_hull, lb = solve(zero, lo, hi)
     # an element of the limiting set: concave multipliers rounded to {−t, 0}, convex ones re-optimised
     xi = hull + xi0
-    end = torch.where((xi - (-t)).abs() <= xi.abs(), -t, torch.zeros_like(t)) - xi0
+    end = torch.where((xi - right).abs() <= (xi - left).abs(), right, left) - xi0
     lo2, hi2 = torch.where(concave, end, lo), torch.where(concave, end, hi)
     elem, f_elem, _ = solve(torch.where(concave, end, hull.clamp(lo2, hi2)), lo2, hi2)
     keys = [("W", i)] + ([("V", i - 1)] if with_V else [])
     current = sum(norm_sq[k] for k in keys)
     lower_here = (2.0 * lb).clamp(min=0.0)
+    if problem.r[i].ridge is None or (with_V and problem.s[i - 1].ridge is None):
+        # a nonsmooth r_i or s_{i-1} couples its own subdifferential with the kink multipliers; the QP above held
+        # its element fixed, so its bound is not certified for the joint minimum: bound the layer by 0 instead
+        lower_here = torch.zeros_like(lower_here)
     for k in keys:
         lower[k] = torch.zeros_like(lower[k])
     lower[keys[0]] = torch.minimum(lower_here, 2.0 * f_elem).minimum(current)
