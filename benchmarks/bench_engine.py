@@ -1,31 +1,41 @@
-"""Engine speed and memory against the matmul floor, measured in one run.
+"""Engine speed and memory against the hardware's floor, measured interleaved in one run.
 
-    .venv/bin/python benchmarks/bench_engine.py                       # CPU, float32, n = 10 000
-    .venv/bin/python benchmarks/bench_engine.py --device cuda --n 60000 --nets 10x600
-    .venv/bin/python benchmarks/bench_engine.py --json out.json       # also write the numbers
+    .venv/bin/python benchmarks/bench_engine.py                 # CPU float32, n = 10 000, 1 and 2 threads
+    .venv/bin/python benchmarks/bench_engine.py --authors       # also the authors' loop (peer script)
+    .venv/bin/python benchmarks/bench_engine.py --device cuda --n 60000 --tf32 off,on --dtype float32,float64
+    .venv/bin/python benchmarks/bench_engine.py --json out.json                  # also write the numbers
 
-For each network (d_0 = 784 MNIST inputs, hidden ``LxW``, 10 outputs) it reports:
+For each network (d_0 = 784 MNIST inputs, hidden ``LxW``, 10 outputs), dtype, TF32 setting and thread count it
+times, **interleaved round by round** (so that load drift on a shared machine hits every figure alike) and reports
+as medians over the rounds:
 
-* ``sweep``: median wall time of one bare sweep of Algorithm 2 (no objective, no hooks);
-* ``floor``: the time the same machine needs, in the same run, for the sweep's dense products
-  alone.  The products are *recorded* from one real sweep (a ``TorchFunctionMode`` logs the shape
-  of every matmul/addmm and every triangular solve of the Cholesky solves), then replayed on
-  fresh tensors of those shapes with plain ``torch.matmul`` and ``torch.linalg.solve_triangular``.
-  ``ratio = sweep / floor`` (target ≤ 1.3 on CPU float32);
-* ``memory``: peak bytes alive during a sweep (allocator events of the torch profiler on CPU,
-  ``torch.cuda.max_memory_allocated`` on CUDA) over the bytes of the state W, V, U, X
-  (target ≤ 1.5).
+* ``sweep``: one bare sweep of Algorithm 2 (no objective, no hooks), the engine as a user runs it;
+* ``gemm``: the machine's square-GEMM rate in the same round (an s×s by s×s product, s = ``--gemm-size``);
+* ``flops``: the **analytic** FLOP count of the sweep as MATH.md §3 writes it — a fixed yardstick: every product a
+  full GEMM (2mkn; the Gram ṼṼᵀ too, and X̃X̃ᵀ every sweep), every solve a Cholesky (p³/3) plus two triangular
+  solves (2p² per right-hand side), the V_i step in its normal-equations form; elementwise work is free.  An engine
+  that does fewer FLOPs than MATH.md writes (a cached X̃X̃ᵀ, a Woodbury V step) therefore *improves* its ratio;
+* ``floor = flops / gemm rate`` and ``ratio = sweep / floor`` (target ≤ 1.15 on CPU float32);
+* ``replay``: the shape-aware floor — the dense products the sweep really executed (recorded from one sweep under a
+  ``TorchFunctionMode``: ``@``, ``mm``, ``matmul``, ``addmm``, ``cholesky_ex``, ``solve_triangular``) replayed on
+  fresh tensors of the same shapes; ``sweep / replay`` says how much time goes outside those products;
+* ``authors`` (with ``--authors``): one sweep of the authors' loop at the same shapes (``benchmarks/authors_loop.py``,
+  a peer written from their published algorithm) and ``speedup = authors / sweep`` (target ≥ 2);
+* ``memory``: peak resident memory during a sweep above the resident memory before it (CPU: ``VmHWM`` after a
+  reset through ``/proc/self/clear_refs``, with the freed heap handed back by ``malloc_trim`` first; CUDA:
+  ``max_memory_allocated``), plus the state W, V, U, X, over the state's bytes (target ≤ 1.3).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -35,12 +45,41 @@ from bcd.engine import sweep
 from bcd.inputs import make_problem
 from bcd.schedule import schedule_for
 
-MATMULS = {torch.matmul, torch.mm, torch.Tensor.__matmul__, torch.Tensor.mm}
-ADDMMS = {torch.addmm, torch.Tensor.addmm, torch.Tensor.addmm_}
+MATMULS = {torch.matmul, torch.mm, torch.Tensor.__matmul__, torch.Tensor.mm, torch.Tensor.matmul,
+           torch._C.TensorBase.matmul, torch._C.TensorBase.__matmul__, torch._C.TensorBase.mm}
+ADDMMS = {torch.addmm, torch.Tensor.addmm, torch.Tensor.addmm_, torch._C.TensorBase.addmm,
+          torch._C.TensorBase.addmm_}
+CHOLESKY = {torch.linalg.cholesky_ex, torch.linalg.cholesky}
+
+
+# ---------------------------------------------------------------------------------------------- the yardstick
+
+
+def sweep_flops(widths: list[int], n: int) -> float:
+    """FLOPs of one Algorithm 2 sweep as MATH.md §3 writes it (squared loss, ReLU, ridge r_i, no s_i).
+
+    Layer i (p = d_{i-1} + 1 inputs with the ones row, q = d_i outputs):
+      U_i: P = W̃_iṼ_{i-1} (2qpn);  W̃_i: ṼṼᵀ (2p²n), U_iṼᵀ (2qpn), Cholesky of (α+λ)I + γṼṼᵀ (p³/3), two triangular
+      solves with q right-hand sides (2qp²);
+      V_i (i < N, r = d_{i+1}): ŴᵀŴ (2q²r), ŴᵀU_{i+1} (2qrn), Cholesky of I + ŴᵀŴ (q³/3), two triangular solves with
+      n right-hand sides (2q²n).
+    V_N, U_N's sum and the U_i prox are elementwise (free on this yardstick)."""
+    N = len(widths) - 1
+    total = 0.0
+    for i in range(1, N + 1):
+        p, q = widths[i - 1] + 1, widths[i]
+        total += 2 * q * p * n + 2 * p * p * n + 2 * q * p * n + p**3 / 3 + 2 * q * p * p
+        if i < N:
+            r = widths[i + 1]
+            total += 2 * q * q * r + 2 * q * r * n + q**3 / 3 + 2 * q * q * n
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- measurement
 
 
 class ProductRecorder(TorchFunctionMode):
-    """Logs (kind, shapes) of every dense product and Cholesky solve executed under it."""
+    """Logs (kind, shape) of every dense product, Cholesky factorisation and triangular solve run under it."""
 
     def __init__(self):
         super().__init__()
@@ -50,148 +89,210 @@ class ProductRecorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in MATMULS or func in ADDMMS:
             a, b = (args[1], args[2]) if func in ADDMMS else (args[0], args[1])
-            self.products.append(("matmul", (a.shape[0], a.shape[1], b.shape[1])))
+            if a.dim() == 2 and b.dim() == 2:
+                self.products.append(("matmul", (a.shape[0], a.shape[1], b.shape[1])))
+        elif func in CHOLESKY:
+            self.products.append(("cholesky", (args[0].shape[-1],)))
         elif func is torch.linalg.solve_triangular:
             A, B = args[0], args[1]
             self.products.append(("trsm", (A.shape[0], B.numel() // A.shape[0])))
         return func(*args, **kwargs)
 
 
-def _sync(device):
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def time_median(fn, device, repeats):
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
 
 
-def floor_time(products, dtype, device, repeats):
-    """Replay the recorded products on fresh tensors: torch.matmul for products,
-    torch.linalg.solve_triangular (in place, row-major right-hand side) for triangular solves."""
+def _replay(products, dtype, device):
+    """A callable replaying the recorded products on fresh tensors of the same shapes (and its FLOPs)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
-    calls = []
+    calls, flops = [], 0.0
     for kind, shape in products:
         if kind == "matmul":
             m, k, n = shape
             a = torch.randn(m, k, generator=gen, dtype=dtype).to(device)
             b = torch.randn(k, n, generator=gen, dtype=dtype).to(device)
             calls.append(lambda a=a, b=b: torch.matmul(a, b))
+            flops += 2 * m * k * n
+        elif kind == "cholesky":
+            (p,) = shape
+            A = torch.randn(p, p, generator=gen, dtype=dtype)
+            M = (A @ A.T / p + torch.eye(p, dtype=dtype)).to(device)
+            calls.append(lambda M=M: torch.linalg.cholesky_ex(M))
+            flops += p**3 / 3
         else:
             k, m = shape
             L = (torch.randn(k, k, generator=gen, dtype=dtype).tril_() + k * torch.eye(k, dtype=dtype)).to(device)
             B = torch.randn(k, m, generator=gen, dtype=dtype).to(device)
             calls.append(lambda L=L, B=B: torch.linalg.solve_triangular(L, B.T, upper=False, left=False, out=B.T))
+            flops += k * k * m
 
     def replay():
         for c in calls:
             c()
 
-    replay()  # warm-up
-    return time_median(replay, device, repeats)
+    return replay, flops
 
 
-def state_bytes(state):
+def _gemm(size: int, dtype, device):
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    a = torch.randn(size, size, generator=gen, dtype=dtype).to(device)
+    b = torch.randn(size, size, generator=gen, dtype=dtype).to(device)
+    c = torch.empty(size, size, dtype=dtype, device=device)
+    return lambda: torch.matmul(a, b, out=c)
+
+
+def state_bytes(state) -> int:
     tensors = [t for _, _, t in state.blocks()] + [state.V[0]]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def peak_sweep_bytes(state, problem, schedule):
-    """Peak bytes alive during one sweep above those alive before it (allocator events)."""
-    dev = problem.X.device
-    if dev.type == "cuda":
+def _proc_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_sweep_bytes(run_sweep, device: torch.device) -> int:
+    """Peak memory during one sweep above the memory held before it (see the module docstring)."""
+    gc.collect()
+    if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        sweep(state, problem, schedule)
+        run_sweep()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
+    import ctypes
 
-    # Two sweeps are profiled and only the second is measured: the blocks it frees were allocated
-    # by the first, so their deallocations are visible to the profiler.
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        sweep(state, problem, schedule)
-        mark = time.time_ns()
-        sweep(state, problem, schedule)
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
-    times = np.array([t for t, _ in events])
-    live = np.cumsum([b for _, b in events])
-    second = times >= mark
-    if not second.any():
-        return 0
-    before = live[~second][-1] if (~second).any() else 0
-    return max(0, int(live[second].max() - before))
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back first, so that a reused buffer counts as used
+    base = _proc_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark VmHWM to the current RSS
+    run_sweep()
+    return max(0, _proc_kb("VmHWM") - base) * 1024
 
 
-def bench_network(X, y, depth, width, dtype, device, repeats):
+def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds: int, gemm_size: int,
+                  authors: bool) -> dict:
     cfg = BCDConfig(hidden=(width,) * depth, dtype=dtype, device=device, seed=0)
     problem = make_problem(X, y, cfg, n_classes=10)
     state = initial_state(problem)
     schedule = schedule_for("three", cfg.N)
-    sweep(state, problem, schedule)  # warm-up (allocator, BLAS threads)
+    dev = problem.X.device
+
+    def run_sweep():
+        sweep(state, problem, schedule)
+
+    run_sweep()  # warm-up (allocator, BLAS threads)
     rec = ProductRecorder()
     with rec:
-        sweep(state, problem, schedule)
-    t_sweep = time_median(lambda: sweep(state, problem, schedule), problem.X.device, repeats)
-    t_floor = floor_time(rec.products, problem.X.dtype, problem.X.device, repeats)
-    peak = peak_sweep_bytes(state, problem, schedule)
+        run_sweep()
+    replay, replay_flops = _replay(rec.products, problem.X.dtype, dev)
+    gemm = _gemm(gemm_size, problem.X.dtype, dev)
+    gemm_reps = max(1, int(2e9 // (2 * gemm_size**3)) if dev.type == "cpu" else 20)
+    peer = None
+    if authors:
+        from authors_loop import make_authors_sweep
+
+        onehot = torch.zeros(10, problem.n, dtype=problem.X.dtype, device=dev)
+        onehot[problem.labels.to(dev), torch.arange(problem.n, device=dev)] = 1.0
+        peer, _ = make_authors_sweep(problem.X, onehot, list(problem.widths), gamma=cfg.gamma, alpha=cfg.alpha)
+        peer()  # warm-up
+    replay()
+    gemm()
+    times: dict[str, list[float]] = {"sweep": [], "gemm": [], "replay": [], "authors": []}
+    for _ in range(rounds):  # interleaved: one of each per round
+        times["sweep"].append(_timed(run_sweep, dev))
+        times["gemm"].append(_timed(lambda: [gemm() for _ in range(gemm_reps)], dev) / gemm_reps)
+        times["replay"].append(_timed(replay, dev))
+        if peer is not None:
+            times["authors"].append(_timed(peer, dev))
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    flops = sweep_flops(list(problem.widths), problem.n)
+    rate = 2 * gemm_size**3 / med["gemm"]
+    peak = peak_sweep_bytes(run_sweep, dev)
     sb = state_bytes(state)
-    flops = sum(2 * s[0] * s[1] * s[2] if k == "matmul" else s[0] * s[0] * s[1] for k, s in rec.products)
-    return {
-        "network": f"{depth}x{width}",
-        "n": problem.n,
-        "dtype": dtype,
-        "sweep_s": t_sweep,
-        "floor_s": t_floor,
-        "ratio": t_sweep / t_floor,
+    out = {
+        "network": f"{depth}x{width}", "n": problem.n, "dtype": dtype, "threads": torch.get_num_threads(),
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if dev.type == "cuda" else None,
+        "rounds": rounds, "sweep_s": med["sweep"], "sweep_all_s": times["sweep"],
+        "gflop": flops / 1e9, "gemm_gflops": rate / 1e9, "floor_s": flops / rate,
+        "ratio": med["sweep"] / (flops / rate),
+        "replay_s": med["replay"], "replay_gflop": replay_flops / 1e9, "replay_ratio": med["sweep"] / med["replay"],
         "products": len(rec.products),
-        "floor_gflop": flops / 1e9,
-        "state_mb": sb / 2**20,
-        "peak_mb": (sb + peak) / 2**20,
-        "memory_ratio": (sb + peak) / sb,
+        "state_mb": sb / 2**20, "peak_extra_mb": peak / 2**20, "memory_ratio": (sb + peak) / sb,
     }
+    if "authors" in med:
+        out |= {"authors_s": med["authors"], "speedup_vs_authors": med["authors"] / med["sweep"]}
+    return out
+
+
+def _line(r: dict) -> str:
+    s = (f"{r['network']:>7} n={r['n']} {r['dtype']} threads={r['threads']}"
+         f"{'' if r['tf32'] is None else ' tf32=' + ('on' if r['tf32'] else 'off')}: "
+         f"sweep {r['sweep_s'] * 1e3:8.1f} ms | {r['gflop']:.1f} GFLOP at {r['gemm_gflops']:.1f} GFLOP/s = floor "
+         f"{r['floor_s'] * 1e3:.1f} ms | ratio {r['ratio']:.2f} (target <= 1.15) | replay {r['replay_s'] * 1e3:.1f} ms "
+         f"(x{r['replay_ratio']:.2f}) | memory {r['memory_ratio']:.2f} x state {r['state_mb']:.0f} MB (target <= 1.3)")
+    if "authors_s" in r:
+        s += f" | authors {r['authors_s'] * 1e3:.1f} ms = x{r['speedup_vs_authors']:.2f} ours (target >= 2)"
+    return s
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=10_000, help="training samples (leading MNIST images)")
     p.add_argument("--nets", default="10x600,3x1500", help="comma-separated DEPTHxWIDTH hidden layouts")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", help="comma-separated: float32, float64")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", default="1,2", help="CPU intra-op threads to measure, comma-separated")
+    p.add_argument("--tf32", default="off", help="CUDA only: comma-separated off,on")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--gemm-size", type=int, default=0, help="s of the square GEMM (default 2048 CPU, 8192 CUDA)")
+    p.add_argument("--authors", action="store_true", help="also time the authors' loop (benchmarks/authors_loop.py)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    dtypes = args.dtype.split(",")
+    bad = [d for d in dtypes if d not in ("float32", "float64")]
+    if bad:
+        p.error(f"--dtype {','.join(bad)} is not allowed; allowed: float32, float64")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available here")
+    gemm_size = args.gemm_size or (2048 if args.device == "cpu" else 8192)
+    threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [torch.get_num_threads()]
+    tf32s = [s == "on" for s in args.tf32.split(",")] if args.device == "cuda" else [False]
     ds = load_mnist()
     X, y = ds.X_train[: args.n], ds.y_train[: args.n]
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu"
-    print(f"device: {args.device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device: {args.device} ({device_name}), torch {torch.__version__}", flush=True)
     rows = []
     for spec in args.nets.split(","):
         depth, width = (int(v) for v in spec.lower().split("x"))
-        rows.append(bench_network(X, y, depth, width, args.dtype, args.device, args.repeats))
-        r = rows[-1]
-        print(
-            f"{r['network']:>7} n={r['n']} {r['dtype']}: sweep {r['sweep_s'] * 1e3:8.1f} ms | floor "
-            f"{r['floor_s'] * 1e3:8.1f} ms ({r['products']} products, {r['floor_gflop']:.1f} GFLOP) | "
-            f"ratio {r['ratio']:.2f} (target <= 1.3) | memory {r['peak_mb']:.0f} MB / state {r['state_mb']:.0f} MB"
-            f" = {r['memory_ratio']:.2f} (target <= 1.5)",
-            flush=True,
-        )
+        for dtype in dtypes:
+            for tf32 in tf32s:
+                for t in threads:
+                    torch.set_num_threads(t)
+                    torch.backends.cuda.matmul.allow_tf32 = tf32
+                    rows.append(bench_network(X, y, depth, width, dtype, args.device, args.rounds, gemm_size,
+                                              args.authors))
+                    print(_line(rows[-1]), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": args.device, "device_name": device_name, "torch": torch.__version__,
-                       "results": rows}, fh, indent=2)
+                       "gemm_size": gemm_size, "results": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # authors_loop.py beside this script
     main()
