@@ -215,6 +215,10 @@ class Activation(Record):
     def apply(self, U: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def apply_into(self, U: Tensor, out: Tensor) -> Tensor:
+        """σ(U) written into ``out`` (a buffer the caller owns; records override it to skip the temporary)."""
+        return out.copy_(self.apply(U))
+
     def d1(self, U: Tensor) -> Tensor:
         """σ′ (at a kink: the left slope, the convention of autograd for ReLU and leaky ReLU)."""
         raise NotImplementedError
@@ -283,6 +287,9 @@ class LeakyReLU(Activation):
 
     def apply(self, U):
         return torch.relu(U) if self.slope == 0 else torch.where(U > 0, U, U * self.slope)
+
+    def apply_into(self, U, out):
+        return torch.clamp(U, min=0.0, out=out) if self.slope == 0 else torch.where(U > 0, U, U * self.slope, out=out)
 
     def d1(self, U):
         return torch.where(U > 0, torch.ones_like(U), torch.full_like(U, self.slope))

@@ -17,9 +17,9 @@ from bcd.reduction import over_samples
 Tensor = torch.Tensor
 
 
-def affine(W: Tensor, V_prev: Tensor) -> Tensor:
-    """W̃Ṽ = ŴV + b1ᵀ (the pre-activation product P)."""
-    return torch.addmm(W[:, -1:], W[:, :-1], V_prev)
+def affine(W: Tensor, V_prev: Tensor, out: Tensor | None = None) -> Tensor:
+    """W̃Ṽ = ŴV + b1ᵀ (the pre-activation product P), into ``out`` when given."""
+    return torch.addmm(W[:, -1:], W[:, :-1], V_prev, out=out)
 
 
 GRAM_BLOCKS = 4  # row blocks of the symmetric Gram on the CPU (measured: 4–6 blocks cost 0.70× the full GEMM)
@@ -174,20 +174,25 @@ def update_U_hidden(
     alpha: float,
     activation: Activation,
     overwrite_P: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor:
     """U_i⁺ = argmin_U γ/2‖V_i⁺ − σ(U)‖² + γ/2‖U − W_i⁻Ṽ_{i-1}⁻‖² + α/2‖U − U_i⁻‖²  (i < N).
 
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
     P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU the centre and the prox run together on chunks of
     ``CHUNK`` entries, so that their temporaries stay in cache: one pass over memory instead of one per operation
-    (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece."""
+    (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  With ``out`` (which may be U itself:
+    each chunk reads its U entries before writing them) each finished chunk is copied there, and P is a scratch
+    buffer: the same arithmetic, so the same bits, without a full-size allocation."""
     m = P if overwrite_P else P.clone()
     beta = (gamma + alpha) / gamma
     chunk = CHUNK if m.device.type == "cpu" else m.numel()
     flat_a, flat_m, flat_u = V.reshape(-1), m.view(-1), U.reshape(-1)
+    flat_out = None if out is None else out.view(-1)
     for s in range(0, flat_m.numel(), chunk):  # a loop over memory chunks, not over entries
         part = prox_center(flat_m[s:s + chunk], flat_u[s:s + chunk], gamma=gamma, alpha=alpha, overwrite_P=True)
-        out = activation.prox_(flat_a[s:s + chunk], part, beta)
-        if out.data_ptr() != part.data_ptr():
-            part.copy_(out)
-    return m
+        new = activation.prox_(flat_a[s:s + chunk], part, beta)
+        target = part if flat_out is None else flat_out[s:s + chunk]
+        if new.data_ptr() != target.data_ptr():
+            target.copy_(new)
+    return m if out is None else out

@@ -81,6 +81,7 @@ class Problem:
     variant: str = field(init=False)
     tau: tuple[int, ...] = field(init=False)
     terms: tuple[Term, ...] = field(init=False)
+    _scratch: Tensor | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         count = torch.tensor(float(self.n), dtype=torch.float64, device=self.X.device)
@@ -116,9 +117,19 @@ class Problem:
         """(d_0, d_1, ..., d_N)."""
         return (self.X.shape[0], *self.config.hidden, self.Y.shape[0])
 
-    def sigma(self, i: int, U: Tensor) -> Tensor:
-        """σ_i(U): the hidden activation for i < N, the identity for i = N."""
-        return U if i == self.config.N else self.activation.apply(U)
+    def sigma(self, i: int, U: Tensor, out: Tensor | None = None) -> Tensor:
+        """σ_i(U): the hidden activation for i < N, the identity for i = N (written into ``out`` when given)."""
+        if out is None:
+            return U if i == self.config.N else self.activation.apply(U)
+        return out.copy_(U) if i == self.config.N else self.activation.apply_into(U, out)
+
+    def scratch(self, rows: int, cols: int) -> Tensor:
+        """A rows×cols work buffer reused from step to step (grown when needed): the temporaries of a step that runs
+        with no hook listening (``aux is None``), which nobody else reads.  Never returned as a block."""
+        need = rows * cols
+        if self._scratch is None or self._scratch.numel() < need:
+            self._scratch = torch.empty(need, dtype=self.X.dtype, device=self.X.device)
+        return self._scratch[:need].view(rows, cols)
 
     def u_target(self, state: BCDState, i: int) -> Tensor:
         """a_i = V_i − τ_iV_{i-1}: what σ_i(U_i) is pulled towards in the act term (V_i itself without a skip)."""

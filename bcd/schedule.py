@@ -46,12 +46,15 @@ class Step:
         return f"{self.block}{self.layer}"
 
 
-def v_target(state: BCDState, problem: Problem, i: int) -> Tensor:
-    """T_i = σ_i(U_i) + τ_iV_{i-1}: what V_i is pulled towards by its act term (σ(U_i) without a skip).
+def v_target(state: BCDState, problem: Problem, i: int, out: Tensor | None = None) -> Tensor:
+    """T_i = σ_i(U_i) + τ_iV_{i-1}: what V_i is pulled towards by its act term (σ(U_i) without a skip), written
+    into ``out`` when given.
 
-    May return ``state.U[i]`` itself (σ_N = Id, no skip): callers never write into it."""
-    S = problem.sigma(i, state.U[i])
-    return S + state.V[i - 1] if problem.tau[i] else S
+    Without ``out`` it may return ``state.U[i]`` itself (σ_N = Id, no skip): callers never write into it."""
+    S = problem.sigma(i, state.U[i], out=out)
+    if not problem.tau[i]:
+        return S
+    return S.add_(state.V[i - 1]) if out is not None else S + state.V[i - 1]
 
 
 def output_step(V_N: Tensor, T: Tensor, problem: Problem) -> Tensor:
@@ -119,8 +122,12 @@ def step_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tenso
 
 def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
     """V_i (i < N): the linear solve of :func:`bcd.blocks.update_V_hidden`; with skips (MATH.md §8)
-    S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) and ρ = 1 + τ_{i+1}."""
-    S = v_target(state, problem, i)
+    S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) and ρ = 1 + τ_{i+1}.
+
+    With no hook listening and s_i = 0, S' is built in V_i⁻'s storage and solved there (nothing after this step reads
+    V_i⁻, and nothing before it needs it: the subproblem has no proximal term): no full-size allocation."""
+    reuse = aux is None and problem.s[i].is_zero
+    S = v_target(state, problem, i, out=state.V[i] if reuse else None)
     fresh = S is not state.U[i]
     if problem.tau[i + 1]:
         S = S.add(state.V[i + 1]).sub_(problem.sigma(i + 1, state.U[i + 1]))
@@ -149,15 +156,19 @@ def hidden_V_step(S: Tensor, W_next: Tensor, T_next: Tensor, V_old: Tensor, rho:
 
 
 def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tensor:
-    """U_i (i < N): the elementwise prox of σ with target a_i = V_i⁺ − τ_iV_{i-1}⁻."""
+    """U_i (i < N): the elementwise prox of σ with target a_i = V_i⁺ − τ_iV_{i-1}⁻.
+
+    With no hook listening, P = W̃_i⁻Ṽ_{i-1}⁻ goes to the problem's scratch buffer and U_i⁺ into U_i⁻'s storage (read
+    chunk by chunk before it is overwritten; nothing later reads U_i⁻); with a hook, P is a fresh tensor published
+    as ``aux["P"]``.  Both paths do the same arithmetic (tests/test_engine_descent.py checks the bits)."""
     cfg = problem.config
-    P = affine(state.W[i], state.V[i - 1])
+    U = state.U[i]
+    P = affine(state.W[i], state.V[i - 1], out=problem.scratch(*U.shape) if aux is None else None)
     if aux is not None:
         aux["P"] = P
-    return update_U_hidden(
-        problem.u_target(state, i), P, state.U[i], gamma=cfg.gamma, alpha=cfg.alpha,
-        activation=problem.activation, overwrite_P=aux is None,
-    )
+    return update_U_hidden(problem.u_target(state, i), P, U, gamma=cfg.gamma, alpha=cfg.alpha,
+                           activation=problem.activation, overwrite_P=aux is None,
+                           out=U if aux is None else None)
 
 
 def three_splitting(N: int) -> tuple[Step, ...]:

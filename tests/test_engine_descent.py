@@ -74,18 +74,18 @@ def test_reference_loop_can_fail():
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_teacher_student_is_fit(reduction):
+def test_teacher_student_is_fit(reduction, device):
     """Realisable problem, started at the teacher: L̄ stays ≈ 0 (the global minimum is a fixed point)."""
     ds, teacher = teacher_student(n=64, widths=(5, 7, 3), seed=2)
-    config = BCDConfig(hidden=(7,), dtype="float64", sweeps=5, reduction=reduction)
+    config = BCDConfig(hidden=(7,), dtype="float64", sweeps=5, reduction=reduction, device=device)
     result = train(ds.X_train, ds.y_train, config, init_weights=[torch.tensor(w) for w in teacher])
     assert result.log["objective"].iloc[0] < 1e-20
     assert result.log["objective"].iloc[-1] < 1e-20
 
 
-def test_training_decreases_sweep_objective_and_is_deterministic():
+def test_training_decreases_sweep_objective_and_is_deterministic(device):
     ds = gaussian_mixture(n=120, d=6, k=3, seed=1)
-    config = BCDConfig(hidden=(12, 12), dtype="float64", sweeps=8, seed=5)
+    config = BCDConfig(hidden=(12, 12), dtype="float64", sweeps=8, seed=5, device=device)
     r1 = train(ds.X_train, ds.y_train, config)
     r2 = train(ds.X_train, ds.y_train, config)
     obj = r1.log["objective"].to_numpy()
@@ -104,7 +104,7 @@ def test_initial_weights_are_injectable():
         np.testing.assert_array_equal(got.numpy(), want)
 
 
-def test_listening_hooks_do_not_change_the_iterates():
+def test_listening_hooks_do_not_change_the_iterates(device):
     """With an on_step hook the steps publish P, the Gram and UṼᵀ instead of reusing their storage;
     both paths must give bit-identical iterates."""
 
@@ -117,7 +117,7 @@ def test_listening_hooks_do_not_change_the_iterates():
 
     ds = gaussian_mixture(n=50, d=5, k=3, seed=4)
     for activation in ("relu", "identity"):
-        config = BCDConfig(hidden=(7, 4), dtype="float64", sweeps=3, activation=activation)
+        config = BCDConfig(hidden=(7, 4), dtype="float64", sweeps=3, activation=activation, device=device)
         listener = Listener()
         quiet = train(ds.X_train, ds.y_train, config)
         heard = train(ds.X_train, ds.y_train, config, hooks=[listener])

@@ -59,9 +59,9 @@ class BruteForce:
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
-def test_block_decreases_match_brute_force_and_sum_to_the_sweep_decrease(data, kw):
+def test_block_decreases_match_brute_force_and_sum_to_the_sweep_decrease(data, kw, device):
     brute = BruteForce()
-    rec, _ = _run(data, "standard", hooks=[brute], **kw)
+    rec, _ = _run(data, "standard", hooks=[brute], device=device, **kw)
     trace = rec.trace()
     blocks, sweeps = trace.blocks, trace.sweeps.set_index(S.SWEEP)
     L_scale = max(1.0, float(sweeps[S.OBJECTIVE].abs().max()))
@@ -241,8 +241,8 @@ def _mutate(N, block, layer, fn):
 
 @pytest.mark.parametrize("block,layer,fn", [("U", 1, _wrong_beta_U), ("U", 2, _worse_candidate_U),
                                             ("W", 1, _inexact_W), ("W", 2, _inexact_W)])
-def test_exactness_residual_is_rounding_for_the_engine_and_large_for_a_wrong_update(data, block, layer, fn):
-    cfg = BCDConfig(hidden=(6, 4), gamma=1.3, alpha=2.0, sweeps=4)
+def test_exactness_residual_is_rounding_for_the_engine_and_large_for_a_wrong_update(data, block, layer, fn, device):
+    cfg = BCDConfig(hidden=(6, 4), gamma=1.3, alpha=2.0, sweeps=4, device=device)
     exact, _ = trace_arrays(data.X_train, data.y_train, cfg, preset="full")
     assert exact.blocks[S.BLOCK_RESIDUAL].max() < 1e-13
     broken, _ = trace_arrays(data.X_train, data.y_train, cfg, preset="full", schedule=_mutate(cfg.N, block, layer, fn))
