@@ -97,6 +97,7 @@ __all__ = [
     "InnerInfo",
     "Stationarity",
     "applies",
+    "newton_blocks",
     "phi_V",
     "phi_W",
     "solve_V",
@@ -162,17 +163,28 @@ def _is_relu(activation: str | Activation) -> bool:
     raise ValueError(f"inner solvers support activation 'relu' or 'identity', not {name!r}")
 
 
-def applies(problem, block: str, i: int) -> bool:
-    """Whether this module's piecewise Newton solver takes Algorithm 1's nonconvex block (``block``, i): σ = ReLU with
-    the regulariser it was built for (W̃_i: r_i = λ/2‖W̃_i‖² on the whole W̃_i, λ ≥ 0; V_i: s_i = 0).  Every other
-    kinked σ or regulariser (leaky ReLU; ℓ1, elastic net, a box, the orthant; a ridge without the bias) goes to the
-    monotone proximal gradient of :mod:`bcd.prox_solvers`, as the C¹ activations do."""
-    cfg = problem.config
-    if cfg.activation != "relu":
+def applies(config, block: str, i: int) -> bool:
+    """Whether this module's piecewise Newton solver takes Algorithm 1's nonconvex block (``block``, i) of a run with
+    this :class:`bcd.config.BCDConfig`: σ = ReLU with the regulariser it was built for (W̃_i: r_i = λ/2‖W̃_i‖² on the
+    whole W̃_i, λ ≥ 0; V_i: s_i = 0).  Every other kinked σ or regulariser (leaky ReLU; ℓ1, elastic net, a box, the
+    orthant; a ridge without the bias) goes to the monotone proximal gradient of :mod:`bcd.prox_solvers`, as the C¹
+    activations do."""
+    if config.activation != "relu":
         return False
     if block == "W":
-        return problem.r[i].ridge is not None and cfg.reg_bias
-    return problem.s[i].is_zero
+        return config.r_records[i - 1].ridge is not None and config.reg_bias
+    return config.s_records[i - 1].is_zero
+
+
+def newton_blocks(config) -> list[str]:
+    """The blocks of an Algorithm 1 run that the piecewise Newton solver takes (W̃_i, i < N; V_i, i < N − 1): the
+    blocks whose solves are not sums over samples (an exact line search over every sample of a row), so a run
+    with any of them cannot be sharded."""
+    if config.splitting != "two":
+        return []
+    N = config.N
+    return [f"{b}{i}" for b, i in [("W", i) for i in range(1, N)] + [("V", i) for i in range(1, N - 1)]
+            if applies(config, b, i)]
 
 
 def default_kink_rtol(dtype: torch.dtype) -> float:

@@ -201,7 +201,7 @@ def step2_W(state: BCDState, problem: Problem, i: int, aux: dict | None) -> Tens
     G = problem.gram_X if i == 1 else augmented_gram(state.V[i - 1])
     if i == cfg.N or cfg.activation == "identity":
         return weight_step(state.W[i], G, augmented_cross(state.V[i], state.V[i - 1]), problem, i, aux)
-    if inner.applies(problem, "W", i):
+    if inner.applies(cfg, "W", i):
         new, info = inner.solve_W(state.V[i], state.V[i - 1], state.W[i], gamma=cfg.gamma, alpha=cfg.alpha,
                                   lam=problem.r[i].ridge, activation=cfg.activation, eta=cfg.eta,
                                   max_iter=cfg.inner_max_iter)
@@ -228,7 +228,7 @@ def step2_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) 
         S = S.add_(state.V[i], alpha=cfg.alpha / cfg.gamma)
         return hidden_V_step(S, state.W[i + 1], state.V[i + 1], state.V[i], 1.0 + cfg.alpha / cfg.gamma, problem, i,
                              aux, overwrite_S=True)
-    if inner.applies(problem, "V", i):
+    if inner.applies(cfg, "V", i):
         new, info = inner.solve_V(S, state.V[i + 1], state.W[i + 1], state.V[i], gamma=cfg.gamma, alpha=cfg.alpha,
                                   activation=cfg.activation, eta=cfg.eta, max_iter=cfg.inner_max_iter)
     else:

@@ -146,7 +146,7 @@ class Subproblem:
             return False
         from bcd import inner
 
-        return not inner.applies(problem, self.block, self.layer)
+        return not inner.applies(problem.config, self.block, self.layer)
 
     def _convex_inner(self, problem: Problem) -> bool:
         cfg, i = problem.config, self.layer

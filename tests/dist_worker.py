@@ -26,6 +26,9 @@ VARIANTS = {
     "alg2 prox-linear mean λ": dict(vn_update="prox_linear", reduction="mean", lam=0.2, alpha=1.0),
     "alg3 resnet": dict(skip="auto"),
     "alg1 identity": dict(splitting="two", activation="identity", lam=0.1),
+    # Algorithm 1's nonconvex blocks by the proximal gradient (every scalar through the reduction seam)
+    "alg1 leaky ℓ1": dict(splitting="two", activation="leaky_relu(0.1)", r="l1(0.02)", alpha=1.0),
+    "alg1 tanh nonneg s": dict(splitting="two", activation="tanh", s="nonneg", alpha=1.0),
 }
 
 

@@ -56,6 +56,12 @@ def test_sharded_gloo_runs_equal_the_single_process_run(tmp_path, single, world)
                     a, b = ref[col].to_numpy(float), mine[col].to_numpy(float)
                     if col in ROUNDOFF_COLUMNS:
                         assert (np.nan_to_num(b) < 1e-12).all(), f"{frame}.{col} of rank {rank}"
+                    elif col == S.BLOCK_STATIONARITY:  # dist(0, ∂Φ) after an inner solve: a small residual of large
+                        # cancelling sums, so summation order moves it by more than 1e-12 of itself; what matters is
+                        # the stopping rule's decision: equal to a millionth of the rule's tolerance (rule_held is
+                        # compared exactly as its own column)
+                        tol = 1e-6 * np.nan_to_num(ref[S.BLOCK_RULE_TOL].to_numpy(float))
+                        assert (np.abs(np.nan_to_num(a - b)) <= tol).all(), f"{name}: {frame}.{col} of rank {rank}"
                     else:  # L̄'s terms and decreases differ by ~eps·L̄: judged on the scale of L̄
                         on_L = frame == "sweeps" and (col in objective_cols or col == S.DECREASE)
                         _close(a, b, f"{name}: {frame}.{col} of rank {rank}", L_scale if on_L else None)
@@ -120,7 +126,7 @@ def test_cli_refuses_misuse_with_one_line_per_rank(tmp_path):
     assert too_many.returncode == 2 and "3 processes for 2 samples" in too_many.stderr
     assert "Traceback" not in too_many.stderr and not (tmp_path / "a").exists()
     relu1 = _bcd("train", *TRAIN, "--splitting", "two", "--out", str(tmp_path / "b"), "--nproc", "2")
-    assert relu1.returncode == 2 and "Algorithm 1 with a nonlinear σ cannot be sharded" in relu1.stderr
+    assert relu1.returncode == 2 and "Algorithm 1 with ReLU cannot be sharded" in relu1.stderr and "W1" in relu1.stderr
     report = _bcd("theory", env={"WORLD_SIZE": "2", "RANK": "0"})
     assert report.returncode == 2 and "only train, verify, record run sharded" in report.stderr
 
