@@ -8,6 +8,11 @@ state (each file carries k, and a torn checkpoint is refused).  The engine and t
 functions of that state, so ``bcd train|record|verify --resume RUN_DIR`` continuing from sweep k ends with the same
 weights, log, trace and verdicts as the uninterrupted run (the timing columns aside), on the same machine and
 threads.
+
+A sample-sharded run (:mod:`bcd.distributed`) checkpoints too: each rank writes its own columns of V and U (and its
+recorder's column-local state) as ``checkpoint-<k>.rank<r>.*``; after a barrier rank 0 moves ``checkpoint.json``,
+which records the world size, and a second barrier lets every rank delete its older files.  ``--resume`` with the
+same ``--nproc`` continues it; another world size is refused (the columns are split by rank).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import signal
 import threading
 from pathlib import Path
@@ -34,32 +40,59 @@ CHECKPOINT_LOG = "checkpoint.json"
 CHECKPOINT_HOOKS = "checkpoint_recorder.pt"  # stored as checkpoint_recorder-<k>.pt
 
 
-def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]], recorder=None) -> None:
+def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]], recorder=None, shard=None) -> None:
     """Write the checkpoint of ``state`` (after sweep ``state.sweep``), the log ``rows`` and, when the run records a
     trace, the recorder's carried state (:meth:`verification.recorder.Recorder.state_dict`).
 
     The data files are named by their sweep (``checkpoint-<k>.*``); ``checkpoint.json``, written last, points at
     them, and only then are older sets deleted — so a stop at any moment leaves a complete checkpoint (the previous
-    one until the pointer moves).  SIGINT/SIGTERM are held back while it writes."""
+    one until the pointer moves).  SIGINT/SIGTERM are held back while it writes.  ``shard``: the rank's
+    :class:`bcd.distributed.Shard` in a sharded run (per-rank files, rank 0 moves the pointer between two barriers)."""
     out = Path(out)
     k = state.sweep
+    rank = None if shard is None else shard.rank
     tensors = {f"{b}{i}": t.detach().cpu().contiguous() for b, i, t in state.blocks()}
     tensors["rng_cpu"] = torch.get_rng_state()  # no sweep draws from it today; kept for a step that would
     with _signals_held():
-        atomic_write(out / _name(CHECKPOINT, k), lambda p: save_file(tensors, str(p), metadata={"sweep": str(k)}))
+        atomic_write(out / _name(CHECKPOINT, k, rank),
+                     lambda p: save_file(tensors, str(p), metadata={"sweep": str(k)}))
         if recorder is not None:
             saved = recorder.state_dict()
-            atomic_write(out / _name(CHECKPOINT_HOOKS, k), lambda p: torch.save(saved, p))
-        write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": k, "log": json_safe(rows),
-                                                     "recorder": recorder is not None}) + "\n")
-        for old in list(out.glob("checkpoint-*.safetensors")) + list(out.glob("checkpoint_recorder-*.pt")):
-            if old.name not in (_name(CHECKPOINT, k), _name(CHECKPOINT_HOOKS, k)):
+            atomic_write(out / _name(CHECKPOINT_HOOKS, k, rank), lambda p: torch.save(saved, p))
+        if shard is not None:
+            shard.agree(None)  # every rank's data is on disk before the pointer moves
+        if shard is None or shard.writer:
+            write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": k, "log": json_safe(rows),
+                                                         "recorder": recorder is not None,
+                                                         "world_size": 1 if shard is None else shard.world}) + "\n")
+        if shard is not None:
+            shard.agree(None)  # the pointer names sweep k on every rank's view before older files go
+        current = (_name(CHECKPOINT, k, rank), _name(CHECKPOINT_HOOKS, k, rank))
+        for old in out.iterdir():
+            if _OWN.fullmatch(old.name) and _rank_of(old.name) == rank and old.name not in current:
                 old.unlink(missing_ok=True)
 
 
-def _name(base: str, k: int) -> str:
+def _name(base: str, k: int, rank: int | None = None) -> str:
     stem, ext = base.rsplit(".", 1)
-    return f"{stem}-{k}.{ext}"
+    return f"{stem}-{k}{'' if rank is None else f'.rank{rank}'}.{ext}"
+
+
+_OWN = re.compile(r"checkpoint(?:_recorder)?-\d+(?:\.rank\d+)?\.(?:safetensors|pt)")
+
+
+def _rank_of(name: str) -> int | None:
+    m = re.search(r"\.rank(\d+)\.", name)
+    return None if m is None else int(m.group(1))
+
+
+def _check_world(out: Path, meta: dict, world: int) -> None:
+    """Refuse a resume with another world size than the checkpoint's (its columns are split by rank)."""
+    saved = int(meta.get("world_size", 1))
+    if saved != world:
+        how = "in one process (without --nproc)" if saved == 1 else f"with --nproc {saved}"
+        raise ValueError(f"the checkpoint in {str(out)!r} was written by {saved} process(es), this run has {world}: "
+                         f"resume it {how}")
 
 
 @contextlib.contextmanager
@@ -92,9 +125,17 @@ def checkpoint_sweep(out: str | Path) -> int | None:
         return None
 
 
-def load_recorder(out: str | Path, device: str = "cpu"):
+def checkpoint_world(out: str | Path) -> int:
+    """How many processes wrote the checkpoint in ``out`` (1 when there is none or it predates sharded checkpoints)."""
+    try:
+        return int(json.loads((Path(out) / CHECKPOINT_LOG).read_text()).get("world_size", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1
+
+
+def load_recorder(out: str | Path, device: str = "cpu", rank: int | None = None):
     """The recorder saved with the checkpoint of ``out`` (loaded without arbitrary pickles: weights_only), or None
-    when the checkpointed run recorded no trace."""
+    when the checkpointed run recorded no trace.  ``rank``: this process's rank in a sharded run (its own file)."""
     from verification.recorder import SAFE_GLOBALS, Recorder
 
     out = Path(out)
@@ -102,11 +143,13 @@ def load_recorder(out: str | Path, device: str = "cpu"):
     if k is None:
         raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG}): nothing to resume")
     meta = json.loads((out / CHECKPOINT_LOG).read_text())
+    if rank is None:  # one process (a sharded resume checks its world size in :func:`load`, after joining)
+        _check_world(out, meta, 1)
     if not meta.get("recorder"):
         return None
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            saved = torch.load(out / _name(CHECKPOINT_HOOKS, k), weights_only=True, map_location=device)
+            saved = torch.load(out / _name(CHECKPOINT_HOOKS, k, rank), weights_only=True, map_location=device)
     except Exception as e:
         raise ValueError(f"the recorder checkpoint in {str(out)!r} is unreadable: {e}") from None
     if saved.get("sweep") != meta["sweep"]:
@@ -115,18 +158,22 @@ def load_recorder(out: str | Path, device: str = "cpu"):
     return Recorder.from_state_dict(saved)
 
 
-def load(out: str | Path, problem: Problem) -> tuple[BCDState, list[dict[str, Any]]]:
-    """The checkpointed state (on the problem's device and dtype, every shape checked) and its log."""
+def load(out: str | Path, problem: Problem, shard=None) -> tuple[BCDState, list[dict[str, Any]]]:
+    """The checkpointed state (on the problem's device and dtype, every shape checked) and its log; in a sharded run
+    (``shard``) this rank's columns, from a checkpoint written by as many ranks."""
     out = Path(out)
     k = checkpoint_sweep(out)
-    if k is None or not (out / _name(CHECKPOINT, k)).is_file():
+    rank, world = (None, 1) if shard is None else (shard.rank, shard.world)
+    if k is not None:
+        _check_world(out, json.loads((out / CHECKPOINT_LOG).read_text()), world)  # readable: k was read
+    if k is None or not (out / _name(CHECKPOINT, k, rank)).is_file():
         raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG} and its data): nothing to resume")
     try:
         meta = json.loads((out / CHECKPOINT_LOG).read_text())
         k, rows = int(meta["sweep"]), [
             {key: (math.nan if v is None else v) for key, v in row.items()} for row in meta["log"]]
-        tensors = load_file(str(out / _name(CHECKPOINT, k)))
-        with safe_open(str(out / _name(CHECKPOINT, k)), "pt") as fh:
+        tensors = load_file(str(out / _name(CHECKPOINT, k, rank)))
+        with safe_open(str(out / _name(CHECKPOINT, k, rank)), "pt") as fh:
             tensor_sweep = int((fh.metadata() or {}).get("sweep", -1))
     except Exception as e:
         raise ValueError(f"the checkpoint in {str(out)!r} is unreadable: {e}") from None

@@ -169,11 +169,13 @@ def incomplete(result, out, command: str = "train") -> None:
         raise RunIncomplete(f"the run diverged: {result.stop_detail}; the run directory {str(out)!r} keeps the log "
                             "up to that sweep")
     if result.stop_reason == "interrupted":
-        from bcd.checkpoint import checkpoint_sweep
+        from bcd.checkpoint import checkpoint_sweep, checkpoint_world
 
         k = checkpoint_sweep(out)
-        how = (f"continue it from sweep {k} with: bcd {command} --resume {out}" if k is not None else
-               "no checkpoint was written (a sharded run, or stopped before the first one): run it again")
+        world = checkpoint_world(out)
+        nproc = f" --nproc {world}" if world > 1 else ""
+        how = (f"continue it from sweep {k} with: bcd {command} --resume {out}{nproc}" if k is not None else
+               "no checkpoint was written (stopped before the first one): run it again")
         raise RunIncomplete(f"interrupted: {result.stop_detail or 'aborted mid-sweep'}; {how}")
 
 

@@ -135,6 +135,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched_rank() -> int | None:
+    """This process's rank when it was launched as one of several (``WORLD_SIZE`` > 1), else None."""
+    return int(os.environ.get("RANK", "0")) if launched() else None
+
+
 def backend_for(device: str) -> str:
     """gloo on CPU, NCCL on CUDA; a clear error when the backend is not built into this torch."""
     if not dist.is_available():

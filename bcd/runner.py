@@ -77,14 +77,15 @@ def train_from_config(
     log = None
     hooks = list(hooks)
     carried = [h for h in hooks if hasattr(h, "state_dict")]  # the recorder: its carried state is checkpointed
-    checkpointable = shard is None and len(carried) == len(hooks) <= 1
+    checkpointable = len(carried) == len(hooks) <= 1
     if resume:
-        if shard is not None:
-            raise ValueError("--resume continues a run in one process (sharded checkpoints are not implemented)")
         if not checkpointable or any(not hasattr(h, "on_resume") for h in hooks):
             raise ValueError("this run's hooks cannot be resumed (only the verification recorder can)")
-        lock_run_dir(out)
-        state, log = checkpoint.load(out, problem)
+        if writer:
+            collectively(shard, lock_run_dir, out)
+        else:
+            collectively(shard, lambda: None)  # rank 0 locks the directory: wait for its verdict
+        state, log = collectively(shard, checkpoint.load, out, problem, shard)
         if checkpoint.recorded(out) != bool(carried):
             raise ValueError(f"{str(out)!r} was checkpointed by " + ("`bcd verify` or `bcd record`: resume it with "
                              "that command" if not carried else "`bcd train`: resume it with `bcd train --resume`"))
@@ -94,8 +95,8 @@ def train_from_config(
             out = collectively(shard, _start_run_dir, cfg, overwrite)
         else:
             collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
-    save = (lambda st, rows: checkpoint.save(out, st, rows, carried[0] if carried else None)) if checkpointable \
-        else None
+    save = (lambda st, rows: checkpoint.save(out, st, rows, carried[0] if carried else None, shard)) \
+        if checkpointable else None
     t0 = time.perf_counter()
     result = run(problem, state, sweeps=max(cfg.bcd.sweeps - state.sweep, 0), hooks=hooks,
                  progress=progress and writer, log=log, checkpoint=save, checkpoint_every=checkpoint_every)

@@ -4,6 +4,7 @@ and every trace column equal up to the summation order, the same verdicts; the C
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import torch.multiprocessing as mp
 from dist_worker import VARIANTS, data, rank_main, rows, run_variant
+from safetensors.numpy import load_file
 
 from bcd.distributed import Shard, backend_for
 from verification import schema as S  # noqa: N812
@@ -158,3 +160,45 @@ def test_a_dead_rank_stops_the_others_with_a_message(tmp_path):
     procs[1].wait()
     assert procs[0].returncode == 3, err
     assert "could not be completed" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "verify"])
+def test_a_sharded_run_checkpoints_per_rank_and_resumes_to_the_same_result(tmp_path, command):
+    """`--nproc 2` writes per-rank checkpoints; a run stopped after sweep 3 of 6 (its config then asks for 6) and
+    resumed with the same --nproc ends with the weights, log and (for verify) trace and verdicts of the uninterrupted
+    run; a resume with another world size is refused with the size to use."""
+    args = [*TRAIN[:-3], "--no-progress", "--eval-every", "1", "--checkpoint-every", "2", "--nproc", "2"]
+    if command == "verify":
+        args += ["--figure-formats", "png"]
+    whole = _bcd(command, *args, "--sweeps", "6", "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    part = _bcd(command, *args, "--sweeps", "3", "--out", str(tmp_path / "part"))
+    assert part.returncode == 0, part.stderr
+    names = sorted(p.name for p in (tmp_path / "part").glob("checkpoint*"))
+    assert "checkpoint-3.rank0.safetensors" in names and "checkpoint-3.rank1.safetensors" in names, names
+    assert not any(n.startswith("checkpoint-2") for n in names)  # older sets deleted, every rank its own
+    assert json.loads((tmp_path / "part" / "checkpoint.json").read_text())["world_size"] == 2
+    cfg_path = tmp_path / "part" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["bcd"]["sweeps"] = 6  # as if the run had been stopped after sweep 3 of 6
+    cfg_path.write_text(json.dumps(cfg))
+    wrong = _bcd(command, "--resume", str(tmp_path / "part"), "--no-progress")
+    assert wrong.returncode == 2 and "written by 2 process(es)" in wrong.stderr and "--nproc 2" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    resumed = _bcd(command, "--resume", str(tmp_path / "part"), "--no-progress", "--nproc", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    wa = load_file(str(tmp_path / "whole" / "weights.safetensors"))
+    wb = load_file(str(tmp_path / "part" / "weights.safetensors"))
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    la = pd.read_parquet(tmp_path / "whole" / "sweeps.parquet")
+    lb = pd.read_parquet(tmp_path / "part" / "sweeps.parquet")
+    cols = [c for c in la.columns if not c.startswith("time_")]
+    pd.testing.assert_frame_equal(la[cols], lb[cols], check_exact=True)
+    if command == "verify":
+        ta = pd.read_parquet(tmp_path / "whole" / "trace_sweeps.parquet")
+        tb = pd.read_parquet(tmp_path / "part" / "trace_sweeps.parquet")
+        tcols = [c for c in ta.columns if not c.startswith("time_")]
+        pd.testing.assert_frame_equal(ta[tcols], tb[tcols], check_exact=True)
+        va = json.loads((tmp_path / "whole" / "verdicts.json").read_text())
+        vb = json.loads((tmp_path / "part" / "verdicts.json").read_text())
+        assert [(v["claim"], v["status"]) for v in va] == [(v["claim"], v["status"]) for v in vb]

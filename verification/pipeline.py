@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from bcd import engine
+from bcd import distributed, engine
 from bcd.config import BCDConfig, RunConfig
 from bcd.engine import TrainResult
 from bcd.inputs import make_problem
@@ -57,7 +57,7 @@ def record(cfg: RunConfig, *, preset: str = "standard", schedule: Schedule | int
     from bcd.checkpoint import load_recorder
     from bcd.runner import train_from_config
 
-    rec = load_recorder(cfg.out, cfg.bcd.device) if resume else Recorder(preset, schedule)
+    rec = load_recorder(cfg.out, cfg.bcd.device, distributed.launched_rank()) if resume else Recorder(preset, schedule)
     if rec is None:
         raise ValueError(f"{cfg.out!r} was checkpointed without a recorder (a `bcd train` run): resume it with "
                          "`bcd train --resume`")
