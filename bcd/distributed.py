@@ -241,16 +241,27 @@ def _free_port() -> int:
 def launch(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
     """Run ``python -m bcd ARGV`` as ``nproc`` ranks on this machine and return rank 0's exit code (or the first
     failing rank's, when rank 0 succeeded; 3 when the ranks were killed).  When a rank exits with an error the others
-    are stopped after ``grace_s`` seconds; an interrupt or SIGTERM of the launcher stops every rank."""
+    are stopped after ``grace_s`` seconds.
+
+    The ranks run in their own process group, so a Ctrl-C in the terminal reaches the launcher alone; the launcher
+    passes every SIGINT or SIGTERM it gets on to each rank as one SIGINT.  So a sharded run stops as one process
+    does: the first signal finishes the sweep in progress on every rank (the stop request is all-reduced), writes
+    the checkpoint and exits 3 saying how to resume; a second one aborts at once."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc {nproc!r} is not allowed; give an integer >= 1")
     env = {**os.environ, "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     env.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: K ranks share the cores
-    procs = [subprocess.Popen([sys.executable, "-m", "bcd", *argv],
+    procs = [subprocess.Popen([sys.executable, "-m", "bcd", *argv], process_group=0,
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     codes: list[int | None] = [None] * nproc
     failed_at: float | None = None
-    previous = signal.signal(signal.SIGTERM, _terminated)
+
+    def forward(signum, frame) -> None:
+        for r, p in enumerate(procs):
+            if codes[r] is None and p.poll() is None:
+                p.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(c is None for c in codes):
             for r, p in enumerate(procs):
@@ -261,21 +272,15 @@ def launch(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
             if failed_at is not None and time.monotonic() - failed_at > grace_s:
                 _stop(procs, codes, "another rank failed")
             time.sleep(0.05)
-    except KeyboardInterrupt:
-        _stop(procs, codes, "interrupted")
-        return 3
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         _stop(procs, codes, "the launcher stopped")
     if not any(codes):
         return 0
     if codes[0] is not None and codes[0] > 0:
         return int(codes[0])  # rank 0's verdict (1: a claim failed, 2: bad input, 3: could not complete)
     return next((int(c) for c in codes if c and c > 0), 3)  # only killed ranks: the run could not be completed
-
-
-def _terminated(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _stop(procs: list, codes: list, why: str) -> None:

@@ -202,3 +202,37 @@ def test_a_sharded_run_checkpoints_per_rank_and_resumes_to_the_same_result(tmp_p
         va = json.loads((tmp_path / "whole" / "verdicts.json").read_text())
         vb = json.loads((tmp_path / "part" / "verdicts.json").read_text())
         assert [(v["claim"], v["status"]) for v in va] == [(v["claim"], v["status"]) for v in vb]
+
+
+def test_an_interrupt_of_the_launcher_stops_every_rank_after_a_whole_sweep_and_resumes(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group.  The ranks have their own group, so
+    only the `--nproc 2` launcher gets it, and it passes it on to each rank once: every rank finishes the same sweep,
+    the per-rank checkpoint is written, the run exits 3 saying how to resume, and the resumed run ends bit for bit
+    where the uninterrupted one does.  (Ranks in the launcher's group would get the terminal's SIGINT and then the
+    launcher's, a second signal that aborts mid-sweep.)"""
+    args = ["--dataset", "mixture", "--n-train", "1000", "--n-test", "50", "--hidden", "150,150", "--sweeps", "120",
+            "--checkpoint-every", "1", "--no-progress", "--nproc", "2"]
+    whole = _bcd("train", *args, "--out", str(tmp_path / "whole"), timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "bcd", "train", *args, "--out", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, process_group=0)  # a terminal's foreground group
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if json.loads((out / "checkpoint.json").read_text())["sweep"] >= 3:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        assert p.poll() is None and time.monotonic() < deadline, "the run ended before sweep 3"
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 3, err
+    assert f"--resume {out} --nproc 2" in err and "Traceback" not in err, err
+    k = json.loads((out / "checkpoint.json").read_text())["sweep"]
+    assert 3 <= k < 120 and int(pd.read_parquet(out / "sweeps.parquet")["sweep"].iloc[-1]) == k
+    resumed = _bcd("train", "--resume", str(out), "--no-progress", "--nproc", "2", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    wa, wb = load_file(str(tmp_path / "whole" / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
+    assert all(np.array_equal(wa[key], wb[key]) for key in wa)
