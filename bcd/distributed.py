@@ -249,7 +249,8 @@ def launch(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
     the checkpoint and exits 3 saying how to resume; a second one aborts at once."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc {nproc!r} is not allowed; give an integer >= 1")
-    env = {**os.environ, "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
     env.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: K ranks share the cores
     procs = [subprocess.Popen([sys.executable, "-m", "bcd", *argv], process_group=0,
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]

@@ -146,18 +146,37 @@ def memory_limit(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def check_memory(config: BCDConfig, widths: tuple[int, ...], n: int, device: torch.device) -> None:
-    """Refuse, before anything n-sized is allocated, a state that cannot fit: the V and U blocks (d_i × n each, two
-    per layer for the three-splitting, one for the two-splitting), X, Y and the weights, in ``config.dtype``."""
+def state_bytes(config: BCDConfig, widths: tuple[int, ...], n: int) -> int:
+    """Bytes of a run's state for n samples: the V and U blocks (d_i × n each, two per layer for the three-splitting,
+    one for the two-splitting), X, Y and the weights, in ``config.dtype``."""
     item = torch.finfo(getattr(torch, config.dtype)).bits // 8
     per_layer = 1 if config.splitting == "two" else 2
     state = n * (widths[0] + widths[-1] + per_layer * sum(widths[1:])) \
         + sum(d * (d_prev + 1) for d_prev, d in itertools.pairwise(widths))
-    need, limit = state * item, memory_limit(device)
+    return state * item
+
+
+def ranks_sharing_memory(device: torch.device) -> int:
+    """How many ranks of a sharded run hold their state in this device's memory: on the CPU every rank on this
+    machine (``LOCAL_WORLD_SIZE``, set by ``--nproc`` and torchrun), on CUDA one (each rank has its own GPU)."""
+    from bcd.distributed import launched
+
+    if device.type == "cuda" or not launched():
+        return 1
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def check_memory(config: BCDConfig, widths: tuple[int, ...], n: int, device: torch.device) -> None:
+    """Refuse, before anything n-sized is allocated, a state that cannot fit (:func:`state_bytes` of this process's
+    n samples, times the ranks that share this memory in a sharded run)."""
+    ranks = ranks_sharing_memory(device)
+    need, limit = ranks * state_bytes(config, widths, n), memory_limit(device)
     if need > limit:
-        raise ValueError(f"this run needs about {need / 2**30:.1f} GiB for its state (widths {list(widths)}, n = {n}, "
-                         f"{config.dtype}) but {limit / 2**30:.1f} GiB are available on {device.type} "
-                         "(BCD_MEMORY_LIMIT_GB); use fewer samples (--n-train), narrower layers or float32")
+        each = f" ({ranks} ranks on this machine, {need / ranks / 2**30:.1f} GiB each)" if ranks > 1 else ""
+        raise ValueError(f"this run needs about {need / 2**30:.1f} GiB for its state{each} (widths {list(widths)}, "
+                         f"n = {n}{' per rank' if ranks > 1 else ''}, {config.dtype}) but {limit / 2**30:.1f} GiB "
+                         f"are available on {device.type} (BCD_MEMORY_LIMIT_GB); use fewer samples (--n-train), "
+                         "narrower layers, float32" + (" or fewer ranks" if ranks > 1 else ""))
 
 
 def labels(name: str, y, n: int, n_classes: int) -> Tensor:

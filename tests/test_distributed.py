@@ -236,3 +236,21 @@ def test_an_interrupt_of_the_launcher_stops_every_rank_after_a_whole_sweep_and_r
     assert resumed.returncode == 0, resumed.stderr
     wa, wb = load_file(str(tmp_path / "whole" / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
     assert all(np.array_equal(wa[key], wb[key]) for key in wa)
+
+
+def test_the_memory_check_counts_every_rank_on_this_machine(tmp_path):
+    """K CPU ranks share this machine's memory: a limit that one rank's share fits but K shares do not refuses the
+    sharded run on every rank with one line naming the ranks (the same state in one process is K times a rank's)."""
+    from bcd.config import BCDConfig
+    from bcd.inputs import state_bytes
+
+    cfg = BCDConfig(hidden=(400, 400), dtype="float64")  # the state, not the generated data, sets the need
+    n_rank = 21  # rank 0's share of the 41 samples of TRAIN
+    per_rank = state_bytes(cfg, (10, 400, 400, 3), n_rank)  # the mixture has d_0 = 10 inputs and 3 classes
+    limit_gb = str(1.5 * per_rank / 2**30)
+    args = [*TRAIN[:6], "--hidden", "400,400", *TRAIN[8:], "--dtype", "float64"]
+    one = _bcd("train", *args, "--n-train", "21", "--out", str(tmp_path / "one"), env={"BCD_MEMORY_LIMIT_GB": limit_gb})
+    assert one.returncode == 0, one.stderr  # one rank's share alone fits
+    r = _bcd("train", *args, "--out", str(tmp_path / "a"), "--nproc", "2", env={"BCD_MEMORY_LIMIT_GB": limit_gb})
+    assert r.returncode == 2 and "2 ranks on this machine" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "a" / "weights.safetensors").exists()
