@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from bcd.distributed import collectively
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, json_safe, write_text
 
@@ -54,19 +55,25 @@ def save(out: str | Path, state: BCDState, rows: list[dict[str, Any]], recorder=
     tensors = {f"{b}{i}": t.detach().cpu().contiguous() for b, i, t in state.blocks()}
     tensors["rng_cpu"] = torch.get_rng_state()  # no sweep draws from it today; kept for a step that would
     with _signals_held():
-        atomic_write(out / _name(CHECKPOINT, k, rank),
-                     lambda p: save_file(tensors, str(p), metadata={"sweep": str(k)}))
-        if recorder is not None:
-            saved = recorder.state_dict()
-            atomic_write(out / _name(CHECKPOINT_HOOKS, k, rank), lambda p: torch.save(saved, p))
-        if shard is not None:
-            shard.agree(None)  # every rank's data is on disk before the pointer moves
-        if shard is None or shard.writer:
-            write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": k, "log": json_safe(rows),
-                                                         "recorder": recorder is not None,
-                                                         "world_size": 1 if shard is None else shard.world}) + "\n")
-        if shard is not None:
-            shard.agree(None)  # the pointer names sweep k on every rank's view before older files go
+        def data() -> None:
+            atomic_write(out / _name(CHECKPOINT, k, rank),
+                         lambda p: save_file(tensors, str(p), metadata={"sweep": str(k)}))
+            if recorder is not None:
+                saved = recorder.state_dict()
+                atomic_write(out / _name(CHECKPOINT_HOOKS, k, rank), lambda p: torch.save(saved, p))
+
+        def pointer() -> None:
+            if shard is None or shard.writer:
+                write_text(out / CHECKPOINT_LOG, json.dumps({"sweep": k, "log": json_safe(rows),
+                                                             "recorder": recorder is not None,
+                                                             "world_size": 1 if shard is None else shard.world})
+                           + "\n")
+
+        # in a sharded run each phase ends in a barrier that also shares a failure (a full disk on one rank raises
+        # the same error on every rank): every rank's data is on disk before the pointer moves, and the pointer
+        # names sweep k before any rank deletes its older files
+        collectively(shard, data)
+        collectively(shard, pointer)
         current = (_name(CHECKPOINT, k, rank), _name(CHECKPOINT_HOOKS, k, rank))
         for old in out.iterdir():
             if _OWN.fullmatch(old.name) and _rank_of(old.name) == rank and old.name not in current:
@@ -97,16 +104,22 @@ def _check_world(out: Path, meta: dict, world: int) -> None:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Defer SIGINT/SIGTERM (main thread only) until the block ends, then deliver them."""
+    """Defer SIGINT/SIGTERM until the block ends, then deliver them.  Python runs signal handlers in the main thread
+    whichever thread the kernel picked (BLAS and gloo threads exist here), so the deferral is a Python handler that
+    records the signal, not a thread's signal mask; off the main thread handlers cannot be set: no deferral."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    mask = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, mask)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in caught:
+            signal.raise_signal(sig)
 
 
 def recorded(out: str | Path) -> bool:
@@ -133,9 +146,10 @@ def checkpoint_world(out: str | Path) -> int:
         return 1
 
 
-def load_recorder(out: str | Path, device: str = "cpu", rank: int | None = None):
+def load_recorder(out: str | Path, device: str = "cpu", rank: int | None = None, world: int = 1):
     """The recorder saved with the checkpoint of ``out`` (loaded without arbitrary pickles: weights_only), or None
-    when the checkpointed run recorded no trace.  ``rank``: this process's rank in a sharded run (its own file)."""
+    when the checkpointed run recorded no trace.  ``rank``, ``world``: this process's rank and the world size of a
+    sharded run (its own file; a checkpoint written by another number of processes is refused first)."""
     from verification.recorder import SAFE_GLOBALS, Recorder
 
     out = Path(out)
@@ -143,8 +157,7 @@ def load_recorder(out: str | Path, device: str = "cpu", rank: int | None = None)
     if k is None:
         raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG}): nothing to resume")
     meta = json.loads((out / CHECKPOINT_LOG).read_text())
-    if rank is None:  # one process (a sharded resume checks its world size in :func:`load`, after joining)
-        _check_world(out, meta, 1)
+    _check_world(out, meta, world)
     if not meta.get("recorder"):
         return None
     try:

@@ -140,6 +140,11 @@ def launched_rank() -> int | None:
     return int(os.environ.get("RANK", "0")) if launched() else None
 
 
+def launched_world() -> int:
+    """How many processes were launched together (1 for a plain run)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def backend_for(device: str) -> str:
     """gloo on CPU, NCCL on CUDA; a clear error when the backend is not built into this torch."""
     if not dist.is_available():
@@ -244,25 +249,32 @@ def launch(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
     are stopped after ``grace_s`` seconds.
 
     The ranks run in their own process group, so a Ctrl-C in the terminal reaches the launcher alone; the launcher
-    passes every SIGINT or SIGTERM it gets on to each rank as one SIGINT.  So a sharded run stops as one process
-    does: the first signal finishes the sweep in progress on every rank (the stop request is all-reduced), writes
-    the checkpoint and exits 3 saying how to resume; a second one aborts at once."""
+    passes every SIGINT, SIGTERM or SIGHUP it gets on to each rank as one SIGINT.  So a sharded run stops as one
+    process does: the first signal finishes the sweep in progress on every rank (the stop request is all-reduced),
+    writes the checkpoint and exits 3 saying how to resume; a second one aborts at once; a third terminates the
+    ranks (then kills them).  Each rank starts with the default SIGINT disposition (not an ignored one inherited from
+    a background launcher) and, on Linux, receives SIGTERM if the launcher dies."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc {nproc!r} is not allowed; give an integer >= 1")
     env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(_free_port())}
     env.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: K ranks share the cores
-    procs = [subprocess.Popen([sys.executable, "-m", "bcd", *argv], process_group=0,
+    procs = [subprocess.Popen([sys.executable, "-m", "bcd", *argv], process_group=0, preexec_fn=_rank_signals,
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     codes: list[int | None] = [None] * nproc
     failed_at: float | None = None
+    received = [0]
 
     def forward(signum, frame) -> None:
+        received[0] += 1
+        if received[0] >= 3:
+            _stop(procs, codes, "interrupted three times")
+            return
         for r, p in enumerate(procs):
             if codes[r] is None and p.poll() is None:
                 p.send_signal(signal.SIGINT)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         while any(c is None for c in codes):
             for r, p in enumerate(procs):
@@ -282,6 +294,18 @@ def launch(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
     if codes[0] is not None and codes[0] > 0:
         return int(codes[0])  # rank 0's verdict (1: a claim failed, 2: bad input, 3: could not complete)
     return next((int(c) for c in codes if c and c > 0), 3)  # only killed ranks: the run could not be completed
+
+
+def _rank_signals() -> None:
+    """In a rank, before it runs: SIGINT to its default (Python then installs KeyboardInterrupt), and SIGTERM when the
+    launcher dies (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(procs: list, codes: list, why: str) -> None:

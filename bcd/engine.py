@@ -117,7 +117,8 @@ def run(
     ``schedule`` replaces the configured variant's steps (a user's own variant, a mutant).  ``log``: the rows of the
     sweeps already run (a resumed run continues them).  ``checkpoint(state, rows)`` is called every
     ``checkpoint_every`` sweeps and at every clean stop, always between two sweeps.  SIGINT or SIGTERM finishes the
-    sweep in progress and stops (``stop_reason = "interrupted"``); a second one aborts at once."""
+    sweep in progress and stops (``stop_reason = "interrupted"``); a second one aborts at once, leaving a state that is
+    no iterate (with no hook listening a block may be half written: the steps reuse the old blocks' storage)."""
     cfg = problem.config
     sweeps = cfg.sweeps if sweeps is None else sweeps
     hooks = list(hooks)

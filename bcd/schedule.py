@@ -163,12 +163,12 @@ def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
     as ``aux["P"]``.  Both paths do the same arithmetic (tests/test_engine_descent.py checks the bits)."""
     cfg = problem.config
     U = state.U[i]
-    P = affine(state.W[i], state.V[i - 1], out=problem.scratch(*U.shape) if aux is None else None)
+    reuse = aux is None and U.is_contiguous()  # a user-built state may hold a strided U_i: then a fresh block
+    P = affine(state.W[i], state.V[i - 1], out=problem.scratch(*U.shape) if reuse else None)
     if aux is not None:
         aux["P"] = P
     return update_U_hidden(problem.u_target(state, i), P, U, gamma=cfg.gamma, alpha=cfg.alpha,
-                           activation=problem.activation, overwrite_P=aux is None,
-                           out=U if aux is None else None)
+                           activation=problem.activation, overwrite_P=aux is None, out=U if reuse else None)
 
 
 def three_splitting(N: int) -> tuple[Step, ...]:

@@ -182,9 +182,10 @@ def test_a_sharded_run_checkpoints_per_rank_and_resumes_to_the_same_result(tmp_p
     cfg = json.loads(cfg_path.read_text())
     cfg["bcd"]["sweeps"] = 6  # as if the run had been stopped after sweep 3 of 6
     cfg_path.write_text(json.dumps(cfg))
-    wrong = _bcd(command, "--resume", str(tmp_path / "part"), "--no-progress")
-    assert wrong.returncode == 2 and "written by 2 process(es)" in wrong.stderr and "--nproc 2" in wrong.stderr
-    assert "Traceback" not in wrong.stderr
+    for other in ([], ["--nproc", "3"]):  # one process, or three: refused with the size to use, on every rank
+        wrong = _bcd(command, "--resume", str(tmp_path / "part"), "--no-progress", *other)
+        assert wrong.returncode == 2 and "written by 2 process(es)" in wrong.stderr, wrong.stderr
+        assert "--nproc 2" in wrong.stderr and "Traceback" not in wrong.stderr
     resumed = _bcd(command, "--resume", str(tmp_path / "part"), "--no-progress", "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
     wa = load_file(str(tmp_path / "whole" / "weights.safetensors"))

@@ -243,3 +243,22 @@ def test_the_chunked_u_step_equals_the_one_piece_u_step(name, monkeypatch):
     monkeypatch.setattr(blocks, "CHUNK", 10)
     chunked = blocks.update_U_hidden(V, P, U, gamma=1.3, alpha=0.7, activation=act)
     assert torch.equal(whole, chunked)
+
+
+def test_a_strided_u_block_gets_a_fresh_block_instead_of_its_storage_reused():
+    """The quiet U step writes U_i⁺ over U_i⁻ only when U_i⁻ is contiguous; a user-built state with a strided U_i
+    takes the fresh-block path and gets the same values."""
+    from bcd import BCDConfig, initial_state
+    from bcd.data import gaussian_mixture
+    from bcd.engine import sweep
+    from bcd.inputs import make_problem
+    from bcd.schedule import schedule_for
+
+    d = gaussian_mixture(n=30, d=4, k=3, seed=2)
+    p = make_problem(d.X_train, d.y_train, BCDConfig(hidden=(5, 4), dtype="float64"))
+    a, b = initial_state(p), initial_state(p)
+    b.U[1] = b.U[1].T.contiguous().T  # the same values, column-major
+    sweep(a, p, schedule_for("three", p.config.N))
+    sweep(b, p, schedule_for("three", p.config.N))
+    for (_, _, x), (_, _, y) in zip(a.blocks(), b.blocks(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

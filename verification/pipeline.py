@@ -57,7 +57,8 @@ def record(cfg: RunConfig, *, preset: str = "standard", schedule: Schedule | int
     from bcd.checkpoint import load_recorder
     from bcd.runner import train_from_config
 
-    rec = load_recorder(cfg.out, cfg.bcd.device, distributed.launched_rank()) if resume else Recorder(preset, schedule)
+    rank, world = distributed.launched_rank(), distributed.launched_world()
+    rec = load_recorder(cfg.out, cfg.bcd.device, rank, world) if resume else Recorder(preset, schedule)
     if rec is None:
         raise ValueError(f"{cfg.out!r} was checkpointed without a recorder (a `bcd train` run): resume it with "
                          "`bcd train --resume`")
