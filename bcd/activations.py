@@ -65,6 +65,11 @@ def _ratio(r: Tensor, scale: Tensor) -> Tensor:
 CHUNK = 1 << 16
 
 
+def chunk_size(t: Tensor) -> int:
+    """Entries per elementwise chunk of ``t``: ``CHUNK`` on the CPU, all of them on CUDA."""
+    return CHUNK if t.device.type == "cpu" else t.numel()
+
+
 def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, activation: str | Activation,
                      m_parts: tuple[Tensor, Tensor, float, float] | None = None) -> Tensor:
     """Relative exactness residual of the elementwise U_i update (verification/recorder.py explains the scale).
@@ -85,7 +90,7 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, acti
     if record is None and activation not in ("relu", "identity"):
         raise ValueError(f"activation={activation!r} has no U-block residual; allowed: relu, identity, or a "
                          f"catalogue record")
-    chunk = CHUNK if new.device.type == "cpu" else new.numel()
+    chunk = chunk_size(new)
     if record is not None:
         chunk = REF_CHUNK if new.device.type == "cpu" else max(1, new.numel() // 16)
     rows = max(1, chunk // max(1, new.shape[-1]))
@@ -318,7 +323,7 @@ class LeakyReLU(Activation):
 def _chunked_prox_(solve, a: Tensor, m: Tensor, beta: float) -> Tensor:
     """Write ``solve(a, m, β)`` (an elementwise U-prox on flat chunks) into ``m``, ``CHUNK`` entries at a time on the
     CPU (bounded temporaries), in one piece on CUDA."""
-    chunk = CHUNK if m.device.type == "cpu" else m.numel()
+    chunk = chunk_size(m)
     flat_a, flat_m = a.reshape(-1), m.view(-1)
     for s in range(0, flat_m.numel(), chunk):
         sl = slice(s, s + chunk)

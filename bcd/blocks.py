@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bcd.activations import CHUNK, Activation
+from bcd.activations import Activation, chunk_size
 from bcd.reduction import over_samples
 
 Tensor = torch.Tensor
@@ -179,14 +179,14 @@ def update_U_hidden(
     """U_i⁺ = argmin_U γ/2‖V_i⁺ − σ(U)‖² + γ/2‖U − W_i⁻Ṽ_{i-1}⁻‖² + α/2‖U − U_i⁻‖²  (i < N).
 
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
-    P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU the centre and the prox run together on chunks of
-    ``CHUNK`` entries, so that their temporaries stay in cache: one pass over memory instead of one per operation
-    (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  With ``out`` (which may be U itself:
-    each chunk reads its U entries before writing them) each finished chunk is copied there, and P is a scratch
-    buffer: the same arithmetic, so the same bits, without a full-size allocation."""
+    P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU the centre and the prox run together on chunks
+    (:func:`bcd.activations.chunk_size`), so that their temporaries stay in cache: one pass over memory instead of
+    one per operation (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  With ``out`` (which
+    may be U itself: each chunk reads its U entries before writing them) each finished chunk is copied there, and P
+    is a scratch buffer: the same arithmetic, so the same bits, without a full-size allocation."""
     m = P if overwrite_P else P.clone()
     beta = (gamma + alpha) / gamma
-    chunk = CHUNK if m.device.type == "cpu" else m.numel()
+    chunk = chunk_size(m)
     flat_a, flat_m, flat_u = V.reshape(-1), m.view(-1), U.reshape(-1)
     flat_out = None if out is None else out.view(-1)
     for s in range(0, flat_m.numel(), chunk):  # a loop over memory chunks, not over entries

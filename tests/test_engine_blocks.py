@@ -232,15 +232,16 @@ def test_symmetric_gram_equals_the_full_product_and_is_exactly_symmetric(d):
 def test_the_chunked_u_step_equals_the_one_piece_u_step(name, monkeypatch):
     """update_U_hidden runs its centre and prox on CPU chunks whose edges cut rows; any chunk size gives the
     one-piece result bit for bit (the arithmetic is elementwise)."""
+    import bcd.activations as activations
     import bcd.blocks as blocks
     from bcd import catalogue
 
     act = catalogue.build("activation", name)
     gen = torch.Generator().manual_seed(1)
     V, P, U = (torch.randn(7, 13, generator=gen) * 3 for _ in range(3))
-    monkeypatch.setattr(blocks, "CHUNK", 10**9)
+    monkeypatch.setattr(activations, "CHUNK", 10**9)
     whole = blocks.update_U_hidden(V, P, U, gamma=1.3, alpha=0.7, activation=act)
-    monkeypatch.setattr(blocks, "CHUNK", 10)
+    monkeypatch.setattr(activations, "CHUNK", 10)
     chunked = blocks.update_U_hidden(V, P, U, gamma=1.3, alpha=0.7, activation=act)
     assert torch.equal(whole, chunked)
 
