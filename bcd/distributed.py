@@ -13,8 +13,10 @@ computes the same trace and verdicts.  Misuse is refused with a message on every
 samples, ranks with different configurations, an unavailable backend — and a dead rank stops the others through
 the collective timeout (``BCD_DIST_TIMEOUT_S``, default 300 s) or the launcher, never a silent hang.
 
-Not shardable: Algorithm 1 with a nonlinear σ, whose inner solvers couple the samples of a row by more than sums
-(an exact line search over every sample's breakpoint; :mod:`bcd.reduction`).
+Algorithm 1 with a nonlinear σ is sharded too.  Its proximal-gradient blocks are sums over samples like the rest.
+The piecewise Newton solver (ReLU with a ridge) solves its V_i columns on their own rank, but gathers the two
+n-sized operands of each W̃_i step, whose rows couple the samples by more than sums (:mod:`bcd.reduction`): exact,
+without the memory or time saving for those steps.
 """
 
 from __future__ import annotations
@@ -59,6 +61,41 @@ class AllReduce(Reduction):
             dist.all_reduce(tmp)
             t.copy_(tmp)
         if t.is_cuda:  # NCCL returns at enqueue: time the reduction itself
+            torch.cuda.synchronize(t.device)
+        self.seconds += time.perf_counter() - t0
+        self.bytes += t.numel() * t.element_size()
+        self.calls += 1
+        return t
+
+    def gather(self, t: Tensor) -> Tensor:
+        """Every rank's columns of ``t`` (d × n_r), concatenated in rank order: shards are contiguous blocks of
+        samples (:meth:`Shard.rows`), so this is the single process's tensor.  Counted with the reductions."""
+        t0 = time.perf_counter()
+        world = dist.get_world_size()
+        sizes = torch.tensor([t.shape[-1]], dtype=torch.int64, device=t.device)
+        all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+        dist.all_gather(all_sizes, sizes)
+        counts = [int(c.item()) for c in all_sizes]
+        width = max(counts)
+        local = t.new_zeros(*t.shape[:-1], width)  # all_gather needs equal shapes: pad to the widest shard
+        local[..., : t.shape[-1]] = t
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local)
+        if t.is_cuda:
+            torch.cuda.synchronize(t.device)
+        self.seconds += time.perf_counter() - t0
+        self.bytes += world * local.numel() * local.element_size()
+        self.calls += 2
+        return torch.cat([p[..., :c] for p, c in zip(parts, counts, strict=True)], dim=-1)
+
+    def broadcast_(self, t: Tensor) -> Tensor:
+        """Rank 0's ``t`` on every rank, in place."""
+        t0 = time.perf_counter()
+        tmp = t if t.is_contiguous() else t.contiguous()
+        dist.broadcast(tmp, src=0)
+        if tmp is not t:
+            t.copy_(tmp)
+        if t.is_cuda:
             torch.cuda.synchronize(t.device)
         self.seconds += time.perf_counter() - t0
         self.bytes += t.numel() * t.element_size()

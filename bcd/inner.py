@@ -81,15 +81,24 @@ with a projected-arc search; the returned norm is ‖g + γÃ_Kᵀξ‖ for a *f
 hull's least norm (equal to it when ``exact`` is True: projected gradient of the box QP ≈ 0).  At concave kinks the
 hull makes it a lower bound on the limiting subdifferential's least norm (safe against false alarms, weaker for
 detection; MATH.md §7.3).
+
+**Sharding (MATH.md §10).**  A V problem is one column, so in a sample-sharded run each shard solves its own
+columns; every whole-block figure (the rule's two norms, Φ before and after, the kink counts, whether any column
+still decreased) is one sum over shards (``_Split.whole``), so all shards iterate and stop together.  A W̃ problem
+is one row, which couples every sample by more than sums (the line search's breakpoints, the held rows' Schur
+complement, the Woodbury piece step), so :func:`_split_W` gathers the two n-sized operands and every shard solves
+the same full problem; :func:`solve_W` then makes the result bit-identical on every shard.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from bcd.activations import Activation
+from bcd.reduction import gather_samples, over_samples, replicate_
 
 Tensor = torch.Tensor
 
@@ -177,9 +186,8 @@ def applies(config, block: str, i: int) -> bool:
 
 
 def newton_blocks(config) -> list[str]:
-    """The blocks of an Algorithm 1 run that the piecewise Newton solver takes (W̃_i, i < N; V_i, i < N − 1): the
-    blocks whose solves are not sums over samples (an exact line search over every sample of a row), so a run
-    with any of them cannot be sharded."""
+    """The blocks of an Algorithm 1 run that the piecewise Newton solver takes (W̃_i, i < N; V_i, i < N − 1).  In a
+    sharded run its W̃_i steps gather their n-sized operands (see "Sharding" in the module docstring)."""
     if config.splitting != "two":
         return []
     N = config.N
@@ -205,6 +213,12 @@ class _Split:
     quads: tuple[tuple[float, Tensor | None], ...]
     gamma: float
     relu: bool
+    per_sample: bool = False  # one problem per sample (the V step): whole-block sums go over every sample shard
+
+    def whole(self, t: Tensor) -> Tensor:
+        """Σ over every problem of a per-problem sum ``t`` (a small tensor): over every shard when the problems are
+        the samples (:func:`bcd.reduction.over_samples`), local otherwise (W̃: every shard holds every row)."""
+        return over_samples(t) if self.per_sample else t
 
     @property
     def mu(self) -> float:
@@ -293,12 +307,15 @@ class _Split:
 
 
 def _split_W(Vt: Tensor, Vp: Tensor, W_old: Tensor, gamma: float, alpha: float, lam: float, relu: bool) -> _Split:
+    """The rows of W̃ couple every sample by more than sums: in a sharded run, on the gathered operands."""
+    Vt, Vp = gather_samples(Vt), gather_samples(Vp)
     return _Split(A=Vp.T, ones=True, o=None, T=Vt, quads=((lam, None), (alpha, W_old)), gamma=gamma, relu=relu)
 
 
 def _split_V(S: Tensor, Vn: Tensor, Wn: Tensor, V_old: Tensor, gamma: float, alpha: float, relu: bool) -> _Split:
+    """One problem per column (sample): each shard solves its own columns."""
     return _Split(A=Wn[:, :-1], ones=False, o=Wn[:, -1], T=Vn.T, quads=((gamma, S.T), (alpha, V_old.T)),
-                  gamma=gamma, relu=relu)
+                  gamma=gamma, relu=relu, per_sample=True)
 
 
 def _gather_mask(mask: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -379,24 +396,21 @@ def _stationarity(sp: _Split, X: Tensor, kink_rtol: float | None) -> Stationarit
     rtol = default_kink_rtol(X.dtype) if kink_rtol is None else kink_rtol
     Z = sp.z(X)
     g = (X - sp.center()).mul_(sp.mu)
-    if not sp.relu:
-        g.add_(sp.back(Z - sp.T), alpha=sp.gamma)
-        per = g.norm(dim=1)
-        return Stationarity(float(per.norm()), per, 0, 0, True)
-    kink = Z.abs() <= rtol * sp.scale(X)
-    pos = (Z > 0) & ~kink
+    kink = Z.abs() <= rtol * sp.scale(X) if sp.relu else torch.zeros_like(Z, dtype=torch.bool)
+    pos = (Z > 0) & ~kink if sp.relu else torch.ones_like(Z, dtype=torch.bool)
     g.add_(sp.back(torch.where(pos, Z - sp.T, torch.zeros_like(Z))), alpha=sp.gamma)
     idx, valid, K = _gather_mask(kink)
-    n_kink = int(kink.sum().item())
-    n_convex = int((kink & (sp.T < 0)).sum().item())
-    if K == 0:
-        per = g.norm(dim=1)
-        return Stationarity(float(per.norm()), per, 0, 0, True)
-    J = sp.rows(idx, valid) * sp.gamma
-    t = sp.T.gather(1, idx) * valid.to(X.dtype)
-    lo, hi = torch.clamp(-t, max=0.0), torch.clamp(-t, min=0.0)
-    per, exact = _box_least_norm(g, J, lo, hi)
-    return Stationarity(float(per.norm()), per, n_kink, n_convex, exact)
+    per, exact = g.norm(dim=1), True
+    if K > 0:
+        J = sp.rows(idx, valid) * sp.gamma
+        t = sp.T.gather(1, idx) * valid.to(X.dtype)
+        lo, hi = torch.clamp(-t, max=0.0), torch.clamp(-t, min=0.0)
+        per, exact = _box_least_norm(g, J, lo, hi)
+    # the whole-block figures in one reduction: ‖per‖², kink entries, convex-kink entries, uncertified shards
+    tot = sp.whole(torch.stack([per.square().sum(), kink.sum().to(per.dtype), (kink & (sp.T < 0)).sum().to(per.dtype),
+                                torch.tensor(float(not exact), dtype=per.dtype, device=per.device)]))
+    sq, n_kink, n_convex, uncertified = tot.tolist()
+    return Stationarity(math.sqrt(sq), per, int(n_kink), int(n_convex), uncertified == 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -702,8 +716,12 @@ def _solve(sp: _Split, X0: Tensor, *, eta: float, max_iter: int, kink_rtol: floa
     it = 0
     st = _stationarity(sp, X, kink_rtol)
     sh = _Shared(sp)
+
+    def dist_from_start() -> float:  # ‖X − X⁻‖_F of the whole block
+        return math.sqrt(float(sp.whole((X - X0).square().sum())))
+
     while True:
-        step_norm = float((X - X0).norm())
+        step_norm = dist_from_start()
         if st.norm <= eta * step_norm:
             reason = "rule"
             break
@@ -754,25 +772,26 @@ def _solve(sp: _Split, X0: Tensor, *, eta: float, max_iter: int, kink_rtol: floa
             best_X = torch.where(better.unsqueeze(1), Xn, best_X)
             best_v = torch.where(better, vn, best_v)
         it += 1
-        changed = bool((best_v < v_cur).any())
+        changed = float(sp.whole((best_v < v_cur).sum().to(dtype))) > 0  # on any shard: all go on together
         X, v_cur = best_X, best_v
         Z = sp.z(X)
         st = _stationarity(sp, X, kink_rtol)
         if not changed:
-            step_norm = float((X - X0).norm())
+            step_norm = dist_from_start()
             reason = "rule" if st.norm <= eta * step_norm else "stalled"
             break
-    step_norm = float((X - X0).norm())
+    step_norm = dist_from_start()
     tol = eta * step_norm
+    before, after, rises = sp.whole(torch.stack([v_before.sum(), v_cur.sum(), (v_cur > v_before).sum().to(dtype)]))
     info = InnerInfo(
         iterations=it,
         stationarity=st.norm,
         tolerance=tol,
         rule_held=reason == "rule",
         reason=reason,
-        value_before=float(v_before.sum()),
-        value_after=float(v_cur.sum()),
-        monotone=bool((v_cur <= v_before).all()),
+        value_before=float(before),
+        value_after=float(after),
+        monotone=float(rises) == 0,
         kink_entries=st.kink_entries,
         convex_kink_entries=st.convex_kink_entries,
         kink_exact=st.exact,
@@ -797,8 +816,9 @@ def phi_W(W: Tensor, Vt: Tensor, Vp: Tensor, W_old: Tensor, *, gamma: float, alp
 def phi_V(V: Tensor, S: Tensor, Vn: Tensor, Wn: Tensor, V_old: Tensor, *, gamma: float, alpha: float,
           activation: str | Activation = "relu", per_column: bool = False) -> Tensor:
     """Φ(V) = γ/2‖V − S‖² + γ/2‖V_{i+1}⁺ − σ(ŴV + b1ᵀ)‖² + α/2‖V − V⁻‖² (0-dim, or per column (n,))."""
-    v = _split_V(S, Vn, Wn, V_old, gamma, alpha, _is_relu(activation)).values(V.T)
-    return v if per_column else v.sum()
+    sp = _split_V(S, Vn, Wn, V_old, gamma, alpha, _is_relu(activation))
+    v = sp.values(V.T)
+    return v if per_column else sp.whole(v.sum())
 
 
 def stationarity_W(W: Tensor, Vt: Tensor, Vp: Tensor, W_old: Tensor, *, gamma: float, alpha: float,
@@ -826,8 +846,9 @@ def solve_W(Vt: Tensor, Vp: Tensor, W_old: Tensor, *, gamma: float, alpha: float
     ≤ η‖W̃⁺ − W̃⁻‖_F (η defaults to α/10) or after ``max_iter`` iterations (``info.reason``).
     σ = identity: the ridge minimiser (αW̃⁻ + γV_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹ after one step."""
     sp = _split_W(Vt, Vp, W_old, gamma, alpha, lam, _is_relu(activation))
-    return _solve(sp, W_old, eta=0.1 * alpha if eta is None else eta, max_iter=max_iter, kink_rtol=kink_rtol,
-                  chunk_elems=chunk_elems, explore=explore)
+    W, info = _solve(sp, W_old, eta=0.1 * alpha if eta is None else eta, max_iter=max_iter, kink_rtol=kink_rtol,
+                     chunk_elems=chunk_elems, explore=explore)
+    return replicate_(W), info
 
 
 def solve_V(S: Tensor, Vn: Tensor, Wn: Tensor, V_old: Tensor, *, gamma: float, alpha: float,

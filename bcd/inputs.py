@@ -166,14 +166,30 @@ def ranks_sharing_memory(device: torch.device) -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 
 
+def gathered_bytes(config: BCDConfig, widths: tuple[int, ...], n_total: int) -> int:
+    """Bytes that one shard of a sharded run gathers at once: the two n-sized operands Ṽ_{i-1}, V_i of a piecewise
+    Newton W̃_i step (:mod:`bcd.inner`, "Sharding"), the largest over those blocks; 0 without such blocks."""
+    from bcd.inner import newton_blocks
+
+    item = torch.finfo(getattr(torch, config.dtype)).bits // 8
+    layers = [int(b[1:]) for b in newton_blocks(config) if b.startswith("W")]
+    return max([(widths[i - 1] + widths[i]) * n_total * item for i in layers], default=0)
+
+
 def check_memory(config: BCDConfig, widths: tuple[int, ...], n: int, device: torch.device) -> None:
     """Refuse, before anything n-sized is allocated, a state that cannot fit (:func:`state_bytes` of this process's
-    n samples, times the ranks that share this memory in a sharded run)."""
+    n samples plus what it gathers, :func:`gathered_bytes`, times the ranks that share this memory in a sharded
+    run)."""
+    from bcd.distributed import launched
+
     ranks = ranks_sharing_memory(device)
-    need, limit = ranks * state_bytes(config, widths, n), memory_limit(device)
+    world = int(os.environ.get("WORLD_SIZE", "1")) if launched() else 1
+    gathered = gathered_bytes(config, widths, world * n) if world > 1 else 0
+    need, limit = ranks * (state_bytes(config, widths, n) + gathered), memory_limit(device)
     if need > limit:
         each = f" ({ranks} ranks on this machine, {need / ranks / 2**30:.1f} GiB each)" if ranks > 1 else ""
-        raise ValueError(f"this run needs about {need / 2**30:.1f} GiB for its state{each} (widths {list(widths)}, "
+        what = "its state and the Newton W̃ steps' gathered operands" if gathered else "its state"
+        raise ValueError(f"this run needs about {need / 2**30:.1f} GiB for {what}{each} (widths {list(widths)}, "
                          f"n = {n}{' per rank' if ranks > 1 else ''}, {config.dtype}) but {limit / 2**30:.1f} GiB "
                          f"are available on {device.type} (BCD_MEMORY_LIMIT_GB); use fewer samples (--n-train), "
                          "narrower layers, float32" + (" or fewer ranks" if ranks > 1 else ""))

@@ -22,11 +22,15 @@ The generic path's g^k (:func:`verification.subgradient.least_norm_subgradient`)
 taken of its local value and, for W̃, summed over shards; the two-splitting's coupled kink QP forms EṼᵀ, ‖R_V‖²,
 ‖Ṽ‖₂² and its Frank–Wolfe gap through the seam.
 
-Not through the seam, by design: Algorithm 1's ReLU inner solvers (:mod:`bcd.inner`).  The W̃_i problem of a row is
-coupled over samples by more than sums: its exact line search minimises a piecewise quadratic whose breakpoints come
-from every sample, and its sample-space (Woodbury) piece step factors an n×n matrix; a sample-sharded engine must
-gather those (or use the dense path and a distributed line search), which is the sharding work itself, not a seam.
-Their whole-block stopping rule and the W̃_i stationarity the recorder reads from them are in the same module.
+Algorithm 1's ReLU inner solvers (:mod:`bcd.inner`, the piecewise Newton solver) use the seam in two ways.  Their
+V_i problems are one per column, so each shard solves its own columns and only the solver's whole-block scalars (the
+stopping rule's two norms, the values, the kink counts, "did any column still decrease") go through
+:func:`over_samples`.  A W̃_i problem (one per row) is coupled over samples by more than sums: its exact line search
+minimises a piecewise quadratic with a breakpoint from every sample, and its held-kink Schur complement and
+sample-space piece step couple the samples of a row pairwise.  So its two n-sized operands are gathered
+(:func:`gather_samples`: O(n·(d_{i-1} + d_i)) memory per shard for the duration of that step), every shard solves the
+same full problem, and :func:`replicate_` makes the result bit-identical on every shard.  Exact, but without the
+sharding's saving for those blocks (the memory check counts the gathered operands).
 The audit of saved iterates (:mod:`verification.audit`) reads whole iterates in one process.
 """
 
@@ -46,6 +50,14 @@ class Reduction:
     def sum_(self, t: Tensor) -> Tensor:
         return t
 
+    def gather(self, t: Tensor) -> Tensor:
+        """The columns (samples) of ``t`` from every shard, in shard order: the whole n-sized tensor."""
+        return t
+
+    def broadcast_(self, t: Tensor) -> Tensor:
+        """``t`` replaced in place by the first shard's copy (a replicated tensor computed on every shard)."""
+        return t
+
 
 _active: Reduction = Reduction()
 
@@ -53,6 +65,18 @@ _active: Reduction = Reduction()
 def over_samples(t: Tensor) -> Tensor:
     """``t`` summed over all sample shards (in place; the identity in one process)."""
     return _active.sum_(t)
+
+
+def gather_samples(t: Tensor) -> Tensor:
+    """All n columns of an n-sized tensor (samples as columns), from every shard in order (itself in one process).
+    Only for the blocks that couple samples by more than sums (:mod:`bcd.inner`'s W̃ step): O(n) memory per shard."""
+    return _active.gather(t)
+
+
+def replicate_(t: Tensor) -> Tensor:
+    """A W-sized result that every shard computed from the same gathered inputs, made bit-identical on every shard
+    (the first shard's copy, in place): replication must not rest on every rank rounding alike."""
+    return _active.broadcast_(t)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcd import checkpoint, distributed, inner
+from bcd import checkpoint, distributed
 from bcd.config import RunConfig
 from bcd.data import load_dataset
 from bcd.distributed import collectively
@@ -57,12 +57,6 @@ def train_from_config(
     n_classes = ds.n_classes
     if shard is not None:
         shard.check_same("configurations", cfg.to_dict())
-        newton = inner.newton_blocks(cfg.bcd)
-        if newton:
-            raise ValueError(f"Algorithm 1 with ReLU cannot be sharded: the piecewise Newton solver of its blocks "
-                             f"{', '.join(newton)} couples the samples of a row by more than sums (an exact line "
-                             f"search over every sample); run it in one process, or use another σ or a non-ridge "
-                             f"r_i / nonzero s_i there (the proximal gradient solver is sharded)")
         n_classes = collectively(shard, _class_count, ds)  # from every label, so that every rank has the same d_N
         n, n_test = len(ds.X_train), None if ds.X_test is None else len(ds.X_test)
         data = collectively(shard, lambda: (shard.take(ds.X_train), shard.take(ds.y_train, n),

@@ -201,9 +201,7 @@ class Subproblem:
             S = problem.sigma(i, affine(state.W[i], state.V[i - 1]))
             st = stationarity_V(new, S, state.V[i + 1], state.W[i + 1], old, gamma=cfg.gamma, alpha=cfg.alpha,
                                 activation=cfg.activation)
-        if self.block == "V":  # column-local problems: ‖per-column norms‖ over every sample shard
-            return float(block_norm("V", st.per_problem))
-        return float(st.norm)
+        return st.norm  # whole-block, over every sample shard (bcd.inner, "Sharding")
 
     def residual(self, state: BCDState, problem: Problem, new: Tensor) -> Tensor:
         """Relative optimality residual of ``new`` (0-d tensor; module docstring)."""

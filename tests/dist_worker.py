@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ VARIANTS = {
     # Algorithm 1's nonconvex blocks by the proximal gradient (every scalar through the reduction seam)
     "alg1 leaky ℓ1": dict(splitting="two", activation="leaky_relu(0.1)", r="l1(0.02)", alpha=1.0),
     "alg1 tanh nonneg s": dict(splitting="two", activation="tanh", s="nonneg", alpha=1.0),
+    # the piecewise Newton solver (ReLU, ridge): V columns on their own rank, W̃ rows on gathered operands
+    "alg1 relu ridge (Newton)": dict(splitting="two", activation="relu", lam=0.1, alpha=1.0),
 }
 
 
@@ -78,5 +81,36 @@ def rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
             for name, kw in VARIANTS.items():
                 trace, verdicts, state = run_variant(kw, d.X_train[sl], d.y_train[sl], d.X_test[st], d.y_test[st])
                 save(Path(out_dir) / f"rank{rank}" / name, trace, verdicts, state)
+    finally:
+        dist.destroy_process_group()
+
+
+def inner_problem(n: int = N) -> dict:
+    """One V_1 and one W̃_1 problem of the piecewise Newton solver (bcd.inner), ReLU, float64, with many kink entries:
+    V_1 under a 4×(6+1) layer (one problem per column), W̃_1 of 6×(5+1) (one problem per row, coupling every
+    sample)."""
+    g = torch.Generator().manual_seed(11)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    return dict(S=r(6, n).relu(), Vn=r(4, n), Wn=r(4, 7), V_old=r(6, n), Vt=r(6, n), Vp=r(5, n), W_old=r(6, 6))
+
+
+def solve_inner(p: dict, sl: slice = slice(None)) -> dict:
+    """Both solves (a few iterations: the whole-block rule and the cap decide) on the columns ``sl``; their records."""
+    from bcd.inner import solve_V, solve_W
+
+    V, iv = solve_V(p["S"][:, sl], p["Vn"][:, sl], p["Wn"], p["V_old"][:, sl], gamma=1.0, alpha=0.5, max_iter=4)
+    W, iw = solve_W(p["Vt"][:, sl], p["Vp"][:, sl], p["W_old"], gamma=1.0, alpha=0.5, lam=0.1, max_iter=4)
+    return {"V": V.numpy(), "W": W.numpy(), "info_V": vars(iv), "info_W": vars(iw)}
+
+
+def inner_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        with using(AllReduce()):
+            out = solve_inner(inner_problem(), rows(rank, world))
+        np.savez(Path(out_dir) / f"inner{rank}.npz", V=out["V"], W=out["W"])
+        (Path(out_dir) / f"inner{rank}.json").write_text(json.dumps({k: out[k] for k in ("info_V", "info_W")}))
     finally:
         dist.destroy_process_group()

@@ -30,9 +30,14 @@ class TwoIdenticalShards(Reduction):
     def sum_(self, t):
         return t.mul_(2.0)
 
+    def gather(self, t):
+        return torch.cat([t, t], dim=-1)
+
 
 @pytest.mark.parametrize("kw", [dict(), dict(skip="auto", lam=0.1), dict(splitting="two", activation="identity"),
-                                dict(vn_update="prox_linear", reduction="mean")])
+                                dict(vn_update="prox_linear", reduction="mean"),
+                                # the piecewise Newton solver: V on its own columns, W̃ on gathered operands
+                                dict(splitting="two", activation="relu", lam=0.1)])
 def test_a_sharded_reduction_gives_the_iterates_of_the_full_data(kw):
     d = gaussian_mixture(n=30, d=5, k=3, seed=2)
     cfg = BCDConfig(**{"hidden": (5, 5), "gamma": 0.9, "alpha": 1.5, "sweeps": 3, "dtype": "float64", **kw})
@@ -98,8 +103,10 @@ def _assert_columns_agree(shard, full, sweep_cols, block_cols):
 TIMING = {S.TIME_ENGINE, S.TIME_HOOKS, S.TIME_EVAL, S.TIME_RECORDER}
 # g^k of the generic path (verification/subgradient.py): compared in their own test below
 GENERIC_G = {S.G_NORM, S.G_NORM_LOWER, S.CUM_G_SQ, S.BLOCK_G_NORM}
-BLOCK_COLUMNS = [S.BLOCK_DECREASE, S.BLOCK_DELTA_SQ, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, S.BLOCK_CONST]
-GENERIC = [dict(skip="auto", lam=0.1), dict(splitting="two", activation="identity")]
+BLOCK_COLUMNS = [S.BLOCK_DECREASE, S.BLOCK_DELTA_SQ, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, S.BLOCK_CONST,
+                 S.BLOCK_STATIONARITY, S.BLOCK_RULE_TOL]
+GENERIC = [dict(skip="auto", lam=0.1), dict(splitting="two", activation="identity"),
+           dict(splitting="two", activation="relu", lam=0.1)]  # the last: the piecewise Newton solver
 
 
 @pytest.mark.parametrize(("kw", "path"), [(dict(), "fast"),
