@@ -21,6 +21,12 @@ as medians over the rounds:
   fresh tensors of the same shapes; ``sweep / replay`` says how much time goes outside those products;
 * ``authors`` (with ``--authors``): one sweep of the authors' loop at the same shapes (``benchmarks/authors_loop.py``,
   a peer written from their published algorithm) and ``speedup = authors / sweep`` (target ≥ 2);
+* ``objective``: the L̄ evaluation that ``bcd train`` runs after every sweep (:func:`bcd.objective.objective_terms`),
+  and inside it the N layer products P_i = W̃_iṼ_{i-1} that the next sweep's U steps form again (the same
+  iterates: neither W̃_i nor V_{i-1} changes in between).  ``share_speedup`` = (sweep + objective) /
+  (sweep + objective − min(products, objective)) bounds what keeping those products for the next sweep would save
+  per logged sweep (the products are timed on fresh buffers, so they can exceed the objective), and
+  ``share_memory`` the extra memory that costs (the N products, the size of the U blocks) over the state;
 * ``memory``: peak resident memory during a sweep above the resident memory before it (CPU: ``VmHWM`` after a
   reset through ``/proc/self/clear_refs``, with the freed heap handed back by ``malloc_trim`` first; CUDA:
   ``max_memory_allocated``), plus the state W, V, U, X, over the state's bytes (target ≤ 1.3).
@@ -40,9 +46,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from bcd import BCDConfig, initial_state
+from bcd.blocks import affine
 from bcd.data import load_mnist
 from bcd.engine import sweep
 from bcd.inputs import make_problem
+from bcd.objective import objective_terms
 from bcd.schedule import schedule_for
 
 MATMULS = {torch.matmul, torch.mm, torch.Tensor.__matmul__, torch.Tensor.mm, torch.Tensor.matmul,
@@ -210,9 +218,15 @@ def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds:
         peer()  # warm-up
     replay()
     gemm()
-    times: dict[str, list[float]] = {"sweep": [], "gemm": [], "replay": [], "authors": []}
+    def layer_products():
+        return [affine(state.W[i], state.V[i - 1]) for i in range(1, cfg.N + 1)]
+
+    times: dict[str, list[float]] = {"sweep": [], "gemm": [], "replay": [], "authors": [], "objective": [],
+                                     "products": []}
     for _ in range(rounds):  # interleaved: one of each per round
         times["sweep"].append(_timed(run_sweep, dev))
+        times["objective"].append(_timed(lambda: objective_terms(state, problem), dev))
+        times["products"].append(_timed(layer_products, dev))
         times["gemm"].append(_timed(lambda: [gemm() for _ in range(gemm_reps)], dev) / gemm_reps)
         times["replay"].append(_timed(replay, dev))
         if peer is not None:
@@ -230,6 +244,10 @@ def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds:
         "ratio": med["sweep"] / (flops / rate),
         "replay_s": med["replay"], "replay_gflop": replay_flops / 1e9, "replay_ratio": med["sweep"] / med["replay"],
         "products": len(rec.products),
+        "objective_s": med["objective"], "objective_products_s": med["products"],
+        "share_speedup": (med["sweep"] + med["objective"])
+        / (med["sweep"] + med["objective"] - min(med["products"], med["objective"])),
+        "share_memory": sum(u.numel() * u.element_size() for u in state.U[1:]) / sb,
         "state_mb": sb / 2**20, "peak_extra_mb": peak / 2**20, "memory_ratio": (sb + peak) / sb,
     }
     if "authors" in med:
@@ -242,7 +260,9 @@ def _line(r: dict) -> str:
          f"{'' if r['tf32'] is None else ' tf32=' + ('on' if r['tf32'] else 'off')}: "
          f"sweep {r['sweep_s'] * 1e3:8.1f} ms | {r['gflop']:.1f} GFLOP at {r['gemm_gflops']:.1f} GFLOP/s = floor "
          f"{r['floor_s'] * 1e3:.1f} ms | ratio {r['ratio']:.2f} (target <= 1.15) | replay {r['replay_s'] * 1e3:.1f} ms "
-         f"(x{r['replay_ratio']:.2f}) | memory {r['memory_ratio']:.2f} x state {r['state_mb']:.0f} MB (target <= 1.3)")
+         f"(x{r['replay_ratio']:.2f}) | memory {r['memory_ratio']:.2f} x state {r['state_mb']:.0f} MB (target <= 1.3)"
+         f" | objective {r['objective_s'] * 1e3:.1f} ms, its layer products {r['objective_products_s'] * 1e3:.1f} ms:"
+         f" sharing them at most x{r['share_speedup']:.2f} per logged sweep for +{r['share_memory']:.2f} x state")
     if "authors_s" in r:
         s += f" | authors {r['authors_s'] * 1e3:.1f} ms = x{r['speedup_vs_authors']:.2f} ours (target >= 2)"
     return s
