@@ -462,7 +462,7 @@ def global_minimum(out: str | Path, *, sweeps: int = 1000, n: int = 512, seeds: 
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), dpi=120)
     colours = {"near": "tab:green", "far": "tab:red"}
     for (seed, start), g in df.groupby(["seed", "start"]):
-        label = f"{start} the teacher" if seed == seeds[0] else None
+        label = {"near": "near the teacher", "far": "far from the teacher"}[start] if seed == seeds[0] else None
         axes[0].semilogy(g["sweep"], g["objective"].clip(lower=1e-300), color=colours[start], alpha=0.8, label=label)
         axes[1].semilogy(g["sweep"], g["g_norm"], color=colours[start], alpha=0.8, label=label)
     axes[0].set_ylabel("L̄(Q^k)")
