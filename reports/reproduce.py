@@ -13,11 +13,12 @@ weight seed s, and each gradient method trains the *same* network from the *same
 (:mod:`bcd.baselines`).  One folder holds everything::
 
     OUT/<method>/seed-<s>/log.csv       epoch, train_acc, test_acc, loss, seconds (+ the BCD run directory)
+    OUT/<method>/seed-<s>/environment.json   versions, hardware, threads, git commit, wall time of that run
     OUT/<method>/seed-<s>.fingerprint.json   the configuration the run belongs to (written before it starts)
     OUT/results.csv                     every log, long format
     OUT/summary.csv                     final and best test accuracy per method: mean ± std, min–max
     OUT/accuracy.png                    test accuracy vs epoch, mean ± std band per method
-    OUT/report.md, OUT/report.html      the page: table, figure, BCD verdicts per seed, environment
+    OUT/report.md, OUT/report.html      the page: table, figure, BCD verdicts per seed, each run's environment
 
 A seed's run is *done* when its ``log.csv`` exists (written last, atomically); a killed reproduction reruns only the
 runs not done (a BCD run with a checkpoint continues from it).  A run whose fingerprint differs from the experiment
@@ -29,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bcd.config import BCDConfig, DataConfig, RunConfig
-from bcd.rundir import atomic_write, write_text
+from bcd.rundir import ENVIRONMENT, atomic_write, environment, write_text
 
 BCD = "bcd"
 LOG = "log.csv"
@@ -250,10 +250,13 @@ def run_baseline(exp: Experiment, method: str, seed: int, out: Path, data, *, pr
             print(f"  {method} seed {seed} epoch {row['epoch']}/{exp.sweeps}: test acc {row['test_acc']:.4f}",
                   flush=True)
 
+    t0 = time.perf_counter()
     rows = train_baseline(X_train, y_train, X_test, y_test, weights=weights, activation=cfg.activation,
                           config=exp.baseline_config(method, seed), device=cfg.device, dtype=cfg.dtype, on_epoch=tick)
     d = _run_dir(out, method, seed)
     d.mkdir(parents=True, exist_ok=True)
+    env = {**environment(cfg.device), "wall_time_s": time.perf_counter() - t0}
+    write_text(d / ENVIRONMENT, json.dumps(env, indent=2, sort_keys=True) + "\n")
     _write_log(d, [{"method": method, "seed": seed, "epoch": r["epoch"], "train_acc": r["train_acc"],
                     "test_acc": r["test_acc"], "loss": r["train_loss"], "seconds": r["seconds"]} for r in rows])
 
@@ -343,12 +346,24 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def environment() -> dict[str, str]:
-    import torch
+ENV_COLUMNS = ("device_name", "torch", "torch_threads", "git_commit", "wall_time_s")
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.platform(),
-            "processor": platform.processor() or "?", "cuda": torch.cuda.get_device_name(0)
-            if torch.cuda.is_available() else "none"}
+
+def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]]]:
+    """One row per finished run from its ``environment.json`` (a reproduction continued in another session or on
+    another machine shows it here)."""
+    rows = []
+    for m in exp.method_names:
+        for s in exp.seeds:
+            f = _run_dir(out, m, s) / ENVIRONMENT
+            if is_done(out, m, s) and f.is_file():
+                env = json.loads(f.read_text())
+                cells = [str(env.get(c, "–")) for c in ENV_COLUMNS]
+                cells[3] = cells[3][:10]
+                wall = env.get("wall_time_s")
+                cells[4] = f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "–"
+                rows.append([m, str(s), *cells])
+    return ["method", "seed", "device", "torch", "threads", "commit", "wall time"], rows
 
 
 def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
@@ -369,7 +384,7 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     vbody = [[str(s), *(next((f"{v['status']}{'' if v.get('guaranteed') else ' (observed)'}"
                               for v in _verdicts(out, s) if v["claim"] == c), "–") for c in claims)]
              for s in exp.seeds if _verdicts(out, s)]
-    env = environment()
+    eheader, ebody = _environments(exp, out)
     cfg = exp.bcd_config(exp.seeds[0])
     setup = (f"{exp.data.get('dataset', 'mnist')}, n_train = {exp.data.get('n_train') or 'all'}, n_test = "
              f"{exp.data.get('n_test') or 'all'}; hidden layers {_widths(cfg.hidden)} ({cfg.activation}), "
@@ -384,7 +399,8 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     if vbody:
         md += ["**BCD verdicts** (standard preset; `(observed)`: the theory does not guarantee the claim for this "
                "configuration)", "", _md_table(vheader, vbody), ""]
-    md += ["**Environment.** " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+    if ebody:
+        md += ["**Environment of each run**", "", _md_table(eheader, ebody), ""]
     write_text(out / "report.md", "\n".join(md))
     from reports.document import _e, _table
 
@@ -397,7 +413,9 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     html += [_table(header, body), f"<p><img src='{fig.name}' alt='test accuracy' width='640'></p>"]
     if vbody:
         html += ["<h2>BCD verdicts</h2>", _table(vheader, vbody)]
-    html += [f"<p><b>Environment.</b> {_e(', '.join(f'{k} {v}' for k, v in env.items()))}</p></body></html>"]
+    if ebody:
+        html += ["<h2>Environment of each run</h2>", _table(eheader, ebody)]
+    html.append("</body></html>")
     write_text(out / "report.html", "".join(html))
     return {"results": out / "results.csv", "summary": out / "summary.csv", "figure": fig,
             "markdown": out / "report.md", "html": out / "report.html"}

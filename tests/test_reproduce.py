@@ -4,10 +4,12 @@ fair (every method starts from the same forward pass per seed); a reproduction c
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
 import pytest
+import torch
 
 from bcd.cli import main
 from bcd.data import load_fashion_mnist
@@ -49,6 +51,11 @@ def test_a_tiny_version_of_every_packaged_experiment(name, tmp_path):
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     for s in (0, 1):
         assert (out / BCD / f"seed-{s}" / "verdicts.json").is_file()
+    for m in exp.method_names:  # every run records where and how long it ran, and the page lists each run
+        for s in (0, 1):
+            env = json.loads((out / m / f"seed-{s}" / "environment.json").read_text())
+            assert env["torch"] == torch.__version__ and env["wall_time_s"] > 0
+    assert "Environment of each run" in md and md.count(torch.__version__) == 2 * len(exp.method_names)
 
 
 def test_a_reproduction_continues_with_the_runs_not_done(tmp_path):
