@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from bcd.distributed import collectively
 from bcd.problem import BCDState, Problem
-from bcd.rundir import atomic_write, json_safe, write_text
+from bcd.rundir import atomic_write, json_safe, load_tensors, write_text
 
 CHECKPOINT = "checkpoint.safetensors"  # stored as checkpoint-<k>.safetensors
 CHECKPOINT_LOG = "checkpoint.json"
@@ -185,7 +185,7 @@ def load(out: str | Path, problem: Problem, shard=None) -> tuple[BCDState, list[
         meta = json.loads((out / CHECKPOINT_LOG).read_text())
         k, rows = int(meta["sweep"]), [
             {key: (math.nan if v is None else v) for key, v in row.items()} for row in meta["log"]]
-        tensors = load_file(str(out / _name(CHECKPOINT, k, rank)))
+        tensors = load_tensors(out / _name(CHECKPOINT, k, rank))  # aligned copies: bit-for-bit resume
         with safe_open(str(out / _name(CHECKPOINT, k, rank)), "pt") as fh:
             tensor_sweep = int((fh.metadata() or {}).get("sweep", -1))
     except Exception as e:

@@ -212,10 +212,17 @@ def save_weights(path: Path, weights: list[torch.Tensor]) -> None:
     atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, each copied into fresh memory.  The file's buffers sit at arbitrary offsets, and
+    MKL's kernels round differently on unaligned operands (measured on an AVX-512 CPU: a resumed run ended 1 ulp away
+    from the uninterrupted one), so a tensor read back must be as aligned as the one that was saved."""
+    return {k: t.clone() for k, t in load_file(str(path)).items()}
+
+
 def load_weights(path: str | Path) -> list[torch.Tensor]:
     """W̃_1..W̃_N from a ``weights.safetensors`` file."""
     try:
-        tensors = load_file(str(path))
+        tensors = load_tensors(path)
     except FileNotFoundError:
         raise
     except Exception as e:
