@@ -406,9 +406,11 @@ def _stationarity(sp: _Split, X: Tensor, kink_rtol: float | None) -> Stationarit
         t = sp.T.gather(1, idx) * valid.to(X.dtype)
         lo, hi = torch.clamp(-t, max=0.0), torch.clamp(-t, min=0.0)
         per, exact = _box_least_norm(g, J, lo, hi)
-    # the whole-block figures in one reduction: ‖per‖², kink entries, convex-kink entries, uncertified shards
-    tot = sp.whole(torch.stack([per.square().sum(), kink.sum().to(per.dtype), (kink & (sp.T < 0)).sum().to(per.dtype),
-                                torch.tensor(float(not exact), dtype=per.dtype, device=per.device)]))
+    # the whole-block figures in one reduction: ‖per‖², kink entries, convex-kink entries, uncertified shards (in
+    # float64, so that the counts stay exact past 2²⁴ entries of a float32 run)
+    f64 = torch.float64
+    tot = sp.whole(torch.stack([per.square().sum().to(f64), kink.sum().to(f64), (kink & (sp.T < 0)).sum().to(f64),
+                                torch.tensor(float(not exact), dtype=f64, device=per.device)]))
     sq, n_kink, n_convex, uncertified = tot.tolist()
     return Stationarity(math.sqrt(sq), per, int(n_kink), int(n_convex), uncertified == 0)
 
@@ -780,8 +782,7 @@ def _solve(sp: _Split, X0: Tensor, *, eta: float, max_iter: int, kink_rtol: floa
             step_norm = dist_from_start()
             reason = "rule" if st.norm <= eta * step_norm else "stalled"
             break
-    step_norm = dist_from_start()
-    tol = eta * step_norm
+    tol = eta * step_norm  # every exit above measured step_norm at the final X
     before, after, rises = sp.whole(torch.stack([v_before.sum(), v_cur.sum(), (v_cur > v_before).sum().to(dtype)]))
     info = InnerInfo(
         iterations=it,
@@ -808,14 +809,16 @@ def _solve(sp: _Split, X0: Tensor, *, eta: float, max_iter: int, kink_rtol: floa
 
 def phi_W(W: Tensor, Vt: Tensor, Vp: Tensor, W_old: Tensor, *, gamma: float, alpha: float, lam: float = 0.0,
           activation: str | Activation = "relu", per_row: bool = False) -> Tensor:
-    """Φ(W) = γ/2‖V_i⁺ − σ(W̃Ṽ_{i-1}⁻)‖² + λ/2‖W̃‖² + α/2‖W̃ − W̃⁻‖² (a 0-dim tensor, or per row (d_i,))."""
+    """Φ(W) = γ/2‖V_i⁺ − σ(W̃Ṽ_{i-1}⁻)‖² + λ/2‖W̃‖² + α/2‖W̃ − W̃⁻‖² (a 0-dim tensor, or per row (d_i,)).
+    Sharded, a collective: it gathers Ṽ_{i-1} and V_i, so every rank calls it."""
     v = _split_W(Vt, Vp, W_old, gamma, alpha, lam, _is_relu(activation)).values(W)
     return v if per_row else v.sum()
 
 
 def phi_V(V: Tensor, S: Tensor, Vn: Tensor, Wn: Tensor, V_old: Tensor, *, gamma: float, alpha: float,
           activation: str | Activation = "relu", per_column: bool = False) -> Tensor:
-    """Φ(V) = γ/2‖V − S‖² + γ/2‖V_{i+1}⁺ − σ(ŴV + b1ᵀ)‖² + α/2‖V − V⁻‖² (0-dim, or per column (n,))."""
+    """Φ(V) = γ/2‖V − S‖² + γ/2‖V_{i+1}⁺ − σ(ŴV + b1ᵀ)‖² + α/2‖V − V⁻‖² (0-dim, or per column (n,)).  Sharded,
+    the 0-dim value is a collective (summed over ranks: every rank calls it); per column it is this rank's columns."""
     sp = _split_V(S, Vn, Wn, V_old, gamma, alpha, _is_relu(activation))
     v = sp.values(V.T)
     return v if per_column else sp.whole(v.sum())
@@ -826,14 +829,16 @@ def stationarity_W(W: Tensor, Vt: Tensor, Vp: Tensor, W_old: Tensor, *, gamma: f
                    kink_rtol: float | None = None) -> Stationarity:
     """dist(0, ∂Φ(W)) per row and in Frobenius norm.  ∂Φ(W) row r: λw + α(w − w⁻) + γ Σ_j ξ_j ṽ_j with
     ξ_j = z_j − t_j (z_j > 0), 0 (z_j < 0), and at a kink ξ_j ∈ [min(0, −t_j), max(0, −t_j)] (the hull at concave
-    kinks: a lower bound there).  The box QP is solved batched; see the module docstring for its accuracy."""
+    kinks: a lower bound there).  The box QP is solved batched; see the module docstring for its accuracy.
+    Sharded, a collective (the operands are gathered and the norm reduced): every rank calls it."""
     return _stationarity(_split_W(Vt, Vp, W_old, gamma, alpha, lam, _is_relu(activation)), W, kink_rtol)
 
 
 def stationarity_V(V: Tensor, S: Tensor, Vn: Tensor, Wn: Tensor, V_old: Tensor, *, gamma: float, alpha: float,
                    activation: str | Activation = "relu", kink_rtol: float | None = None) -> Stationarity:
     """dist(0, ∂Φ(V)) per column and in Frobenius norm.  Column j: γ(v − s) + α(v − v⁻) + γ Σ_k ξ_k ŵ_k with ξ_k
-    as in :func:`stationarity_W` for z_k = ŵ_k·v + b_k and target (V_{i+1}⁺)_kj."""
+    as in :func:`stationarity_W` for z_k = ŵ_k·v + b_k and target (V_{i+1}⁺)_kj.  Sharded, the Frobenius norm and
+    the counts are reduced over ranks (a collective: every rank calls it); ``per_problem`` holds this rank's columns."""
     return _stationarity(_split_V(S, Vn, Wn, V_old, gamma, alpha, _is_relu(activation)), V.T, kink_rtol)
 
 

@@ -168,7 +168,9 @@ def ranks_sharing_memory(device: torch.device) -> int:
 
 def gathered_bytes(config: BCDConfig, widths: tuple[int, ...], n_total: int) -> int:
     """Bytes that one shard of a sharded run gathers at once: the two n-sized operands Ṽ_{i-1}, V_i of a piecewise
-    Newton W̃_i step (:mod:`bcd.inner`, "Sharding"), the largest over those blocks; 0 without such blocks."""
+    Newton W̃_i step (:mod:`bcd.inner`, "Sharding"), the largest over those blocks; 0 without such blocks.  The
+    solve's working set on those operands is not counted (it is not counted for one process either; its sample-space
+    path can build n×n matrices, on every rank)."""
     from bcd.inner import newton_blocks
 
     item = torch.finfo(getattr(torch, config.dtype)).bits // 8

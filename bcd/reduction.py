@@ -5,7 +5,8 @@ products U_iṼ_{i-1}ᵀ of the W steps, every sample term of the objective (the
 gaps), and the accuracy counts.  Each of them is formed from the local columns and then passed through
 :func:`over_samples`.  In one process that is the identity; a sample-sharded engine (one process per block
 of columns, W replicated) installs a :class:`Reduction` whose ``sum_`` all-reduces in place, and then gets the
-same iterates as one process up to the summation order.  Nothing else in the engine needs to change.
+same iterates as one process up to the summation order.  Nothing else in Algorithms 2 and 3 needs to change;
+Algorithm 1's piecewise Newton solver also gathers and broadcasts (the last paragraph).
 
 The recorder goes through it too, keeping squared sums until after the reduction (a norm of an n-sized block is
 ``sample_norm`` = √(over_samples(local ‖·‖²)); W-sized quantities, and products that already came through the seam
@@ -30,7 +31,8 @@ minimises a piecewise quadratic with a breakpoint from every sample, and its hel
 sample-space piece step couple the samples of a row pairwise.  So its two n-sized operands are gathered
 (:func:`gather_samples`: O(n·(d_{i-1} + d_i)) memory per shard for the duration of that step), every shard solves the
 same full problem, and :func:`replicate_` makes the result bit-identical on every shard.  Exact, but without the
-sharding's saving for those blocks (the memory check counts the gathered operands).
+sharding's saving for those blocks: the memory check counts the gathered operands, but not the solve's working set,
+which is a single process's on all n samples on every rank (its sample-space path builds up to n×n matrices).
 The audit of saved iterates (:mod:`verification.audit`) reads whole iterates in one process.
 """
 

@@ -85,13 +85,21 @@ def rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def inner_problem(n: int = N) -> dict:
+def inner_problem(n: int = N, settled: slice | None = None) -> dict:
     """One V_1 and one W̃_1 problem of the piecewise Newton solver (bcd.inner), ReLU, float64, with many kink entries:
     V_1 under a 4×(6+1) layer (one problem per column), W̃_1 of 6×(5+1) (one problem per row, coupling every
-    sample)."""
+    sample).  ``settled``: columns whose target S makes V⁻ stationary already (S = V⁻ − Ŵᵀ[(V_2 − relu(z))·1(z>0)],
+    z = ŴV⁻ + b, so the V solve starts there at its optimum): a shard holding only those columns would meet the
+    rule, or see nothing decrease, at once on its own, while the whole block goes on."""
     g = torch.Generator().manual_seed(11)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    return dict(S=r(6, n).relu(), Vn=r(4, n), Wn=r(4, 7), V_old=r(6, n), Vt=r(6, n), Vp=r(5, n), W_old=r(6, 6))
+    p = dict(S=r(6, n).relu(), Vn=r(4, n), Wn=r(4, 7), V_old=r(6, n), Vt=r(6, n), Vp=r(5, n), W_old=r(6, 6))
+    if settled is not None:
+        W_hat, b = p["Wn"][:, :-1], p["Wn"][:, -1:]
+        V = p["V_old"][:, settled]
+        z = W_hat @ V + b
+        p["S"][:, settled] = V - W_hat.T @ ((p["Vn"][:, settled] - z.relu()) * (z > 0))
+    return p
 
 
 def solve_inner(p: dict, sl: slice = slice(None)) -> dict:
@@ -103,14 +111,21 @@ def solve_inner(p: dict, sl: slice = slice(None)) -> dict:
     return {"V": V.numpy(), "W": W.numpy(), "info_V": vars(iv), "info_W": vars(iw)}
 
 
+def inner_problems(world: int) -> dict[str, dict]:
+    """The problems the sharded solver test runs: generic, and the last rank's columns settled at their optimum."""
+    return {"generic": inner_problem(), "settled": inner_problem(settled=rows(world - 1, world))}
+
+
 def inner_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
     try:
-        with using(AllReduce()):
-            out = solve_inner(inner_problem(), rows(rank, world))
-        np.savez(Path(out_dir) / f"inner{rank}.npz", V=out["V"], W=out["W"])
-        (Path(out_dir) / f"inner{rank}.json").write_text(json.dumps({k: out[k] for k in ("info_V", "info_W")}))
+        for name, problem in inner_problems(world).items():
+            with using(AllReduce()):
+                out = solve_inner(problem, rows(rank, world))
+            np.savez(Path(out_dir) / f"inner-{name}{rank}.npz", V=out["V"], W=out["W"])
+            (Path(out_dir) / f"inner-{name}{rank}.json").write_text(
+                json.dumps({k: out[k] for k in ("info_V", "info_W")}))
     finally:
         dist.destroy_process_group()

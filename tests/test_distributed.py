@@ -281,23 +281,31 @@ def test_the_memory_check_counts_the_operands_a_newton_step_gathers(monkeypatch)
 def test_the_newton_solver_sharded_reports_the_whole_blocks_record(tmp_path):
     """bcd.inner on 2 gloo ranks (V: each rank its own columns; W̃: gathered operands) against one process, the solves
     cut at a few iterations so that the whole-block rule and the cap decide: the same iterates (1e-12), and the
-    same record: iterations, reason, Φ before/after, the rule's tolerance and stationarity, the kink counts.  A rank
-    that stopped on its own columns' rule, or reported its own norms, fails this."""
-    from dist_worker import inner_main, inner_problem, solve_inner
+    same record: iterations, reason, Φ before/after, the rule's tolerance and stationarity, the kink counts and
+    certificate.  A rank that stopped on its own columns' rule, decided "nothing changed" on its own columns, or
+    reported its own norms, fails this: in the "settled" problem rank 1's columns start at their optimum, so on its
+    own it would stall within two iterations while the whole block goes on to meet the rule."""
+    from dist_worker import inner_main, inner_problems, solve_inner
 
-    one = solve_inner(inner_problem())
-    assert one["info_V"]["kink_entries"] > 0 and one["info_W"]["kink_entries"] > 0  # the kinks are exercised
+    problems = inner_problems(2)
     mp.start_processes(inner_main, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
-    for rank in range(2):
-        arrays = np.load(tmp_path / f"inner{rank}.npz")
-        _close(one["V"][:, rows(rank, 2)], arrays["V"], f"V of rank {rank}")
-        _close(one["W"], arrays["W"], f"W of rank {rank}")
-        infos = json.loads((tmp_path / f"inner{rank}.json").read_text())
-        for block in ("info_V", "info_W"):
-            ref, mine = one[block], infos[block]
-            for key in ("iterations", "reason", "rule_held", "monotone", "kink_entries", "convex_kink_entries"):
-                assert mine[key] == ref[key], (block, key, rank)
-            for key in ("value_before", "value_after", "tolerance", "step_norm"):
-                _close(np.array(ref[key]), np.array(mine[key]), f"{block}.{key} of rank {rank}")
-            assert abs(mine["stationarity"] - ref["stationarity"]) <= 1e-9 * max(ref["tolerance"], 1e-300)
+    for name, problem in problems.items():
+        one = solve_inner(problem)
+        assert one["info_V"]["kink_entries"] > 0 and one["info_W"]["kink_entries"] > 0  # the kinks are exercised
+        if name == "settled":  # rank 1 alone stalls early (its columns cannot decrease); the whole block does not
+            alone, whole = solve_inner(problem, rows(1, 2))["info_V"], one["info_V"]
+            assert alone["reason"] == "stalled" and alone["iterations"] < whole["iterations"], (alone, whole)
+        for rank in range(2):
+            arrays = np.load(tmp_path / f"inner-{name}{rank}.npz")
+            _close(one["V"][:, rows(rank, 2)], arrays["V"], f"{name}: V of rank {rank}")
+            _close(one["W"], arrays["W"], f"{name}: W of rank {rank}")
+            infos = json.loads((tmp_path / f"inner-{name}{rank}.json").read_text())
+            for block in ("info_V", "info_W"):
+                ref, mine = one[block], infos[block]
+                for key in ("iterations", "reason", "rule_held", "monotone", "kink_entries", "convex_kink_entries",
+                            "kink_exact"):
+                    assert mine[key] == ref[key], (name, block, key, rank)
+                for key in ("value_before", "value_after", "tolerance", "step_norm"):
+                    _close(np.array(ref[key]), np.array(mine[key]), f"{name}: {block}.{key} of rank {rank}")
+                assert abs(mine["stationarity"] - ref["stationarity"]) <= 1e-9 * max(ref["tolerance"], 1e-300)
