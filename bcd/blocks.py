@@ -27,18 +27,16 @@ GRAM_BLOCKS = 4  # row blocks of the symmetric Gram on the CPU (measured: 4–6 
 
 def symmetric_gram_(V: Tensor, out: Tensor) -> Tensor:
     """VVᵀ into ``out`` (d×d) at about (k+1)/(2k) of the full product's FLOPs: the upper block triangle by k row-block
-    GEMMs (block a against blocks a..k−1), then mirrored, so ``out`` is exactly symmetric.  On CUDA one GEMM."""
+    GEMMs (block a against blocks a..k−1; on CUDA and for small d one GEMM), then the strict upper triangle mirrored,
+    so ``out`` is exactly symmetric (a GEMM need not sum (i, j) and (j, i) alike: MKL on AVX-512 does not)."""
     d = V.shape[0]
     k = GRAM_BLOCKS if V.device.type == "cpu" and d >= 64 * GRAM_BLOCKS else 1
-    if k == 1:
-        return torch.matmul(V, V.T, out=out)
     edges = [d * j // k for j in range(k + 1)]
     for a in range(k):
         rows = slice(edges[a], edges[a + 1])
         torch.matmul(V[rows], V[edges[a]:].T, out=out[rows, edges[a]:])
-    for a in range(k - 1):
-        rows = slice(edges[a], edges[a + 1])
-        out[edges[a + 1]:, rows] = out[rows, edges[a + 1]:].T
+    i, j = torch.triu_indices(d, d, 1, device=out.device)
+    out[j, i] = out[i, j]
     return out
 
 
