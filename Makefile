@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: setup data demo train test test-all lint bench clean
+.PHONY: setup data demo train test test-all lint bench reproduce clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,21 @@ lint: setup
 
 bench: data                  ## engine speed and memory against the matmul floor (CPU)
 	$(BIN)/python benchmarks/bench_engine.py
+
+# The paper's experiments as this project records them (README, "Results"): every run resumable per seed and written
+# to results/reproduce/ (committed: light files only), so `make reproduce` continues where the last one stopped.
+# On 2 CPU cores: the n = 5000 subsets take 1-2 h each, the full-size runs several hours per seed.
+REPRO := $(BIN)/bcd reproduce
+RES   := results/reproduce
+reproduce: data
+	test -f $(RES)/global-minimum/global_minimum.md || $(REPRO) global-minimum --out $(RES)/global-minimum
+	$(REPRO) mlp10x600-mnist --n-train 5000 --out $(RES)/mlp10x600-mnist-n5000-float64
+	$(REPRO) mlp10x600-fashion --n-train 5000 --out $(RES)/mlp10x600-fashion-n5000-float64
+	$(REPRO) mlp3x1500-mnist --n-train 5000 --out $(RES)/mlp3x1500-mnist-n5000-float64
+	$(REPRO) mlp3x1500-fashion --n-train 5000 --out $(RES)/mlp3x1500-fashion-n5000-float64
+	$(REPRO) sigmoid10x600-mnist --n-train 5000 --seeds 0 --out $(RES)/sigmoid10x600-mnist-n5000-float64
+	$(REPRO) mlp10x600-mnist --seeds 0 --out $(RES)/mlp10x600-mnist-full-float64
+	$(REPRO) mlp3x1500-mnist --methods bcd --out $(RES)/mlp3x1500-mnist-full-float64
 
 clean:
 	rm -rf $(VENV) .cache runs *.egg-info
