@@ -43,6 +43,8 @@ bench: data                  ## engine speed and memory against the matmul floor
 REPRO := $(BIN)/bcd reproduce
 RES   := results/reproduce
 reproduce: data
+	$(BIN)/python -c "from bcd.data import load_fashion_mnist as f; f()" || \
+	  { echo "make reproduce: Fashion-MNIST is missing (apt-get install dataset-fashion-mnist)"; exit 2; }
 	test -f $(RES)/global-minimum/global_minimum.md || $(REPRO) global-minimum --out $(RES)/global-minimum
 	$(REPRO) mlp10x600-mnist --n-train 5000 --out $(RES)/mlp10x600-mnist-n5000-float64
 	$(REPRO) mlp10x600-fashion --n-train 5000 --out $(RES)/mlp10x600-fashion-n5000-float64

@@ -346,12 +346,12 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-ENV_COLUMNS = ("device_name", "torch", "torch_threads", "git_commit", "wall_time_s")
+ENV_COLUMNS = ("device_name", "cpu_model", "cpu_count", "torch", "torch_threads", "git_commit", "wall_time_s")
 
 
 def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]]]:
     """One row per finished run from its ``environment.json`` (a reproduction continued in another session or on
-    another machine shows it here)."""
+    another machine shows it here; a resumed BCD run records its last segment's machine, commit and wall time)."""
     rows = []
     for m in exp.method_names:
         for s in exp.seeds:
@@ -359,11 +359,13 @@ def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]
             if is_done(out, m, s) and f.is_file():
                 env = json.loads(f.read_text())
                 cells = [str(env.get(c, "–")) for c in ENV_COLUMNS]
-                cells[3] = cells[3][:10]
+                cells[5] = cells[5][:10]
                 wall = env.get("wall_time_s")
-                cells[4] = f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "–"
+                cells[6] = "–" if not isinstance(wall, (int, float)) else f"{wall:.1f} s" if wall < 120 \
+                    else f"{wall / 60:.1f} min"
                 rows.append([m, str(s), *cells])
-    return ["method", "seed", "device", "torch", "threads", "commit", "wall time"], rows
+    return ["method", "seed", "device", "CPU", "CPUs", "torch", "threads", "commit",
+            "wall time (last segment if resumed)"], rows
 
 
 def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
