@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--n-test", type=int, dest="n_test", help="a subset of the test set")
     r.add_argument("--methods", help="comma-separated subset of bcd and the experiment's gradient methods")
     r.add_argument("--no-progress", action="store_true", help="no progress lines")
+    r.add_argument("--status", action="store_true",
+                   help="show which runs in --out are done, partial or not started, and exit (runs nothing)")
     r.set_defaults(func=_reproduce)
 
 
@@ -89,6 +91,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         load_experiment,
         packaged,
         reproduce,
+        status,
     )
 
     if args.list:
@@ -115,6 +118,13 @@ def _reproduce(args: argparse.Namespace) -> int:
                           sweeps=args.sweeps, n_train=args.n_train, n_test=args.n_test,
                           methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
     out = Path(args.out) if args.out else Path("runs") / "reproduce" / exp.name
+    if args.status:
+        rows = status(exp, out)
+        for r in rows:
+            print(f"{r['method']:>6} seed {r['seed']}: {r['state']}" + (f" ({r['detail']})" if r["detail"] else ""))
+        done = sum(r["state"] == "done" for r in rows)
+        print(f"{out}: {done} of {len(rows)} runs done")
+        return 0
     reproduce(exp, out, progress=not args.no_progress)
     print(f"report: {out / 'report.html'}")
     failed = guaranteed_failures(exp, out)

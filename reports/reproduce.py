@@ -188,6 +188,12 @@ def is_done(out: Path, method: str, seed: int) -> bool:
     return (_run_dir(out, method, seed) / LOG).is_file()
 
 
+def _differs(have: dict, want: dict) -> list[str]:
+    """The ``section.key`` entries in which two fingerprints differ."""
+    return sorted(f"{sec}.{k}" for sec in set(have) | set(want) for k in set(have.get(sec, {})) | set(want.get(sec, {}))
+                  if have.get(sec, {}).get(k) != want.get(sec, {}).get(k))
+
+
 def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> bool:
     """Whether (method, seed) is already done.  A run directory holds one configuration: its fingerprint is written
     before the run starts, and a directory whose fingerprint differs from the experiment's (an edited TOML, other
@@ -196,11 +202,8 @@ def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> bool:
     want = exp.fingerprint(method, seed)
     f = _fingerprint_file(out, method, seed)
     if f.is_file():
-        have = json.loads(f.read_text())
-        if have != want:
-            diff = sorted(f"{sec}.{k}" for sec in set(have) | set(want)
-                          for k in set(have.get(sec, {})) | set(want.get(sec, {}))
-                          if have.get(sec, {}).get(k) != want.get(sec, {}).get(k))
+        diff = _differs(json.loads(f.read_text()), want)
+        if diff:
             raise ValueError(f"{d} holds a {method} run of another configuration (differs in {', '.join(diff)}); "
                              f"give a new --out, or delete {d} to rerun it")
         return is_done(out, method, seed)
@@ -210,6 +213,36 @@ def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> bool:
     f.parent.mkdir(parents=True, exist_ok=True)
     write_text(f, json.dumps(want, indent=1, sort_keys=True) + "\n")
     return False
+
+
+def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
+    """Where each (method, seed) of ``exp`` stands in ``out``, without running or writing anything: ``done`` (with its
+    final test accuracy and wall time), ``partial`` (a BCD run with a checkpoint at sweep k: a rerun continues
+    there), ``started`` (claimed, nothing to continue from: a rerun starts it over), ``other config`` (a rerun refuses
+    it), or ``not started``."""
+    rows = []
+    for s in exp.seeds:
+        for m in exp.method_names:
+            d, f = _run_dir(out, m, s), _fingerprint_file(out, m, s)
+            row: dict[str, Any] = {"method": m, "seed": s, "state": "not started", "detail": ""}
+            diff = _differs(json.loads(f.read_text()), exp.fingerprint(m, s)) if f.is_file() else []
+            if diff:
+                row["state"], row["detail"] = "other config", f"differs in {', '.join(diff)}; a rerun refuses it"
+            elif is_done(out, m, s):
+                log = pd.read_csv(d / LOG)
+                env = d / ENVIRONMENT
+                wall = json.loads(env.read_text()).get("wall_time_s") if env.is_file() else None
+                row["state"] = "done"
+                row["detail"] = (f"final test acc {log['test_acc'].iloc[-1]:.4f} after {int(log['epoch'].iloc[-1])} "
+                                 f"epochs" + (f", {wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""))
+            elif f.is_file():
+                from bcd.checkpoint import checkpoint_sweep
+
+                k = checkpoint_sweep(d) if m == BCD else None
+                row["state"] = "partial" if k is not None else "started"
+                row["detail"] = f"checkpoint at sweep {k} of {exp.sweeps}" if k is not None else ""
+            rows.append(row)
+    return rows
 
 
 def _write_log(directory: Path, rows: list[dict[str, Any]]) -> None:

@@ -77,6 +77,9 @@ def test_a_killed_bcd_run_continues_from_its_checkpoint(tmp_path):
     d = out / BCD / "seed-0"
     first = pd.read_csv(d / "log.csv")
     os.remove(d / "log.csv")  # as if killed after its last checkpoint
+    from reports.reproduce import status
+
+    assert status(exp, out)[0]["state"] == "partial" and "sweep 2 of 2" in status(exp, out)[0]["detail"]
     reproduce(exp, out, progress=False)
     again = pd.read_csv(d / "log.csv")
     pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"))
@@ -149,3 +152,26 @@ def test_bad_experiment_files_are_one_line_errors(toml, message, tmp_path, capsy
     assert main(["reproduce", str(f), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
+    from reports.reproduce import claim_run_dir, status
+
+    kw = {"sweeps": 1, "n_train": 100, "n_test": 100, "methods": ["bcd", "sgd"]}
+    out = reproduce(load_experiment("mlp3x1500-mnist", seeds=[0], **kw), tmp_path / "r", progress=False)
+    more = load_experiment("mlp3x1500-mnist", seeds=[0, 1], **kw)
+    claim_run_dir(more, "sgd", 1, out)  # claimed, then killed before its log
+    files = sorted(p for p in out.rglob("*"))
+    states = {(r["method"], r["seed"]): (r["state"], r["detail"]) for r in status(more, out)}
+    assert states[("bcd", 0)][0] == "done" and "final test acc" in states[("bcd", 0)][1]
+    assert states[("sgd", 0)][0] == "done" and states[("sgd", 1)][0] == "started"
+    assert states[("bcd", 1)] == ("not started", "")
+    other = load_experiment("mlp3x1500-mnist", seeds=[0], **{**kw, "n_train": 120})
+    assert {r["state"] for r in status(other, out)} == {"other config"}
+    assert all("data.n_train" in r["detail"] for r in status(other, out))
+    code = main(["reproduce", "mlp3x1500-mnist", "--seeds", "0,1", "--sweeps", "1", "--n-train", "100", "--n-test",
+                 "100", "--methods", "bcd,sgd", "--out", str(out), "--status"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "bcd seed 1: not started" in printed and "3 of 4 runs done" not in printed
+    assert "2 of 4 runs done" in printed
+    assert sorted(p for p in out.rglob("*")) == files  # nothing written
