@@ -229,12 +229,11 @@ def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
             if diff:
                 row["state"], row["detail"] = "other config", f"differs in {', '.join(diff)}; a rerun refuses it"
             elif is_done(out, m, s):
-                log = pd.read_csv(d / LOG)
-                env = d / ENVIRONMENT
-                wall = json.loads(env.read_text()).get("wall_time_s") if env.is_file() else None
+                log, env = pd.read_csv(d / LOG), d / ENVIRONMENT
+                wall = _wall(json.loads(env.read_text()) if env.is_file() else {})
                 row["state"] = "done"
                 row["detail"] = (f"final test acc {log['test_acc'].iloc[-1]:.4f} after {int(log['epoch'].iloc[-1])} "
-                                 f"epochs" + (f", {wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""))
+                                 f"epochs, wall time {wall}")
             elif f.is_file():
                 from bcd.checkpoint import checkpoint_sweep
 
@@ -379,7 +378,11 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-ENV_COLUMNS = ("device_name", "cpu_model", "cpu_count", "torch", "torch_threads", "git_commit", "wall_time_s")
+def _wall(env: dict[str, Any]) -> str:
+    wall = env.get("wall_time_s")
+    if not isinstance(wall, (int, float)):
+        return "–"
+    return f"{wall:.1f} s" if wall < 120 else f"{wall / 60:.1f} min"
 
 
 def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]]]:
@@ -391,12 +394,9 @@ def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]
             f = _run_dir(out, m, s) / ENVIRONMENT
             if is_done(out, m, s) and f.is_file():
                 env = json.loads(f.read_text())
-                cells = [str(env.get(c, "–")) for c in ENV_COLUMNS]
-                cells[5] = cells[5][:10]
-                wall = env.get("wall_time_s")
-                cells[6] = "–" if not isinstance(wall, (int, float)) else f"{wall:.1f} s" if wall < 120 \
-                    else f"{wall / 60:.1f} min"
-                rows.append([m, str(s), *cells])
+                rows.append([m, str(s), *(str(env.get(k, "–")) for k in ("device_name", "cpu_model", "cpu_count",
+                                                                          "torch", "torch_threads")),
+                             str(env.get("git_commit") or "–")[:10], _wall(env)])
     return ["method", "seed", "device", "CPU", "CPUs", "torch", "threads", "commit",
             "wall time (last segment if resumed)"], rows
 
