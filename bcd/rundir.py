@@ -192,7 +192,7 @@ def environment(device: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
-        "git_commit": _git_commit(),
+        "git_commit": _COMMIT_AT_IMPORT,
     }
     return env
 
@@ -217,6 +217,9 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+_COMMIT_AT_IMPORT = _git_commit()  # the code this process runs, not whatever HEAD is when a long run ends
 
 
 def save_weights(path: Path, weights: list[torch.Tensor]) -> None:
