@@ -401,8 +401,25 @@ def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]
             "wall time (last segment if resumed)"], rows
 
 
+def seeds_done(exp: Experiment, out: Path) -> tuple[int, ...]:
+    """``exp``'s seeds and every other seed that ``out`` holds finished for all of ``exp``'s methods under the same
+    configuration: a folder filled one seed at a time (``--seeds 3``) is summarised whole."""
+    found = set(exp.seeds)
+    for f in out.glob(f"{BCD}/seed-*.fingerprint.json"):
+        try:
+            s = int(f.name[len("seed-"):-len(".fingerprint.json")])
+        except ValueError:
+            continue
+        if all(is_done(out, m, s) and not _differs(json.loads(_fingerprint_file(out, m, s).read_text()),
+                                                    exp.fingerprint(m, s)) for m in exp.method_names):
+            found.add(s)
+    return tuple(sorted(found))
+
+
 def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
-    """results.csv, summary.csv, accuracy.png, report.md and report.html from the logs that exist."""
+    """results.csv, summary.csv, accuracy.png, report.md and report.html from the logs that exist, over
+    :func:`seeds_done`."""
+    exp = dataclasses.replace(exp, seeds=seeds_done(exp, out))
     df = results(exp, out)
     atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     table = summary_table(df)

@@ -175,3 +175,21 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
     assert code == 0 and "bcd seed 1: not started" in printed and "3 of 4 runs done" not in printed
     assert "2 of 4 runs done" in printed
     assert sorted(p for p in out.rglob("*")) == files  # nothing written
+
+
+def test_a_folder_filled_one_seed_at_a_time_is_summarised_whole(tmp_path):
+    kw = {"sweeps": 1, "n_train": 100, "n_test": 100, "methods": ["bcd"]}
+    out = tmp_path / "r"
+    for s in (0, 1):
+        reproduce(load_experiment("mlp3x1500-mnist", seeds=[s], **kw), out, progress=False)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["seeds"]) == [2]
+    assert set(pd.read_csv(out / "results.csv")["seed"]) == {0, 1}
+    md = (out / "report.md").read_text()
+    assert "| 0 |" in md and "| 1 |" in md  # both seeds' verdicts
+    other = load_experiment("mlp3x1500-mnist", seeds=[2], **{**kw, "n_train": 120})  # another config: not mixed in
+    reproduce(other, tmp_path / "r2", progress=False)
+    from reports.reproduce import seeds_done
+
+    assert seeds_done(other, out) == (2,) and seeds_done(load_experiment("mlp3x1500-mnist", seeds=[5], **kw), out) \
+        == (0, 1, 5)
