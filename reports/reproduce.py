@@ -220,6 +220,8 @@ def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
     final test accuracy and wall time), ``partial`` (a BCD run with a checkpoint at sweep k: a rerun continues
     there), ``started`` (claimed, nothing to continue from: a rerun starts it over), ``other config`` (a rerun refuses
     it), or ``not started``."""
+    from bcd.checkpoint import checkpoint_sweep
+
     rows = []
     for s in exp.seeds:
         for m in exp.method_names:
@@ -235,8 +237,6 @@ def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
                 row["detail"] = (f"final test acc {log['test_acc'].iloc[-1]:.4f} after {int(log['epoch'].iloc[-1])} "
                                  f"epochs, wall time {wall}")
             elif f.is_file():
-                from bcd.checkpoint import checkpoint_sweep
-
                 k = checkpoint_sweep(d) if m == BCD else None
                 row["state"] = "partial" if k is not None else "started"
                 row["detail"] = f"checkpoint at sweep {k} of {exp.sweeps}" if k is not None else ""
