@@ -51,6 +51,11 @@ n-sized block (V, U, P, E, A, Y and their differences) is ``sample_sq``/``sample
 after the reduction (``sample_norm``), and so are EX̃ᵀZ of the W̃_1 sketch and the train-accuracy count.  The
 W̃-sized quantities (W̃, D, the Gram G, EṼᵀ, residual r of a W step) are replicated — G and UṼᵀ came through the
 seam in the engine — and use the local ``sq``/``norm``/``dot``.
+
+**Memory passes.**  For a hidden layer every n-sized quantity of its V_i and U_i updates (‖Δ‖², the norms, the
+decreases, ‖g_{V_i}‖², ‖E‖², the carried B) comes from one chunked pass at the U_i step, and the U_i and W_i parts
+of g^k from one more at the next sweep's U_i step (:meth:`Algorithm2FastPath._hidden_layer`, ``_complete``): each
+operand is read once per pass, the temporaries stay in cache, and the carried buffers are reused from sweep to sweep.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from typing import Any
 
 import torch
 
-from bcd.activations import u_block_residual
+from bcd.activations import chunk_size, u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
 from bcd.objective import accuracy
 from bcd.problem import BCDState
@@ -89,6 +94,14 @@ def _ratio(r: Tensor, scale: Tensor) -> Tensor:
     return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
 
 
+def _reduced(parts: list[Tensor], k: int, like: Tensor) -> Tensor:
+    """The k sums of a chunked pass: the chunks' local sums added up in float64, then summed over every sample shard
+    in one reduction (a shard with no entries contributes zeros)."""
+    local = torch.stack(parts).sum(dim=0, dtype=torch.float64) if parts else \
+        torch.zeros(k, dtype=torch.float64, device=like.device)
+    return over_samples(local)
+
+
 class Algorithm2FastPath:
     """The per-block work of the fast path (standard/full presets); state lives on the Recorder."""
 
@@ -115,21 +128,15 @@ class Algorithm2FastPath:
                         + a * sample_norm(old)
                 row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
             return
-        sig = self.problem.sigma(i, state.U[i])  # σ(U_i^{k-1}): U_i is updated after V_i
-        A = torch.sub(new, sig)  # V_i⁺ − σ(U_i⁻); ‖V⁻ − σ‖² − ‖V⁺ − σ‖² = −⟨Δ, 2A − Δ⟩
-        row[S.BLOCK_DECREASE] = -g * sample_dot(delta, A) + 0.5 * g * row[S.BLOCK_DELTA_SQ] + self._aff_before_V.pop(i)
+        # i < N: everything n-sized of this update is computed in the layer's one pass at the U_i step, next
         row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
-        self._act_V[i] = (sig, A)  # reused by the U_i step, next
-        if full:
-            carry = self._carry[i + 1]
-            carry["A"] = A
-            carry["A_scale"] = sample_norm(new) + sample_norm(sig)
-            carry["A_row"] = row
+        self._pending_V[i] = (row, old, new)
 
     def _step_U(self, sw, row, i, state, old, new, delta, aux) -> None:
         g, a, N, full = self.gamma, self.alpha, self.N, self._level >= 2
         P = aux["P"]
-        self._P[i] = P
+        if i == N or (i == 1 and full):  # kept for the W_i step's E = U_i⁺ − P (otherwise ‖E‖² is all it needs)
+            self._P[i] = P
         V = state.V[i]  # V_i⁺
         if i == N:  # ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
             t = torch.add(V, P).sub_(old).sub_(new)
@@ -143,26 +150,79 @@ class Algorithm2FastPath:
                 r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
                 row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), 2 * sample_norm(new) + sample_norm(V) + sample_norm(P))
         else:
-            s_old, A = self._act_V.pop(i)  # σ(U_i⁻) and A = V_i⁺ − σ(U_i⁻) from the V_i step
-            s_new = self.problem.sigma(i, new)
-            d_sig = s_new.sub_(s_old) if s_new is not new else torch.sub(new, s_old)  # σ(U⁺) − σ(U⁻)
-            d_sq = sample_sq(d_sig)
-            act = 2 * sample_dot(d_sig, A) - d_sq  # ‖V−σo‖² − ‖V−σn‖² = ⟨d, 2A − d⟩
-            self._set_g(sw, ("V", i), d_sig, factor=-g, sq=d_sq)  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
-            aff = sample_dot(delta, torch.add(old, new, out=d_sig).sub_(P, alpha=2.0))  # −(‖o−P‖² − ‖n−P‖²)
-            row[S.BLOCK_DECREASE] = 0.5 * g * (act - aff)
-            self._carry[i] = {"sweep": sw, "B": P.mul(g).sub_(delta, alpha=a)}
-            if full:
-                row[S.BLOCK_RESIDUAL] = u_block_residual(new, V, None, (g + a) / g, self.problem.config.activation,
-                                                         m_parts=(P, old, g, a))
+            self._hidden_layer(sw, row, i, state, old, new, P)
         sw.pending += 1
         self._carry[i]["U_row"] = row
 
+    # Sums of the layer pass, in this order (local, then reduced over sample shards in one go).
+    _LAYER_SUMS = ("dV_sq", "V_sq", "dV_A", "dU_sq", "U_sq", "ds_sq", "ds_A", "dU_E", "E_sq", "so_sq")
+
+    def _hidden_layer(self, sw, row_U, i, state, old, new, P) -> None:
+        """Everything n-sized of the V_i and U_i updates of a hidden layer (i < N) in **one pass** over their operands,
+        in cache-sized chunks (:func:`bcd.activations.chunk_size`; on CUDA one piece): V_i⁻, V_i⁺, U_i⁻, U_i⁺ and
+        P = W̃_i⁻Ṽ_{i-1}⁻ are each read once, and nothing n-sized is allocated except the carried
+        B = γP − αΔU (and, in ``full``, A = V_i⁺ − σ(U_i⁻)), written into buffers reused from sweep to sweep.  With
+        A = V_i⁺ − σ(U_i⁻), d = σ(U_i⁺) − σ(U_i⁻) and E = U_i⁺ − P (small differences, no two large sums cancel):
+            V_i: ‖V⁻ − σ⁻‖² − ‖V⁺ − σ⁻‖² = −⟨ΔV, 2A − ΔV⟩,
+            U_i: ‖V⁺ − σ⁻‖² − ‖V⁺ − σ⁺‖² + ‖U⁻ − P‖² − ‖U⁺ − P‖² = ⟨d, 2A − d⟩ − ⟨ΔU, 2E − ΔU⟩  (each × γ/2),
+        g_{V_i} = −γd, and ‖E‖² is kept for the W_i step.  Each chunk's sums are taken in the working dtype and added
+        up in float64 (measured: 64 Ki-entry chunks cost about a fifth of whole-matrix temporaries here, whose page
+        faults dominate; smaller chunks lose to per-operation overhead)."""
+        g, a, full = self.gamma, self.alpha, self._level >= 2
+        row_V, V_old, V_new = self._pending_V.pop(i)
+        B = self._buffer("B", i, new)
+        A = self._buffer("A", i, new) if full else None
+        sigma = self.problem.sigma
+        flat = [t.reshape(-1) for t in (V_old, V_new, old, new, P)]
+        B_flat, A_flat = B.view(-1), None if A is None else A.view(-1)
+        chunk, parts = chunk_size(new), []
+        for s in range(0, new.numel(), chunk):
+            vo, vn, uo, un, p = (t[s:s + chunk] for t in flat)
+            so = sigma(i, uo)
+            A_c = torch.sub(vn, so) if A_flat is None else torch.sub(vn, so, out=A_flat[s:s + chunk])
+            dv = torch.sub(vn, vo)
+            du = torch.sub(un, uo)
+            ds = torch.sub(sigma(i, un), so)
+            e = torch.sub(un, p)
+            torch.sub(p, du, alpha=a / g, out=B_flat[s:s + chunk]).mul_(g)
+            sums = [torch.vdot(dv, dv), torch.vdot(vn, vn), torch.vdot(dv, A_c), torch.vdot(du, du),
+                    torch.vdot(un, un), torch.vdot(ds, ds), torch.vdot(ds, A_c), torch.vdot(du, e), torch.vdot(e, e)]
+            parts.append(torch.stack([*sums, torch.vdot(so, so)] if full else sums))
+        sums = _reduced(parts, len(self._LAYER_SUMS) if full else len(self._LAYER_SUMS) - 1, new)
+        x = dict(zip(self._LAYER_SUMS, sums.unbind(), strict=False))
+        row_V[S.BLOCK_DELTA_SQ], row_U[S.BLOCK_DELTA_SQ] = x["dV_sq"], x["dU_sq"]
+        sw.dq_sq += [x["dV_sq"], x["dU_sq"]]
+        sw.norms["V"].append(x["V_sq"].sqrt())
+        sw.norms["U"].append(x["U_sq"].sqrt())
+        row_V[S.BLOCK_DECREASE] = -g * x["dV_A"] + 0.5 * g * x["dV_sq"] + self._aff_before_V.pop(i)
+        row_U[S.BLOCK_DECREASE] = 0.5 * g * (2 * x["ds_A"] - x["ds_sq"] - 2 * x["dU_E"] + x["dU_sq"])
+        d_sig = torch.sub(sigma(i, new), sigma(i, old)) if self.keep_g else None  # the tensor only for keep_g
+        self._set_g(sw, ("V", i), d_sig, factor=-g, sq=x["ds_sq"])  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
+        self._E_sq[i] = x["E_sq"]
+        self._carry[i] = {"sweep": sw, "B": B}
+        if full:
+            carry = self._carry[i + 1]
+            carry["A"], carry["A_scale"], carry["A_row"] = A, x["V_sq"].sqrt() + x["so_sq"].sqrt(), row_V
+            row_U[S.BLOCK_RESIDUAL] = u_block_residual(new, V_new, None, (g + a) / g, self.problem.config.activation,
+                                                       m_parts=(P, old, g, a))
+
+    def _buffer(self, name: str, i: int, like: Tensor) -> Tensor:
+        """A recorder-owned n-sized buffer for layer i, reused from sweep to sweep (no page faults of a fresh
+        allocation); its previous contents have been consumed by :meth:`_complete` before it is written again."""
+        buf = self._bufs.get((name, i))
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._bufs[(name, i)] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf
+
     def _step_W(self, sw, row, i, state, old, new, delta, aux) -> None:
         g, a, lam, full = self.gamma, self.alpha, self.lam, self._level >= 2
-        P, G = self._P.pop(i), aux["gram"]
-        E = state.U[i] - P  # U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻
-        E_sq = sample_sq(E)  # E is n-sized; W̃, G, EṼᵀ below are replicated (G and UṼᵀ came through the seam)
+        G = aux["gram"]
+        if i == self.N:
+            E = state.U[i] - self._P.pop(i)  # U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻
+            E_sq = sample_sq(E)  # E is n-sized; W̃, G, EṼᵀ below are replicated (G and UṼᵀ came through the seam)
+        else:  # ‖E‖² from the layer pass; E itself only for the sketched W̃_1 residual of ``full``
+            E_sq = self._E_sq.pop(i)
+            E = state.U[i] - self._P.pop(i) if i == 1 and full else None
         reg_dec = -0.5 * lam * (2 * dot(old, delta) + sq(delta)) if lam > 0 else 0.0
         if i >= 2:
             EV = aux["cross"] - old @ G  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
@@ -205,20 +265,39 @@ class Algorithm2FastPath:
         return self._probe_cache
 
     def _complete(self, i: int, P: Tensor, U: Tensor, V_prev: Tensor, W: Tensor) -> None:
-        """Finish the layer-i parts of g^{k} (and the V_{i-1} residual) with P = P_i^k = W̃_i^kṼ_{i-1}^k."""
+        """Finish the layer-i parts of g^{k} (and the V_{i-1} residual) with P = P_i^k = W̃_i^kṼ_{i-1}^k:
+        g_{U_i} = B − γP, and F = P − U_i^k for g_{W_i} = γFṼ_{i-1}ᵀ + S.  For a hidden layer one chunked pass reads B,
+        P and U once and writes F over B (whose contents are consumed by then)."""
         carry = self._carry.pop(i)
         sw = carry["sweep"]
-        g = self.gamma
-        self._set_g(sw, ("U", i), carry["B"].sub_(P, alpha=g), carry["U_row"])
-        if "S" in carry or "A" in carry:
-            F = P - U  # W̃_i^kṼ_{i-1}^k − U_i^k
-            if "S" in carry:
-                self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
-            if "A" in carry:
-                W_hat = W[:, :-1]
-                r = carry["A"].addmm_(W_hat.T, F)
-                scale = carry["A_scale"] + norm(W_hat) * (sample_norm(P) + sample_norm(U))
-                carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
+        g, full = self.gamma, self._level >= 2
+        B = carry["B"]
+        if i == self.N or self.keep_g:
+            self._set_g(sw, ("U", i), B.sub_(P, alpha=g), carry["U_row"])
+            F = torch.sub(P, U, out=B) if ("S" in carry or "A" in carry) else None
+            P_sq = U_sq = None
+        else:
+            flat_B, flat_P, flat_U = B.view(-1), P.reshape(-1), U.reshape(-1)
+            chunk, parts = chunk_size(B), []
+            for s in range(0, B.numel(), chunk):
+                b, p, u = flat_B[s:s + chunk], flat_P[s:s + chunk], flat_U[s:s + chunk]
+                gu = torch.sub(b, p, alpha=g)
+                torch.sub(p, u, out=b)
+                sums = [torch.vdot(gu, gu)] + ([torch.vdot(p, p), torch.vdot(u, u)] if full else [])
+                parts.append(torch.stack(sums))
+            sums = _reduced(parts, 3 if full else 1, B).unbind()
+            self._set_g(sw, ("U", i), None, row=carry["U_row"], sq=sums[0])
+            F = B
+            P_sq, U_sq = (sums[1], sums[2]) if full else (None, None)
+        if "S" in carry:
+            self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
+        if "A" in carry:
+            W_hat = W[:, :-1]
+            r = carry["A"].addmm_(W_hat.T, F)
+            P_n = sample_norm(P) if P_sq is None else P_sq.sqrt()
+            U_n = sample_norm(U) if U_sq is None else U_sq.sqrt()
+            scale = carry["A_scale"] + norm(W_hat) * (P_n + U_n)
+            carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
         sw.pending -= 1
 
     def _defer_accuracy(self, sw, state: BCDState, rec: dict[str, Any]) -> None:

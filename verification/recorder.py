@@ -209,7 +209,9 @@ class Recorder(Algorithm2FastPath):
         self._carry: dict[int, dict[str, Any]] = {}
         self._P: dict[int, Tensor] = {}
         self._aff_before_V: dict[int, Tensor] = {}
-        self._act_V: dict[int, tuple[Tensor, Tensor]] = {}
+        self._pending_V: dict[int, tuple[dict, Tensor, Tensor]] = {}  # V_i's row, V_i⁻, V_i⁺ until the U_i step
+        self._E_sq: dict[int, Tensor] = {}  # ‖U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻‖² from the U_i step for the W_i step
+        self._bufs: dict[tuple[str, int], Tensor] = {}  # n-sized buffers reused from sweep to sweep (not carried)
         self._dV_N: Tensor | None = None
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
@@ -233,7 +235,7 @@ class Recorder(Algorithm2FastPath):
     # ------------------------------------------------------------------ checkpoint and resume
 
     _CARRIED = ("g_components", "_rows", "_block_rows", "_open", "_current", "_carry", "_P", "_aff_before_V",
-                "_act_V", "_dV_N", "_row_of", "_B", "_acc_pending", "_cum_dq", "_cum_g_sq")
+                "_pending_V", "_E_sq", "_dV_N", "_row_of", "_B", "_acc_pending", "_cum_dq", "_cum_g_sq")
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs of this recorder between two sweeps: its settings and everything it carries
@@ -266,6 +268,7 @@ class Recorder(Algorithm2FastPath):
         self._n_total = problem.n_total
         self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)
         self._probe_cache = None
+        self._bufs = {}
         for name in self._CARRIED:
             setattr(self, name, saved[name])
         del self._saved
@@ -290,20 +293,24 @@ class Recorder(Algorithm2FastPath):
         if not self._generic:
             fill_aux(b, i, state, aux)
         old = state.get(b, i)
-        if sw.instrumented:  # squared sums of V, U blocks over every sample shard (W is replicated)
+        if sw.instrumented and not self._generic and b != "W" and i < self.N:
+            delta = d_sq = None  # a hidden layer's V_i, U_i: ‖Δ‖² and ‖X⁺‖ come from its one pass (fast_path)
+        elif sw.instrumented:  # squared sums of V, U blocks over every sample shard (W is replicated)
             delta = new - old
             d_sq = block_sq(b, delta)
         else:  # cheap columns only: ‖X⁺ − X⁻‖² without an n-sized temporary
             delta, d_sq = None, torch.dist(new, old).square()
             d_sq = d_sq if b == "W" else over_samples(d_sq)
-        sw.dq_sq.append(d_sq)
-        sw.norms[b].append(block_norm(b, new))
+        if d_sq is not None:
+            sw.dq_sq.append(d_sq)
+            sw.norms[b].append(block_norm(b, new))
         if not self._generic and b == "U" and i in self._carry:  # P_i^{k-1} of the last sweep is this aux["P"]
             self._complete(i, aux["P"], old, state.V[i - 1], state.W[i])
         if not self._generic and b == "U" and i == 1 and self._acc_pending is not None:
             self._complete_accuracy(aux["P"])
         if sw.instrumented:
-            row = {S.SWEEP: k, S.STEP: len(sw.blocks), S.BLOCK: b, S.LAYER: i, S.BLOCK_DELTA_SQ: d_sq,
+            row = {S.SWEEP: k, S.STEP: len(sw.blocks), S.BLOCK: b, S.LAYER: i,
+                   S.BLOCK_DELTA_SQ: math.nan if d_sq is None else d_sq,
                    S.BLOCK_CONST: self.constants.block(b, i), S.BLOCK_DECREASE: math.nan,
                    S.BLOCK_G_NORM: math.nan, S.BLOCK_RESIDUAL: math.nan, "_minus": None}
             sw.blocks.append(row)
@@ -336,10 +343,10 @@ class Recorder(Algorithm2FastPath):
         sw.seconds += time.perf_counter() - t0
         return None
 
-    def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor, row: dict | None = None,
+    def _set_g(self, sw: _Sweep, key: tuple[str, int], g_part: Tensor | None, row: dict | None = None,
                factor: float = 1.0, sq: Tensor | None = None) -> None:
         """Record the g^k component factor·g_part of block ``key`` (its squared norm until the sweep closes;
-        ``sq`` = ‖g_part‖² when already computed)."""
+        ``sq`` = ‖g_part‖² when already computed, and then ``g_part`` may be None unless ``keep_g``)."""
         row = row if row is not None else self._row_of[key]
         row[S.BLOCK_G_NORM] = (block_sq(key[0], g_part) if sq is None else sq) * (factor * factor)
         if sw.g_components is not None:
