@@ -14,10 +14,11 @@ from bcd.activations import relu_prox, u_block_residual
 from bcd.blocks import affine, augmented_gram, update_U_hidden, update_W
 from bcd.config import BCDConfig, DataConfig, RunConfig
 from bcd.data import gaussian_mixture
-from bcd.engine import train
+from bcd.engine import run, train
+from bcd.inputs import make_problem
 from bcd.objective import objective_terms
-from bcd.problem import BCDState
-from bcd.schedule import Step, three_splitting
+from bcd.problem import BCDState, initial_state
+from bcd.schedule import Step, step_V_hidden, three_splitting
 from verification import schema as S  # noqa: N812
 from verification.pipeline import record, trace_arrays
 from verification.recorder import Recorder, Schedule
@@ -235,12 +236,18 @@ def _inexact_W(state, problem, i, aux):
     return W * (1 + 1e-4)
 
 
+def _inexact_V(state, problem, i, aux):
+    """Exact V_i update followed by a 1e-4 relative perturbation: caught by the sketched V_i residual."""
+    return step_V_hidden(state, problem, i, aux) * (1 + 1e-4)
+
+
 def _mutate(N, block, layer, fn):
     return tuple(Step(s.block, s.layer, fn) if (s.block, s.layer) == (block, layer) else s for s in three_splitting(N))
 
 
 @pytest.mark.parametrize("block,layer,fn", [("U", 1, _wrong_beta_U), ("U", 2, _worse_candidate_U),
-                                            ("W", 1, _inexact_W), ("W", 2, _inexact_W)])
+                                            ("W", 1, _inexact_W), ("W", 2, _inexact_W),
+                                            ("V", 1, _inexact_V), ("V", 2, _inexact_V)])
 def test_exactness_residual_is_rounding_for_the_engine_and_large_for_a_wrong_update(data, block, layer, fn, device):
     cfg = BCDConfig(hidden=(6, 4), gamma=1.3, alpha=2.0, sweeps=4, device=device)
     exact, _ = trace_arrays(data.X_train, data.y_train, cfg, preset="full")
@@ -251,6 +258,45 @@ def test_exactness_residual_is_rounding_for_the_engine_and_large_for_a_wrong_upd
     assert mine.max() > 1e-6
     others = b[~((b[S.BLOCK] == block) & (b[S.LAYER] == layer))][S.BLOCK_RESIDUAL]
     assert others.max() < 1e-12  # the residual points at the block that is wrong
+
+
+class States:
+    """Reference hook: a copy of the iterate at the start and after every sweep."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_run_start(self, problem, state):
+        self.problem = problem
+        self.states.append(state.clone())
+
+    def on_sweep_end(self, k, state, record):
+        self.states.append(state.clone())
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_the_v_residual_estimate_against_the_exact_residual_of_a_wrong_update(data, layer):
+    """V_1 (40 wide) is sketched with 16 probes, V_2 (6 wide) exact: both against ‖V⁺ − σ(U⁻) + Ŵᵀ(ŴV⁺ + b − U⁺)‖
+    over the fast path's scale, computed here from the iterates of every sweep."""
+    cfg = BCDConfig(hidden=(40, 6), gamma=1.3, alpha=2.0, sweeps=5)
+    problem = make_problem(data.X_train, data.y_train, cfg)
+    rec, ref = Recorder("full"), States()
+    run(problem, initial_state(problem), hooks=[rec, ref], schedule=_mutate(cfg.N, "V", layer, _inexact_V))
+    b = rec.trace().blocks
+    got = b[(b[S.BLOCK] == "V") & (b[S.LAYER] == layer)].set_index(S.SWEEP)[S.BLOCK_RESIDUAL]
+    for k in range(1, cfg.sweeps + 1):
+        prev, now = ref.states[k - 1], ref.states[k]
+        W_hat, bias = now.W[layer + 1][:, :-1], now.W[layer + 1][:, -1:]
+        P = W_hat @ now.V[layer] + bias
+        sig = prev.U[layer].clamp(min=0)
+        r = (now.V[layer] - sig + W_hat.T @ (P - now.U[layer + 1])).norm()
+        scale = now.V[layer].norm() + sig.norm() + W_hat.norm() * (P.norm() + now.U[layer + 1].norm())
+        exact = float(r / scale)
+        assert exact > 1e-7  # the perturbation is visible
+        if layer == 2:
+            assert got[k] == pytest.approx(exact, rel=1e-9)
+        else:
+            assert exact / 3 < got[k] < 3 * exact
 
 
 def test_u_block_residual_at_ties_and_on_bad_input():

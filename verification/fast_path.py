@@ -37,7 +37,11 @@ subproblem's optimality condition written as a sum of uncancelled summands (e.g.
   estimated from 16 fixed Gaussian probes as ‖rZ‖_F/4 (relative standard error ≈ 18%, irrelevant
   next to the gap between ≈ eps for an exact update and ≳ 1e-6 for a wrong one).
 * V_i (i<N): t = V⁺, −σ(U_i⁻), Ŵᵀ(P_{i+1}⁺ − U_{i+1}⁺), the last completed in the next sweep; its size
-  is bounded by ‖Ŵ‖_F(‖P⁺‖ + ‖U⁺‖).  This needs one more d_i×n buffer per layer in ``full``.
+  is bounded by ‖Ŵ‖_F(‖P⁺‖ + ‖U⁺‖).  For d_i > 16, like W̃_1's, ‖r‖_F = ‖Σt‖_F is sketched with 16 fixed Gaussian
+  probes, here on the feature side (Z ∈ R^{16×d_i}, the same on every sample shard): ‖Zr‖_F/4, with ZA
+  (A = V⁺ − σ(U_i⁻)) formed in the layer pass and Z(ŴᵀF) = (ZŴᵀ)F in the next sweep, so neither the n-sized product
+  ŴᵀF nor a d_i×n buffer is needed (E‖Zr‖² = 16‖r‖²; within a factor of 3 either way in the tests).  For d_i ≤ 16,
+  Z = I: exact.
 * U_i (i<N): elementwise and, for ReLU, nonconvex: per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²
   (a = V_i⁺, m = (γP⁻ + αU⁻)/(γ + α), β = (γ + α)/γ).  Its global minimisers are computed
   independently of the engine's prox (the better of u₊ = max((a + βm)/(1 + β), 0) and u₋ = min(m, 0),
@@ -160,8 +164,8 @@ class Algorithm2FastPath:
     def _hidden_layer(self, sw, row_U, i, state, old, new, P) -> None:
         """Everything n-sized of the V_i and U_i updates of a hidden layer (i < N) in **one pass** over their operands,
         in cache-sized chunks (:func:`bcd.activations.chunk_size`; on CUDA one piece): V_i⁻, V_i⁺, U_i⁻, U_i⁺ and
-        P = W̃_i⁻Ṽ_{i-1}⁻ are each read once, and nothing n-sized is allocated except the carried
-        B = γP − αΔU (and, in ``full``, A = V_i⁺ − σ(U_i⁻)), written into buffers reused from sweep to sweep.  With
+        P = W̃_i⁻Ṽ_{i-1}⁻ are each read once, and nothing n-sized is allocated except the carried B = γP − αΔU,
+        written into a buffer reused from sweep to sweep (and, in ``full``, the sketch ZA of the V_i residual).  With
         A = V_i⁺ − σ(U_i⁻), d = σ(U_i⁺) − σ(U_i⁻) and E = U_i⁺ − P (small differences, no two large sums cancel):
             V_i: ‖V⁻ − σ⁻‖² − ‖V⁺ − σ⁻‖² = −⟨ΔV, 2A − ΔV⟩,
             U_i: ‖V⁺ − σ⁻‖² − ‖V⁺ − σ⁺‖² + ‖U⁻ − P‖² − ‖U⁺ − P‖² = ⟨d, 2A − d⟩ − ⟨ΔU, 2E − ΔU⟩  (each × γ/2),
@@ -171,20 +175,23 @@ class Algorithm2FastPath:
         g, a, full = self.gamma, self.alpha, self._level >= 2
         row_V, V_old, V_new = self._pending_V.pop(i)
         B = self._buffer("B", i, new)
-        A = self._buffer("A", i, new) if full else None
+        d, n = new.shape
+        Z = self._v_probes(i, new)[0] if full else None
+        ZA = new.new_zeros(Z.shape[0], n) if full else None  # Z·A of the sketched V_i residual (full)
         sigma = self.problem.sigma
-        flat = [t.reshape(-1) for t in (V_old, V_new, old, new, P)]
-        B_flat, A_flat = B.view(-1), None if A is None else A.view(-1)
-        chunk, parts = chunk_size(new), []
-        for s in range(0, new.numel(), chunk):
-            vo, vn, uo, un, p = (t[s:s + chunk] for t in flat)
+        rows, parts = max(1, chunk_size(new) // max(1, n)), []  # row blocks: contiguous, and Z·A adds up by rows
+        for r0 in range(0, d, rows):
+            sl = slice(r0, r0 + rows)
+            vo, vn, uo, un, p = (t[sl].reshape(-1) for t in (V_old, V_new, old, new, P))
             so = sigma(i, uo)
-            A_c = torch.sub(vn, so) if A_flat is None else torch.sub(vn, so, out=A_flat[s:s + chunk])
+            A_c = torch.sub(vn, so)
+            if full:
+                ZA.addmm_(Z[:, sl], A_c.view(-1, n))
             dv = torch.sub(vn, vo)
             du = torch.sub(un, uo)
             ds = torch.sub(sigma(i, un), so)
             e = torch.sub(un, p)
-            torch.sub(p, du, alpha=a / g, out=B_flat[s:s + chunk]).mul_(g)
+            torch.sub(p, du, alpha=a / g, out=B[sl].view(-1)).mul_(g)
             sums = [torch.vdot(dv, dv), torch.vdot(vn, vn), torch.vdot(dv, A_c), torch.vdot(du, du),
                     torch.vdot(un, un), torch.vdot(ds, ds), torch.vdot(ds, A_c), torch.vdot(du, e), torch.vdot(e, e)]
             parts.append(torch.stack([*sums, torch.vdot(so, so)] if full else sums))
@@ -202,7 +209,7 @@ class Algorithm2FastPath:
         self._carry[i] = {"sweep": sw, "B": B}
         if full:
             carry = self._carry[i + 1]
-            carry["A"], carry["A_scale"], carry["A_row"] = A, x["V_sq"].sqrt() + x["so_sq"].sqrt(), row_V
+            carry["ZA"], carry["A_scale"], carry["A_row"] = ZA, x["V_sq"].sqrt() + x["so_sq"].sqrt(), row_V
             row_U[S.BLOCK_RESIDUAL] = u_block_residual(new, V_new, None, (g + a) / g, self.problem.config.activation,
                                                        m_parts=(P, old, g, a))
 
@@ -264,6 +271,20 @@ class Algorithm2FastPath:
             self._probe_cache = (Z, G @ Z, torch.addmm(Z[-1:], X.T, Z[:-1]))
         return self._probe_cache
 
+    def _v_probes(self, i: int, like: Tensor) -> tuple[Tensor, float]:
+        """Probes Z of the V_i residual and the divisor of ‖Zr‖_F: fixed Gaussian Z ∈ R^{s×d_i} (feature side, the same
+        on every sample shard) and √s; for d_i ≤ s the identity and 1 (exact, and no dearer)."""
+        cached = self._v_probe_cache.get(i)
+        if cached is None:
+            d = like.shape[0]
+            if d <= PROBES:
+                cached = (torch.eye(d, dtype=like.dtype, device=like.device), 1.0)
+            else:
+                gen = torch.Generator().manual_seed(PROBE_SEED + i)
+                cached = (torch.randn(PROBES, d, generator=gen, dtype=torch.float64).to(like), math.sqrt(PROBES))
+            self._v_probe_cache[i] = cached
+        return cached
+
     def _complete(self, i: int, P: Tensor, U: Tensor, V_prev: Tensor, W: Tensor) -> None:
         """Finish the layer-i parts of g^{k} (and the V_{i-1} residual) with P = P_i^k = W̃_i^kṼ_{i-1}^k:
         g_{U_i} = B − γP, and F = P − U_i^k for g_{W_i} = γFṼ_{i-1}ᵀ + S.  For a hidden layer one chunked pass reads B,
@@ -274,7 +295,7 @@ class Algorithm2FastPath:
         B = carry["B"]
         if i == self.N or self.keep_g:
             self._set_g(sw, ("U", i), B.sub_(P, alpha=g), carry["U_row"])
-            F = torch.sub(P, U, out=B) if ("S" in carry or "A" in carry) else None
+            F = torch.sub(P, U, out=B) if ("S" in carry or "ZA" in carry) else None
             P_sq = U_sq = None
         else:
             flat_B, flat_P, flat_U = B.view(-1), P.reshape(-1), U.reshape(-1)
@@ -291,13 +312,14 @@ class Algorithm2FastPath:
             P_sq, U_sq = (sums[1], sums[2]) if full else (None, None)
         if "S" in carry:
             self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
-        if "A" in carry:
+        if "ZA" in carry:  # V_{i-1}: Z(A + ŴᵀF) = ZA + (ZŴᵀ)F, s×n, and ‖r‖_F ≈ ‖Zr‖_F/√s
             W_hat = W[:, :-1]
-            r = carry["A"].addmm_(W_hat.T, F)
+            Z, div = self._v_probes(i - 1, V_prev)
+            rZ = torch.addmm(carry["ZA"], Z @ W_hat.T, F)
             P_n = sample_norm(P) if P_sq is None else P_sq.sqrt()
             U_n = sample_norm(U) if U_sq is None else U_sq.sqrt()
             scale = carry["A_scale"] + norm(W_hat) * (P_n + U_n)
-            carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
+            carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(sample_norm(rZ) / div, scale)
         sw.pending -= 1
 
     def _defer_accuracy(self, sw, state: BCDState, rec: dict[str, Any]) -> None:

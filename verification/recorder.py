@@ -218,6 +218,7 @@ class Recorder(Algorithm2FastPath):
         self._n_total = problem.n_total
         self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
         self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
+        self._v_probe_cache: dict[int, Tensor] = {}
         self._acc_pending: tuple[_Sweep, list] | None = None
         self._cum_dq = 0.0
         self._cum_g_sq = 0.0
@@ -268,6 +269,7 @@ class Recorder(Algorithm2FastPath):
         self._n_total = problem.n_total
         self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)
         self._probe_cache = None
+        self._v_probe_cache = {}
         self._bufs = {}
         for name in self._CARRIED:
             setattr(self, name, saved[name])
