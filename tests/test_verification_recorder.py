@@ -297,6 +297,29 @@ def test_the_v_residual_estimate_against_the_exact_residual_of_a_wrong_update(da
             assert got[k] == pytest.approx(exact, rel=1e-9)
         else:
             assert exact / 3 < got[k] < 3 * exact
+    exact_V1 = b[(b[S.BLOCK] == "V") & (b[S.LAYER] == 1)][S.BLOCK_RESIDUAL]
+    assert layer == 1 or exact_V1.max() < 1e-13  # the sketch of an exact update (V_1 here) is at rounding level
+
+
+def test_a_recorder_checkpoint_of_the_older_format_resumes_with_its_v_residual_sketched(data):
+    """Checkpoints written before the sketched V residual carry A = V_i⁺ − σ(U_i⁻) itself and lack the per-step
+    dicts: on resume A becomes ZA, equal to what the layer pass carries now."""
+    cfg = BCDConfig(hidden=(40, 6), gamma=1.3, alpha=2.0, sweeps=3)
+    problem = make_problem(data.X_train, data.y_train, cfg)
+    rec, ref, state = Recorder("full"), States(), initial_state(problem)
+    run(problem, state, hooks=[rec, ref])
+    saved = rec.state_dict()
+    old = {k: v for k, v in saved.items() if k not in ("_pending_V", "_E_sq")}
+    old["_carry"] = {i: {k: v for k, v in c.items() if k != "ZA"} for i, c in saved["_carry"].items()}
+    layers = sorted(i for i, c in saved["_carry"].items() if "ZA" in c)
+    assert layers == [2, 3]
+    for i in layers:
+        old["_carry"][i]["A"] = ref.states[-1].V[i - 1] - ref.states[-2].U[i - 1].clamp(min=0)
+    back = Recorder.from_state_dict(old)
+    back.on_resume(problem, state)
+    assert back._pending_V == {} and back._E_sq == {}
+    for i in layers:
+        torch.testing.assert_close(back._carry[i]["ZA"], saved["_carry"][i]["ZA"], rtol=1e-10, atol=1e-12)
 
 
 def test_u_block_residual_at_ties_and_on_bad_input():

@@ -51,8 +51,9 @@ subproblem's optimality condition written as a sum of uncancelled summands (e.g.
 * U_N, V_N: the closed-form conditions, e.g. γ(2U⁺ − V_N⁺ − P_N⁻) for U_N.
 
 **Sums over samples** (MATH.md §10) go through :mod:`bcd.reduction`: every squared norm and inner product of an
-n-sized block (V, U, P, E, A, Y and their differences) is ``sample_sq``/``sample_dot``, a norm the square root
-after the reduction (``sample_norm``), and so are EX̃ᵀZ of the W̃_1 sketch and the train-accuracy count.  The
+n-sized block (V, U, P, E, A, Y and their differences) is a sum over samples: ``sample_sq``/``sample_dot``, a norm
+the square root after the reduction (``sample_norm``), or in the chunked passes below local sums reduced together in
+one ``over_samples``; so are EX̃ᵀZ of the W̃_1 sketch and the train-accuracy count.  The
 W̃-sized quantities (W̃, D, the Gram G, EṼᵀ, residual r of a W step) are replicated — G and UṼᵀ came through the
 seam in the engine — and use the local ``sq``/``norm``/``dot``.
 
@@ -77,7 +78,7 @@ from bcd.reduction import dot, norm, over_samples, sample_dot, sample_norm, samp
 from verification import schema as S  # noqa: N812
 
 Tensor = torch.Tensor
-PROBES = 16  # Gaussian probes of the sketched W̃_1 residual (relative standard error ≈ 1/√(2·16) ≈ 18%)
+PROBES = 16  # Gaussian probes of the sketched W̃_1 and V_i residuals (relative standard error ≈ 1/√(2·16) ≈ 18%)
 PROBE_SEED = 0
 G_DEFINITION = "optimality_conditions"
 
@@ -163,15 +164,16 @@ class Algorithm2FastPath:
 
     def _hidden_layer(self, sw, row_U, i, state, old, new, P) -> None:
         """Everything n-sized of the V_i and U_i updates of a hidden layer (i < N) in **one pass** over their operands,
-        in cache-sized chunks (:func:`bcd.activations.chunk_size`; on CUDA one piece): V_i⁻, V_i⁺, U_i⁻, U_i⁺ and
+        in blocks of whole rows of about :func:`bcd.activations.chunk_size` entries (at least one row; on CUDA one
+        piece, with its temporaries d_i×n each): V_i⁻, V_i⁺, U_i⁻, U_i⁺ and
         P = W̃_i⁻Ṽ_{i-1}⁻ are each read once, and nothing n-sized is allocated except the carried B = γP − αΔU,
         written into a buffer reused from sweep to sweep (and, in ``full``, the sketch ZA of the V_i residual).  With
         A = V_i⁺ − σ(U_i⁻), d = σ(U_i⁺) − σ(U_i⁻) and E = U_i⁺ − P (small differences, no two large sums cancel):
             V_i: ‖V⁻ − σ⁻‖² − ‖V⁺ − σ⁻‖² = −⟨ΔV, 2A − ΔV⟩,
             U_i: ‖V⁺ − σ⁻‖² − ‖V⁺ − σ⁺‖² + ‖U⁻ − P‖² − ‖U⁺ − P‖² = ⟨d, 2A − d⟩ − ⟨ΔU, 2E − ΔU⟩  (each × γ/2),
         g_{V_i} = −γd, and ‖E‖² is kept for the W_i step.  Each chunk's sums are taken in the working dtype and added
-        up in float64 (measured: 64 Ki-entry chunks cost about a fifth of whole-matrix temporaries here, whose page
-        faults dominate; smaller chunks lose to per-operation overhead)."""
+        up in float64 (measured on the CPU: 64 Ki-entry blocks cost about a fifth of whole-matrix temporaries, whose
+        page faults dominate; smaller blocks lose to per-operation overhead)."""
         g, a, full = self.gamma, self.alpha, self._level >= 2
         row_V, V_old, V_new = self._pending_V.pop(i)
         B = self._buffer("B", i, new)
@@ -292,10 +294,10 @@ class Algorithm2FastPath:
         carry = self._carry.pop(i)
         sw = carry["sweep"]
         g, full = self.gamma, self._level >= 2
-        B = carry["B"]
+        B, need_F = carry["B"], "S" in carry or "ZA" in carry  # layer 1 has neither (g_W1 = −αΔW̃_1)
         if i == self.N or self.keep_g:
             self._set_g(sw, ("U", i), B.sub_(P, alpha=g), carry["U_row"])
-            F = torch.sub(P, U, out=B) if ("S" in carry or "ZA" in carry) else None
+            F = torch.sub(P, U, out=B) if need_F else None
             P_sq = U_sq = None
         else:
             flat_B, flat_P, flat_U = B.view(-1), P.reshape(-1), U.reshape(-1)
@@ -303,13 +305,14 @@ class Algorithm2FastPath:
             for s in range(0, B.numel(), chunk):
                 b, p, u = flat_B[s:s + chunk], flat_P[s:s + chunk], flat_U[s:s + chunk]
                 gu = torch.sub(b, p, alpha=g)
-                torch.sub(p, u, out=b)
-                sums = [torch.vdot(gu, gu)] + ([torch.vdot(p, p), torch.vdot(u, u)] if full else [])
+                if need_F:
+                    torch.sub(p, u, out=b)
+                sums = [torch.vdot(gu, gu)] + ([torch.vdot(p, p), torch.vdot(u, u)] if full and need_F else [])
                 parts.append(torch.stack(sums))
-            sums = _reduced(parts, 3 if full else 1, B).unbind()
+            sums = _reduced(parts, 3 if full and need_F else 1, B).unbind()
             self._set_g(sw, ("U", i), None, row=carry["U_row"], sq=sums[0])
-            F = B
-            P_sq, U_sq = (sums[1], sums[2]) if full else (None, None)
+            F = B if need_F else None
+            P_sq, U_sq = (sums[1], sums[2]) if full and need_F else (None, None)
         if "S" in carry:
             self._set_g(sw, ("W", i), augmented_cross(F, V_prev).mul_(g).add_(carry["S"]), carry["W_row"])
         if "ZA" in carry:  # V_{i-1}: Z(A + ŴᵀF) = ZA + (ZŴᵀ)F, s×n, and ‖r‖_F ≈ ‖Zr‖_F/√s

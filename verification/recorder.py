@@ -271,8 +271,12 @@ class Recorder(Algorithm2FastPath):
         self._probe_cache = None
         self._v_probe_cache = {}
         self._bufs = {}
-        for name in self._CARRIED:
-            setattr(self, name, saved[name])
+        for name in self._CARRIED:  # the per-step dicts are empty between sweeps: absent from older checkpoints
+            setattr(self, name, saved[name] if name in saved or name not in _EMPTY_BETWEEN_SWEEPS else {})
+        for i, carry in self._carry.items():  # an older checkpoint carries A = V_{i-1}⁺ − σ(U_{i-1}⁻) itself: sketch it
+            if "A" in carry:
+                A = carry.pop("A")
+                carry["ZA"] = self._v_probes(i - 1, A)[0] @ A
         del self._saved
 
     def on_abort(self, state: BCDState) -> None:
@@ -486,6 +490,7 @@ class Recorder(Algorithm2FastPath):
         return Trace(pd.DataFrame(self._rows), blocks, meta)
 
 
+_EMPTY_BETWEEN_SWEEPS = ("_pending_V", "_E_sq")  # carried names that an older checkpoint may lack
 SAFE_GLOBALS = [_Sweep]  # what a recorder checkpoint holds besides containers and tensors (torch.load allow-list)
 
 _INNER_COLUMNS = (S.BLOCK_INNER_ITERS, S.BLOCK_RULE_HELD, S.BLOCK_STATIONARITY, S.BLOCK_RULE_TOL)
