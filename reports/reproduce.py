@@ -405,7 +405,7 @@ def seeds_done(exp: Experiment, out: Path) -> tuple[int, ...]:
     """``exp``'s seeds and every other seed that ``out`` holds finished for all of ``exp``'s methods under the same
     configuration: a folder filled one seed at a time (``--seeds 3``) is summarised whole."""
     found = set(exp.seeds)
-    for f in out.glob(f"{BCD}/seed-*.fingerprint.json"):
+    for f in out.glob(f"{exp.method_names[0]}/seed-*.fingerprint.json"):  # a seed done for all has this one
         try:
             s = int(f.name[len("seed-"):-len(".fingerprint.json")])
         except ValueError:

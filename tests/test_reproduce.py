@@ -13,7 +13,7 @@ import torch
 
 from bcd.cli import main
 from bcd.data import load_fashion_mnist
-from reports.reproduce import BCD, load_experiment, packaged, reproduce, summary_table
+from reports.reproduce import BCD, load_experiment, packaged, reproduce, seeds_done, summary_table
 
 TINY = {"seeds": [0, 1], "sweeps": 2, "n_train": 200, "n_test": 200}
 
@@ -189,7 +189,5 @@ def test_a_folder_filled_one_seed_at_a_time_is_summarised_whole(tmp_path):
     assert "| 0 |" in md and "| 1 |" in md  # both seeds' verdicts
     other = load_experiment("mlp3x1500-mnist", seeds=[2], **{**kw, "n_train": 120})  # another config: not mixed in
     reproduce(other, tmp_path / "r2", progress=False)
-    from reports.reproduce import seeds_done
-
     assert seeds_done(other, out) == (2,) and seeds_done(load_experiment("mlp3x1500-mnist", seeds=[5], **kw), out) \
         == (0, 1, 5)
