@@ -83,6 +83,12 @@ PROBE_SEED = 0
 G_DEFINITION = "optimality_conditions"
 
 
+def in_layer_pass(block: str, i: int, N: int) -> bool:
+    """Whether the n-sized work of this block update (‖Δ‖², ‖X⁺‖, its decrease, its g^k part) is done in its hidden
+    layer's one pass at the U_i step (:meth:`Algorithm2FastPath._hidden_layer`): V_i and U_i for i < N."""
+    return block != "W" and i < N
+
+
 def fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
     """The products the engine's own steps publish (P for U steps; the Gram ṼṼᵀ and UṼᵀ for W steps,
     with the updated U_i); a user's step may not publish them, so compute what is missing."""
@@ -117,25 +123,25 @@ class Algorithm2FastPath:
 
     def _step_V(self, sw, row, i, state, old, new, delta, aux) -> None:
         g, N, full = self.gamma, self.N, self._level >= 2
-        if i == N:
-            U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
-            t = torch.add(old, new).mul_(c + g).sub_(Y, alpha=2 * c).sub_(U, alpha=2 * g)
-            row[S.BLOCK_DECREASE] = -0.5 * sample_dot(delta, t)
-            self._dV_N = delta
-            if full:
-                if self.problem.config.vn_update == "prox_linear":
-                    r = torch.sub(old, Y, out=t).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
-                    n_old = sample_norm(old)
-                    scale = c * (n_old + sample_norm(Y)) + (a + g) * sample_norm(new) + a * n_old + g * sample_norm(U)
-                else:
-                    r = torch.mul(new, c + g + a, out=t).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
-                    scale = (c + g + a) * sample_norm(new) + c * sample_norm(Y) + g * sample_norm(U) \
-                        + a * sample_norm(old)
-                row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
+        if in_layer_pass("V", i, N):  # everything n-sized is computed in the layer's one pass at the U_i step, next
+            row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
+            self._pending_V[i] = (row, old, new)
             return
-        # i < N: everything n-sized of this update is computed in the layer's one pass at the U_i step, next
-        row["_minus"] = S.aff_term(i + 1)  # after-value γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖², from record
-        self._pending_V[i] = (row, old, new)
+        # V_N
+        U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
+        t = torch.add(old, new).mul_(c + g).sub_(Y, alpha=2 * c).sub_(U, alpha=2 * g)
+        row[S.BLOCK_DECREASE] = -0.5 * sample_dot(delta, t)
+        self._dV_N = delta
+        if full:
+            if self.problem.config.vn_update == "prox_linear":
+                r = torch.sub(old, Y, out=t).mul_(c).add_(new, alpha=a + g).sub_(old, alpha=a).sub_(U, alpha=g)
+                n_old = sample_norm(old)
+                scale = c * (n_old + sample_norm(Y)) + (a + g) * sample_norm(new) + a * n_old + g * sample_norm(U)
+            else:
+                r = torch.mul(new, c + g + a, out=t).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
+                scale = (c + g + a) * sample_norm(new) + c * sample_norm(Y) + g * sample_norm(U) \
+                    + a * sample_norm(old)
+            row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
 
     def _step_U(self, sw, row, i, state, old, new, delta, aux) -> None:
         g, a, N, full = self.gamma, self.alpha, self.N, self._level >= 2
@@ -143,7 +149,9 @@ class Algorithm2FastPath:
         if i == N or (i == 1 and full):  # kept for the W_i step's E = U_i⁺ − P (otherwise ‖E‖² is all it needs)
             self._P[i] = P
         V = state.V[i]  # V_i⁺
-        if i == N:  # ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
+        if in_layer_pass("U", i, N):
+            self._hidden_layer(sw, row, i, state, old, new, P)
+        else:  # U_N: ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
             t = torch.add(V, P).sub_(old).sub_(new)
             row[S.BLOCK_DECREASE] = g * sample_dot(delta, t)
             coef = a - (self.c if self.problem.config.vn_update == "prox_linear" else 0.0)
@@ -154,8 +162,6 @@ class Algorithm2FastPath:
             if full:
                 r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
                 row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), 2 * sample_norm(new) + sample_norm(V) + sample_norm(P))
-        else:
-            self._hidden_layer(sw, row, i, state, old, new, P)
         sw.pending += 1
         self._carry[i]["U_row"] = row
 

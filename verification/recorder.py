@@ -42,7 +42,7 @@ from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
-from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux
+from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux, in_layer_pass
 from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
@@ -299,7 +299,7 @@ class Recorder(Algorithm2FastPath):
         if not self._generic:
             fill_aux(b, i, state, aux)
         old = state.get(b, i)
-        if sw.instrumented and not self._generic and b != "W" and i < self.N:
+        if sw.instrumented and not self._generic and in_layer_pass(b, i, self.N):
             delta = d_sq = None  # a hidden layer's V_i, U_i: ‖Δ‖² and ‖X⁺‖ come from its one pass (fast_path)
         elif sw.instrumented:  # squared sums of V, U blocks over every sample shard (W is replicated)
             delta = new - old
