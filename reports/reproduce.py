@@ -299,7 +299,7 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "experiment.json", json.dumps(dataclasses.asdict(exp), indent=1) + "\n")
+    _write_experiment(exp, out)  # the seeds this folder holds or is about to run
     todo = [(m, s) for s in exp.seeds for m in exp.method_names if not claim_run_dir(exp, m, s, out)]
     data = None
     for j, (method, seed) in enumerate(todo, start=1):
@@ -416,10 +416,18 @@ def seeds_done(exp: Experiment, out: Path) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
-def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
-    """results.csv, summary.csv, accuracy.png, report.md and report.html from the logs that exist, over
-    :func:`seeds_done`."""
+def _write_experiment(exp: Experiment, out: Path) -> None:
+    """experiment.json: the experiment as run, its ``seeds`` those of :func:`seeds_done` (with ``exp``'s own), so
+    that a folder filled one seed at a time describes every seed it holds, not the last command's."""
     exp = dataclasses.replace(exp, seeds=seeds_done(exp, out))
+    write_text(out / "experiment.json", json.dumps(dataclasses.asdict(exp), indent=1) + "\n")
+
+
+def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
+    """results.csv, summary.csv, accuracy.png, report.md and report.html (and experiment.json) from the logs that
+    exist, over :func:`seeds_done`."""
+    exp = dataclasses.replace(exp, seeds=seeds_done(exp, out))
+    _write_experiment(exp, out)
     df = results(exp, out)
     atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     table = summary_table(df)

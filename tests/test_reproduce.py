@@ -184,6 +184,7 @@ def test_a_folder_filled_one_seed_at_a_time_is_summarised_whole(tmp_path):
         reproduce(load_experiment("mlp3x1500-mnist", seeds=[s], **kw), out, progress=False)
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["seeds"]) == [2]
+    assert json.loads((out / "experiment.json").read_text())["seeds"] == [0, 1]  # the folder's seeds, not the last
     assert set(pd.read_csv(out / "results.csv")["seed"]) == {0, 1}
     md = (out / "report.md").read_text()
     assert "| 0 |" in md and "| 1 |" in md  # both seeds' verdicts
