@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_instrumentation.py                 # ~2 min on CPU
     .venv/bin/python benchmarks/bench_instrumentation.py --n 20000 --hidden 1500,1500 --device cuda --json out.json
+    .venv/bin/python benchmarks/bench_instrumentation.py --n 60000 --presets standard,full --sweeps 3 --repeats 1 \
+        --warmup 2 --hidden 600,600,600,600,600,600,600,600,600,600   # 10x600 at MNIST's full n: 1 timed sweep each
 
 The problem is MNIST-shaped (d_0 = 784 Gaussian-mixture inputs, 10 classes, squared loss, ReLU).
 Runs are interleaved (bare, cheap, standard, full) × ``--repeats`` from the same initial weights, after
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every variant (default 3)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--dtype", default="float64", help="float64 | float32")
+    p.add_argument("--presets", default=",".join(PRESETS),
+                   help=f"comma-separated presets to time against bare (default {','.join(PRESETS)})")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up sweeps of the last preset (default 3)")
     p.add_argument("--malloc-reuse", action="store_true", help="glibc: keep freed memory for reuse (see above)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -98,13 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         print("--malloc-reuse: mallopt is not available here (not glibc); running with the default allocator")
     if args.sweeps < 3:
         raise SystemExit("--sweeps must be >= 3 (the first and the last sweep are not timed)")
+    presets = tuple(x.strip() for x in args.presets.split(",") if x.strip())
+    bad = [x for x in presets if x not in PRESETS]
+    if bad or not presets:
+        raise SystemExit(f"--presets {args.presets!r}: each must be one of {', '.join(PRESETS)}")
     hidden = parse_widths(args.hidden)
     cfg = BCDConfig(hidden=tuple(hidden), sweeps=args.sweeps, device=args.device, dtype=args.dtype,
                     eval_every=10**9, gamma=1.0, alpha=5.0)
     ds = gaussian_mixture(n=args.n, d=784, k=10, seed=0)
     problem = make_problem(ds.X_train, ds.y_train, cfg, n_classes=10)
-    variants = ("bare", *PRESETS)
-    measure(problem, "full", 3)  # warm-up: allocations, kernels, lazy imports
+    variants = ("bare", *presets)
+    if args.warmup > 0:
+        measure(problem, variants[-1], args.warmup)  # warm-up: allocations, kernels, lazy imports
     times: dict[str, list[float]] = {v: [] for v in variants}
     engine_only: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
