@@ -179,18 +179,24 @@ def update_U_hidden(
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
     P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU the centre and the prox run together on chunks
     (:func:`bcd.activations.chunk_size`), so that their temporaries stay in cache: one pass over memory instead of
-    one per operation (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  With ``out`` (which
-    may be U itself: each chunk reads its U entries before writing them) each finished chunk is copied there, and P
-    is a scratch buffer: the same arithmetic, so the same bits, without a full-size allocation."""
-    m = P if overwrite_P else P.clone()
+    one per operation (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  The centre of a chunk
+    is formed in P's storage (``overwrite_P``: P is a scratch buffer) or else in ``out``'s, from a copy of P's chunk;
+    each finished chunk lands in ``out`` (a new tensor when not given).  ``out`` may be U itself only with
+    ``overwrite_P`` (each chunk reads its U entries before writing them).  Every path does the same arithmetic, so
+    gives the same bits."""
+    if out is not None and not overwrite_P and out.data_ptr() == U.data_ptr():
+        raise ValueError("update_U_hidden: out may be U itself only with overwrite_P=True")
     beta = (gamma + alpha) / gamma
-    chunk = chunk_size(m)
-    flat_a, flat_m, flat_u = V.reshape(-1), m.view(-1), U.reshape(-1)
-    flat_out = None if out is None else out.view(-1)
-    for s in range(0, flat_m.numel(), chunk):  # a loop over memory chunks, not over entries
-        part = prox_center(flat_m[s:s + chunk], flat_u[s:s + chunk], gamma=gamma, alpha=alpha, overwrite_P=True)
-        new = activation.prox_(flat_a[s:s + chunk], part, beta)
-        target = part if flat_out is None else flat_out[s:s + chunk]
+    chunk = chunk_size(P)
+    if out is None:
+        out = P if overwrite_P else P.new_empty(P.shape)
+    flat_a, flat_p, flat_u, flat_out = V.reshape(-1), P.reshape(-1), U.reshape(-1), out.view(-1)
+    for s in range(0, flat_p.numel(), chunk):  # a loop over memory chunks, not over entries
+        sl = slice(s, s + chunk)
+        target = flat_out[sl]
+        centre = flat_p[sl] if overwrite_P else target.copy_(flat_p[sl])
+        part = prox_center(centre, flat_u[sl], gamma=gamma, alpha=alpha, overwrite_P=True)
+        new = activation.prox_(flat_a[sl], part, beta)
         if new.data_ptr() != target.data_ptr():
             target.copy_(new)
-    return m if out is None else out
+    return out

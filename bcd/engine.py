@@ -83,6 +83,9 @@ def sweep(state: BCDState, problem: Problem, schedule: Iterable[Step], hooks: It
             for f in on_step:
                 f(k, step, state, new, aux)
             hook_time += time.perf_counter() - t0
+            if step.block != "W":  # the replaced block and the spent product, for a later step to recycle
+                problem.pool.give(state.get(step.block, step.layer))
+                problem.pool.give(aux.get("P"))
         state.set(step.block, step.layer, new)
     state.sweep = k
     return hook_time

@@ -18,6 +18,7 @@ import torch
 
 from bcd.activations import Activation
 from bcd.blocks import affine, augmented_gram, loss_scale
+from bcd.buffers import BlockPool
 from bcd.config import BCDConfig
 from bcd.losses import Loss
 from bcd.model import Term, skips, terms_for, variable_blocks, variant_name
@@ -82,6 +83,7 @@ class Problem:
     tau: tuple[int, ...] = field(init=False)
     terms: tuple[Term, ...] = field(init=False)
     _scratch: Tensor | None = field(init=False, default=None, repr=False)
+    pool: BlockPool = field(init=False, default_factory=BlockPool, repr=False)  # blocks a listened-to sweep let go
 
     def __post_init__(self) -> None:
         count = torch.tensor(float(self.n), dtype=torch.float64, device=self.X.device)

@@ -125,9 +125,11 @@ def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
     S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) and ρ = 1 + τ_{i+1}.
 
     With no hook listening and s_i = 0, S' is built in V_i⁻'s storage and solved there (nothing after this step reads
-    V_i⁻, and nothing before it needs it: the subproblem has no proximal term): no full-size allocation."""
+    V_i⁻, and nothing before it needs it: the subproblem has no proximal term): no full-size allocation.  With a hook
+    listening, in storage recycled by the problem's pool when it has some (:mod:`bcd.buffers`)."""
+    V = state.V[i]
     reuse = aux is None and problem.s[i].is_zero
-    S = v_target(state, problem, i, out=state.V[i] if reuse else None)
+    S = v_target(state, problem, i, out=V if reuse else problem.pool.take(V.shape, V))
     fresh = S is not state.U[i]
     if problem.tau[i + 1]:
         S = S.add(state.V[i + 1]).sub_(problem.sigma(i + 1, state.U[i + 1]))
@@ -159,16 +161,20 @@ def step_U_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
     """U_i (i < N): the elementwise prox of σ with target a_i = V_i⁺ − τ_iV_{i-1}⁻.
 
     With no hook listening, P = W̃_i⁻Ṽ_{i-1}⁻ goes to the problem's scratch buffer and U_i⁺ into U_i⁻'s storage (read
-    chunk by chunk before it is overwritten; nothing later reads U_i⁻); with a hook, P is a fresh tensor published
-    as ``aux["P"]``.  Both paths do the same arithmetic (tests/test_engine_descent.py checks the bits)."""
+    chunk by chunk before it is overwritten; nothing later reads U_i⁻); with a hook, P is published as ``aux["P"]``
+    and left intact, and both P and U_i⁺ go to storage recycled by the problem's pool when it has some
+    (:mod:`bcd.buffers`; otherwise new tensors).  Every path does the same arithmetic (tests/test_engine_descent.py
+    checks the bits)."""
     cfg = problem.config
     U = state.U[i]
-    reuse = aux is None and U.is_contiguous()  # a user-built state may hold a strided U_i: then a fresh block
-    P = affine(state.W[i], state.V[i - 1], out=problem.scratch(*U.shape) if reuse else None)
+    pool = problem.pool
+    quiet = aux is None and U.is_contiguous()  # a user-built state may hold a strided U_i: then a fresh block
+    P = affine(state.W[i], state.V[i - 1], out=problem.scratch(*U.shape) if quiet else pool.take(U.shape, U))
     if aux is not None:
         aux["P"] = P
     return update_U_hidden(problem.u_target(state, i), P, U, gamma=cfg.gamma, alpha=cfg.alpha,
-                           activation=problem.activation, overwrite_P=aux is None, out=U if reuse else None)
+                           activation=problem.activation, overwrite_P=aux is None,
+                           out=U if quiet else pool.take(U.shape, U))
 
 
 def three_splitting(N: int) -> tuple[Step, ...]:
