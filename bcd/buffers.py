@@ -11,6 +11,11 @@ back to a step only when **nothing else refers to it**: neither the tensor objec
 storage (a view, counted by torch).  A tensor a hook still holds is never reused; the pool only ever returns
 storage that would otherwise have been freed, so it changes no value and no bit (tests/test_engine_descent.py).
 Where torch does not expose the storage use count the pool stays empty and every step allocates as before.
+
+For hooks this means: a block a hook is shown may later come back, as the same Python object with new values, as
+another block or product; a hook that wants old values keeps the tensor (or a view), never only its ``id``.  The pool
+belongs to one :class:`bcd.problem.Problem` and is not thread-safe (as its scratch buffer is not); the engine empties
+it when a run ends.
 """
 
 from __future__ import annotations
@@ -25,16 +30,25 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)  # a private torch fu
 
 
 def _storage_users(t: Tensor) -> int:
-    """Tensors (views included) sharing ``t``'s storage, plus one for the storage object made here."""
+    """Strong references to ``t``'s storage (one per tensor sharing it, views included), plus one for the storage
+    object made here."""
     return _use_count(t.untyped_storage()._cdata)
 
 
 def _object_refs(t: Tensor) -> int:
-    """Python references to the tensor object ``t``, plus two (this call's argument and getrefcount's)."""
+    """Python references to the tensor object ``t``, with those of this call (what they add is calibrated below)."""
     return sys.getrefcount(t)
 
 
-_LONE = _storage_users(torch.empty(1)) if _use_count is not None else -1  # a tensor that nothing else shares
+def _held_only_by_a_list() -> tuple[int, int]:
+    """Both counts for a tensor that only a list holds, seen exactly as :meth:`BlockPool.take` sees its entries
+    (the interpreter's own references differ between Python versions and builds: measured, not assumed)."""
+    free = [torch.empty(1)]
+    t = free[0]
+    return _object_refs(t), _storage_users(t)
+
+
+_LONE_REFS, _LONE = _held_only_by_a_list() if _use_count is not None else (-1, -1)
 
 
 class BlockPool:
@@ -46,8 +60,10 @@ class BlockPool:
         self.reused = 0  # tensors handed back out (for tests and benchmarks)
 
     def give(self, t: Tensor | None) -> None:
-        """Offer ``t``, which the engine no longer needs (a hook may still hold it: :meth:`take` checks)."""
-        if _use_count is None or t is None or t._base is not None or not t.is_contiguous():
+        """Offer ``t``, which the engine no longer needs (a hook may still hold it: :meth:`take` checks).  Views,
+        strided tensors and memory torch does not own (``torch.from_numpy``: a user's array) are not taken."""
+        if _use_count is None or t is None or t._base is not None or not t.is_contiguous() \
+                or not t.untyped_storage().resizable():
             return
         if any(f is t for f in self._free):
             return
@@ -59,9 +75,9 @@ class BlockPool:
         """A released tensor of ``shape`` with ``like``'s dtype and device that only the pool refers to, else None
         (the caller allocates)."""
         for j in range(len(self._free)):
-            t = self._free[j]  # references: the list and t, so nothing else holds it at 2 + 2
+            t = self._free[j]  # held by the list and t: nothing else holds it at the calibrated counts
             if t.shape == shape and t.dtype == like.dtype and t.device == like.device \
-                    and _object_refs(t) <= 4 and _storage_users(t) == _LONE:
+                    and _object_refs(t) == _LONE_REFS and _storage_users(t) == _LONE:
                 del self._free[j]
                 self.reused += 1
                 return t

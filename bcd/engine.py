@@ -171,6 +171,7 @@ def run(
             if hasattr(h, "on_abort"):
                 h.on_abort(state)
     finally:
+        problem.pool.clear()  # the recycled blocks of a listened-to run are not kept past it
         if bar is not None:
             bar.close()
     clean = stop in ("max_sweeps", "stopped_by_hook") or (stop == "interrupted" and bool(detail))

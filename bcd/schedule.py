@@ -125,8 +125,8 @@ def step_V_hidden(state: BCDState, problem: Problem, i: int, aux: dict | None) -
     S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) and ρ = 1 + τ_{i+1}.
 
     With no hook listening and s_i = 0, S' is built in V_i⁻'s storage and solved there (nothing after this step reads
-    V_i⁻, and nothing before it needs it: the subproblem has no proximal term): no full-size allocation.  With a hook
-    listening, in storage recycled by the problem's pool when it has some (:mod:`bcd.buffers`)."""
+    V_i⁻, and nothing before it needs it: the subproblem has no proximal term): no full-size allocation.  Otherwise
+    in storage recycled by the problem's pool when it has some (:mod:`bcd.buffers`; filled only while hooks listen)."""
     V = state.V[i]
     reuse = aux is None and problem.s[i].is_zero
     S = v_target(state, problem, i, out=V if reuse else problem.pool.take(V.shape, V))

@@ -127,9 +127,9 @@ def test_listening_hooks_do_not_change_the_iterates(device):
 
 
 class _Hoarder:
-    """A hook that keeps what it is shown after the engine has let go of it: every replaced V block (the tensor
-    object), a tensor sharing the storage of every replaced U block (not the object) and every published P, each with
-    a copy of its values at the time."""
+    """A hook that keeps some of what it is shown after the engine has let go of it, each with a copy of its values
+    at the time: every replaced V block (the tensor object) and a tensor sharing the storage of every replaced U block
+    (not the object); every published P it lets go, so the pool has those to recycle."""
 
     def __init__(self):
         self.kept = []
@@ -139,7 +139,7 @@ class _Hoarder:
             return
         old = state.get(step.block, step.layer)
         held = old if step.block == "V" else old.new_empty(0).set_(old.untyped_storage(), 0, old.shape, old.stride())
-        self.kept += [(held, held.clone())] + ([(aux["P"], aux["P"].clone())] if "P" in aux else [])
+        self.kept.append((held, held.clone()))
 
     def untouched(self):
         return all(torch.equal(t, copy) for t, copy in self.kept)
@@ -149,40 +149,46 @@ def test_a_listened_to_sweep_recycles_only_what_nothing_else_holds(device, monke
     """With a hook listening, the blocks a step replaces and the products it publishes are recycled by the problem's
     pool (bcd/buffers.py) for later steps of equal shape, instead of new tensors: the iterates stay bit-identical to
     the quiet run, storage is reused, and nothing a hook still holds (the tensor, or only its storage) is
-    overwritten.  Without either of the pool's reference checks the hoarding hook's tensors are overwritten."""
+    overwritten, while what it let go is reused in the same run.  Without either of the pool's reference checks the
+    hoarding hook's tensors are overwritten."""
+    import numpy as np
+
     from bcd import buffers
-    from bcd.inputs import make_problem as mk
+    from bcd.engine import run
 
     ds = gaussian_mixture(n=40, d=5, k=3, seed=2)
     config = BCDConfig(hidden=(6, 6, 6), dtype="float64", sweeps=4, device=device)
     quiet = train(ds.X_train, ds.y_train, config)
-    problem = mk(ds.X_train, ds.y_train, config, n_classes=3)
-    hoarder, recycled = _Hoarder(), []
+    problem = make_problem(ds.X_train, ds.y_train, config, n_classes=3)
+    reused = []
 
     class Counter:  # listens to every step (so the steps publish and cannot reuse storage), holds nothing
         def on_step(self, k, step, state, new, aux):
             pass
 
         def on_sweep_end(self, k, state, rec):
-            recycled.append(problem.pool.reused)
+            reused.append(problem.pool.reused)
 
-    from bcd.engine import run
-    state = run(problem, initial_state(problem), hooks=[Counter()]).state
-    for a, b in zip(quiet.state.blocks(), state.blocks()):
-        assert torch.equal(a[2], b[2]), a[:2]
-    assert recycled[-1] - recycled[0] >= 2 * 2 * (len(recycled) - 1)  # P and U_i⁺ (or S) of both lower layers
+    def same_as_quiet(state):
+        return all(torch.equal(a[2], b[2]) for a, b in zip(quiet.state.blocks(), state.blocks()))
 
-    problem.pool.clear()  # what the last run let go is free to reuse; the hoarder's run starts with an empty pool
-    state = run(problem, initial_state(problem), hooks=[hoarder]).state
-    assert hoarder.untouched() and problem.pool.reused == recycled[-1]  # every candidate was held: nothing reused
-    for a, b in zip(quiet.state.blocks(), state.blocks()):
-        assert torch.equal(a[2], b[2]), a[:2]
+    assert same_as_quiet(run(problem, initial_state(problem), hooks=[Counter()]).state)
+    # P, and U_i⁺ or S, of the two hidden layers after the first (the first finds only the output layer's shapes)
+    assert reused[-1] - reused[0] >= 2 * 2 * (len(reused) - 1)
 
-    for mutant in (lambda: monkeypatch.setattr(buffers, "_object_refs", lambda t: 0),
+    hoarder, before = _Hoarder(), problem.pool.reused
+    assert same_as_quiet(run(problem, initial_state(problem), hooks=[hoarder]).state)
+    assert hoarder.untouched() and problem.pool.reused > before  # the Ps it let go were reused, nothing it holds
+
+    for mutant in (lambda: monkeypatch.setattr(buffers, "_object_refs", lambda t: buffers._LONE_REFS),
                    lambda: monkeypatch.setattr(buffers, "_storage_users", lambda t: buffers._LONE)):
         monkeypatch.undo()
         mutant()
         hoarder = _Hoarder()
-        problem.pool.clear()
         run(problem, initial_state(problem), hooks=[hoarder])
         assert not hoarder.untouched()
+
+    monkeypatch.undo()  # memory torch does not own (a user's numpy array) is never taken in
+    arr = np.zeros((6, 40))
+    problem.pool.give(torch.from_numpy(arr))
+    assert problem.pool.take((6, 40), torch.zeros(1, dtype=torch.float64)) is None
