@@ -16,7 +16,8 @@ bare median; "× own eng": preset median / that run's own engine median, insensi
 between runs; "× (minima)": fastest preset sweep / fastest bare sweep, the least disturbed by other
 processes on a shared machine; "CPU ×": whole-run process time per sweep without the objective
 evaluation, preset / bare — what the sweep costs in CPU, not inflated when the CPU is taken away;
-it includes the recorder's one-time run start, L̄ and accuracy at Q⁰, so it is pessimistic for few sweeps).
+it includes the recorder's one-time run start, L̄ and accuracy at Q⁰, so it is pessimistic for few sweeps;
+"faults/sw": the process's minor page faults per sweep of the run, a count that load does not disturb).
 "ok" judges the "× bare" column.  Accuracy is
 evaluated by the engine only at the last sweep, so the ``full`` preset pays for its every-sweep
 accuracy itself.  Targets (issue 14; issue 3 had 1.25× and 1.6×): standard ≤ 1.2×, full ≤ 1.5× the bare sweep time.
@@ -34,6 +35,11 @@ import ctypes
 import ctypes.util
 import json
 import platform
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 import statistics
 import sys
 import time
@@ -64,24 +70,31 @@ def malloc_reuse() -> bool:
         return False
 
 
-def measure(problem, variant: str, sweeps: int) -> tuple[list[float], list[float], float]:
-    """Per-sweep (engine seconds, recorder seconds) of one run, sweeps 1..T−1, and the run's CPU
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing): memory touched for the first time,
+    e.g. a freshly allocated tensor above glibc's mmap threshold."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
+def measure(problem, variant: str, sweeps: int) -> tuple[list[float], list[float], float, float]:
+    """Per-sweep (engine seconds, recorder seconds) of one run, sweeps 1..T−1, the run's CPU
     seconds per sweep without the engine's objective evaluation (thread time: not inflated while
-    other processes hold the CPU; the evaluation's CPU time is measured once and subtracted)."""
+    other processes hold the CPU; the evaluation's CPU time is measured once and subtracted), and its minor page
+    faults per sweep (run start and evaluation included: a count, not disturbed by other processes)."""
     state = initial_state(problem)
     rec = None if variant == "bare" else Recorder(variant)
-    c0 = time.thread_time()
+    c0, f0 = time.thread_time(), minor_faults()
     log = run(problem, state, sweeps=sweeps, hooks=[] if rec is None else [rec]).log
-    cpu = (time.thread_time() - c0) / sweeps
+    cpu, faults = (time.thread_time() - c0) / sweeps, (minor_faults() - f0) / sweeps
     c0 = time.thread_time()
     objective_terms(state, problem)  # the engine's per-sweep evaluation, in CPU seconds (same every sweep)
     cpu -= (time.thread_time() - c0) * (sweeps + 1) / sweeps
     trace = None if rec is None else rec.trace()
     if trace is None:
         engine = log[S.TIME_ENGINE].tolist()[1:-1]
-        return engine, [0.0] * len(engine), cpu
+        return engine, [0.0] * len(engine), cpu, faults
     sw = trace.sweeps
-    return sw[S.TIME_ENGINE].tolist()[1:-1], sw[S.TIME_RECORDER].tolist()[1:-1], cpu
+    return sw[S.TIME_ENGINE].tolist()[1:-1], sw[S.TIME_RECORDER].tolist()[1:-1], cpu, faults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {v: [] for v in variants}
     engine_only: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
+    faults: dict[str, list[float]] = {v: [] for v in variants}
     t_start = time.perf_counter()
     for _ in range(args.repeats):
         for v in variants:
-            eng, recd, cpu_s = measure(problem, v, args.sweeps)
+            eng, recd, cpu_s, faults_s = measure(problem, v, args.sweeps)
+            faults[v].append(faults_s)
             times[v] += [e + r for e, r in zip(eng, recd, strict=True)]
             engine_only[v] += eng
             cpu[v].append(cpu_s)
@@ -133,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"variant": v, "sweep_s": med, "engine_s": eng, "ratio_vs_bare": med / bare,
                      "ratio_vs_own_engine": med / eng, "ratio_of_minima": min(times[v]) / bare_min,
                      "cpu_ratio": statistics.median(cpu[v]) / statistics.median(cpu["bare"]),
+                     "minor_faults_per_sweep": statistics.median(faults[v]),
                      "target": TARGETS.get(v),
                      "meets_target": None if v not in TARGETS else med / bare <= TARGETS[v]})
     widths = "-".join(str(d) for d in problem.widths)
@@ -140,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
           f"repeats, torch threads {torch.get_num_threads()}, malloc reuse {reuse}, "
           f"{time.perf_counter() - t_start:.0f}s")
     print(f"{'variant':<10}{'s/sweep':>11}{'engine s':>11}{'× bare':>9}{'× own eng':>11}{'× (minima)':>12}"
-          f"{'CPU ×':>8}{'target':>8}  ok")
+          f"{'CPU ×':>8}{'faults/sw':>11}{'target':>8}  ok")
     for r in rows:
         tgt = "" if r["target"] is None else f"{r['target']:.2f}"
         ok = "" if r["meets_target"] is None else ("yes" if r["meets_target"] else "NO")
         print(f"{r['variant']:<10}{r['sweep_s']:>11.4f}{r['engine_s']:>11.4f}{r['ratio_vs_bare']:>9.3f}"
-              f"{r['ratio_vs_own_engine']:>11.3f}{r['ratio_of_minima']:>12.3f}{r['cpu_ratio']:>8.3f}{tgt:>8}  {ok}")
+              f"{r['ratio_vs_own_engine']:>11.3f}{r['ratio_of_minima']:>12.3f}{r['cpu_ratio']:>8.3f}"
+              f"{r['minor_faults_per_sweep']:>11.0f}{tgt:>8}  {ok}")
     if args.json:
         out = {"network": widths, "n": problem.n, "dtype": args.dtype, "device": args.device,
                "sweeps": args.sweeps, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),

@@ -371,3 +371,36 @@ def test_bcd_theory_lists_each_algorithms_own_block_constants():
     res = BCDConfig(hidden=(4, 4), skip="auto", gamma=0.6)
     blocks = claim(claims_for(res, widths=(5, 4, 4, 3)), "monotone_descent").details["blocks"]
     assert blocks["V_i (layer i+1 has a skip)"]["value"] == RunConstants(res, (5, 4, 4, 3)).block("V", 1) == 0.6
+
+
+@pytest.mark.parametrize("kw", [{}, {"activation": "leaky_relu(0.1)"}, {"activation": "sigmoid"},
+                                {"splitting": "two"}, {"skip": "auto", "hidden": (8, 8, 8)}])
+def test_the_n_sized_terms_equal_their_textbook_residuals_bit_for_bit(kw):
+    """L̄'s act, aff and fit terms form their residual in the problem's scratch buffer, with the opposite sign (so that
+    evaluating L̄ allocates nothing n-sized); written out here the plain way, each term is the same float, bit for
+    bit, and evaluating twice (the scratch reused) changes nothing."""
+    from bcd.blocks import affine
+    from bcd.objective import objective_terms
+    from bcd.reduction import sample_sq
+
+    cfg = BCDConfig(**{"hidden": (7, 6), "sweeps": 2, "dtype": "float64", **kw})
+    ds = gaussian_mixture(n=60, d=8, k=3, seed=1)
+    problem = make_problem(ds.X_train, ds.y_train, cfg, n_classes=3)
+    state = run(problem, initial_state(problem)).state
+    got = objective_terms(state, problem)
+    assert objective_terms(state, problem) == got
+    g, V, U, W = cfg.gamma, state.V, state.U, state.W
+    checked = 0
+    for t in problem.terms:
+        i = t.layer
+        if t.kind == "act":
+            want = V[i] - problem.sigma(i, U[i]) - (V[i - 1] if problem.tau[i] else 0.0)
+        elif t.kind == "aff":
+            want = U[i] - affine(W[i], V[i - 1])
+        elif t.kind == "fit":
+            want = V[i] - problem.sigma(i, affine(W[i], V[i - 1]))
+        else:
+            continue
+        assert got[t.id] == float(0.5 * g * sample_sq(want)), t.id
+        checked += 1
+    assert checked >= 3
