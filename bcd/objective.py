@@ -39,14 +39,21 @@ def objective(state: BCDState, problem: Problem) -> float:
     return objective_terms(state, problem)[OBJECTIVE]
 
 
-def predict(W: list[Tensor | None], X: Tensor, problem: Problem, chunk: int = 8192) -> Tensor:
-    """Class predictions argmax(W̃_N σ(⋯σ(W̃_1 X̃))) (with the skips of a ResNet) — the forward pass, never V_N."""
+PREDICT_CHUNK = 2048  # columns per forward chunk: its d×chunk temporaries stay below glibc's mmap threshold, so they
+# are reused instead of page-faulted in afresh (MNIST 10×600, n = 20 000: 392 k → 5 k minor faults, 2.15 → 1.81 s)
+
+
+def predict(W: list[Tensor | None], X: Tensor, problem: Problem, chunk: int = PREDICT_CHUNK,
+            P_1: Tensor | None = None) -> Tensor:
+    """Class predictions argmax(W̃_N σ(⋯σ(W̃_1 X̃))) (with the skips of a ResNet) — the forward pass, never V_N —
+    ``chunk`` columns at a time.  ``P_1``: W̃_1X̃ when the caller has it already (the recorder's U_1 step)."""
     N = len(W) - 1
     out = []
     for s in range(0, X.shape[1], chunk):
         h = X[:, s : s + chunk]
         for i in range(1, N + 1):
-            h = problem.layer_output(i, affine(W[i], h), h)
+            P = P_1[:, s : s + chunk] if i == 1 and P_1 is not None else affine(W[i], h)
+            h = problem.layer_output(i, P, h)
         out.append(h.argmax(dim=0))
     return torch.cat(out)
 

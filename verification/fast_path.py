@@ -72,7 +72,7 @@ import torch
 
 from bcd.activations import chunk_size, u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
-from bcd.objective import accuracy
+from bcd.objective import accuracy, predict
 from bcd.problem import BCDState
 from bcd.reduction import dot, norm, over_samples, sample_dot, sample_norm, sample_sq, sq
 from verification import schema as S  # noqa: N812
@@ -345,9 +345,6 @@ class Algorithm2FastPath:
     def _complete_accuracy(self, P_1: Tensor) -> None:
         sw, W = self._acc_pending
         self._acc_pending = None
-        h = self.problem.layer_output(1, P_1, self.problem.X)
-        for i in range(2, len(W)):
-            h = self.problem.layer_output(i, affine(W[i], h), h)
-        correct = (h.argmax(dim=0) == self.problem.labels).sum(dtype=torch.float64)
+        correct = (predict(W, self.problem.X, self.problem, P_1=P_1) == self.problem.labels).sum(dtype=torch.float64)
         sw.record[S.TRAIN_ACC] = over_samples(correct) / self._n_total  # counts summed over sample shards
         sw.pending -= 1
