@@ -34,12 +34,12 @@ from bcd.blocks import affine
 from bcd.config import DEVICES, DTYPES
 from bcd.inputs import _as_matrix
 from bcd.inputs import labels as as_labels
+from bcd.objective import PREDICT_CHUNK  # the slices of bcd.objective.predict, so results match it
 
 Tensor = torch.Tensor
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("mse", "cross_entropy")
-EVAL_CHUNK = 8192  # columns per evaluation forward pass: the chunk of bcd.objective.predict, so results match it
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -164,7 +164,8 @@ def baseline_loss(out: Tensor, labels: Tensor, loss: str) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: BaselineMLP, X: Tensor, labels: Tensor, loss: str, chunk: int = EVAL_CHUNK) -> tuple[float, float]:
+def evaluate(model: BaselineMLP, X: Tensor, labels: Tensor, loss: str, chunk: int = PREDICT_CHUNK
+             ) -> tuple[float, float]:
     """(loss, accuracy) of a full forward pass over X (d_0 × n, samples as columns), in chunks of ``chunk`` columns
     (the slices of :func:`bcd.objective.predict`); the loss is the mean over all n samples."""
     n = X.shape[1]
