@@ -18,10 +18,7 @@ import statistics
 import sys
 import time
 
-try:
-    import resource
-except ImportError:  # not on Windows
-    resource = None
+from bench_instrumentation import minor_faults  # this script's folder is on sys.path when run as documented
 
 from bcd.cli import parse_widths
 from bcd.config import BCDConfig
@@ -30,10 +27,6 @@ from bcd.engine import TIME_ENGINE, TIME_EVAL, TIME_HOOKS, run
 from bcd.inputs import make_problem
 from bcd.problem import initial_state
 from verification.recorder import PRESETS, Recorder
-
-
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -416,18 +416,18 @@ def seeds_done(exp: Experiment, out: Path) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
-def _write_experiment(exp: Experiment, out: Path) -> None:
+def _write_experiment(exp: Experiment, out: Path) -> Experiment:
     """experiment.json: the experiment as run, its ``seeds`` those of :func:`seeds_done` (with ``exp``'s own), so
-    that a folder filled one seed at a time describes every seed it holds, not the last command's."""
+    that a folder filled one seed at a time describes every seed it holds, not the last command's; returned."""
     exp = dataclasses.replace(exp, seeds=seeds_done(exp, out))
     write_text(out / "experiment.json", json.dumps(dataclasses.asdict(exp), indent=1) + "\n")
+    return exp
 
 
 def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     """results.csv, summary.csv, accuracy.png, report.md and report.html (and experiment.json) from the logs that
     exist, over :func:`seeds_done`."""
-    exp = dataclasses.replace(exp, seeds=seeds_done(exp, out))
-    _write_experiment(exp, out)
+    exp = _write_experiment(exp, out)
     df = results(exp, out)
     atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     table = summary_table(df)
