@@ -52,7 +52,11 @@ _LONE_REFS, _LONE = _held_only_by_a_list() if _use_count is not None else (-1, -
 
 
 class BlockPool:
-    """At most ``keep`` released tensors; :meth:`take` returns one of the asked shape that nothing else refers to."""
+    """At most ``keep`` released tensors; :meth:`take` returns one of the asked shape that nothing else refers to.
+
+    When full, the pool lets its smallest tensor go: a large block is the one whose fresh allocation page-faults
+    (small ones come back from malloc's free lists), and the output layer's d_N×n blocks, released at the start of a
+    sweep, must not push out the hidden blocks that the next hidden layer's steps take."""
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
@@ -68,8 +72,8 @@ class BlockPool:
         if any(f is t for f in self._free):
             return
         self._free.append(t)
-        if len(self._free) > self.keep:
-            del self._free[0]  # the oldest: freed now if nothing else holds it
+        if len(self._free) > self.keep:  # drop the smallest (the oldest of equal size): freed now if nothing holds it
+            del self._free[min(range(len(self._free)), key=lambda j: self._free[j].untyped_storage().nbytes())]
 
     def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
         """A released tensor of ``shape`` with ``like``'s dtype and device that only the pool refers to, else None

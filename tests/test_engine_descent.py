@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -173,8 +175,10 @@ def test_a_listened_to_sweep_recycles_only_what_nothing_else_holds(device, monke
         return all(torch.equal(a[2], b[2]) for a, b in zip(quiet.state.blocks(), state.blocks()))
 
     assert same_as_quiet(run(problem, initial_state(problem), hooks=[Counter()]).state)
-    # P, and U_i⁺ or S, of the two hidden layers after the first (the first finds only the output layer's shapes)
-    assert reused[-1] - reused[0] >= 2 * 2 * (len(reused) - 1)
+    # after the first sweep every take is served: S of each hidden V_i step, P and U_i⁺ of each hidden U_i step; the
+    # first hidden layer's too, though the output layer's small blocks were released just before it (the pool lets
+    # its smallest go first)
+    assert [b - a for a, b in itertools.pairwise(reused)] == [3 * 3] * (len(reused) - 1)
 
     hoarder, before = _Hoarder(), problem.pool.reused
     assert same_as_quiet(run(problem, initial_state(problem), hooks=[hoarder]).state)
