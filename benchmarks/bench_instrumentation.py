@@ -18,6 +18,10 @@ processes on a shared machine; "CPU ×": whole-run process time per sweep withou
 evaluation, preset / bare — what the sweep costs in CPU, not inflated when the CPU is taken away;
 it includes the recorder's one-time run start, L̄ and accuracy at Q⁰, so it is pessimistic for few sweeps;
 "faults/sw": the process's minor page faults per sweep of the run, a count that load does not disturb).
+"FLOP floor": 1 + the FLOPs of the n-sized products the preset cannot do without (:func:`preset_flops`) over the
+sweep's (``bench_engine.sweep_flops``, the same yardstick), what the preset would cost if every product ran at the
+sweep's own rate and nothing else cost anything; "× floor": "× bare" over it.  The yardstick counts ṼṼᵀ as a full
+product, which the engine forms at about 0.6 of that, so the true floor is a little higher than the one printed.
 "ok" judges the "× bare" column.  Accuracy is
 evaluated by the engine only at the last sweep, so the ``full`` preset pays for its every-sweep
 accuracy itself.  Targets (issue 14; issue 3 had 1.25× and 1.6×): standard ≤ 1.2×, full ≤ 1.5× the bare sweep time.
@@ -46,6 +50,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_engine import sweep_flops  # this script's folder is on sys.path when run as documented
 
 from bcd.cli import parse_widths
 from bcd.config import BCDConfig
@@ -55,9 +60,32 @@ from bcd.inputs import make_problem
 from bcd.objective import objective_terms
 from bcd.problem import initial_state
 from verification import schema as S  # noqa: N812
+from verification.fast_path import PROBES
 from verification.recorder import PRESETS, Recorder
 
 TARGETS = {"standard": 1.2, "full": 1.5}
+
+
+def preset_flops(widths: list[int], n: int, preset: str, probes: int = PROBES) -> float:
+    """FLOPs of the n-sized products a preset cannot do without (verification/fast_path.py), on the yardstick of
+    ``bench_engine.sweep_flops`` (layer i: p = d_{i-1} + 1 inputs with the ones row, q = d_i outputs):
+
+    * ``standard``: g_{W̃_i} at Q^k needs FṼ_{i-1}ᵀ with F = P_i^k − U_i^k (2qpn, i ≥ 2; g_{W̃_1} = −αΔW̃_1 needs none):
+      ∇_{W̃_i}L̄ at the new iterate, which no product of the engine's contains; and W̃⁻G, DG of the per-block decrease
+      (2·2qp², i ≥ 2).
+    * ``full``: + the forward pass for train accuracy on every sweep, layers 2..N (2qpn; layer 1 is the U_1 step's P)
+      and the sketches of the V_i and W̃_1 residuals (2·s·q·n for Z·A and (ZŴᵀ)F or EX̃ᵀZ, s = ``probes``).
+      Test accuracy is left out: the benchmark's problem has no test set.
+    ``cheap`` reads everything from the engine's evaluation: none."""
+    N, total = len(widths) - 1, 0.0
+    level = PRESETS.index(preset)
+    for i in range(1, N + 1):
+        p, q = widths[i - 1] + 1, widths[i]
+        if level >= 1 and i >= 2:
+            total += 2 * q * p * n + 4 * q * p * p
+        if level >= 2:
+            total += (2 * q * p * n if i >= 2 else 0) + (2 * 2 * probes * q * n if i < N else 2 * probes * q * n)
+    return total
 
 
 def malloc_reuse() -> bool:
@@ -141,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             engine_only[v] += eng
             cpu[v].append(cpu_s)
     bare, bare_min = statistics.median(times["bare"]), min(times["bare"])
+    base = sweep_flops(list(problem.widths), problem.n)
     rows = []
     for v in variants:
         med = statistics.median(times[v])
         eng = statistics.median(engine_only[v])
+        floor = 1.0 if v == "bare" else 1.0 + preset_flops(list(problem.widths), problem.n, v) / base
         rows.append({"variant": v, "sweep_s": med, "engine_s": eng, "ratio_vs_bare": med / bare,
+                     "flop_floor": floor, "ratio_vs_floor": med / bare / floor,
                      "ratio_vs_own_engine": med / eng, "ratio_of_minima": min(times[v]) / bare_min,
                      "cpu_ratio": statistics.median(cpu[v]) / statistics.median(cpu["bare"]),
                      "minor_faults_per_sweep": statistics.median(faults[v]),
@@ -155,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"network {widths}, n={problem.n}, {args.dtype} on {args.device}, {args.sweeps} sweeps × {args.repeats} "
           f"repeats, torch threads {torch.get_num_threads()}, malloc reuse {reuse}, "
           f"{time.perf_counter() - t_start:.0f}s")
-    print(f"{'variant':<10}{'s/sweep':>11}{'engine s':>11}{'× bare':>9}{'× own eng':>11}{'× (minima)':>12}"
-          f"{'CPU ×':>8}{'faults/sw':>11}{'target':>8}  ok")
+    print(f"{'variant':<10}{'s/sweep':>11}{'engine s':>11}{'× bare':>9}{'FLOP floor':>12}{'× floor':>9}"
+          f"{'× own eng':>11}{'× (minima)':>12}{'CPU ×':>8}{'faults/sw':>11}{'target':>8}  ok")
     for r in rows:
         tgt = "" if r["target"] is None else f"{r['target']:.2f}"
         ok = "" if r["meets_target"] is None else ("yes" if r["meets_target"] else "NO")
         print(f"{r['variant']:<10}{r['sweep_s']:>11.4f}{r['engine_s']:>11.4f}{r['ratio_vs_bare']:>9.3f}"
+              f"{r['flop_floor']:>12.3f}{r['ratio_vs_floor']:>9.3f}"
               f"{r['ratio_vs_own_engine']:>11.3f}{r['ratio_of_minima']:>12.3f}{r['cpu_ratio']:>8.3f}"
               f"{r['minor_faults_per_sweep']:>11.0f}{tgt:>8}  {ok}")
     if args.json:
