@@ -37,7 +37,7 @@ lint: setup
 bench: data                  ## engine speed and memory against the matmul floor (CPU)
 	$(BIN)/python benchmarks/bench_engine.py
 
-# The paper's experiments as this project records them (README, "Results"): every run resumable per seed and written
+# The paper's experiments as this project records them (RESULTS.md, "The reproduction"): every run resumable per seed and written
 # to results/reproduce/ (committed: light files only), so `make reproduce` continues where the last one stopped.
 # On 2 CPU cores: the n = 5000 subsets take 1-2 h each, the full-size runs several hours per seed.
 REPRO := $(BIN)/bcd reproduce
