@@ -117,7 +117,7 @@ def test_list_names_every_packaged_experiment(capsys):
 
 def test_the_global_minimum_experiment_writes_its_table_and_figure(tmp_path):
     """Near the teacher L̄ falls far below the run started far from it (the full claim — L̄ → 0 near, a critical
-    point with L̄* > 0 far — is the packaged run's, with 1000 sweeps: README)."""
+    point with L̄* > 0 far — is the packaged run's, with 10 000 sweeps: RESULTS.md)."""
     from reports.reproduce import global_minimum
 
     out = global_minimum(tmp_path / "gm", sweeps=40, seeds=(0,), progress=False)
