@@ -54,34 +54,41 @@ _LONE_REFS, _LONE = _held_only_by_a_list() if _use_count is not None else (-1, -
 class BlockPool:
     """At most ``keep`` released tensors; :meth:`take` returns one of the asked shape that nothing else refers to.
 
-    When full, the pool lets its smallest tensor go: a large block is the one whose fresh allocation page-faults
-    (small ones come back from malloc's free lists), and the output layer's d_N×n blocks, released at the start of a
-    sweep, must not push out the hidden blocks that the next hidden layer's steps take."""
+    The pool keeps only tensors of a kind (shape, dtype, device) that some step has asked for, and when full lets the
+    oldest go.  So the output layer's d_N×n blocks, released at the start of a sweep but never asked for, do not push
+    out the hidden blocks that the next hidden layer's steps take."""
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._free: list[Tensor] = []
+        self._asked: set[tuple] = set()  # the kinds take() has been asked for
         self.reused = 0  # tensors handed back out (for tests and benchmarks)
+
+    @staticmethod
+    def _kind(shape: tuple[int, ...], like: Tensor) -> tuple:
+        return tuple(shape), like.dtype, like.device
 
     def give(self, t: Tensor | None) -> None:
         """Offer ``t``, which the engine no longer needs (a hook may still hold it: :meth:`take` checks).  Views,
-        strided tensors and memory torch does not own (``torch.from_numpy``: a user's array) are not taken."""
+        strided tensors, memory torch does not own (``torch.from_numpy``: a user's array) and kinds no step has asked
+        for are not taken."""
         if _use_count is None or t is None or t._base is not None or not t.is_contiguous() \
-                or not t.untyped_storage().resizable():
+                or not t.untyped_storage().resizable() or self._kind(t.shape, t) not in self._asked:
             return
         if any(f is t for f in self._free):
             return
         self._free.append(t)
-        if len(self._free) > self.keep:  # drop the smallest (the oldest of equal size): freed now if nothing holds it
-            del self._free[min(range(len(self._free)), key=lambda j: self._free[j].untyped_storage().nbytes())]
+        if len(self._free) > self.keep:
+            del self._free[0]  # the oldest: freed now if nothing else holds it
 
     def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
         """A released tensor of ``shape`` with ``like``'s dtype and device that only the pool refers to, else None
         (the caller allocates)."""
+        kind = self._kind(shape, like)
+        self._asked.add(kind)
         for j in range(len(self._free)):
             t = self._free[j]  # held by the list and t: nothing else holds it at the calibrated counts
-            if t.shape == shape and t.dtype == like.dtype and t.device == like.device \
-                    and _object_refs(t) == _LONE_REFS and _storage_users(t) == _LONE:
+            if self._kind(t.shape, t) == kind and _object_refs(t) == _LONE_REFS and _storage_users(t) == _LONE:
                 del self._free[j]
                 self.reused += 1
                 return t
@@ -89,3 +96,4 @@ class BlockPool:
 
     def clear(self) -> None:
         self._free.clear()
+        self._asked.clear()

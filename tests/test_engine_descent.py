@@ -162,23 +162,34 @@ def test_a_listened_to_sweep_recycles_only_what_nothing_else_holds(device, monke
     config = BCDConfig(hidden=(6, 6, 6), dtype="float64", sweeps=4, device=device)
     quiet = train(ds.X_train, ds.y_train, config)
     problem = make_problem(ds.X_train, ds.y_train, config, n_classes=3)
-    reused = []
+    reused, asked, take = [], [], problem.pool.take
+
+    def counted_take(shape, like):
+        asked[-1] += 1
+        return take(shape, like)
+
+    monkeypatch.setattr(problem.pool, "take", counted_take)
 
     class Counter:  # listens to every step (so the steps publish and cannot reuse storage), holds nothing
+        def on_run_start(self, problem, state):
+            asked.append(0)
+
         def on_step(self, k, step, state, new, aux):
             pass
 
         def on_sweep_end(self, k, state, rec):
             reused.append(problem.pool.reused)
+            asked.append(0)
 
     def same_as_quiet(state):
         return all(torch.equal(a[2], b[2]) for a, b in zip(quiet.state.blocks(), state.blocks()))
 
     assert same_as_quiet(run(problem, initial_state(problem), hooks=[Counter()]).state)
-    # after the first sweep every take is served: S of each hidden V_i step, P and U_i⁺ of each hidden U_i step; the
-    # first hidden layer's too, though the output layer's small blocks were released just before it (the pool lets
-    # its smallest go first)
-    assert [b - a for a, b in itertools.pairwise(reused)] == [3 * 3] * (len(reused) - 1)
+    # after the first sweep every take is served, the first hidden layer's too, though the output layer's blocks were
+    # released just before it (the pool keeps only kinds some step asks for)
+    served = [b - a for a, b in itertools.pairwise(reused)]
+    assert asked[1] > 0 and served == asked[1:-1], (served, asked)
+    monkeypatch.undo()
 
     hoarder, before = _Hoarder(), problem.pool.reused
     assert same_as_quiet(run(problem, initial_state(problem), hooks=[hoarder]).state)
@@ -194,5 +205,37 @@ def test_a_listened_to_sweep_recycles_only_what_nothing_else_holds(device, monke
 
     monkeypatch.undo()  # memory torch does not own (a user's numpy array) is never taken in
     arr = np.zeros((6, 40))
+    like = torch.zeros(1, dtype=torch.float64)
+    assert problem.pool.take((6, 40), like) is None  # asked for: a kind the pool would keep
     problem.pool.give(torch.from_numpy(arr))
-    assert problem.pool.take((6, 40), torch.zeros(1, dtype=torch.float64)) is None
+    assert problem.pool.take((6, 40), like) is None
+
+
+def test_the_pool_keeps_only_kinds_asked_for_and_lets_the_oldest_go():
+    """A released tensor of a kind no step has asked for (the output layer's blocks) is not kept, so it cannot push out
+    one that a later step takes; when full, the pool lets its oldest go.  (Tensors are told apart by their storage:
+    the pool hands out only what nothing else holds, so the test keeps no reference to what it gives.)"""
+    from bcd.buffers import BlockPool
+
+    def block(dtype=torch.float64, rows=3):
+        t = torch.zeros(rows, 5, dtype=dtype)
+        return t, t.data_ptr()
+
+    pool, like = BlockPool(keep=2), torch.zeros(1, dtype=torch.float64)
+    assert pool.take((3, 5), like) is None  # now a kind asked for
+    t, a = block()
+    pool.give(t)
+    pool.give(block(rows=1)[0])  # never asked for: not kept
+    pool.give(block(rows=9)[0])  # nor a larger one (a hidden layer of another width)
+    pool.give(block(dtype=torch.float32)[0])  # another dtype: another kind, not asked for
+    t, _ = block()
+    pool.give(t)
+    del t
+    got = pool.take((3, 5), like)
+    assert got.data_ptr() == a  # a, the oldest, was not pushed out by the other kinds
+    pool.give(got)  # now b, a
+    t, c = block()
+    pool.give(t)  # full: b, the oldest, goes
+    del t, got
+    ptrs = [pool.take((3, 5), like) for _ in range(3)]
+    assert [p.data_ptr() for p in ptrs[:2]] == [a, c] and ptrs[2] is None and pool.reused == 3
