@@ -120,6 +120,18 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def product_flops(kind: str, shape: tuple[int, ...]) -> float:
+    """FLOPs of one product recorded by :class:`ProductRecorder`: 2mkn for an m×k by k×n product, p³/3 for a
+    Cholesky factorisation of order p, k²m for a triangular solve of order k with m right-hand sides."""
+    if kind == "matmul":
+        m, k, n = shape
+        return 2 * m * k * n
+    if kind == "cholesky":
+        return shape[0] ** 3 / 3
+    k, m = shape
+    return k * k * m
+
+
 def _replay(products, dtype, device):
     """A callable replaying the recorded products on fresh tensors of the same shapes (and its FLOPs)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -130,19 +142,17 @@ def _replay(products, dtype, device):
             a = torch.randn(m, k, generator=gen, dtype=dtype).to(device)
             b = torch.randn(k, n, generator=gen, dtype=dtype).to(device)
             calls.append(lambda a=a, b=b: torch.matmul(a, b))
-            flops += 2 * m * k * n
         elif kind == "cholesky":
             (p,) = shape
             A = torch.randn(p, p, generator=gen, dtype=dtype)
             M = (A @ A.T / p + torch.eye(p, dtype=dtype)).to(device)
             calls.append(lambda M=M: torch.linalg.cholesky_ex(M))
-            flops += p**3 / 3
         else:
             k, m = shape
             L = (torch.randn(k, k, generator=gen, dtype=dtype).tril_() + k * torch.eye(k, dtype=dtype)).to(device)
             B = torch.randn(k, m, generator=gen, dtype=dtype).to(device)
             calls.append(lambda L=L, B=B: torch.linalg.solve_triangular(L, B.T, upper=False, left=False, out=B.T))
-            flops += k * k * m
+        flops += product_flops(kind, shape)
 
     def replay():
         for c in calls:

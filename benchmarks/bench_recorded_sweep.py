@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     log = run(problem, state, hooks=[Recorder(args.preset), marks]).log
     wall, faults = (time.perf_counter() - t0) / args.sweeps, (minor_faults() - f0) / args.sweeps
     steady = statistics.median(b - a for a, b in itertools.pairwise(marks.at))  # sweeps 2.., evaluation included
-    med = {c: statistics.median(log[c].tolist()[1:]) for c in (TIME_ENGINE, TIME_HOOKS, TIME_EVAL)}
+    med = {c: statistics.median(log[c].tolist()[2:]) for c in (TIME_ENGINE, TIME_HOOKS, TIME_EVAL)}  # row 0 is Q⁰
     widths = "-".join(str(d) for d in problem.widths)
     print(f"{args.label} {widths} n={problem.n} {args.dtype} {args.preset}: wall {wall:.2f} s/sweep (run start "
           f"included), engine {med[TIME_ENGINE]:.2f} s, hooks {med[TIME_HOOKS]:.2f} s, L̄ + accuracy "
