@@ -87,8 +87,8 @@ def preset_flops(widths: list[int], n: int, preset: str, probes: int = PROBES) -
       ∇_{W̃_i}L̄ at the new iterate, which no product of the engine's contains; and W̃⁻G, DG of the per-block decrease
       (2·2qp², i ≥ 2).
     * ``full``: + the forward pass for train accuracy on every sweep, layers 2..N (2qpn; layer 1 is the U_1 step's P)
-      and the sketches of the V_i and W̃_1 residuals (2·s·q·n for Z·A and (ZŴᵀ)F or EX̃ᵀZ, s = ``probes``, or q
-      where q ≤ ``probes``: the V_i residual is then exact, Z = I).
+      and the sketches of the residuals: of V_i (i < N) Z·A and (ZŴ_{i+1}ᵀ)F_{i+1} (2·s·q·n + 2·s·d_{i+1}·n, s =
+      ``probes``, or q where q ≤ ``probes``: the residual is then exact, Z = I), of W̃_1 EX̃ᵀZ (2·``probes``·d_1·n).
       Test accuracy is left out: the benchmark's problem has no test set.
     ``cheap`` reads everything from the engine's evaluation: none."""
     N, total = len(widths) - 1, 0.0
@@ -98,8 +98,10 @@ def preset_flops(widths: list[int], n: int, preset: str, probes: int = PROBES) -
         if level >= 1 and i >= 2:
             total += 2 * q * p * n + 4 * q * p * p
         if level >= 2:
-            s = min(probes, q)
-            total += (2 * q * p * n if i >= 2 else 0) + (2 * 2 * s * q * n if i < N else 2 * probes * q * n)
+            total += 2 * q * p * n if i >= 2 else 2 * probes * q * n
+            if i < N:
+                s = min(probes, q)
+                total += 2 * s * q * n + 2 * s * widths[i + 1] * n
     return total
 
 
