@@ -50,12 +50,12 @@ import time
 from pathlib import Path
 
 import torch
-from bench_engine import ProductRecorder, product_flops  # this script's folder is on sys.path when run as documented
+from bench_engine import product_flops, sweep_products  # this script's folder is on sys.path when run as documented
 
 from bcd.cli import parse_widths
 from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
-from bcd.engine import run, sweep
+from bcd.engine import run
 from bcd.inputs import make_problem
 from bcd.objective import objective_terms
 from bcd.problem import initial_state
@@ -68,15 +68,11 @@ TARGETS = {"standard": 1.2, "full": 1.5}
 
 
 def executed_sweep_flops(problem) -> float:
-    """FLOPs of the dense products one bare sweep of Algorithm 2 really runs (its second, after a warm-up that fills
-    the problem's caches), recorded by ``bench_engine.ProductRecorder`` and counted by ``bench_engine.product_flops``:
-    the symmetric Gram, the cached X̃X̃ᵀ and the Woodbury V step count what they cost."""
-    state, schedule = initial_state(problem), schedule_for("three", problem.config.N)
-    sweep(state, problem, schedule)
-    rec = ProductRecorder()
-    with rec:
-        sweep(state, problem, schedule)
-    return sum(product_flops(kind, shape) for kind, shape in rec.products)
+    """FLOPs of the dense products one bare sweep of Algorithm 2 really runs (``bench_engine.sweep_products``, counted
+    by ``bench_engine.product_flops``): the symmetric Gram, the cached X̃X̃ᵀ and the Woodbury V step count what they
+    cost."""
+    products = sweep_products(initial_state(problem), problem, schedule_for("three", problem.config.N))
+    return sum(product_flops(kind, shape) for kind, shape in products)
 
 
 def preset_flops(widths: list[int], n: int, preset: str, probes: int = PROBES) -> float:
