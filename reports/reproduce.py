@@ -194,15 +194,14 @@ def _differs(have: dict, want: dict) -> list[str]:
                   if have.get(sec, {}).get(k) != want.get(sec, {}).get(k))
 
 
-def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> bool:
-    """Whether (method, seed) is already done.  A run directory holds one configuration: its fingerprint is written
-    before the run starts, and a directory whose fingerprint differs from the experiment's (an edited TOML, other
-    --sweeps or --n-train) is refused rather than continued or mixed."""
+def run_is_done(exp: Experiment, method: str, seed: int, out: Path) -> bool:
+    """Whether (method, seed) is already done, reading only.  A run directory holds one configuration: one whose
+    fingerprint differs from the experiment's (an edited TOML, other --sweeps or --n-train) is refused rather than
+    continued or mixed, and so is a directory that holds files but no fingerprint."""
     d = _run_dir(out, method, seed)
-    want = exp.fingerprint(method, seed)
     f = _fingerprint_file(out, method, seed)
     if f.is_file():
-        diff = _differs(json.loads(f.read_text()), want)
+        diff = _differs(json.loads(f.read_text()), exp.fingerprint(method, seed))
         if diff:
             raise ValueError(f"{d} holds a {method} run of another configuration (differs in {', '.join(diff)}); "
                              f"give a new --out, or delete {d} to rerun it")
@@ -210,9 +209,15 @@ def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> bool:
     if d.exists() and any(d.iterdir()):
         raise ValueError(f"{d} holds files but no {f.name}: it was not written by `bcd reproduce` for this "
                          f"experiment; give a new --out, or delete {d}")
-    f.parent.mkdir(parents=True, exist_ok=True)
-    write_text(f, json.dumps(want, indent=1, sort_keys=True) + "\n")
     return False
+
+
+def claim_run_dir(exp: Experiment, method: str, seed: int, out: Path) -> None:
+    """Write (method, seed)'s fingerprint before its run starts (checked first by :func:`run_is_done`)."""
+    f = _fingerprint_file(out, method, seed)
+    if not f.is_file():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        write_text(f, json.dumps(exp.fingerprint(method, seed), indent=1, sort_keys=True) + "\n")
 
 
 def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
@@ -298,10 +303,17 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
     from bcd.data import load_dataset
 
     out = Path(out)
+    # Nothing is written before every run's folder and the data have been checked: a run of another configuration
+    # in OUT, or an --n-train the data set cannot give, fails here and leaves OUT as it was.
+    todo = [(m, s) for s in exp.seeds for m in exp.method_names if not run_is_done(exp, m, s, out)]
+    data = None
+    if todo:
+        ds = load_dataset(exp.data_config())
+        data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.n_classes or int(ds.y_train.max()) + 1)
     out.mkdir(parents=True, exist_ok=True)
     _write_experiment(exp, out)  # the seeds this folder holds or is about to run
-    todo = [(m, s) for s in exp.seeds for m in exp.method_names if not claim_run_dir(exp, m, s, out)]
-    data = None
+    for m, s in todo:
+        claim_run_dir(exp, m, s, out)
     for j, (method, seed) in enumerate(todo, start=1):
         if progress:
             print(f"[{j}/{len(todo)}] {exp.name}: {method}, seed {seed}", flush=True)
@@ -309,9 +321,6 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
         if method == BCD:
             run_bcd(exp, seed, out, progress=progress)
         else:
-            if data is None:
-                ds = load_dataset(exp.data_config())
-                data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.n_classes or int(ds.y_train.max()) + 1)
             run_baseline(exp, method, seed, out, data, progress=progress)
         if progress:
             print(f"    done in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -140,6 +140,25 @@ def test_a_run_of_another_configuration_is_refused_not_mixed(tmp_path, capsys):
                  "--methods", "bcd,sgd", "--out", str(out), "--no-progress"]) == 0  # the same configuration: done
 
 
+def test_what_the_data_or_the_folder_cannot_take_fails_before_anything_is_written(tmp_path, capsys):
+    """An --n-train beyond the data set is refused before any fingerprint is written, so the corrected command runs
+    in the same --out (a typo does not leave a folder of another configuration); and a seed of another configuration
+    found late in the list leaves the seeds before it unclaimed."""
+    out = tmp_path / "r"
+    argv = ["reproduce", "mlp3x1500-mnist", "--sweeps", "1", "--n-test", "100", "--methods", "bcd,sgd",
+            "--out", str(out), "--no-progress"]
+    assert main([*argv, "--seeds", "1", "--n-train", "60001"]) == 2
+    err = capsys.readouterr().err
+    assert "n=60001" in err and "60000" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert main([*argv, "--seeds", "1", "--n-train", "100"]) == 0
+    before = sorted(out.rglob("*"))
+    argv[argv.index("--sweeps") + 1] = "2"
+    assert main([*argv, "--seeds", "0,1", "--n-train", "100"]) == 2
+    assert "another configuration (differs in bcd.sweeps)" in capsys.readouterr().err
+    assert sorted(out.rglob("*")) == before  # seed 0 was not claimed
+
+
 @pytest.mark.parametrize("toml, message", [
     ('[experiment]\nseeds = [0]\n[data]\ndataset = "mnist"\nbogus = 1\n', "unknown key(s) ['bogus'] in [data]"),
     ('[experiment]\nseeds = [0]\n[methods]\nsgd = 3\n', "[methods.sgd]"),
