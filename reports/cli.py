@@ -67,9 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", help="folder to write (default runs/reproduce/<experiment>); rerun to continue")
     r.add_argument("--seeds", help="comma-separated seeds (default: the experiment's)")
     r.add_argument("--sweeps", type=int, help="BCD sweeps = baseline epochs (default: the experiment's)")
-    r.add_argument("--n-train", type=int, dest="n_train", help="a stratified subset of the training set")
+    r.add_argument("--n-train", type=int, dest="n_train",
+                   help="a subset of the training set (chosen as the experiment's [data] subset says)")
     r.add_argument("--n-test", type=int, dest="n_test", help="a subset of the test set")
-    r.add_argument("--methods", help="comma-separated subset of bcd and the experiment's gradient methods")
+    r.add_argument("--methods", help="comma-separated subset of the experiment's gradient methods (BCD always "
+                   "runs: bcd alone runs only BCD)")
     r.add_argument("--no-progress", action="store_true", help="no progress lines")
     r.add_argument("--status", action="store_true",
                    help="show which runs in --out are done, partial or not started, and exit (runs nothing)")
@@ -102,6 +104,15 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.experiment == GLOBAL_MINIMUM:
         out = Path(args.out) if args.out else Path("runs") / "reproduce" / GLOBAL_MINIMUM
+        ignored = [flag for flag, value in (("--n-train", args.n_train), ("--n-test", args.n_test),
+                                            ("--methods", args.methods)) if value is not None]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} do(es) not apply to {GLOBAL_MINIMUM} (BCD alone on its n = 512 "
+                             "teacher problem); allowed: --seeds, --sweeps, --out, --no-progress, --status")
+        if args.status:
+            page = out / "global_minimum.md"
+            print(f"{out}: {'done: ' + str(page) if page.is_file() else 'not done (no global_minimum.md)'}")
+            return 0
         kw = {"seeds": tuple(_int_list("seeds", args.seeds))} if args.seeds else {}
         if args.seeds and not kw["seeds"]:
             raise ValueError(f"--seeds {args.seeds!r} names no seed; give e.g. 0,1,2")

@@ -7,12 +7,13 @@ An *experiment* is a TOML file (the packaged ones are in ``reports/experiments/`
     [bcd]          a BCDConfig without seed/sweeps (they come from [experiment])
     [methods.NAME] a BaselineConfig (optimizer, lr, batch_size, loss, …) per gradient method
 
-For every seed s, BCD runs as ``bcd verify`` would (the standard recorder preset, every check, verdicts saved) with
-weight seed s, and each gradient method trains the *same* network from the *same* initial weights
-(:func:`bcd.problem.init_weights` with seed s) on the same data for the same number of epochs
-(:mod:`bcd.baselines`).  One folder holds everything::
+For every seed s, BCD runs as ``bcd verify --preset standard`` does (every check, verdicts saved) with weight seed
+s, and each gradient method trains the *same* network from the *same* initial weights (:func:`bcd.problem.init_weights`
+with seed s) on the same data for the same number of epochs (:mod:`bcd.baselines`).  One folder holds everything::
 
-    OUT/<method>/seed-<s>/log.csv       epoch, train_acc, test_acc, loss, seconds (+ the BCD run directory)
+    OUT/<method>/seed-<s>/log.csv       epoch, train_acc, test_acc, loss, seconds (+ the BCD run directory);
+                                        loss: BCD's objective L̄, a baseline's mean training loss over the epoch
+                                        (epoch 0: over the training set)
     OUT/<method>/seed-<s>/environment.json   versions, hardware, threads, git commit, wall time of that run
     OUT/<method>/seed-<s>.fingerprint.json   the configuration the run belongs to (written before it starts)
     OUT/results.csv                     every log, long format
@@ -20,9 +21,10 @@ weight seed s, and each gradient method trains the *same* network from the *same
     OUT/accuracy.png                    test accuracy vs epoch, mean ± std band per method
     OUT/report.md, OUT/report.html      the page: table, figure, BCD verdicts per seed, each run's environment
 
-A seed's run is *done* when its ``log.csv`` exists (written last, atomically); a killed reproduction reruns only the
-runs not done (a BCD run with a checkpoint continues from it).  A run whose fingerprint differs from the experiment
-(an edited TOML, other ``--sweeps`` or ``--n-train``) is refused, never continued or mixed.
+A seed's run is *done* when its ``log.csv`` exists (written last, atomically, and only by a run that reached its last
+sweep); a killed or interrupted reproduction reruns only the runs not done (a BCD run with a checkpoint continues from
+it).  A run whose fingerprint differs from the experiment (an edited TOML, other ``--sweeps`` or ``--n-train``) is
+refused, never continued or mixed, and so is another experiment in the folder (:func:`folder_experiment`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -44,6 +47,7 @@ from bcd.config import BCDConfig, DataConfig, RunConfig
 from bcd.rundir import ENVIRONMENT, atomic_write, environment, write_text
 
 BCD = "bcd"
+METHOD_NAME = re.compile(r"[A-Za-z0-9_-]+")
 LOG = "log.csv"
 COLUMNS = ("method", "seed", "epoch", "train_acc", "test_acc", "loss", "seconds")
 
@@ -84,11 +88,25 @@ class Experiment:
         _check_keys(BCDConfig, self.bcd, "[bcd]")
         for m, values in self.methods.items():
             _check_keys(BaselineConfig, values, f"[methods.{m}]")
+        bad = [m for m in self.methods if m == BCD or not METHOD_NAME.fullmatch(m)]
+        if bad:
+            raise ValueError(f"method name(s) {bad} are not allowed: a gradient method is named by letters, digits, "
+                             f"'-' and '_' (it names its folder), and not {BCD!r}")
         self.data_config()
         for s in self.seeds:
-            self.bcd_config(s)
+            cfg = self.bcd_config(s)
             for m in self.methods:
                 self.baseline_config(m, s)
+        if self.methods:  # the gradient methods train the plain MLP from BCD's initial weights (bcd.baselines)
+            if cfg.skip != "none":
+                raise ValueError(f"[bcd] skip = {cfg.skip!r} with gradient methods: the baselines train the plain MLP "
+                                 f"(no skip connections), so the comparison would not be of one network; use skip = "
+                                 f"'none' or run BCD alone (--methods bcd)")
+            indicators = sorted({r.spec for r in cfg.r_records if r.indicator})
+            if indicators:
+                raise ValueError(f"[bcd] r = {', '.join(indicators)} with gradient methods: BCD starts from the "
+                                 f"projection of the initial weights onto r's set and the baselines do not, so they "
+                                 f"would not start from the same weights; run BCD alone (--methods bcd)")
 
     def fingerprint(self, method: str, seed: int) -> dict[str, Any]:
         """What a (method, seed) run depends on: the data, the network and its initial weights, the method."""
@@ -159,9 +177,13 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
         if unknown_m:
             raise ValueError(f"method(s) {unknown_m} are not in {where}; allowed: {', '.join((BCD, *all_methods))}")
         all_methods = {k: v for k, v in all_methods.items() if k in methods}
-    chosen_seeds = tuple(seeds if seeds is not None else exp.get("seeds", [0]))
-    if not chosen_seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in chosen_seeds):
-        raise ValueError(f"seeds={list(chosen_seeds)!r} is not allowed; give integers >= 0")
+    raw_seeds = seeds if seeds is not None else exp.get("seeds", [0])
+    if not isinstance(raw_seeds, list | tuple) or not raw_seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds):
+        raise ValueError(f"seeds={raw_seeds!r} is not allowed; give a list of integers >= 0, e.g. [0, 1, 2]")
+    if len(set(raw_seeds)) != len(raw_seeds):
+        raise ValueError(f"seeds={list(raw_seeds)!r} names a seed twice; give each seed once")
+    chosen_seeds = tuple(raw_seeds)
     k = sweeps if sweeps is not None else exp.get("sweeps", 50)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"sweeps={k!r} is not allowed; give an integer >= 1")
@@ -188,6 +210,35 @@ def is_done(out: Path, method: str, seed: int) -> bool:
     return (_run_dir(out, method, seed) / LOG).is_file()
 
 
+def _damaged(f: Path, why: str) -> ValueError:
+    return ValueError(f"{f} is damaged ({why}); delete it (or its run folder, to run that run again) and rerun")
+
+
+def read_json(f: Path) -> dict[str, Any]:
+    """A JSON object this module wrote (fingerprint, experiment, environment, verdicts are lists: see _verdicts)."""
+    try:
+        value = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _damaged(f, f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise _damaged(f, f"a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def read_log(f: Path, method: str, seed: int) -> pd.DataFrame:
+    """A finished run's log.csv: the COLUMNS, this method and seed, epochs 0, 1, …, K."""
+    try:
+        df = pd.read_csv(f)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise _damaged(f, f"not a CSV table: {e}") from None
+    if list(df.columns) != list(COLUMNS):
+        raise _damaged(f, f"columns {list(df.columns)}, expected {list(COLUMNS)}")
+    if df.empty or (df["method"] != method).any() or (df["seed"] != seed).any() or \
+            list(df["epoch"]) != list(range(len(df))):
+        raise _damaged(f, f"not the log of {method} seed {seed} over epochs 0, 1, …")
+    return df
+
+
 def _differs(have: dict, want: dict) -> list[str]:
     """The ``section.key`` entries in which two fingerprints differ."""
     return sorted(f"{sec}.{k}" for sec in set(have) | set(want) for k in set(have.get(sec, {})) | set(want.get(sec, {}))
@@ -201,7 +252,7 @@ def run_is_done(exp: Experiment, method: str, seed: int, out: Path) -> bool:
     d = _run_dir(out, method, seed)
     f = _fingerprint_file(out, method, seed)
     if f.is_file():
-        diff = _differs(json.loads(f.read_text()), exp.fingerprint(method, seed))
+        diff = _differs(read_json(f), exp.fingerprint(method, seed))
         if diff:
             raise ValueError(f"{d} holds a {method} run of another configuration (differs in {', '.join(diff)}); "
                              f"give a new --out, or delete {d} to rerun it")
@@ -232,12 +283,12 @@ def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
         for m in exp.method_names:
             d, f = _run_dir(out, m, s), _fingerprint_file(out, m, s)
             row: dict[str, Any] = {"method": m, "seed": s, "state": "not started", "detail": ""}
-            diff = _differs(json.loads(f.read_text()), exp.fingerprint(m, s)) if f.is_file() else []
+            diff = _differs(read_json(f), exp.fingerprint(m, s)) if f.is_file() else []
             if diff:
                 row["state"], row["detail"] = "other config", f"differs in {', '.join(diff)}; a rerun refuses it"
             elif is_done(out, m, s):
-                log, env = pd.read_csv(d / LOG), d / ENVIRONMENT
-                wall = _wall(json.loads(env.read_text()) if env.is_file() else {})
+                log, env = read_log(d / LOG, m, s), d / ENVIRONMENT
+                wall = _wall(read_json(env) if env.is_file() else {})
                 row["state"] = "done"
                 row["detail"] = (f"final test acc {log['test_acc'].iloc[-1]:.4f} after {int(log['epoch'].iloc[-1])} "
                                  f"epochs, wall time {wall}")
@@ -262,9 +313,21 @@ def run_bcd(exp: Experiment, seed: int, out: Path, *, progress: bool) -> None:
     d = _run_dir(out, BCD, seed)
     resume = checkpoint_sweep(d) is not None and recorded(d)  # a killed run continues from its checkpoint
     cfg = RunConfig(data=exp.data_config(), bcd=exp.bcd_config(seed), out=str(d))
-    _result, trace, _verdicts_list, _ = verify_run(cfg, preset="standard", progress=progress, overwrite=True,
-                                                   resume=resume)
+    result, trace, _verdicts_list, _ = verify_run(cfg, preset="standard", progress=progress, overwrite=True,
+                                                  resume=resume)
     sw = trace.sweeps
+    if result.stop_reason != "max_sweeps" or int(sw["sweep"].iloc[-1]) != exp.sweeps:  # no log.csv: not done
+        from bcd.checkpoint import checkpoint_sweep
+        from bcd.engine import RunIncomplete
+
+        if result.stop_reason == "interrupted":
+            k = checkpoint_sweep(d)
+            where = f"from sweep {k}" if k is not None else "from the start (no checkpoint was written)"
+            raise RunIncomplete(f"interrupted: {result.stop_detail or 'aborted mid-sweep'}; run the same bcd "
+                                f"reproduce command again to continue BCD seed {seed} {where} and the runs after it")
+        raise RunIncomplete(f"BCD seed {seed} stopped at sweep {int(sw['sweep'].iloc[-1])} of {exp.sweeps} "
+                            f"({result.stop_reason}{': ' + result.stop_detail if result.stop_detail else ''}); "
+                            f"{d} keeps its log up to there and is not counted as done")
     rows = [{"method": BCD, "seed": seed, "epoch": int(r["sweep"]), "train_acc": r.get("train_acc", math.nan),
              "test_acc": r.get("test_acc", math.nan), "loss": r["objective"],
              "seconds": 0.0 if int(r["sweep"]) == 0 else float(r.get("time_engine_s", math.nan))}
@@ -303,15 +366,20 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
     from bcd.data import load_dataset
 
     out = Path(out)
-    # Nothing is written before every run's folder and the data have been checked: a run of another configuration
-    # in OUT, or an --n-train the data set cannot give, fails here and leaves OUT as it was.
+    # Nothing is written before the folder, every run's folder and the data have been checked: another experiment in
+    # OUT, a run of another configuration, an --n-train the data set cannot give or data without a test set fail
+    # here and leave OUT as it was.
+    page = folder_experiment(exp, out)
     todo = [(m, s) for s in exp.seeds for m in exp.method_names if not run_is_done(exp, m, s, out)]
     data = None
     if todo:
         ds = load_dataset(exp.data_config())
+        if ds.X_test is None or len(ds.X_test) == 0:
+            raise ValueError(f"{exp.data_config().dataset} data with no test set: the comparison is of test "
+                             "accuracy; give [data] n_test (mixture) or a file with X_test and y_test")
         data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.n_classes or int(ds.y_train.max()) + 1)
     out.mkdir(parents=True, exist_ok=True)
-    _write_experiment(exp, out)  # the seeds this folder holds or is about to run
+    _write_experiment(page, out)  # the seeds and methods this folder holds or is about to run
     for m, s in todo:
         claim_run_dir(exp, m, s, out)
     for j, (method, seed) in enumerate(todo, start=1):
@@ -324,7 +392,7 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
             run_baseline(exp, method, seed, out, data, progress=progress)
         if progress:
             print(f"    done in {time.perf_counter() - t0:.1f} s", flush=True)
-    summarise(exp, out)
+    summarise(page, out)
     return out
 
 
@@ -332,13 +400,21 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
 
 
 def results(exp: Experiment, out: Path) -> pd.DataFrame:
-    frames = [pd.read_csv(_run_dir(out, m, s) / LOG) for m in exp.method_names for s in exp.seeds
-              if is_done(out, m, s)]
+    frames = []
+    for m in exp.method_names:
+        for s in exp.seeds:
+            if is_done(out, m, s):
+                f = _run_dir(out, m, s) / LOG
+                frames.append(read_log(f, m, s))
+                if frames[-1]["epoch"].iloc[-1] != exp.sweeps:
+                    raise _damaged(f, f"it ends at epoch {frames[-1]['epoch'].iloc[-1]}, not {exp.sweeps}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: final and best test accuracy over seeds (mean, std, min, max), and mean seconds per epoch."""
+    """Per method: final and best test accuracy over seeds (mean, sample std with n − 1, min, max; one seed: std 0),
+    and mean seconds per epoch.  *Best* is the highest test accuracy of a seed over epochs 0..K, epoch 0 (the shared
+    initial weights) included, so a method that never improves shows its starting accuracy there."""
     rows = []
     for method, g in df.groupby("method", sort=False):
         per_seed = g.groupby("seed")
@@ -353,19 +429,28 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def accuracy_curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per method: epoch, mean, sample std (0 for one seed) and count of test accuracy over seeds, at the epochs where
+    it was evaluated (BCD with ``eval_every`` > 1 evaluates every k-th sweep and the last; the others are NaN)."""
+    curves = {}
+    for method, g in df.groupby("method", sort=False):
+        stats = g.dropna(subset=["test_acc"]).groupby("epoch")["test_acc"].agg(["mean", "std", "count"]).reset_index()
+        curves[str(method)] = stats.assign(std=stats["std"].fillna(0.0))
+    return curves
+
+
 def accuracy_figure(df: pd.DataFrame, path: Path, title: str) -> Path:
-    """Test accuracy vs epoch, mean ± std over seeds per method."""
+    """Test accuracy vs epoch, mean ± sample std over seeds per method (:func:`accuracy_curves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for method, g in df.groupby("method", sort=False):
-        stats = g.groupby("epoch")["test_acc"].agg(["mean", "std", "count"]).reset_index()
-        std = stats["std"].fillna(0.0).to_numpy()
+    for method, stats in accuracy_curves(df).items():
         line, = ax.plot(stats["epoch"], stats["mean"], label=f"{method} ({int(stats['count'].max())} seeds)")
-        ax.fill_between(stats["epoch"], stats["mean"] - std, stats["mean"] + std, color=line.get_color(), alpha=0.2)
+        ax.fill_between(stats["epoch"], stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch (BCD: sweep)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.0, 1.0)
@@ -380,7 +465,20 @@ def accuracy_figure(df: pd.DataFrame, path: Path, title: str) -> Path:
 
 def _verdicts(out: Path, seed: int) -> list[dict[str, Any]]:
     f = _run_dir(out, BCD, seed) / "verdicts.json"
-    return json.loads(f.read_text()) if f.is_file() else []
+    if not f.is_file():
+        return []
+    try:
+        value = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _damaged(f, f"not JSON: {e}") from None
+    if not isinstance(value, list) or not all(isinstance(v, dict) and "claim" in v and "status" in v for v in value):
+        raise _damaged(f, "not a list of verdicts")
+    return value
+
+
+TABLE_NOTE = ("Final: test accuracy after the last epoch (BCD: sweep); best: a seed's highest test accuracy over "
+              "epochs 0..K, epoch 0 (the shared initial weights) included; ± is the sample standard deviation over "
+              "seeds (n − 1).")
 
 
 def _pm(mean: float, std: float) -> str:
@@ -402,7 +500,7 @@ def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]
         for s in exp.seeds:
             f = _run_dir(out, m, s) / ENVIRONMENT
             if is_done(out, m, s) and f.is_file():
-                env = json.loads(f.read_text())
+                env = read_json(f)
                 rows.append([m, str(s), *(str(env.get(k, "–")) for k in ("device_name", "cpu_model", "cpu_count",
                                                                           "torch", "torch_threads")),
                              str(env.get("git_commit") or "–")[:10], _wall(env)])
@@ -419,10 +517,43 @@ def seeds_done(exp: Experiment, out: Path) -> tuple[int, ...]:
             s = int(f.name[len("seed-"):-len(".fingerprint.json")])
         except ValueError:
             continue
-        if all(is_done(out, m, s) and not _differs(json.loads(_fingerprint_file(out, m, s).read_text()),
-                                                    exp.fingerprint(m, s)) for m in exp.method_names):
+        if all(is_done(out, m, s) and _fingerprint_file(out, m, s).is_file()
+               and not _differs(read_json(_fingerprint_file(out, m, s)), exp.fingerprint(m, s))
+               for m in exp.method_names):
             found.add(s)
     return tuple(sorted(found))
+
+
+def folder_experiment(exp: Experiment, out: Path) -> Experiment:
+    """The experiment ``out`` holds, merged with ``exp``, reading only.  A folder holds one configuration (data,
+    network, BCD, sweeps; a gradient method of one name one configuration): ``exp`` is refused if it differs, and so
+    is a non-empty folder without ``experiment.json`` (another experiment's page, or a run directory, would be
+    overwritten).  Methods accumulate (``--methods bcd`` first, the baselines later), as seeds do
+    (:func:`seeds_done`)."""
+    f = out / "experiment.json"
+    if not f.is_file():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"{out} is not empty and holds no experiment.json: it is not a bcd reproduce folder; "
+                             "give a new --out")
+        return exp
+    held = read_json(f)
+    try:
+        have = Experiment(**{**held, "seeds": tuple(held.get("seeds") or (0,))})
+        have.validate()
+    except (TypeError, ValueError) as e:
+        raise _damaged(f, str(e)) from None
+    seed = exp.seeds[0]
+    mine, theirs = exp.fingerprint(BCD, seed), have.fingerprint(BCD, seed)
+    diff = _differs(theirs, mine)  # bcd.sweeps among them: the baselines' epochs are the same number
+
+    def method(e: Experiment, m: str) -> dict[str, Any]:
+        return {k: v for k, v in e.fingerprint(m, seed)["method"].items() if k != "epochs"}
+
+    diff += [f"methods.{m}" for m in exp.methods if m in have.methods and method(exp, m) != method(have, m)]
+    if diff:
+        raise ValueError(f"{out} holds experiment {have.name!r} of another configuration (differs in "
+                         f"{', '.join(diff)}); give a new --out")
+    return dataclasses.replace(exp, methods={**have.methods, **exp.methods})
 
 
 def _write_experiment(exp: Experiment, out: Path) -> Experiment:
@@ -461,7 +592,7 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
              f"BCD γ = {cfg.gamma:g}, α = {cfg.alpha:g}, {cfg.splitting}-splitting, {cfg.dtype}; "
              + "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in exp.methods[m].items()) for m in exp.methods)
              + f"; {exp.sweeps} sweeps/epochs; seeds {list(exp.seeds)}; the same initial weights per seed")
-    md = [f"# {exp.name}", "", exp.description, "", f"**Setup.** {setup}", ""]
+    md = [f"# {exp.name}", "", exp.description, "", f"**Setup.** {setup}", "", f"*{TABLE_NOTE}*", ""]
     if exp.reference:
         md += [f"**The paper's figures.** {exp.reference}", ""]
     md += [_md_table(header, body), "", "![test accuracy](accuracy.png)", ""]
@@ -476,7 +607,8 @@ def summarise(exp: Experiment, out: Path) -> dict[str, Path]:
     html = ["<!doctype html><html><head><meta charset='utf-8'><title>", _e(exp.name), "</title>",
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.2em .5em}</style></head><body>",
-            f"<h1>{_e(exp.name)}</h1><p>{_e(exp.description)}</p><p><b>Setup.</b> {_e(setup)}</p>"]
+            f"<h1>{_e(exp.name)}</h1><p>{_e(exp.description)}</p><p><b>Setup.</b> {_e(setup)}</p>",
+            f"<p><i>{_e(TABLE_NOTE)}</i></p>"]
     if exp.reference:
         html.append(f"<p><b>The paper's figures.</b> {_e(exp.reference)}</p>")
     html += [_table(header, body), f"<p><img src='{fig.name}' alt='test accuracy' width='640'></p>"]

@@ -159,6 +159,143 @@ def test_what_the_data_or_the_folder_cannot_take_fails_before_anything_is_writte
     assert sorted(out.rglob("*")) == before  # seed 0 was not claimed
 
 
+SMALL = """[experiment]
+name = "small"
+seeds = [0]
+sweeps = 2
+[data]
+dataset = "mixture"
+n_train = 120
+n_test = 60
+[bcd]
+hidden = [6, 6]
+alpha = {alpha}
+[methods.sgd]
+optimizer = "sgd"
+lr = 0.01
+batch_size = 32
+"""
+
+
+def _small(tmp_path, alpha=1.0, name="small.toml"):
+    f = tmp_path / name
+    f.write_text(SMALL.format(alpha=alpha))
+    return str(f)
+
+
+def test_an_interrupted_bcd_run_is_not_done_and_the_same_command_continues_it(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or SIGTERM) stops BCD after the sweep in progress; the reproduction then stops with exit 3 and no
+    log.csv, so the run is not counted as done, and the same command continues it to the last sweep."""
+    from bcd import engine
+
+    out = tmp_path / "r"
+    argv = ["reproduce", _small(tmp_path), "--sweeps", "4", "--out", str(out), "--no-progress"]
+    enter = engine._GracefulStop.__enter__
+
+    def signalled_at_once(self):
+        enter(self)
+        self.requested = True  # as if SIGINT arrived during the first sweep
+        return self
+
+    monkeypatch.setattr(engine._GracefulStop, "__enter__", signalled_at_once)
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "run the same bcd reproduce command again" in err
+    assert not (out / "bcd" / "seed-0" / "log.csv").exists() and not (out / "sgd" / "seed-0").exists()
+    monkeypatch.setattr(engine._GracefulStop, "__enter__", enter)
+    assert main(argv) == 0
+    log = pd.read_csv(out / "bcd" / "seed-0" / "log.csv")
+    assert list(log["epoch"]) == [0, 1, 2, 3, 4]
+
+
+def test_a_folder_holds_one_experiment_and_its_methods_accumulate(tmp_path, capsys):
+    out = tmp_path / "r"
+    base = ["--out", str(out), "--no-progress"]
+    assert main(["reproduce", _small(tmp_path), "--methods", "bcd", *base]) == 0
+    assert main(["reproduce", _small(tmp_path), *base]) == 0  # the baseline added later
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"]) == ["bcd", "sgd"]
+    assert main(["reproduce", _small(tmp_path), "--methods", "bcd", "--seeds", "1", *base]) == 0
+    assert list(pd.read_csv(out / "summary.csv")["method"]) == ["bcd", "sgd"]  # a BCD-only seed keeps the page whole
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    # another configuration with seeds the folder does not hold: refused, nothing rewritten
+    assert main(["reproduce", _small(tmp_path, alpha=2.0, name="other.toml"), "--seeds", "7", *base]) == 2
+    err = capsys.readouterr().err
+    assert "holds experiment 'small' of another configuration (differs in bcd.alpha)" in err
+    assert main(["reproduce", _small(tmp_path), "--sweeps", "3", "--seeds", "8", *base]) == 2
+    assert "differs in bcd.sweeps" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    # a folder that is not a reproduction (here: a run directory) is not written into
+    run_dir = out / "bcd" / "seed-0"
+    assert main(["reproduce", _small(tmp_path), "--out", str(run_dir), "--no-progress"]) == 2
+    assert "holds no experiment.json" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda out: (out / "bcd" / "seed-0.fingerprint.json").write_text('{"data": '), "fingerprint.json is damaged"),
+    (lambda out: (out / "bcd" / "seed-0.fingerprint.json").write_text("[1, 2]"), "a JSON list, not an object"),
+    (lambda out: (out / "sgd" / "seed-0" / "log.csv").write_text("method,seed,epoch\n"), "log.csv is damaged"),
+    (lambda out: (out / "sgd" / "seed-0" / "log.csv").write_text("a,b\n1,2\n"), "columns ['a', 'b']"),
+    (lambda out: (out / "experiment.json").write_text("{}"), "experiment.json is damaged"),
+    (lambda out: (out / "bcd" / "seed-0" / "verdicts.json").write_text('{"x": 1}'), "not a list of verdicts"),
+])
+def test_a_damaged_folder_is_named_in_one_line(change, message, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["reproduce", _small(tmp_path), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    change(out)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("seeds = [0]", "seeds = 3"), "seeds=3 is not allowed"),
+    (lambda t: t.replace("seeds = [0]", "seeds = [0, 0]"), "names a seed twice"),
+    (lambda t: t.replace("[methods.sgd]", "[methods.bcd]"), "not 'bcd'"),
+    (lambda t: t.replace("[methods.sgd]", '[methods."../x"]'), "['../x']"),
+    (lambda t: t.replace("[bcd]", '[bcd]\nskip = "auto"'), "skip = 'auto' with gradient methods"),
+    (lambda t: t.replace("[bcd]", '[bcd]\nr = "nonneg"'), "r = nonneg with gradient methods"),
+    (lambda t: t.replace("n_test = 60\n", ""), "no test set"),
+])
+def test_what_the_comparison_cannot_take_is_refused_before_any_run(edit, message, tmp_path, capsys):
+    f = tmp_path / "e.toml"
+    f.write_text(edit(SMALL.format(alpha=1.0)))
+    assert main(["reproduce", str(f), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bcd_evaluated_every_other_sweep_still_draws_its_curve(tmp_path):
+    """With eval_every = 2 BCD's test accuracy is NaN at odd sweeps: the curve and band go through the evaluated
+    sweeps (a line through NaNs draws nothing) and the final figure is the last sweep's."""
+    from reports.reproduce import accuracy_curves
+
+    f = tmp_path / "e.toml"
+    f.write_text(SMALL.format(alpha=1.0).replace("[bcd]", "[bcd]\neval_every = 2").replace("sweeps = 2", "sweeps = 5"))
+    out = reproduce(load_experiment(str(f), seeds=[0, 1]), tmp_path / "r", progress=False)
+    df = pd.read_csv(out / "results.csv")
+    assert df[(df["method"] == "bcd")]["test_acc"].isna().any()
+    curves = accuracy_curves(df)
+    assert list(curves["bcd"]["epoch"]) == [0, 2, 4, 5] and curves["bcd"]["mean"].notna().all()
+    assert list(curves["sgd"]["epoch"]) == [0, 1, 2, 3, 4, 5] and (curves["sgd"]["count"] == 2).all()
+    assert (curves["bcd"]["std"] >= 0).all()
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    assert summary.loc["bcd", "final_mean"] == pytest.approx(curves["bcd"]["mean"].iloc[-1])
+
+
+def test_global_minimum_status_runs_nothing_and_refuses_flags_it_ignores(tmp_path, capsys):
+    out = tmp_path / "gm"
+    assert main(["reproduce", "global-minimum", "--status", "--out", str(out)]) == 0
+    assert "not done" in capsys.readouterr().out and not out.exists()
+    assert main(["reproduce", "global-minimum", "--n-train", "100", "--out", str(out)]) == 2
+    assert "--n-train do(es) not apply to global-minimum" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.parametrize("toml, message", [
     ('[experiment]\nseeds = [0]\n[data]\ndataset = "mnist"\nbogus = 1\n', "unknown key(s) ['bogus'] in [data]"),
     ('[experiment]\nseeds = [0]\n[methods]\nsgd = 3\n', "[methods.sgd]"),
