@@ -266,16 +266,55 @@ def test_rate_fails_when_the_partial_sum_exceeds_C():
     g[4] = math.sqrt(2 * C)
     v = rate(make_trace(L, dq, g))
     assert v.status == FAIL and v.worst["sweep"] == 5
-    assert v.theoretical == pytest.approx(C) and v.measured > C
+    # compared with C_T = b(B_T)²(L̄⁰ − L̄^T)/a of the failing T, which is at most C (L̄^T ≥ L̄* = 0)
+    assert v.measured > v.theoretical and v.theoretical <= C
 
 
-def test_rate_zero_gradient_is_inconclusive_and_holes_stop_the_sum():
+def test_rate_zero_gradient_is_inconclusive_and_a_sparse_record_cannot_pass():
     L = np.full(6, 2.0)
     assert rate(make_trace(L, np.zeros(5), np.zeros(5))).status == INCONCLUSIVE
     L, dq, g = geometric()
-    g[5:] = np.nan  # g recorded on a schedule: only the contiguous prefix is summed
+    g[5:] = np.nan  # g recorded on 5 of 30 sweeps: within its bound, but the rest could exceed it
     v = rate(make_trace(L, dq, g))
-    assert v.details["T"] == 5 and v.details["sweeps_missing_g"] == 25
+    assert v.status == INCONCLUSIVE and v.details["T"] == 5 and v.details["sweeps_missing_g"] == 25
+
+
+def test_rate_fails_on_recorded_terms_above_C_whatever_is_missing():
+    """A partial sum over some sweeps is a lower bound of the whole: a hole does not hide the terms after it."""
+    L, dq, g = geometric()
+    C = rate(make_trace(L, dq, g)).theoretical
+    g[19] = np.nan
+    g[20:] = math.sqrt(C)  # each of the last ten terms alone reaches C
+    v = rate(make_trace(L, dq, g))
+    assert v.status == FAIL and v.worst["sweep"] == 21 and "left out" in v.explanation, v.explanation
+    g[20:] = np.inf
+    assert rate(make_trace(L, dq, g)).status == FAIL
+
+
+def test_rate_fails_on_a_diverged_run():
+    L, dq, g = geometric()
+    L[20:], g[19:] = np.inf, np.nan  # the recorder writes NaN for g once anything is non-finite
+    with np.errstate(invalid="ignore"):  # inf − inf in the trace's decrease column
+        v = rate(make_trace(L, dq, g))
+    assert v.status == FAIL and v.worst["sweep"] == 20 and "diverged" in v.explanation
+
+
+def test_rate_checks_every_T_against_its_own_bound():
+    """Early terms above b(B_T)²(L̄⁰ − L̄^T)/a fail at that T, even when B grows later so that the bound at the last
+    sweep (the paper's C) would cover the whole sum."""
+    L, dq, g = geometric()
+    g[:5] *= 40.0
+    B = np.r_[np.full(11, 1.0), np.linspace(1.0, 50.0, 20)]
+    v = rate(make_trace(L, dq, g, B))
+    assert v.status == FAIL and v.worst["sweep"] <= 5 and v.measured < v.details["C"], v.explanation
+    assert rate(make_trace(L, dq, geometric()[2], B)).status == PASS  # the same trace without the large terms
+
+
+@pytest.mark.parametrize("a", [0.0, -0.15])
+def test_rate_without_a_positive_a_is_inconclusive(a):
+    """The prox-linear V_N step with α ≤ (L_R − γ)/2 has a ≤ 0: no rate constant exists (not a false fail)."""
+    v = rate(good_trace(), a=a)
+    assert v.status == INCONCLUSIVE and "not positive" in v.explanation
 
 
 # ----------------------------------------------------------------------------------- 5. convergence

@@ -30,17 +30,6 @@ KL_MIN_POINTS = 4
 KL_FAIL_DECADES = 2.0  # θ ≥ 1 is called a contradiction only over ≥ 2 decades of L̄ − L̄* (else: not asymptotic)
 
 
-def _prefix_g(sw) -> tuple[np.ndarray, np.ndarray]:
-    """Sweeps 1..T with ‖g^k‖ recorded contiguously from sweep 1 (a partial sum needs every term)."""
-    k = sw[sc.SWEEP].to_numpy(dtype=int)
-    g = sw[sc.G_NORM].to_numpy(dtype=float)
-    sel = k >= 1
-    k, g = k[sel], g[sel]
-    ok = np.isfinite(g) & (k == np.arange(1, len(k) + 1))
-    T = int(np.argmin(ok)) if not ok.all() else len(ok)
-    return k[:T], g[:T]
-
-
 def _L0(sw) -> float:
     row = sw[sw[sc.SWEEP] == 0]
     if row.empty or not np.isfinite(row[sc.OBJECTIVE].iloc[0]):
@@ -48,75 +37,103 @@ def _L0(sw) -> float:
     return float(row[sc.OBJECTIVE].iloc[0])
 
 
-def _theory_ab(ctx, sw, a: float | None, b: float | None, T_rows: int | None = None) -> tuple[float, float, float]:
-    """a, b(B) with B the largest bound on the iterates over the sweeps used; returns (a, b, B)."""
+def _rate_constants(ctx, sw, a: float | None, b: float | None) -> tuple[float, np.ndarray, np.ndarray]:
+    """a, and b(B_k) with B_k the running bound on the iterates, per row of ``sw``; returns (a, b_k, B_k)."""
     B = bound_B(sw)
-    B_used = float(np.nanmax(B[: T_rows if T_rows is not None else len(B)]))
-    if a is None or b is None:
-        K = ctx.constants("the constants a and b of the rate bound")
-        a = K.a() if a is None else a
-        b = K.b(B_used) if b is None else b
-    return float(a), float(b), B_used
+    K = ctx.constants("the constants a and b of the rate bound") if a is None or b is None else None
+    a = K.a() if a is None else a
+    if not a > 0:
+        raise tc.UnknownConstant(f"the sufficient-descent constant a = {a:.4g} is not positive (Theorem 2's α "
+                                 "condition fails for this prox-linear step), so no rate constant C = b²(L̄⁰ − L̄*)/a "
+                                 "exists")
+    b_k = np.full(len(sw), float(b)) if b is not None else np.array([K.b(x) if np.isfinite(x) else np.nan for x in B])
+    return float(a), b_k, B
 
 
 # --------------------------------------------------------------------------------------- 4. rate
 @claim_check(tc.RATE, "Rate (1/T)Σ_{k≤T}‖g^k‖² ≤ C/T")
 def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.0, level: float = 0.95) -> Verdict:
-    """Theorem 1(c): sum_T = Σ_{k≤T}‖g^k‖² ≤ C = b²(L̄⁰ − L̄*)/a for every T (so (1/T)sum_T ≤ C/T and
-    min_k ‖g^k‖² ≤ C/T); L̄* = 0 conservatively (L̄ ≥ 0).  Evidence reported beside the bound: the share
-    of sum_T added by the last half (a plateau), and the log-log slope of the running average sum_T/T
-    over the last half with a ``level`` confidence interval (−1 once sum_T has plateaued)."""
+    """Theorem 1(c): sum_T = Σ_{k≤T}‖g^k‖² ≤ C = b²(L̄⁰ − L̄*)/a (so (1/T)sum_T ≤ C/T and min_k ‖g^k‖² ≤ C/T);
+    L̄* = 0 conservatively (L̄ ≥ 0).  Checked at *every* T against the bound the two lemmas give directly,
+    sum_T ≤ b(B_T)²Σ_{k≤T}‖ΔQ^k‖² ≤ C_T = b(B_T)²(L̄⁰ − L̄^T)/a ≤ C, B_T the running bound on the iterates (the sweeps'
+    objective tolerances added to L̄⁰ − L̄^T, the ratio tolerance to b).  A sweep without a recorded ‖g^k‖ is left
+    out of the sums: a sum of some of the terms is a lower bound of the whole, so a partial sum above its bound fails
+    whatever is missing, while a pass with more sweeps missing than recorded is inconclusive.  A non-finite L̄ (the
+    run diverged) or ‖g^k‖ = ∞ fails.  Evidence reported beside the bound: the share of sum_T added by the last half
+    (a plateau), and the log-log slope of the running average sum_T/T over the last half with a ``level``
+    confidence interval (−1 once sum_T has plateaued)."""
     claim, title = rate.claim, rate.title
     sw = ctx.sweeps(sc.G_NORM, sc.OBJECTIVE)
-    k, g = _prefix_g(sw)
-    if len(k) == 0:
-        raise MissingDataError(f"{sc.G_NORM} is not recorded at sweep 1 (the partial sums need every sweep)")
     L0 = _L0(sw)
-    rows_used = int(np.searchsorted(sw[sc.SWEEP].to_numpy(), k[-1], side="right"))
-    a, b, B = _theory_ab(ctx, sw, a, b, rows_used)
-    C = tc.rate_constant(a, b, L0, L_star)
-    sums = np.cumsum(g * g)
-    T, sum_T = int(k[-1]), float(sums[-1])
+    rows = sw[sc.SWEEP].to_numpy(dtype=int) >= 1
+    k_all = sw[sc.SWEEP].to_numpy(dtype=int)[rows]
+    L_all = sw[sc.OBJECTIVE].to_numpy(dtype=float)[rows]
+    g_all = sw[sc.G_NORM].to_numpy(dtype=float)[rows]
     rtol = ratio_tol(ctx.dtype)
+    base = dict(tolerance=rtol, tolerance_reason=ratio_tol_reason(ctx.dtype) + "; " + objective_tol_reason(ctx.dtype))
+    if not finite(L_all).all():
+        j = int(np.argmin(finite(L_all)))
+        return Verdict(claim, title, FAIL, measured=float("inf"), relation="L̄ finite", **base,
+                       worst={"level": "sweep", "sweep": int(k_all[j])}, explanation=(
+                           f"L̄ is not finite at sweep {k_all[j]}: the run diverged, which the rate bound (built on "
+                           "sufficient descent from L̄⁰) excludes"))
+    rec = ~np.isnan(g_all)
+    if not rec.any():
+        raise MissingDataError(f"{sc.G_NORM} is not recorded on any sweep after Q⁰")
+    a, b_rows, B_rows = _rate_constants(ctx, sw, a, b)
+    b_all, B_all = b_rows[rows], B_rows[rows]
+    k, g, L, bk = k_all[rec], g_all[rec], L_all[rec], b_all[rec]
+    sums = np.cumsum(g * g)  # partial sums over the recorded sweeps: lower bounds of Σ_{k≤T}
+    L_prev = np.concatenate([[L0], L_all[:-1]])
+    slack = np.cumsum(objective_tol(ctx.dtype, L_prev, L_all))[rec]  # the sweeps' tolerances, summed to T
+    C_T = bk * bk * np.maximum(L0 - L + slack, 0.0) / a
+    allowed = C_T * (1 + rtol) ** 2
+    T, sum_T = int(k[-1]), float(sums[-1])
+    C = tc.rate_constant(a, float(bk[-1]), L0, L_star)
     half = len(k) // 2
     share = (sum_T - float(sums[half - 1])) / sum_T if half >= 1 and sum_T > 0 else None
     fit = None
     tail = slice(half, None)
     avg = sums / k
-    if len(k[tail]) >= 3 and np.all(avg[tail] > 0):
+    if len(k[tail]) >= 3 and np.all(avg[tail] > 0) and np.all(np.isfinite(avg[tail])):
         fit = fit_line(np.log(k[tail]), np.log(avg[tail]), level)
-    L_last = float(sw[sc.OBJECTIVE].iloc[rows_used - 1])
+    missing = len(k_all) - len(k)
     details: dict[str, Any] = {
-        "T": T, "sum_g_sq": sum_T, "C": C, "a": a, "b": b, "B": B, "L0": L0, "L_star_bound": L_star,
-        "C_with_last_L": tc.rate_constant(a, b, L0, L_last), "min_g_sq": float(np.min(g * g)),
+        "T": T, "sum_g_sq": sum_T, "C": C, "a": a, "b": float(bk[-1]), "B": float(B_all[rec][-1]), "L0": L0,
+        "L_star_bound": L_star, "C_with_last_L": float(C_T[-1]), "min_g_sq": float(np.min(g * g)),
         "min_g_sq_bound": C / T, "last_half_share": share, "running_average_slope": fit.to_dict() if fit else None,
-        "sweeps_missing_g": int((sw[sc.SWEEP] >= 1).sum()) - len(k)}
-    common = dict(measured=sum_T, theoretical=C, relation="Σ_{k≤T}‖g^k‖² ≤ C", worst={"level": "sweep", "sweep": T},
-                  margin=C - sum_T, tolerance=rtol, tolerance_reason=ratio_tol_reason(ctx.dtype), details=details)
+        "sweeps_missing_g": missing}
+    common = dict(measured=sum_T, theoretical=C, relation="Σ_{k≤T}‖g^k‖² ≤ C_T ≤ C",
+                  worst={"level": "sweep", "sweep": T}, margin=C - sum_T, **base, details=details)
+    moved = sum_T > 0.0
+    if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():  # did any step ‖ΔQ^k‖ rise above rounding?
+        dq = np.sqrt(np.maximum(sw[sc.DQ_SQ].to_numpy(dtype=float)[rows], 0.0))
+        moved = moved and bool(np.nanmax(dq, initial=0.0) > step_floor(ctx.dtype, float(np.nanmax(B_all))))
+    if L0 - L_star <= objective_tol(ctx.dtype, L0, L_star) or not moved:
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            f"L̄⁰ − L̄* = {L0 - L_star:.3g} is at rounding level or no step ‖ΔQ^k‖ rose above the step floor: the run "
+            "started at a critical point and the rate says nothing"))
+    over = ~(sums <= allowed)  # NaN-safe: an infinite ‖g^k‖ is over
+    if over.any():
+        j = int(np.argmax(over))
+        fail_at = {"level": "sweep", "sweep": int(k[j])}
+        return Verdict(claim, title, FAIL, **{**common, "measured": float(sums[j]), "theoretical": float(C_T[j]),
+                                              "margin": float(C_T[j] - sums[j]), "worst": fail_at}, explanation=(
+            f"Σ_{{k≤{k[j]}}}‖g^k‖² = {sums[j]:.4g} exceeds C_T = b(B_T)²(L̄⁰ − L̄^T)/a = {C_T[j]:.4g} at T = {k[j]}"
+            f" (C = b²(L̄⁰ − L̄*)/a = {C:.4g} at the last sweep)"
+            + (f"; {missing} sweep(s) without ‖g^k‖ left out, so the true sum is larger still" if missing else "")))
     slope_txt = (f"running-average log-log slope {fit.slope:.3f} [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}] "
                  f"({int(level * 100)}% CI, last {fit.n} sweeps)" if fit else "too few sweeps for a slope fit")
     share_txt = f"the last half adds {100 * share:.2g}% of the sum" if share is not None else "no plateau measure"
-    allowed = C * (1 + rtol)
-    if not np.isfinite(sum_T) or sum_T > allowed:
-        j = int(np.argmax(~(sums <= allowed)))
-        return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[j])}}, explanation=(
-            f"Σ‖g^k‖² = {sum_T:.4g} exceeds C = b²(L̄⁰ − L̄*)/a = {C:.4g} from sweep {k[j]} on (T = {T})"))
-    moved = sum_T > 0.0
-    if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():  # did any step ‖ΔQ^k‖ rise above rounding?
-        dq = np.sqrt(np.maximum(sw[sc.DQ_SQ].to_numpy(dtype=float)[sw[sc.SWEEP].to_numpy() >= 1], 0.0))
-        moved = moved and bool(np.nanmax(dq, initial=0.0) > step_floor(ctx.dtype, B))
-    if L0 - L_star <= objective_tol(ctx.dtype, L0, L_star) or not moved:
+    if missing > len(k):
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
-            f"L̄⁰ − L̄* = {L0 - L_star:.3g} is at rounding level or no step ‖ΔQ^k‖ rose above the step floor "
-            f"{step_floor(ctx.dtype, B):.3g}: the run started at a critical point and the rate says nothing"))
-    if details["sweeps_missing_g"] > T:
-        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
-            f"‖g^k‖ is not recorded on every sweep: the partial sums cover only sweeps 1..{T} of "
-            f"{T + details['sweeps_missing_g']} (there Σ‖g^k‖² = {sum_T:.4g} ≤ C = {C:.4g})"))
-    if details["sweeps_missing_g"]:
-        share_txt += f"; partial sums only up to sweep {T} (‖g^k‖ not recorded on every later sweep)"
+            f"‖g^k‖ is not recorded on every sweep (on {len(k)} of {len(k_all)}): their sums stay within C_T at "
+            f"every T (Σ = {sum_T:.4g} ≤ C = {C:.4g}), but the unrecorded terms could exceed it"))
+    if missing:
+        share_txt += f"; {missing} sweep(s) without ‖g^k‖ left out of the sums"
     return Verdict(claim, title, PASS, **common, explanation=(
-        f"Σ_{{k≤{T}}}‖g^k‖² = {sum_T:.4g} ≤ C = {C:.4g} (C loose by ×{C / sum_T:.3g}); {share_txt}; {slope_txt}"))
+        f"Σ_{{k≤T}}‖g^k‖² ≤ C_T = b(B_T)²(L̄⁰ − L̄^T)/a at every T ≤ {T}; at T = {T}: {sum_T:.4g} ≤ C = {C:.4g} "
+        f"(C loose by ×{C / sum_T:.3g}); {share_txt}; {slope_txt}"))
 
 
 # -------------------------------------------------------------------------------- 5. convergence
