@@ -326,6 +326,17 @@ def test_convergence_pass_on_geometric_trace():
     assert tail["step_ratio"] == pytest.approx(math.sqrt(0.7))  # ‖ΔQ^k‖ ∝ √(L̄^{k−1} − L̄^k) ∝ 0.7^{k/2}
 
 
+def test_convergence_a_late_rise_of_the_objective_is_not_settling():
+    """L̄ raised by 10% of the total decrease from sweep 26 on: the net change of the last quarter is a rise, which
+    used to pass the 'settled' test (a decrease ≤ 5%); its variation does not."""
+    L, dq, g = geometric()
+    L = L.copy()
+    L[26:] += 0.1 * (L[0] - L[-1])
+    v = convergence(make_trace(L, dq, g))
+    assert v.status != PASS and "L̄ still moving" in v.explanation, v.explanation
+    assert convergence(make_trace(*geometric())).status == PASS
+
+
 def test_convergence_cauchy_tail_of_slowly_decaying_steps():
     """Steps ‖ΔQ^k‖ ∝ 1/k (not summable) after a fast start: L̄ settles but the length does not."""
     k = np.arange(1, 41)
