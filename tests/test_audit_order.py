@@ -260,7 +260,8 @@ def test_the_audit_table_in_mutants_md_is_current(results):
     table = _table(results)
     if os.environ.get("BCD_UPDATE_MUTANTS_MD"):
         head = text.split(BEGIN)[0].rstrip("\n")
-        text = head + "\n\n" + table + "\n"
+        tail = text.split(END, 1)[1] if END in text else "\n"  # what follows the table (the catalogue) is kept
+        text = head + "\n\n" + table.split(END)[0] + END + tail
         MUTANTS_MD.write_text(text, encoding="utf-8")
     assert BEGIN in text and text.split(BEGIN)[1].split(END)[0] == table.split(BEGIN)[1].split(END)[0], (
         "rerun with BCD_UPDATE_MUTANTS_MD=1 pytest tests/test_audit_order.py")

@@ -8,6 +8,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -239,6 +240,65 @@ def test_relative_error_missing_g_is_inconclusive():
     L, dq, _ = geometric()
     v = relative_error(make_trace(L, dq))
     assert v.status == INCONCLUSIVE and sc.G_NORM in v.explanation
+
+
+def _two_splitting_trace(capped_sweep: int, shortfall: float):
+    """Algorithm 1 (784-free toy: hidden (3,)), every block lowering L̄ by 1.5·(α/2)‖Δ‖², except V1 at
+    ``capped_sweep``: an inner solve stopped without its rule that lowers L̄ by only ``shortfall``·(α/2)‖Δ‖², and the
+    sweep's ‖ΔQ‖² raised to match."""
+    cfg = dataclasses.replace(CFG, splitting="two")
+    L, dq, g = geometric(rho=4.0)  # a_emp = 4·A = 2 against Algorithm 1's a = α/2 = 1
+    dq = dq.copy()
+    half_alpha = cfg.alpha / 2
+    rows = []
+    for k in range(1, len(L)):
+        d = (L[k - 1] - L[k]) / 4
+        for step, (b, i) in enumerate((("V", 2), ("W", 2), ("V", 1), ("W", 1))):
+            capped = k == capped_sweep and (b, i) == ("V", 1)
+            x = d / ((shortfall if capped else 1.5) * half_alpha)
+            rows.append({sc.SWEEP: k, sc.STEP: step, sc.BLOCK: b, sc.LAYER: i, sc.BLOCK_DECREASE: d,
+                         sc.BLOCK_DELTA_SQ: x, sc.BLOCK_CONST: half_alpha, sc.BLOCK_RESIDUAL: 1e-15,
+                         sc.BLOCK_RULE_HELD: 0 if capped else 1})
+            if capped:
+                dq[k - 1] += x
+    return make_trace(L, dq, g, blocks=pd.DataFrame(rows), config=cfg), cfg
+
+
+def test_a_capped_algorithm1_solve_keeps_its_proximal_alpha_half():
+    """A monotone inner solve on a proximal subproblem lowers L̄ by ≥ α/2‖Δ‖² even at its cap (MATH.md §7 item 1):
+    Algorithm 1's capped V1 falling short of that fails, at the block and at the sweep level."""
+    trace, cfg = _two_splitting_trace(capped_sweep=5, shortfall=0.01)
+    v = sufficient_descent(trace)
+    assert v.status == FAIL and v.worst["sweep"] == 5, v.explanation
+    assert {x["level"] for x in v.details["violations"]} == {"sweep", "block"}
+    ok, _ = _two_splitting_trace(capped_sweep=5, shortfall=1.2)  # within α/2 (below the rule's constant): passes
+    assert sufficient_descent(ok).status == PASS
+    assert tc.capped_block_constant("V", cfg.alpha, "two") == cfg.alpha / 2
+    assert tc.capped_block_constant("V", cfg.alpha, "three") == 0.0  # Algorithm 2's V_i has no proximal term
+
+
+def test_relative_error_is_not_claimed_on_a_sweep_with_a_capped_solve():
+    L, dq, g = geometric()
+    g = g.copy()
+    g[9] = 1e4 * math.sqrt(dq[9])  # sweep 10: far above b‖ΔQ‖
+    blocks = split_blocks(L)
+    assert relative_error(make_trace(L, dq, g, blocks=blocks)).status == FAIL
+    blocks[sc.BLOCK_RULE_HELD] = np.where((blocks[sc.SWEEP] == 10) & (blocks[sc.BLOCK] == "W"), 0, 1)
+    v = relative_error(make_trace(L, dq, g, blocks=blocks))
+    assert v.status == PASS and "not guaranteed" in v.explanation and v.details["over_b_where_capped"] == [10]
+
+
+def test_relative_error_fail_reports_the_pair_it_compared():
+    """B grows from 1 to 50: a ratio of 20 at sweep 2 exceeds b(B_2) though it is far below b(B_T).  The verdict's
+    measured/theoretical pair is that sweep's, not b_emp against b(B_T)."""
+    L, dq, g = geometric()
+    B = np.r_[1.0, np.linspace(1.0, 50.0, 30)]
+    b2 = tc.relative_error_constant(CFG.gamma, CFG.alpha, B[2], CFG.N)
+    g = g.copy()
+    g[1] = 2.0 * b2 * math.sqrt(dq[1])
+    v = relative_error(make_trace(L, dq, g, B))
+    assert v.status == FAIL and v.worst["sweep"] == 2
+    assert v.measured == pytest.approx(2.0 * b2) and v.theoretical == pytest.approx(b2) and v.margin < 0
 
 
 # ----------------------------------------------------------------------------------------- 4. rate

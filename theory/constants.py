@@ -50,6 +50,14 @@ def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: 
     return gamma * (1 + tau_next) / 2.0
 
 
+def capped_block_constant(block: str, alpha: float, variant: str = "three") -> float:
+    """c_blk of an inner solve that stopped *without* its rule (the cap, or a stall): a monotone solver never accepts a
+    larger subproblem value Φ_X = (the terms of L̄ that touch X) + its proximal term, so L̄ still falls by at least that
+    proximal term's α/2‖Δ‖² (MATH.md §7 item 1): every block of Algorithm 1 and W̃_i of Algorithms 2 and 3; a block
+    without one (V_i, i < N, of Algorithms 2 and 3) keeps only monotonicity, 0."""
+    return alpha / 2.0 if variant == "two" or block == "W" else 0.0
+
+
 def inner_V_block_constant(gamma: float, eta: float, rho: float = 1.0) -> float:
     """c_blk of a V_i block (i < N, three-splitting) solved by the monotone inner solver (a nonzero s_i) [derived]:
     γρ/2 − η_V with η_V = min(η, γρ/4) (:func:`bcd.prox_solvers.block_eta`), ρ = 1 + τ_(i+1).

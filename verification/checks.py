@@ -200,7 +200,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
         s = sw[sw[sc.DQ_SQ].notna()]
         tol = objective_tol(ctx.dtype, s["L_prev"], s["L"])
-        a_k = np.where(s[sc.SWEEP].isin(_sweeps_without_rule(ctx)).to_numpy(), 0.0, a)  # only monotone there
+        a_k = np.minimum(a, s[sc.SWEEP].map(_capped_sweep_constants(ctx)).fillna(np.inf).to_numpy(dtype=float))
         parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a_k, s[sc.DQ_SQ],
                                 resolved=a_k * s[sc.DQ_SQ] >= tol))
         levels.append("sweep")
@@ -256,35 +256,51 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
 
 
 def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
-    """c_blk of every row from theory.constants (the recorder's descent_const column when no config)."""
+    """c_blk of every row from theory.constants (the recorder's descent_const column when no config); a row whose
+    inner solve stopped without its rule gets :func:`theory.constants.capped_block_constant` instead."""
     if ctx.config is None:
         if sc.BLOCK_CONST not in b or not b[sc.BLOCK_CONST].notna().all():
             raise MissingDataError(f"no config and no {sc.BLOCK_CONST} column: the per-block constants are unknown")
-        return _without_rule(b, b[sc.BLOCK_CONST].to_numpy(dtype=float))
-    K = ctx.constants("the per-block constants")
-    c = np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
-    return _without_rule(b, c, K.config.alpha)
+        c = b[sc.BLOCK_CONST].to_numpy(dtype=float)
+    else:
+        K = ctx.constants("the per-block constants")
+        c = np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
+    off = _capped(b)
+    return np.where(off, np.minimum(c, _capped_constants(ctx, b)), c) if off.any() else c
 
 
-def _sweeps_without_rule(ctx) -> set[int]:
-    """Sweeps with an inner solve that stopped without its rule: there the sweep is only guaranteed monotone."""
+def _capped(b: pd.DataFrame) -> np.ndarray:
+    """Rows of an inner solve that stopped without its rule (the cap, or a stall): only monotone (MATH.md §7)."""
+    return (b[sc.BLOCK_RULE_HELD] == 0).to_numpy() if sc.BLOCK_RULE_HELD in b else np.zeros(len(b), dtype=bool)
+
+
+def _capped_constants(ctx, b: pd.DataFrame) -> np.ndarray:
+    """:func:`theory.constants.capped_block_constant` of every row (0 without a config: α and the variant unknown)."""
+    if ctx.config is None:
+        return np.zeros(len(b))
+    K = ctx.constants("the constants of capped inner solves")
+    return np.array([tc.capped_block_constant(x, K.config.alpha, K.variant) for x in b[sc.BLOCK]])
+
+
+def _capped_sweep_constants(ctx) -> dict[int, float]:
+    """{sweep: the least capped-solve constant of its blocks} over the sweeps with an inner solve that stopped without
+    its rule; a sweep's constant a is then at most that (its other blocks keep theirs, which are ≥ a)."""
     try:
         bt = ctx.blocks()
     except MissingDataError:
-        return set()
-    if sc.BLOCK_RULE_HELD not in bt:
-        return set()
-    return {int(k) for k in bt.loc[bt[sc.BLOCK_RULE_HELD] == 0, sc.SWEEP]}
+        return {}
+    off = _capped(bt)
+    if not off.any():
+        return {}
+    rows = bt[off]
+    return {int(k): float(c) for k, c in pd.Series(_capped_constants(ctx, rows), index=rows[sc.SWEEP].to_numpy())
+            .groupby(level=0).min().items()}
 
 
-def _without_rule(b: pd.DataFrame, c: np.ndarray, alpha: float | None = None) -> np.ndarray:
-    """An inner solve that stopped *without* its rule (the cap, or a stall) is only monotone (MATH.md §7): its row
-    keeps the proximal term's α/2 (a W̃ block; 0 without α) and 0 for a V block (no proximal term in Algorithm 2)."""
-    if sc.BLOCK_RULE_HELD not in b:
-        return c
-    off = (b[sc.BLOCK_RULE_HELD] == 0).to_numpy()
-    fallback = np.where(b[sc.BLOCK].to_numpy() == "W", 0.5 * alpha if alpha else 0.0, 0.0)
-    return np.where(off, np.minimum(c, fallback), c)
+def _sweeps_without_rule(ctx) -> set[int]:
+    """Sweeps with an inner solve that stopped without its rule: relative error is not guaranteed there (MATH.md §7
+    item 2(c))."""
+    return set(_capped_sweep_constants(ctx))
 
 
 # --------------------------------------------------------------------------- 3. relative error
@@ -318,8 +334,11 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
     floor = step_floor(ctx.dtype, np.nan_to_num(Bk, nan=1.0))
     rtol = ratio_tol(ctx.dtype)
     allowed = bk * np.maximum(dq, floor) * (1 + rtol)
-    resolved = dq > floor
-    viol = ~(g <= allowed) & (unknown is None)
+    capped = np.isin(k, sorted(_sweeps_without_rule(ctx)))  # an inner solve stopped without its rule: not guaranteed
+    above_floor = dq > floor
+    resolved = above_floor & ~capped  # b_emp is measured where the bound is claimed
+    over = ~(g <= allowed) & (unknown is None)
+    viol = over & ~capped
     ratio = np.where(resolved, g / np.where(resolved, dq, 1.0), np.nan)
     if unknown is not None:  # rank by the ratio itself
         bk = np.ones_like(ratio)
@@ -328,11 +347,13 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
     j = int(np.nanargmax(np.where(viol, g / allowed, ratio / bk))) if (viol.any() or resolved.any()) else 0
     details: dict[str, Any] = {"B_final": float(Bk[-1]), "b_final": b_final, "b_emp": b_emp,
                                "median_ratio": float(np.nanmedian(ratio)) if resolved.any() else None,
-                               "n_resolved": int(resolved.sum()), "n_below_floor": int((~resolved).sum()),
+                               "n_resolved": int(resolved.sum()), "n_below_floor": int((~above_floor).sum()),
                                "step_floor": float(np.max(floor)),
                                "violations": [{"level": "sweep", "sweep": int(k[i]), "g_norm": float(g[i]),
                                                "dQ_norm": float(dq[i]), "b": float(bk[i]),
-                                               "tolerance": float(rtol)} for i in np.flatnonzero(viol)[:MAX_LISTED]]}
+                                               "tolerance": float(rtol)} for i in np.flatnonzero(viol)[:MAX_LISTED]],
+                               "sweeps_with_capped_solves": [int(x) for x in k[capped]],
+                               "over_b_where_capped": [int(x) for x in k[over & capped]]}
     lower_note = ""
     if ctx.trace.meta.get(sc.META_G_DEFINITION) == "least_norm_bracket" and sc.G_NORM_LOWER in sw:
         lo = sw[sc.G_NORM_LOWER].to_numpy(dtype=float)[keep]
@@ -355,17 +376,26 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
             f"b_emp = max ‖g^k‖/‖ΔQ^k‖ = {fmt(b_emp)} measured over {int(resolved.sum())} resolved sweeps"
             f"{lower_note}; not compared: {unknown}"))
+    capped_note = (f"; on {int((over & capped).sum())} sweep(s) with an inner solve stopped without its rule ‖g^k‖ "
+                   f"exceeds b‖ΔQ^k‖, where the bound is not guaranteed (sweeps {details['over_b_where_capped'][:5]})"
+                   if (over & capped).any() else "")
     if viol.any():
         i = np.flatnonzero(viol)[np.argmax((g / allowed)[viol])]
-        return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[i])}}, explanation=(
-            f"at sweep {k[i]} ‖g^k‖ = {g[i]:.4g} exceeds b(B)·‖ΔQ^k‖ = {bk[i]:.4g}·{dq[i]:.4g}; "
-            f"{int(viol.sum())} violation(s)"))
+        ratio_i = float(g[i] / max(dq[i], floor[i]))  # the pair compared at the worst sweep, not b_emp vs b(B_T)
+        return Verdict(claim, title, FAIL, **{**common, "worst": {"level": "sweep", "sweep": int(k[i])},
+                                              "measured": ratio_i, "theoretical": float(bk[i]),
+                                              "margin": float(bk[i] - ratio_i)}, explanation=(
+            f"at sweep {k[i]} ‖g^k‖ = {g[i]:.4g} exceeds b(B_k)·max(‖ΔQ^k‖, step floor) = {bk[i]:.4g}·"
+            f"{max(dq[i], floor[i]):.4g} (ratio {ratio_i:.4g} > b(B_k) = {bk[i]:.4g}); {int(viol.sum())} "
+            f"violation(s){capped_note}"))
     if not resolved.any():
+        why = ("every step ‖ΔQ^k‖ is below the noise floor" if not (above_floor & ~capped).any() and not capped.any()
+               else "no sweep has both a step ‖ΔQ^k‖ above the noise floor and every inner solve within its rule")
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
-            "every step ‖ΔQ^k‖ is below the noise floor: the ratio ‖g^k‖/‖ΔQ^k‖ is not resolved"))
+            f"{why}: the ratio ‖g^k‖/‖ΔQ^k‖ is not resolved{capped_note}"))
     return Verdict(claim, title, PASS, **common, explanation=(
         f"b_emp = {b_emp:.4g} ≤ b(B) = {b_final:.4g} (B = {Bk[-1]:.4g}); the theoretical b is loose by "
-        f"×{b_final / max(b_emp, 1e-300):.3g}"))
+        f"×{b_final / max(b_emp, 1e-300):.3g}{capped_note}"))
 
 
 # -------------------------------------------------------------------------- 7. block exactness
