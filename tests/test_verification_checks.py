@@ -301,6 +301,12 @@ def test_relative_error_fail_reports_the_pair_it_compared():
     assert v.measured == pytest.approx(2.0 * b2) and v.theoretical == pytest.approx(b2) and v.margin < 0
 
 
+def test_relative_error_names_the_block_with_the_largest_part_of_g():
+    v = relative_error(good_trace())
+    blocks = good_trace().blocks
+    assert set(v.details["max_block_g"]) == {f"{b}{i}" for b, i in zip(blocks[sc.BLOCK], blocks[sc.LAYER])}
+
+
 # ----------------------------------------------------------------------------------------- 4. rate
 def test_rate_passes_with_plateau_and_slope_minus_one():
     v = rate(good_trace(T=40, q=0.8))

@@ -362,11 +362,10 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
         if details["b_emp_lower"] is not None:
             lower_note = (f" (g^k is an element of ∂L; with the certified lower bound of the least norm the ratio "
                           f"is ≥ {details['b_emp_lower']:.4g})")
-    if sc.G_NORM in ctx.trace.blocks and sc.BLOCK in ctx.trace.blocks and len(ctx.trace.blocks):
-        bt = ctx.trace.blocks
+    bt = ctx.trace.blocks
+    if sc.BLOCK_G_NORM in bt and sc.BLOCK in bt and len(bt):  # which block's component of g^k is largest
         names = [block_name(x, i) for x, i in zip(bt[sc.BLOCK], bt[sc.LAYER], strict=True)]
-        details["max_block_g"] = {n: float(v) for n, v in bt[sc.BLOCK_G_NORM].groupby(names).max().items()} \
-            if sc.BLOCK_G_NORM in bt else {}
+        details["max_block_g"] = {n: float(v) for n, v in bt[sc.BLOCK_G_NORM].groupby(names).max().items()}
     common = dict(measured=b_emp, theoretical=b_final, relation="b_emp ≤ b(B)", worst={"level": "sweep",
                   "sweep": int(k[j])}, margin=None if b_emp is None else float(np.nanmin(bk - ratio)),
                   tolerance=rtol, tolerance_reason=ratio_tol_reason(ctx.dtype) +
