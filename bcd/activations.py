@@ -243,8 +243,10 @@ class Activation(Record):
         return self.prox_(a, m.clone(), beta)
 
     def prox_objective(self, u: Tensor, a: Tensor, m: Tensor, beta: float) -> Tensor:
-        """f(u) = ½(a − σ(u))² + (β/2)(u − m)², elementwise."""
-        return 0.5 * (a - self.apply(u)) ** 2 + 0.5 * beta * (u - m) ** 2
+        """f(u) = ½(a − σ(u))² + (β/2)(u − m)², elementwise (two temporaries, the same roundings as the formula)."""
+        r = a - self.apply(u)
+        d = u - m
+        return r.mul_(r).mul_(0.5).add_(d.mul_(d).mul_(0.5 * beta))
 
     def prox_gradient(self, u: Tensor, a: Tensor, m: Tensor, beta: float) -> Tensor:
         """f′(u) = −(a − σ(u))σ′(u) + β(u − m)."""
@@ -356,10 +358,10 @@ class SmoothActivation(Activation):
     def _prox_chunk(self, a: Tensor, m: Tensor, beta: float) -> Tensor:
         h = (a - self.apply(m)).abs() / math.sqrt(beta)
         steps = torch.linspace(-1.0, 1.0, GRID, dtype=m.dtype, device=m.device)
-        grid = m + h * steps[:, None]
-        j = self.prox_objective(grid, a, m, beta).argmin(dim=0, keepdim=True)
+        grid = m[:, None] + h[:, None] * steps  # n × GRID: the argmin runs along contiguous rows
+        j = self.prox_objective(grid, a[:, None], m[:, None], beta).argmin(dim=1, keepdim=True)
         cell = 2.0 * h / (GRID - 1)
-        u0 = grid.gather(0, j)[0]
+        u0 = grid.gather(1, j)[:, 0]
         best, f_best = self._newton(u0[None], cell[None], a, m, beta)
         wide = cell > 2.0 * BEND / (BEND_GRID - 1)  # the bracket grid is coarser than the bend grid: more starts
         if bool(wide.any()):
@@ -374,20 +376,29 @@ class SmoothActivation(Activation):
         best, f_best = best[0], f_best[0]
         # comparing values stalls ~√eps from the minimiser (f is flat there): polish on |f′| within rounding of f
         tie = 64 * torch.finfo(m.dtype).eps * (f_best + 0.5 * a * a + 0.5 * beta * m * m)
-        for _ in range(3):
-            g = self.prox_gradient(best, a, m, beta)
-            h2 = self.d1(best) ** 2 - (a - self.apply(best)) * self.d2(best) + beta
+        sig, s1, s2 = self.jet(best)
+        for _ in range(3):  # f′ = −(a − σ)σ′ + β(u − m) and f″ = σ′² − (a − σ)σ″ + β from one jet per point
+            g = -(a - sig) * s1 + beta * (best - m)
+            h2 = s1 * s1 - (a - sig) * s2 + beta
             step = best - g / h2.clamp_min(torch.finfo(m.dtype).tiny)
-            ok = (h2 > 0) & (self.prox_gradient(step, a, m, beta).abs() < g.abs()) \
-                & (self.prox_objective(step, a, m, beta) <= f_best + tie)
+            sig_s, s1_s, s2_s = self.jet(step)
+            r, d = a - sig_s, step - m
+            f_step = r * r * 0.5 + d * d * (0.5 * beta)  # prox_objective(step), from the jet's σ
+            ok = (h2 > 0) & ((-r * s1_s + beta * d).abs() < g.abs()) & (f_step <= f_best + tie)
             best = torch.where(ok, step, best)
+            sig, s1, s2 = (torch.where(ok, x, y) for x, y in ((sig_s, sig), (s1_s, s1), (s2_s, s2)))
         return best
 
     def _newton(self, u: Tensor, cell: Tensor, a: Tensor, m: Tensor, beta: float) -> tuple[Tensor, Tensor]:
         """Newton on f′ from each start (K × n), safeguarded by bisection within ±``cell``; the best point seen per
-        start and its value (stops early once every step is at rounding level)."""
+        start and its value.  Every 4 iterations the entries whose step is at rounding level stop, and the rest go on
+        alone (most entries converge in a step or two, a few bisect for ~40)."""
+        shape = u.shape
+        a, m = a.expand(shape).reshape(-1), m.expand(shape).reshape(-1)
+        u, cell = u.reshape(-1), cell.expand(shape).reshape(-1)
         lo, hi = u - cell, u + cell
         best, f_best = u, self.prox_objective(u, a, m, beta)
+        out_best = out_f = idx = None  # every entry's result once some stop; ``idx``: where the active ones go
         eps = torch.finfo(m.dtype).eps
         for it in range(NEWTON):
             sig, s1, s2 = self.jet(u)
@@ -400,11 +411,25 @@ class SmoothActivation(Activation):
             f = self.prox_objective(new, a, m, beta)
             better = f < f_best
             best, f_best = torch.where(better, new, best), torch.where(better, f, f_best)
-            done = it % 4 == 3 and bool(((new - u).abs() <= 4 * eps * (u.abs() + 1.0)).all())
+            if it % 4 == 3:
+                going = (new - u).abs() > 4 * eps * (u.abs() + 1.0)
+                if not bool(going.all()):
+                    if idx is None:
+                        out_best, out_f = best.clone(), f_best.clone()
+                        idx = torch.arange(best.numel(), device=best.device)
+                    else:
+                        out_best[idx], out_f[idx] = best, f_best
+                    if not bool(going.any()):
+                        idx = idx[:0]
+                        break
+                    idx = idx[going]
+                    new, lo, hi, best, f_best, a, m = (t[going] for t in (new, lo, hi, best, f_best, a, m))
             u = new
-            if done:
-                break
-        return best, f_best
+        if idx is None:
+            out_best, out_f = best, f_best
+        elif idx.numel():
+            out_best[idx], out_f[idx] = best, f_best
+        return out_best.reshape(shape), out_f.reshape(shape)
 
     def jet(self, U: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(σ, σ′, σ″) at U (subclasses share the work)."""
