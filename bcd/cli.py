@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from importlib import resources
@@ -129,11 +128,13 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
     path = Path(args.resume) / CONFIG
     if not path.is_file():
         raise ValueError(f"{args.resume!r} holds no bcd run (no {CONFIG}): nothing to resume")
+    from bcd.rundir import damaged, read_json
+
+    raw = read_json(path)
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{str(path)!r} is unreadable: {e}") from None
-    return RunConfig.from_dict({**raw, "out": str(args.resume)})
+        return RunConfig.from_dict({**raw, "out": str(args.resume)})
+    except (TypeError, ValueError, KeyError) as e:
+        raise damaged(path, str(e)) from None
 
 
 def add_resume_arguments(p: argparse.ArgumentParser) -> None:

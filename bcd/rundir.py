@@ -92,6 +92,22 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+def damaged(path: str | Path, why: str) -> ValueError:
+    """The error for a file of a run directory that bcd cannot read back: it names the file (exit 2, one line)."""
+    return ValueError(f"{str(path)!r} is damaged ({why}); restore it, or delete the run directory and run again")
+
+
+def read_json(path: str | Path, shape: type = dict) -> Any:
+    """A JSON file bcd wrote, checked to be a ``shape`` (``dict`` or ``list``); otherwise :func:`damaged`."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise damaged(path, f"not JSON: {e}") from None
+    if not isinstance(value, shape):
+        raise damaged(path, f"a JSON {type(value).__name__}, not a{'n object' if shape is dict else ' list'}")
+    return value
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

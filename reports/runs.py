@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bcd.config import BCDConfig
-from bcd.rundir import CONFIG, ENVIRONMENT
+from bcd.rundir import CONFIG, ENVIRONMENT, damaged, read_json
 from theory.assumptions import applicability
 from verification.trace import Trace
 from verification.verdict import FAIL, VERDICTS_FILE, Verdict
@@ -39,7 +39,10 @@ class RunData:
         raw = self.config.get("bcd") or self.trace.meta.get("config")
         if raw is None:
             raise ValueError(f"run {self.name!r} has neither config.json nor a config in its trace meta")
-        return BCDConfig(**raw)
+        try:
+            return BCDConfig(**raw)
+        except TypeError as e:  # a key or a value of another kind than BCDConfig's (its own checks raise ValueError)
+            raise damaged(Path(self.path or ".") / CONFIG if self.config else self.path, str(e)) from None
 
     @property
     def constants(self):
@@ -90,10 +93,11 @@ def load_verdicts(directory: str | Path) -> list[Verdict] | None:
     path = Path(directory) / VERDICTS_FILE
     if not path.is_file():
         return None
-    raw = json.loads(path.read_text())
-    if not isinstance(raw, list):
-        raise ValueError(f"{str(path)!r} must hold a JSON list of verdicts, got {type(raw).__name__}")
-    return [Verdict.from_dict(d) for d in raw]
+    raw = read_json(path, list)
+    try:
+        return [Verdict.from_dict(d) for d in raw]
+    except TypeError as e:
+        raise damaged(path, f"not a list of verdicts: {e}") from None
 
 
 def load_run(directory: str | Path, name: str | None = None) -> RunData:
@@ -103,8 +107,8 @@ def load_run(directory: str | Path, name: str | None = None) -> RunData:
         raise ValueError(f"run directory {str(directory)!r} does not exist")
     trace = Trace.load(directory)
     env_path, cfg_path = directory / ENVIRONMENT, directory / CONFIG
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    env = read_json(env_path) if env_path.is_file() else {}
+    cfg = read_json(cfg_path) if cfg_path.is_file() else {}
     cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
     return RunData(name or directory.name, trace, load_verdicts(directory), env, cfg, directory)
 

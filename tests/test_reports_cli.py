@@ -135,3 +135,31 @@ def test_strict_turns_an_unresolved_guaranteed_claim_into_a_failure(tmp_path, ca
     assert "--strict makes it one" in capsys.readouterr().out
     assert main(["verify", str(out), "--strict", *PNG_ONLY]) == 1
     assert "a failure under --strict" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "content", "argv", "message"), [
+    ("config.json", "[1]", ["train", "--resume"], "config.json' is damaged (a JSON list, not an object)"),
+    ("config.json", "[1]", ["report"], "config.json' is damaged (a JSON list"),
+    ("verdicts.json", '[{"claim": "x"}]', ["report"], "verdicts.json' is damaged (not a list of verdicts"),
+    ("environment.json", "{", ["report"], "environment.json' is damaged (not JSON"),
+    ("trace_meta.json", "x", ["verify"], "trace_meta.json' is damaged (not JSON"),
+])
+def test_a_damaged_file_of_a_run_directory_is_named_in_one_line(tmp_path, capsys, name, content, argv, message):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    (out / name).write_text(content)
+    capsys.readouterr()
+    assert main([*argv, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_config_json_with_an_unknown_key_is_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["bcd"]["bogus"] = 1
+    (out / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert "config.json' is damaged" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from bcd.config import BCDConfig
-from bcd.rundir import write_json, write_table
+from bcd.rundir import read_json, write_json, write_table
 
 TRACE_SWEEPS = "trace_sweeps.parquet"
 TRACE_BLOCKS = "trace_blocks.parquet"
@@ -60,5 +59,5 @@ class Trace:
         blocks_path = directory / TRACE_BLOCKS
         blocks = pd.read_parquet(blocks_path) if blocks_path.is_file() else pd.DataFrame()
         meta_path = directory / TRACE_META
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = read_json(meta_path) if meta_path.is_file() else {}
         return cls(pd.read_parquet(directory / TRACE_SWEEPS), blocks, meta)
