@@ -163,3 +163,17 @@ def test_a_config_json_with_an_unknown_key_is_named(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(out)]) == 2
     assert "config.json' is damaged" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_recorder_it_checkpointed(tmp_path, capsys):
+    """`bcd record --resume` on a verify run would extend its trace under stale verdicts: refused, naming the command
+    that continues it; a preset or schedule given with --resume would be silently ignored: refused."""
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    capsys.readouterr()
+    assert main(["record", "--resume", str(out)]) == 2
+    assert f"continue it with bcd verify --resume {out}" in capsys.readouterr().err
+    for flags in (["--preset", "cheap"], ["--every", "2"]):
+        command = "record" if flags[0] == "--every" else "verify"
+        assert main([command, "--resume", str(out), *flags]) == 2
+        assert f"{flags[0]} do not apply" in capsys.readouterr().err

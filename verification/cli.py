@@ -101,6 +101,10 @@ def _verify(args: argparse.Namespace) -> int:
                 f"run directory {args.config!r} has no trace ({TRACE_SWEEPS}): it was trained without the recorder; "
                 "train and verify in one go with `bcd verify CONFIG.toml --out DIR`"
             )
+        if not (Path(args.config) / CONFIG).is_file():
+            raise ValueError(f"{args.config!r} holds a trace but no {CONFIG}: an audit's folder (bcd audit writes "
+                             "its verdicts there; run the audit again to re-check) or not a bcd run; bcd report "
+                             "renders it")
         lock_run_dir(args.config)  # re-verifying writes verdicts and a report: one writer at a time
         run = load_run(args.config)
         run.verdicts = verify(run.trace, run.bcd)
@@ -109,12 +113,13 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.resume:
         cfg, overwrite = resume_config(args), False
+        _recorder_flags_on_resume(args)
     else:
         cfg = resolve_run_config(args, default_config_name())
         # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`), but
         # only a run of the same configuration (another one there, e.g. the demo with other flags, is refused).
         overwrite = args.overwrite or (args.config is None and args.out is None and _same_run(cfg))
-    _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset, progress=not args.no_progress,
+    _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset or "full", progress=not args.no_progress,
                                                  overwrite=overwrite, resume=bool(args.resume),
                                                  checkpoint_every=args.checkpoint_every)
     if not writes():  # ranks > 0 of a sharded run: rank 0 reports, and its exit code is the run's
@@ -123,6 +128,14 @@ def _verify(args: argparse.Namespace) -> int:
     print((out / "summary.txt").read_text().strip())
     incomplete(_result, out, "verify")  # a diverged run keeps its trace and verdicts; no theorem failed: exit 3
     return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
+
+
+def _recorder_flags_on_resume(args: argparse.Namespace) -> None:
+    """A resumed run continues its recorder as checkpointed: a preset or a recording schedule cannot change."""
+    flags = ("preset", "every", "per_decade")
+    given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f, None) is not None]
+    if given:
+        raise ValueError(f"--resume continues the recorder as it was checkpointed; {', '.join(given)} do not apply")
 
 
 def _same_run(cfg) -> bool:
@@ -193,15 +206,22 @@ def _record(args: argparse.Namespace) -> int:
     from verification.recorder import Schedule
 
     cfg = resume_config(args) if args.resume else resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    if args.resume:
+        _recorder_flags_on_resume(args)
+        if (Path(args.resume) / VERDICTS_FILE).is_file():  # extending its trace would leave its verdicts stale
+            raise ValueError(f"{args.resume!r} is a `bcd verify` run (it holds {VERDICTS_FILE}): continue it with "
+                             f"bcd verify --resume {args.resume}")
     if args.every is not None and args.per_decade is not None:
         raise ValueError("give --every or --per-decade, not both")
     schedule = Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
-    _result, trace, out = record(cfg, preset=args.preset, schedule=schedule, progress=not args.no_progress,
+    _result, trace, out = record(cfg, preset=args.preset or "standard", schedule=schedule,
+                                 progress=not args.no_progress,
                                  overwrite=args.overwrite, resume=bool(args.resume),
                                  checkpoint_every=args.checkpoint_every)
     if writes():
         print((out / "summary.txt").read_text().strip())
-        print(f"trace ({args.preset}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block rows): {out}")
+        print(f"trace ({trace.meta.get(S.META_PRESET)}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block "
+              f"rows): {out}")
     incomplete(_result, out, "record")
     return 0
 
@@ -220,7 +240,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(v)
     add_resume_arguments(v)
-    v.add_argument("--preset", choices=PRESETS, default="full", help="recorder cost preset (default: full)")
+    v.add_argument("--preset", choices=PRESETS, help="recorder cost preset (default: full; a resumed run keeps "
+                   "its own)")
     v.add_argument("--strict", action="store_true",
                    help="exit 1 also when a guaranteed claim is left inconclusive (e.g. too few sweeps to resolve it)")
     add_formats(v)
@@ -229,7 +250,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("record", help="train like `bcd train` and save a verification trace next to the config")
     add_run_arguments(r)
     add_resume_arguments(r)
-    r.add_argument("--preset", default="standard", choices=PRESETS, help="what to record (default standard)")
+    r.add_argument("--preset", choices=PRESETS, help="what to record (default standard; a resumed run keeps its "
+                   "own)")
     r.add_argument("--every", type=int, help="per-block quantities every k sweeps (default every sweep)")
     r.add_argument("--per-decade", dest="per_decade", type=int, help="per-block quantities on log-spaced sweeps")
     r.set_defaults(func=_record)
