@@ -16,6 +16,7 @@ from pathlib import Path
 from reports import style
 from reports.document import render_report
 from reports.runs import load_run
+from verification.trace import TRACE_SWEEPS
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -47,6 +48,11 @@ def _report(args: argparse.Namespace) -> int:
             raise ValueError(f"the runs {', '.join(map(str, dirs))} share no parent directory but the root; give "
                              "--out DIR for the combined report")
         out = common / "report"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder for the report")
+    if (out / TRACE_SWEEPS).is_file() and out.resolve() not in {d.resolve() for d in dirs}:
+        raise ValueError(f"--out {str(out)!r} is the directory of another run, whose report would be replaced; give "
+                         "a folder of its own")
     report = render_report(runs, out, title=args.title, formats=parse_formats(args.figure_formats))
     for w in report.warnings:
         print(f"warning: {w}")

@@ -177,3 +177,15 @@ def test_resume_keeps_the_recorder_it_checkpointed(tmp_path, capsys):
         command = "record" if flags[0] == "--every" else "verify"
         assert main([command, "--resume", str(out), *flags]) == 2
         assert f"{flags[0]} do not apply" in capsys.readouterr().err
+
+
+def test_report_out_never_replaces_another_runs_report(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        assert main(["verify", *SMALL, "--out", str(d), "--no-progress", *PNG_ONLY]) == 0
+    before = (b / "report.md").read_bytes()
+    capsys.readouterr()
+    assert main(["report", str(a), "--out", str(b), *PNG_ONLY]) == 2
+    assert "directory of another run" in capsys.readouterr().err and (b / "report.md").read_bytes() == before
+    assert main(["report", str(a), "--out", str(a / "config.json"), *PNG_ONLY]) == 2
+    assert main(["report", str(a), "--out", str(tmp_path / "combined"), *PNG_ONLY]) == 0
