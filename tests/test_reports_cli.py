@@ -189,3 +189,12 @@ def test_report_out_never_replaces_another_runs_report(tmp_path, capsys):
     assert "directory of another run" in capsys.readouterr().err and (b / "report.md").read_bytes() == before
     assert main(["report", str(a), "--out", str(a / "config.json"), *PNG_ONLY]) == 2
     assert main(["report", str(a), "--out", str(tmp_path / "combined"), *PNG_ONLY]) == 0
+
+
+def test_theory_refuses_a_trace_of_another_network(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    capsys.readouterr()
+    assert main(["theory", "--trace", str(out), "--hidden", "8,8,8"]) == 2
+    assert "hidden widths [6, 5] but the configuration [8, 8, 8]" in capsys.readouterr().err
+    assert main(["theory", "--trace", str(out)]) == 0

@@ -158,6 +158,10 @@ def _theory(args: argparse.Namespace) -> int:
         widths = got["widths"]
         if args.config is None and tr.meta.get("config"):  # the trace's own run, with the flags on top
             bcd_cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG, base={"bcd": tr.meta["config"]}).bcd
+        if widths is not None and tuple(widths[1:-1]) != tuple(bcd_cfg.hidden):
+            raise ValueError(f"the trace's network has hidden widths {list(widths[1:-1])} but the configuration "
+                             f"{list(bcd_cfg.hidden)}: its B and L̄⁰ belong to another network; leave out --hidden, or "
+                             "give the trace of this one")
     report = theory_report(bcd_cfg, B=B, L0=L0, L_star=_finite("L-star", args.L_star) or 0.0, n=n, widths=widths)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
