@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     nproc = getattr(args, "nproc", None)
     try:
+        if nproc is not None and args.command not in SHARDABLE:  # before launching: one line, not one per rank
+            raise ValueError(f"--nproc does not apply to bcd {args.command}: it runs in one process; only "
+                             f"{', '.join(SHARDABLE)} run sharded")
         if nproc is not None and not distributed.launched():
             if nproc < 1:
                 raise ValueError(f"--nproc {nproc} is not allowed; give an integer >= 1")

@@ -198,3 +198,12 @@ def test_theory_refuses_a_trace_of_another_network(tmp_path, capsys):
     assert main(["theory", "--trace", str(out), "--hidden", "8,8,8"]) == 2
     assert "hidden widths [6, 5] but the configuration [8, 8, 8]" in capsys.readouterr().err
     assert main(["theory", "--trace", str(out)]) == 0
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--nproc", "2"], "--nproc does not apply to bcd theory"),
+                                                (["--out", "x"], "--out do(es) not apply to bcd theory")])
+def test_theory_refuses_run_flags_it_would_ignore(flags, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["theory", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

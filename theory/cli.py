@@ -143,6 +143,9 @@ def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None, widths=None) -
 
 
 def _theory(args: argparse.Namespace) -> int:
+    ignored = [flag for flag, on in (("--out", args.out), ("--overwrite", args.overwrite)) if on]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)} do(es) not apply to bcd theory: it prints, and writes no run")
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
     B, L0 = _finite("B", args.B), _finite("L0", args.L0)
     n = cfg.data.n_train
