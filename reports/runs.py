@@ -124,11 +124,20 @@ def unique_names(runs: list[RunData]) -> None:
 
 
 def groups(runs: list[RunData]) -> list[list[RunData]]:
-    """Runs grouped by configuration minus seed, in first-seen order."""
-    out: dict[str, list[RunData]] = {}
+    """Runs grouped by configuration minus seed, in first-seen order.  A run whose seed its group already holds (a
+    copy, or a rerun of that seed) goes to a group of its own: a mean ± std band is over distinct seeds."""
+    out: list[tuple[str, set, list[RunData]]] = []
     for r in runs:
-        out.setdefault(r.group_key, []).append(r)
-    return list(out.values())
+        seed = (r.config.get("bcd") or r.trace.meta.get("config") or {}).get("seed")
+        seed = object() if seed is None else seed  # unknown: never taken for a repeat
+        for key, seeds, members in out:
+            if key == r.group_key and seed not in seeds:
+                seeds.add(seed)
+                members.append(r)
+                break
+        else:
+            out.append((r.group_key, {seed}, [r]))
+    return [members for _, _, members in out]
 
 
 def group_labels(grouped: list[list[RunData]]) -> list[str]:

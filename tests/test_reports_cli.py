@@ -106,6 +106,10 @@ def test_report_of_several_seeds_overlays_and_bands(tmp_path, capsys):
     # nothing was recomputed: the saved verdicts are untouched and seed2 still has none
     assert not (dirs[2] / VERDICTS).exists()
     assert "warning:" in capsys.readouterr().out
+    # a copy of seed 0 is not a fourth seed: it is a group of its own
+    copy = write_run(tmp_path / "seed0-copy", seed=0)
+    grouped = groups([*runs[:3], load_run(copy)])
+    assert [[r.name for r in g] for g in grouped] == [["seed0", "seed1", "seed2"], ["seed0-copy"]]
 
 
 def test_embedded_defaults_are_the_documented_jobs(monkeypatch):
