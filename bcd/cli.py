@@ -119,8 +119,9 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
     if args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every {args.checkpoint_every} is not allowed; give an integer >= 0 (0: only "
                          "at the end)")
-    given = [f for f in RUN_FLAGS if getattr(args, f, None) is not None] + (["config"] if args.config else []) \
-        + (["out"] if args.out else []) + (["overwrite"] if args.overwrite else [])
+    given = ["--" + f.replace("_", "-") for f in RUN_FLAGS if getattr(args, f, None) is not None] \
+        + ([f"CONFIG ({args.config})"] if args.config else []) + (["--out"] if args.out else []) \
+        + (["--overwrite"] if args.overwrite else [])
     if given:
         raise ValueError(f"--resume continues the run as its config.json says; {', '.join(given)} do not apply")
     from bcd.rundir import CONFIG

@@ -98,7 +98,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     out = tmp_path / "run"
     assert _bcd("train", *ARGS[:8], "--sweeps", "2", "--checkpoint-every", "0", "--out", str(out)).wait(60) == 0
     r = _bcd("train", "--resume", str(out), "--gamma", "2")
-    assert r.wait(timeout=60) == 2 and "do not apply" in r.stderr.read()
+    assert r.wait(timeout=60) == 2 and "--gamma do not apply" in r.stderr.read()  # the flag as the user typed it
 
 
 VERIFY = ["--dataset", "mixture", "--n-train", "800", "--n-test", "100", "--hidden", "60,60", "--sweeps", "24",
