@@ -187,7 +187,11 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
     k = sweeps if sweeps is not None else exp.get("sweeps", 50)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"sweeps={k!r} is not allowed; give an integer >= 1")
-    out = Experiment(name=str(exp.get("name", path.stem if path.suffix else name_or_path)),
+    name = exp.get("name", path.stem if path.suffix else name_or_path)
+    if not isinstance(name, str) or not METHOD_NAME.fullmatch(name):
+        raise ValueError(f"[experiment] name = {name!r} in {where} is not allowed: letters, digits, '-' and '_' (it "
+                         "names the default output folder runs/reproduce/NAME)")
+    out = Experiment(name=name,
                      description=str(exp.get("description", "")), seeds=chosen_seeds, sweeps=k, data=data,
                      bcd=dict(raw.get("bcd", {})), methods=all_methods, reference=str(exp.get("reference", "")))
     out.validate()

@@ -260,6 +260,7 @@ def test_a_damaged_folder_is_named_in_one_line(change, message, tmp_path, capsys
     (lambda t: t.replace("[bcd]", '[bcd]\nskip = "auto"'), "skip = 'auto' with gradient methods"),
     (lambda t: t.replace("[bcd]", '[bcd]\nr = "nonneg"'), "r = nonneg with gradient methods"),
     (lambda t: t.replace("n_test = 60\n", ""), "no test set"),
+    (lambda t: t.replace('name = "small"', 'name = "../up"'), "name = '../up'"),
 ])
 def test_what_the_comparison_cannot_take_is_refused_before_any_run(edit, message, tmp_path, capsys):
     f = tmp_path / "e.toml"
