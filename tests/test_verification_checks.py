@@ -553,3 +553,13 @@ def test_every_check_passes_an_engine_run_on_each_device(device):
         assert all(v.status != FAIL for v in verdicts.values()), {k: v.explanation for k, v in verdicts.items()}
         for claim in ("monotone_descent", "sufficient_descent", "block_exactness"):
             assert verdicts[claim].status == PASS, (kw, claim, verdicts[claim].explanation)
+
+
+def test_a_rule_record_without_its_columns_is_inconclusive_not_a_crash():
+    """A hand-built trace with rule_held but without the stationarity it is judged by: block_exactness says what is
+    missing (it raised KeyError out of verify())."""
+    L, dq, g = geometric()
+    blocks = split_blocks(L)
+    blocks[sc.BLOCK_RULE_HELD] = 1
+    v = block_exactness(make_trace(L, dq, g, blocks=blocks))
+    assert v.status == INCONCLUSIVE and sc.BLOCK_STATIONARITY in v.explanation, v.explanation

@@ -456,6 +456,10 @@ def _inner_rules(bt: pd.DataFrame, names: np.ndarray, dtype: str) -> dict[str, A
     """The stopping-rule record of the inner-solver rows (None when the trace has none)."""
     if sc.BLOCK_RULE_HELD not in bt or not bt[sc.BLOCK_RULE_HELD].notna().any():
         return None
+    missing = [c for c in (sc.BLOCK_STATIONARITY, sc.BLOCK_RULE_TOL, sc.BLOCK_INNER_ITERS) if c not in bt]
+    if missing:
+        raise MissingDataError(f"the trace records {sc.BLOCK_RULE_HELD} but not {', '.join(missing)}: the inner "
+                               "solves' stopping rule cannot be judged")
     rows = bt[bt[sc.BLOCK_RULE_HELD].notna()]
     nm = names[bt[sc.BLOCK_RULE_HELD].notna().to_numpy()]
     held = rows[sc.BLOCK_RULE_HELD].to_numpy(dtype=float) == 1.0
