@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from bcd.config import BCDConfig, DataConfig, RunConfig
-from bcd.rundir import ENVIRONMENT, atomic_write, environment, write_text
+from bcd.rundir import ENVIRONMENT, atomic_write, damaged, environment, read_json, write_text
 
 BCD = "bcd"
 METHOD_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -214,32 +214,17 @@ def is_done(out: Path, method: str, seed: int) -> bool:
     return (_run_dir(out, method, seed) / LOG).is_file()
 
 
-def _damaged(f: Path, why: str) -> ValueError:
-    return ValueError(f"{f} is damaged ({why}); delete it (or its run folder, to run that run again) and rerun")
-
-
-def read_json(f: Path) -> dict[str, Any]:
-    """A JSON object this module wrote (fingerprint, experiment, environment, verdicts are lists: see _verdicts)."""
-    try:
-        value = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _damaged(f, f"not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise _damaged(f, f"a JSON {type(value).__name__}, not an object")
-    return value
-
-
 def read_log(f: Path, method: str, seed: int) -> pd.DataFrame:
     """A finished run's log.csv: the COLUMNS, this method and seed, epochs 0, 1, …, K."""
     try:
         df = pd.read_csv(f)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise _damaged(f, f"not a CSV table: {e}") from None
+        raise damaged(f, f"not a CSV table: {e}") from None
     if list(df.columns) != list(COLUMNS):
-        raise _damaged(f, f"columns {list(df.columns)}, expected {list(COLUMNS)}")
+        raise damaged(f, f"columns {list(df.columns)}, expected {list(COLUMNS)}")
     if df.empty or (df["method"] != method).any() or (df["seed"] != seed).any() or \
             list(df["epoch"]) != list(range(len(df))):
-        raise _damaged(f, f"not the log of {method} seed {seed} over epochs 0, 1, …")
+        raise damaged(f, f"not the log of {method} seed {seed} over epochs 0, 1, …")
     return df
 
 
@@ -411,7 +396,7 @@ def results(exp: Experiment, out: Path) -> pd.DataFrame:
                 f = _run_dir(out, m, s) / LOG
                 frames.append(read_log(f, m, s))
                 if frames[-1]["epoch"].iloc[-1] != exp.sweeps:
-                    raise _damaged(f, f"it ends at epoch {frames[-1]['epoch'].iloc[-1]}, not {exp.sweeps}")
+                    raise damaged(f, f"it ends at epoch {frames[-1]['epoch'].iloc[-1]}, not {exp.sweeps}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
 
 
@@ -468,16 +453,10 @@ def accuracy_figure(df: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def _verdicts(out: Path, seed: int) -> list[dict[str, Any]]:
-    f = _run_dir(out, BCD, seed) / "verdicts.json"
-    if not f.is_file():
-        return []
-    try:
-        value = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _damaged(f, f"not JSON: {e}") from None
-    if not isinstance(value, list) or not all(isinstance(v, dict) and "claim" in v and "status" in v for v in value):
-        raise _damaged(f, "not a list of verdicts")
-    return value
+    """BCD seed ``seed``'s saved verdicts (reports.runs.load_verdicts: a damaged file is named), as dicts."""
+    from reports.runs import load_verdicts
+
+    return [v.to_dict() for v in load_verdicts(_run_dir(out, BCD, seed)) or []]
 
 
 TABLE_NOTE = ("Final: test accuracy after the last epoch (BCD: sweep); best: a seed's highest test accuracy over "
@@ -549,7 +528,7 @@ def folder_experiment(exp: Experiment, out: Path) -> Experiment:
         have = Experiment(**{**held, "seeds": tuple(held.get("seeds") or (0,))})
         have.validate()
     except (TypeError, ValueError) as e:
-        raise _damaged(f, str(e)) from None
+        raise damaged(f, str(e)) from None
     seed = exp.seeds[0]
     mine, theirs = exp.fingerprint(BCD, seed), have.fingerprint(BCD, seed)
     diff = _differs(theirs, mine)  # bcd.sweeps among them: the baselines' epochs are the same number

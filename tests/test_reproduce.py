@@ -234,12 +234,12 @@ def test_a_folder_holds_one_experiment_and_its_methods_accumulate(tmp_path, caps
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda out: (out / "bcd" / "seed-0.fingerprint.json").write_text('{"data": '), "fingerprint.json is damaged"),
+    (lambda out: (out / "bcd" / "seed-0.fingerprint.json").write_text('{"data": '), "fingerprint.json' is damaged"),
     (lambda out: (out / "bcd" / "seed-0.fingerprint.json").write_text("[1, 2]"), "a JSON list, not an object"),
-    (lambda out: (out / "sgd" / "seed-0" / "log.csv").write_text("method,seed,epoch\n"), "log.csv is damaged"),
+    (lambda out: (out / "sgd" / "seed-0" / "log.csv").write_text("method,seed,epoch\n"), "log.csv' is damaged"),
     (lambda out: (out / "sgd" / "seed-0" / "log.csv").write_text("a,b\n1,2\n"), "columns ['a', 'b']"),
-    (lambda out: (out / "experiment.json").write_text("{}"), "experiment.json is damaged"),
-    (lambda out: (out / "bcd" / "seed-0" / "verdicts.json").write_text('{"x": 1}'), "not a list of verdicts"),
+    (lambda out: (out / "experiment.json").write_text("{}"), "experiment.json' is damaged"),
+    (lambda out: (out / "bcd" / "seed-0" / "verdicts.json").write_text('{"x": 1}'), "a JSON dict, not a list"),
 ])
 def test_a_damaged_folder_is_named_in_one_line(change, message, tmp_path, capsys):
     out = tmp_path / "r"
