@@ -351,6 +351,14 @@ def test_identity_relative_error_constant_bounds_every_component(data, vn_update
 
     broken = relative_error(Trace(bad, trace.blocks, trace.meta), res.problem.config)
     assert broken.status == "fail" and broken.worst["sweep"] == 3
+    # a trace whose B predates the iterate bound (no ones row, no X̃): neither b-based check claims anything
+    from verification.checks import rate
+
+    old_meta = {k: x for k, x in trace.meta.items() if k != S.META_B_DEFINITION}
+    for check in (relative_error, rate):
+        assert check(trace, res.problem.config).status == "pass"
+        old = check(Trace(trace.sweeps, trace.blocks, old_meta), res.problem.config)
+        assert old.status == "inconclusive" and "predates the iterate bound" in old.explanation, check.claim
 
 
 # ------------------------------------------------------------------------------ real MNIST

@@ -147,6 +147,22 @@ def bound_B(sw: pd.DataFrame) -> np.ndarray:
     return np.fmax.accumulate(np.nanmax(sw[cols].to_numpy(dtype=float), axis=1))
 
 
+def b_per_sweep(ctx: Context, sw: pd.DataFrame, b: float | None = None,
+                what: str = "b(B) = δ√(3N)") -> tuple[np.ndarray, np.ndarray]:
+    """(b(B_k), B_k) per row of ``sw``: B_k the running bound on the iterates (:func:`bound_B`) and b(B_k) the
+    relative-error constant of theory.constants at it (NaN where B_k is not finite), or the caller's ``b`` on every
+    row.  The one place the relative-error and rate checks get b from; raises tc.UnknownConstant where the theory
+    gives none for this run (Algorithm 1 with a kinked σ, or a trace whose B predates the iterate bound it needs)."""
+    B = bound_B(sw)
+    if b is not None:
+        return np.full(len(sw), float(b)), B
+    K = ctx.constants(what)
+    if K.variant == "two" and ctx.trace.meta.get(sc.META_B_DEFINITION) != "iterate_bound":
+        raise tc.UnknownConstant("this trace's B predates the iterate bound that Algorithm 1's b needs (‖Ṽ_i‖ "
+                                 "with its ones row, X̃): re-record the run to compare with b")
+    return np.array([K.b(x) if np.isfinite(x) else np.nan for x in B]), B
+
+
 def block_name(block: Any, layer: Any) -> str:
     return f"{block}{int(layer)}"
 

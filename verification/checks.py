@@ -19,7 +19,16 @@ import pandas as pd
 
 from theory import constants as tc
 from verification import schema as sc
-from verification.check_common import MissingDataError, block_name, bound_B, claim_check, finite, fmt, make_context
+from verification.check_common import (
+    MissingDataError,
+    b_per_sweep,
+    block_name,
+    bound_B,
+    claim_check,
+    finite,
+    fmt,
+    make_context,
+)
 from verification.checks_tail import convergence, kl_exponent, rate
 from verification.consistency import check_trace
 from verification.tolerance import (
@@ -311,19 +320,11 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
     ‖g^k‖ exceeds b times that floor)."""
     claim, title = relative_error.claim, relative_error.title
     sw = ctx.sweeps(sc.G_NORM, sc.DQ_SQ)
-    B = bound_B(sw)
     unknown = None
-    if b is None:
-        K = ctx.constants("b(B) = δ√(3N)")
-        try:
-            if K.variant == "two" and ctx.trace.meta.get(sc.META_B_DEFINITION) != "iterate_bound":
-                raise tc.UnknownConstant("this trace's B predates the iterate bound that Algorithm 1's b needs (‖Ṽ_i‖ "
-                                         "with its ones row, X̃): re-record the run to compare with b")
-            b_k = np.array([K.b(x) for x in B])
-        except tc.UnknownConstant as e:  # no theoretical b (Algorithm 1): b_emp is still measured and reported
-            unknown, b_k = str(e), np.full(len(sw), np.nan)
-    else:
-        b_k = np.full(len(sw), float(b))
+    try:
+        b_k, B = b_per_sweep(ctx, sw, b)
+    except tc.UnknownConstant as e:  # no theoretical b (Algorithm 1): b_emp is still measured and reported
+        unknown, b_k, B = str(e), np.full(len(sw), np.nan), bound_B(sw)
     keep = (sw[sc.SWEEP].to_numpy() >= 1) & finite(sw[sc.G_NORM]) & finite(sw[sc.DQ_SQ])
     if not keep.any():
         raise MissingDataError(f"no sweep after Q⁰ has both {sc.G_NORM} and {sc.DQ_SQ}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from theory import constants as tc
 from verification import schema as sc
-from verification.check_common import MissingDataError, bound_B, claim_check, finite, fmt
+from verification.check_common import MissingDataError, b_per_sweep, bound_B, claim_check, finite, fmt
 from verification.stats import fit_line
 from verification.tolerance import objective_tol, objective_tol_reason, ratio_tol, ratio_tol_reason, step_floor
 from verification.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
@@ -39,14 +39,12 @@ def _L0(sw) -> float:
 
 def _rate_constants(ctx, sw, a: float | None, b: float | None) -> tuple[float, np.ndarray, np.ndarray]:
     """a, and b(B_k) with B_k the running bound on the iterates, per row of ``sw``; returns (a, b_k, B_k)."""
-    B = bound_B(sw)
-    K = ctx.constants("the constants a and b of the rate bound") if a is None or b is None else None
-    a = K.a() if a is None else a
+    a = ctx.constants("the constants a and b of the rate bound").a() if a is None else a
     if not a > 0:
         raise tc.UnknownConstant(f"the sufficient-descent constant a = {a:.4g} is not positive (Theorem 2's α "
                                  "condition fails for this prox-linear step), so no rate constant C = b²(L̄⁰ − L̄*)/a "
                                  "exists")
-    b_k = np.full(len(sw), float(b)) if b is not None else np.array([K.b(x) if np.isfinite(x) else np.nan for x in B])
+    b_k, B = b_per_sweep(ctx, sw, b, "the constants a and b of the rate bound")
     return float(a), b_k, B
 
 
