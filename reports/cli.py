@@ -48,8 +48,7 @@ def _report(args: argparse.Namespace) -> int:
             raise ValueError(f"the runs {', '.join(map(str, dirs))} share no parent directory but the root; give "
                              "--out DIR for the combined report")
         out = common / "report"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; give a folder for the report")
+    _folder(out)
     if (out / TRACE_SWEEPS).is_file() and out.resolve() not in {d.resolve() for d in dirs}:
         raise ValueError(f"--out {str(out)!r} is the directory of another run, whose report would be replaced; give "
                          "a folder of its own")
@@ -85,10 +84,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _int_list(flag: str, text: str) -> list[int]:
+    """A comma-separated list of non-negative integers (seeds)."""
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--{flag} {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise ValueError(f"--{flag} {text!r} has the negative value(s) {', '.join(map(str, negative))}; allowed: "
+                         "integers >= 0")
+    return values
+
+
+def _folder(out: Path) -> Path:
+    """--out: a folder (it may not exist yet), refused before anything is written when it is a file."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder")
+    return out
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -109,7 +121,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"{GLOBAL_MINIMUM}: the teacher–student global-minimum claim: BCD started near the teacher vs far")
         return 0
     if args.experiment == GLOBAL_MINIMUM:
-        out = Path(args.out) if args.out else Path("runs") / "reproduce" / GLOBAL_MINIMUM
+        out = _folder(Path(args.out) if args.out else Path("runs") / "reproduce" / GLOBAL_MINIMUM)
         ignored = [flag for flag, value in (("--n-train", args.n_train), ("--n-test", args.n_test),
                                             ("--methods", args.methods)) if value is not None]
         if ignored:
@@ -134,7 +146,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, seeds=_int_list("seeds", args.seeds) if args.seeds else None,
                           sweeps=args.sweeps, n_train=args.n_train, n_test=args.n_test,
                           methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
-    out = Path(args.out) if args.out else Path("runs") / "reproduce" / exp.name
+    out = _folder(Path(args.out) if args.out else Path("runs") / "reproduce" / exp.name)
     if args.status:
         rows = status(exp, out)
         for r in rows:

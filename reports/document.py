@@ -30,17 +30,7 @@ HTML_NAME = "report.html"
 MD_NAME = "report.md"
 FIGURES_DIR = "figures"
 
-# The claims of MATH.md §4 in the order the verdict table lists them (others follow).
-CLAIM_ORDER = (
-    constants.MONOTONE,
-    constants.SUFFICIENT_DESCENT,
-    constants.RELATIVE_ERROR,
-    constants.RATE,
-    constants.CONVERGENCE,
-    constants.GLOBAL_MINIMUM,
-    constants.KL_EXPONENT,
-    constants.BLOCK_EXACTNESS,
-)
+CLAIM_ORDER = constants.CLAIM_ORDER  # the verdict table's order (claims theory does not list follow)
 VERDICT_COLUMNS = (
     "claim",
     "guaranteed",
@@ -195,7 +185,9 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
     ]
     if schema.OBJECTIVE in run.trace.sweeps.columns and b is not None:
         L0 = float(run.trace.sweeps[schema.OBJECTIVE].iloc[0])
-        rows.append(("C = b²(L̄(Q⁰) − 0)/a (rate)", num(constants.rate_constant(a, b, L0, 0.0))))
+        C = num(constants.rate_constant(a, b, L0, 0.0)) if a > 0 else \
+            "— (a ≤ 0: no sufficient descent, so no rate constant)"
+        rows.append(("C = b²(L̄(Q⁰) − 0)/a (rate)", C))
     if cfg.vn_update == "prox_linear":
         try:
             bound = num(K.alpha_bound())
@@ -206,13 +198,14 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
 
 
 def overall(run: RunData) -> str:
-    """'fail' if a guaranteed claim failed, 'pass' if all guaranteed claims passed, else 'inconclusive'."""
+    """'fail' if a guaranteed claim failed, 'pass' if every guaranteed claim passed (and there is one), else
+    'inconclusive'."""
     if run.verdicts is None:
         return "not verified"
     statuses = [v.status for v in run.verdicts if guarantee(run, v).guaranteed]
     if FAIL in statuses:
         return FAIL
-    return PASS if all(s == PASS for s in statuses) else INCONCLUSIVE
+    return PASS if statuses and all(s == PASS for s in statuses) else INCONCLUSIVE  # nothing guaranteed: no pass
 
 
 # ---------------------------------------------------------------- HTML
@@ -382,7 +375,8 @@ def render_markdown(
         vector = " ".join(
             f"([{ext.upper()}]({p.relative_to(out).as_posix()}))" for ext, p in f.paths.items() if ext != "png"
         )
-        parts += [f"![{f.title}]({rel})", "", f"**Figure {j}. {f.title}.** {f.caption} {vector}".rstrip(), ""]
+        parts += [f"![{_md_text(f.title)}]({rel})", "",
+                  f"**Figure {j}. {_md_text(f.title)}.** {_md_text(f.caption)} {vector}".rstrip(), ""]
     for r in runs:
         parts += [f"## Theory constants — {_md_text(r.name)}", "", _md_table(("constant", "value"), theory_rows(r)),
                   ""]
@@ -400,6 +394,8 @@ def render_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = title or ("BCD convergence report — " + (runs[0].name if len(runs) == 1 else f"{len(runs)} runs"))
+    for r in runs:  # the tables read from each run's files first: a damaged one stops here, before a figure is replaced
+        verdict_rows(r), theory_rows(r), environment_rows(r)
     figures, warnings = render_figures(runs, out / FIGURES_DIR, formats)
     for r in runs:
         if r.verdicts is None:

@@ -96,7 +96,7 @@ def load_verdicts(directory: str | Path) -> list[Verdict] | None:
     raw = read_json(path, list)
     try:
         return [Verdict.from_dict(d) for d in raw]
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise damaged(path, f"not a list of verdicts: {e}") from None
 
 
@@ -104,13 +104,18 @@ def load_run(directory: str | Path, name: str | None = None) -> RunData:
     """Read a run directory: its trace (required), verdicts, environment and config (optional)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"run directory {str(directory)!r} does not exist")
+        what = "is a file, not a run directory" if directory.exists() else "does not exist"
+        raise ValueError(f"run directory {str(directory)!r} {what}")
     trace = Trace.load(directory)
     env_path, cfg_path = directory / ENVIRONMENT, directory / CONFIG
     env = read_json(env_path) if env_path.is_file() else {}
-    cfg = read_json(cfg_path) if cfg_path.is_file() else {}
+    cfg = read_json(cfg_path, dict) if cfg_path.is_file() else {}
+    for section in ("bcd", "data"):
+        if not isinstance(cfg.get(section, {}), dict):
+            raise damaged(cfg_path, f"its {section!r} section is {type(cfg[section]).__name__}, not an object of "
+                                    "settings")
     cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
-    return RunData(name or directory.name, trace, load_verdicts(directory), env, cfg, directory)
+    return RunData(name or directory.resolve().name, trace, load_verdicts(directory), env, cfg, directory)
 
 
 def unique_names(runs: list[RunData]) -> None:
@@ -146,13 +151,22 @@ def group_labels(grouped: list[list[RunData]]) -> list[str]:
         g = grouped[0]
         return [g[0].name if len(g) == 1 else f"mean ± std over {len(g)} seeds"]
     flat = [_flatten(json.loads(g[0].group_key)) for g in grouped]
-    keys = sorted({k for f in flat for k in f})
+    keys = sorted({k for f in flat for k in f}, key=lambda k: (not k.startswith("bcd."), k))  # hyperparameters first
     differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
-    labels = []
-    for g, f in zip(grouped, flat, strict=True):
-        text = ", ".join(f"{k.split('.')[-1]}={_short(f.get(k))}" for k in differing[:3]) or g[0].name
-        labels.append(text if len(g) == 1 else f"{text} ({len(g)} seeds)")
-    return labels
+
+    def texts(used: list[str]) -> list[str]:
+        return [", ".join(f"{k.split('.')[-1]}={_short(f.get(k))}" for k in used) or g[0].name
+                for g, f in zip(grouped, flat, strict=True)]
+
+    used = differing[:3]  # short labels; more keys only while two groups would read the same
+    for k in differing[3:]:
+        if len(set(texts(used))) == len(grouped):
+            break
+        used.append(k)
+    labels = texts(used)
+    if len(set(labels)) < len(labels):  # equal in every key shown (e.g. only widths differ in a list): name the run
+        labels = [f"{t} [{g[0].name}]" for t, g in zip(labels, grouped, strict=True)]
+    return [t if len(g) == 1 else f"{t} ({len(g)} seeds)" for t, g in zip(labels, grouped, strict=True)]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

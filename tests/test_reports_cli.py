@@ -145,6 +145,13 @@ def test_strict_turns_an_unresolved_guaranteed_claim_into_a_failure(tmp_path, ca
     ("config.json", "[1]", ["train", "--resume"], "config.json' is damaged (a JSON list, not an object)"),
     ("config.json", "[1]", ["report"], "config.json' is damaged (a JSON list"),
     ("verdicts.json", '[{"claim": "x"}]', ["report"], "verdicts.json' is damaged (not a list of verdicts"),
+    ("verdicts.json", '[{"claim": "x", "title": "t", "status": "pass", "worst": [1, 2]}]', ["report"],
+     "verdicts.json' is damaged (not a list of verdicts: verdict field 'worst' = [1, 2] is not dict or null)"),
+    ("verdicts.json", '[{"claim": "x", "title": "t", "status": "pass", "theoretical": [1]}]', ["report"],
+     "verdicts.json' is damaged (not a list of verdicts: verdict field 'theoretical'"),
+    ("verdicts.json", '[{"claim": "x", "title": "t", "status": "bogus"}]', ["report"],
+     "verdicts.json' is damaged (not a list of verdicts: status='bogus' is not allowed"),
+    ("config.json", '{"data": [1]}', ["report"], "config.json' is damaged (its 'data' section is list"),
     ("environment.json", "{", ["report"], "environment.json' is damaged (not JSON"),
     ("trace_meta.json", "x", ["verify"], "trace_meta.json' is damaged (not JSON"),
 ])
@@ -156,6 +163,35 @@ def test_a_damaged_file_of_a_run_directory_is_named_in_one_line(tmp_path, capsys
     assert main([*argv, str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_damaged_verdicts_json_leaves_the_old_report_and_figures_alone(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    verdicts[0]["worst"] = [1, 2]
+    (out / "verdicts.json").write_text(json.dumps(verdicts))
+    assert main(["report", str(out)]) == 2
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "verdicts.json"}
+    assert after == {p: t for p, t in before.items() if p.name != "verdicts.json"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["reproduce", "global-minimum", "--seeds", "-3"], "--seeds '-3' has the negative value(s) -3"),
+    (["reproduce", "mlp3x1500-mnist", "--seeds", "0,-1", "--n-train", "50"], "negative value(s) -1"),
+    (["reproduce", "global-minimum", "--out", "{file}"], "is a file; give a folder"),
+    (["reproduce", "mlp3x1500-mnist", "--out", "{file}"], "is a file; give a folder"),
+    (["report", "{file}"], "is a file, not a run directory"),
+])
+def test_reproduce_and_report_refuse_bad_seeds_and_files_before_writing(tmp_path, capsys, argv, message):
+    f = tmp_path / "a-file"
+    f.write_text("keep")
+    before = sorted(tmp_path.rglob("*"))
+    assert main([a.format(file=f) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before and f.read_text() == "keep"
 
 
 def test_a_config_json_with_an_unknown_key_is_named(tmp_path, capsys):

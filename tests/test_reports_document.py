@@ -218,3 +218,52 @@ def test_the_run_description_names_the_catalogue_records():
     assert float(rows[a_row]) == pytest.approx(run.constants.a())
     assert any("+ η for the inner-solver blocks" in k for k in rows)
     assert rows["α bound for prox-linear V_N: α > (L_R − γ)/2, L_R of cross_entropy"] == "0"
+
+
+def test_a_run_with_no_guaranteed_claim_is_not_a_pass(tmp_path):
+    """all([]) is True: a run whose guaranteed claims are all absent must read inconclusive, never pass."""
+    run = load_run(write_run(tmp_path / "run"))
+    run.verdicts = [dataclasses.replace(v, status=FAIL) for v in run.verdicts
+                    if v.claim in (constants.RATE, constants.CONVERGENCE)]
+    assert not any(guarantee(run, v).guaranteed for v in run.verdicts)
+    assert overall(run) == "inconclusive"
+
+
+def test_no_rate_constant_is_printed_when_a_is_not_positive(tmp_path):
+    """Prox-linear V_N with α ≤ (L_R − γ)/2: a ≤ 0, so C = b²(L̄⁰ − L̄*)/a is no bound (a = 0 divided by zero)."""
+    from reports.document import theory_rows
+
+    run = load_run(write_run(tmp_path / "run", verdicts=False))  # a from the config, not from a saved verdict
+    for alpha in (0.25, 0.1):  # γ = 0.5, L_R = 1: a = (2α + γ − L_R)/2 = 0, then < 0
+        run.config["bcd"].update(vn_update="prox_linear", gamma=0.5, alpha=alpha)
+        rows = dict(theory_rows(run))
+        assert rows["C = b²(L̄(Q⁰) − 0)/a (rate)"] == "— (a ≤ 0: no sufficient descent, so no rate constant)"
+
+
+def test_markdown_captions_and_titles_are_inert(tmp_path):
+    """A run name reaches the figure captions through the group labels: raw HTML must not survive into report.md."""
+    evil = "<img src=x onerror=alert(1)>"
+    dirs = [write_run(tmp_path / "a"), write_run(tmp_path / evil, seed=1, alpha=3.0)]
+    report = render_report([load_run(d) for d in dirs], tmp_path / "out", formats=("png",))
+    md = report.markdown.read_text()
+    assert "<img" not in md and "&lt;img" in md
+
+
+def test_group_labels_stay_distinct_beyond_three_differing_keys(tmp_path):
+    from reports.runs import group_labels, groups
+
+    runs = []
+    for j, over in enumerate([dict(alpha=1.0, dtype="float64", eval_every=1, lam=0.0),
+                              dict(alpha=1.0, dtype="float64", eval_every=1, lam=0.5),
+                              dict(alpha=2.0, dtype="float32", eval_every=2, lam=0.0)]):
+        run = load_run(write_run(tmp_path / f"r{j}", seed=j))
+        run.config["bcd"].update(over)
+        runs.append(run)
+    labels = group_labels(groups(runs))
+    assert len(set(labels)) == 3 and "lam=0.5" in labels[1], labels
+
+
+def test_the_current_directory_is_named_by_its_folder(tmp_path, monkeypatch):
+    d = write_run(tmp_path / "myrun")
+    monkeypatch.chdir(d)
+    assert load_run(".").name == "myrun"

@@ -127,3 +127,61 @@ def test_bcd_theory_reads_B_and_L0_from_a_trace(tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["constants"]["B"] == 4.0 and rep["constants"]["L0"] == 50.0
     assert rep["constants"]["b"] == pytest.approx(tc.relative_error_constant(1.0, 2.0, 4.0, 2))
+
+
+def _constants_section(out: str) -> str:
+    return out[out.index("\nConstants\n"):out.index("\nPer-block descent constants")]
+
+
+def test_bcd_theory_refuses_an_L_star_above_L0(capsys):
+    from theory.claims import claims_for
+
+    assert main(["theory", "--B", "10", "--L0", "5", "--L-star", "10"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "--L-star 10" in err and "L̄⁰ = 5 (--L0)" in err and not captured.out
+    with pytest.raises(ValueError, match=r"L_star=10 is above L0=5"):
+        claims_for(BCDConfig(), B=10.0, L0=5.0, L_star=10.0)
+    assert main(["theory", "--B", "10", "--L0", "5", "--L-star", "5"]) == 0  # L̄* = L̄⁰ is allowed: C = 0
+    assert table_row(capsys.readouterr().out, "C").split()[-1] == "0"
+
+
+def test_bcd_theory_says_why_C_has_no_value(capsys):
+    flags = ["theory", "--vn-update", "prox_linear", "--gamma", "0.1", "--alpha", "0.01", "--B", "10", "--L0", "5"]
+    assert main(flags) == 0
+    section = _constants_section(capsys.readouterr().out)
+    c_lines = section[section.index("\nC "):section.index("\nα bound (seeds)")]
+    assert "none: a = -0.44 ≤ 0" in c_lines and "T2(alpha," in c_lines and "needs" not in c_lines
+    # the reason is the applicability's own failing condition, also in the JSON report
+    assert main([*flags, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    cond = next(c for c in rep["applicability"]["extra"] if c["id"] == "T2(alpha, derived)")
+    assert rep["constants"]["a"] == pytest.approx(-0.44) and rep["constants"]["C"] is None
+    why = rep["unavailable"]["C"]
+    assert why.startswith("none: a = -0.44 ≤ 0") and cond["status"] == FAILS and cond["reason"] in why
+    # a missing input is named alone, not together with the one that was given
+    assert main(["theory", "--B", "10"]) == 0
+    assert table_row(capsys.readouterr().out, "C").endswith("needs L̄⁰")
+    assert main(["theory", "--L0", "5"]) == 0
+    assert table_row(capsys.readouterr().out, "C").endswith("needs B")
+    assert main(["theory"]) == 0
+    assert table_row(capsys.readouterr().out, "C").endswith("needs B and L̄⁰")
+
+
+def test_bcd_theory_finds_the_per_block_claim_by_its_constant(monkeypatch):
+    from theory.cli import render, theory_report
+
+    monkeypatch.setattr(tc, "MONOTONE", "per_block_descent_renamed")
+    report = theory_report(BCDConfig(hidden=(3,)))
+    assert any(c["id"] == "per_block_descent_renamed" for c in report["claims"])
+    assert "Per-block descent constants" in render(report)
+
+
+def test_global_minimum_claim_does_not_predict_a_zero_objective(capsys):
+    from theory.claims import claim, claims_for
+
+    gm = claim(claims_for(BCDConfig(), B=3.0, L0=100.0), tc.GLOBAL_MINIMUM)
+    assert gm.constant is None and gm.bound == "qualitative" and "realisable" in gm.statement + gm.notes
+    assert main(["theory", "--B", "3", "--L0", "100"]) == 0
+    row = table_row(capsys.readouterr().out, tc.GLOBAL_MINIMUM).split()
+    assert row[1:4] == ["observed", "->", "—"]  # no value, like the other qualitative claims

@@ -110,6 +110,11 @@ def claims_for(
         raise ValueError(f"B={B!r} is not allowed; B must be a finite number >= 0 (the bound on all iterates)")
     if L0 is not None and not (isinstance(L0, (int, float)) and math.isfinite(L0)):
         raise ValueError(f"L0={L0!r} is not allowed; L0 must be a finite number (L̄ at the initial point)")
+    if not (isinstance(L_star, (int, float)) and math.isfinite(L_star)):
+        raise ValueError(f"L_star={L_star!r} is not allowed; L_star must be a finite number (a lower bound of L̄*)")
+    if L0 is not None and L_star > L0:
+        raise ValueError(f"L_star={L_star:g} is above L0={L0:g}: L̄* is a lower bound of L̄, so it cannot exceed "
+                         "L̄(Q⁰) (the rate constant C = b²(L̄⁰ − L̄*)/a would be negative)")
     app: Applicability = applicability(config, n=n)
     k = sym.numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, L_B=L_B, widths=widths)
     pl = config.vn_update == "prox_linear"
@@ -179,8 +184,9 @@ def claims_for(
     out.append(Claim(
         tc.GLOBAL_MINIMUM, "Convergence to a global minimiser from a nearby start",
         "started close enough to a global minimiser, the limit is a global minimiser (L̄* = 0 if realisable)",
-        r"\bar{\mathcal L}(Q^k) \to \min \bar{\mathcal L}", "->", None, None, 0.0, False, "qualitative", PAPER,
+        r"\bar{\mathcal L}(Q^k) \to \min \bar{\mathcal L}", "->", None, None, None, False, "qualitative", PAPER,
         "Theorem (global minimum)", (*thm_needs, "initialisation near a global minimiser"), ok, why,
+        "no value: the limit is min L̄, which is 0 only if the problem is realisable (and is unknown otherwise); "
         "testable on a realisable teacher–student problem started near the teacher",
     ))
     ok, why = g(tc.KL_EXPONENT)

@@ -16,6 +16,7 @@ import textwrap
 from typing import Any
 
 from bcd.cli import DEFAULT_TRAIN_CONFIG, add_run_arguments, resolve_run_config
+from theory import constants as tc
 
 
 def _finite(name: str, text: str | None) -> float | None:
@@ -56,13 +57,43 @@ def table(headers: list[str], rows: list[list[Any]], wrap: dict[int, int] | None
     return "\n".join(out)
 
 
-def _value(consts: dict, name: str, missing: str):
-    """A constant's value, or why it has none: an input is missing, or (Algorithm 1, σ nonsmooth) it is not derived."""
-    if consts[name] is not None:
-        return consts[name]
+def unavailable(report: dict[str, Any]) -> dict[str, str]:
+    """Why a, δ, b or C has no usable value in a :func:`theory_report`: an input (B, L̄⁰) is missing, a condition of
+    the theory fails (read from the report's applicability: T2(L_R), Theorem 2's α condition), or (Algorithm 1, σ
+    nonsmooth) b is not derived ("—": the b row's expression says so).  Constants with a value are left out."""
+    from theory.assumptions import FAILS
     from theory.symbolic import NOT_DERIVED
 
-    return "—" if consts["expressions"]["b"] == NOT_DERIVED else missing
+    consts = report["constants"]
+    failing = {c["id"]: c for c in report["applicability"]["extra"] if c["status"] == FAILS}
+
+    def fails(cid: str) -> str:
+        c = failing[cid]
+        return f"{cid} fails: {c['statement']}; {c['reason']}"
+
+    no_L_R = "none: " + fails("T2(L_R)") if "T2(L_R)" in failing else None
+    out: dict[str, str] = {}
+    if consts["a"] is None:
+        out["a"] = no_L_R or "—"
+    for name in ("delta", "b"):
+        if consts[name] is None:
+            out[name] = ("—" if consts["expressions"]["b"] == NOT_DERIVED else
+                         "needs B" if consts["B"] is None else no_L_R or "—")
+    if consts["C"] is None:
+        a, missing = consts["a"], [s for s, v in (("B", consts["B"]), ("L̄⁰", consts["L0"])) if v is None]
+        if consts["expressions"]["b"] == NOT_DERIVED:
+            out["C"] = "—"
+        elif a is None:
+            out["C"] = out["a"]
+        elif not a > 0:
+            cond = fails("T2(alpha, derived)") if "T2(alpha, derived)" in failing else None
+            out["C"] = (f"none: a = {a:.6g} ≤ 0, so there is no sufficient-descent constant and no rate constant C = "
+                        "b²(L̄⁰ − L̄*)/a" + (f" ({cond})" if cond else ""))
+        elif missing:
+            out["C"] = "needs " + " and ".join(missing)
+        else:
+            out["C"] = no_L_R or "—"
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -70,6 +101,11 @@ def render(report: dict[str, Any]) -> str:
     from theory.assumptions import run_description
 
     cfg, app, claims, consts = report["config"], report["applicability"], report["claims"], report["constants"]
+    why = report.get("unavailable") or unavailable(report)
+
+    def value(name: str) -> Any:
+        return consts[name] if consts[name] is not None else why.get(name, "—")
+
     hidden = ",".join(str(h) for h in cfg["hidden"])
     lines = [
         f"Configuration: N = {len(cfg['hidden']) + 1} (hidden {hidden}), {run_description(cfg)}; "
@@ -99,7 +135,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Constants",
         table(["name", "expression", "value"], [
-            ["a", consts["expressions"]["a"], consts["a"]],
+            ["a", consts["expressions"]["a"], value("a")],
             ["a (sharp)", "min over blocks with exact Hessian moduli", consts["a_sharp"]],
             ["L_R", consts["L_R_note"], consts["L_R"]],
             ["L_B", "Lipschitz constant of σ on [−B, B]: " + consts["L_B_note"],
@@ -107,17 +143,17 @@ def render(report: dict[str, Any]) -> str:
             *([["η", "inner solver's rule dist(0, ∂Φ_X) ≤ η_X‖ΔX‖, η_X = min(η, μ_X/4) (blocks "
                 + ", ".join(consts["inner_blocks"]) + ")", consts["eta"]]] if consts["inner_blocks"] else []),
             ["B", "bound on all iterates (from a trace)", consts["B"] if consts["B"] is not None else "needs B"],
-            ["δ", consts["expressions"]["delta"], _value(consts, "delta", "needs B")],
-            ["b", consts["expressions"]["b"], _value(consts, "b", "needs B")],
-            ["C", consts["expressions"]["C"] + f"  (L̄* = {consts['L_star']:g})", _value(consts, "C", "needs B and L̄⁰")],
+            ["δ", consts["expressions"]["delta"], value("delta")],
+            ["b", consts["expressions"]["b"], value("b")],
+            ["C", consts["expressions"]["C"] + f"  (L̄* = {consts['L_star']:g})", value("C")],
             ["α bound (seeds)", consts["expressions"]["alpha_bound_seeds"], consts["alpha_bound_seeds"]],
             ["α bound (derived)", consts["expressions"]["alpha_bound_derived"], consts["alpha_bound_derived"]],
-        ], {1: 70}),
+        ], {1: 70, 2: 60}),
         "",
         "Per-block descent constants (MATH.md §4.1)",
         table(["block", "constant", "value", "tight", "sharp"],
               [[k, v["expr"], v["value"], v["tight"], v["sharp_expr"]]
-               for k, v in next(c for c in claims if c["id"] == "monotone_descent")["details"]["blocks"].items()]),
+               for k, v in next(c for c in claims if c["id"] == tc.MONOTONE)["details"]["blocks"].items()]),
         "",
         "Proposition 1 catalogue (every registered record of bcd.catalogue; classes read with the example spec)",
         table(["kind", "spec", "formula", "class (A1(d))", "in engine", "note"],
@@ -134,12 +170,14 @@ def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None, widths=None) -
     from theory.symbolic import numeric_constants
 
     app = applicability(config, n=n, B=B)
-    return {
+    report = {
         "config": app.config,
         "applicability": app.to_dict(),
         "claims": [c.to_dict() for c in claims_for(config, B=B, L0=L0, L_star=L_star, n=n, widths=widths)],
         "constants": numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, widths=widths).to_dict(),
     }
+    report["unavailable"] = unavailable(report)
+    return report
 
 
 def _theory(args: argparse.Namespace) -> int:
@@ -165,7 +203,12 @@ def _theory(args: argparse.Namespace) -> int:
             raise ValueError(f"the trace's network has hidden widths {list(widths[1:-1])} but the configuration "
                              f"{list(bcd_cfg.hidden)}: its B and L̄⁰ belong to another network; leave out --hidden, or "
                              "give the trace of this one")
-    report = theory_report(bcd_cfg, B=B, L0=L0, L_star=_finite("L-star", args.L_star) or 0.0, n=n, widths=widths)
+    L_star = _finite("L-star", args.L_star) or 0.0
+    if L0 is not None and L_star > L0:
+        src = "--L0" if args.L0 is not None else "the trace's first objective"
+        raise ValueError(f"--L-star {L_star:g} is above L̄⁰ = {L0:g} ({src}): L̄* is a lower bound of L̄, so it "
+                         f"cannot exceed L̄(Q⁰); give --L-star <= {L0:g}")
+    report = theory_report(bcd_cfg, B=B, L0=L0, L_star=L_star, n=n, widths=widths)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:
