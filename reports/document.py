@@ -168,17 +168,13 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
 
 def theory_rows(run: RunData) -> list[tuple[str, str]]:
     """The theory's constants for this run's hyperparameters."""
-    from reports.figures import a_const, b_theory
+    from reports.figures import a_const, b_theory, theory_text
 
     cfg = run.bcd
     a, b = a_const(run), b_theory(run)
     K = run.constants
-    inner_V = K.variant != "two" and any(blk == "V" for blk, _ in K.inner_blocks)
-    a_text = "α/2" if K.variant == "two" else ("min(α/2, γ/2 − min(η, γ/4))" if inner_V else "min(α, γ)/2")
-    if cfg.vn_update == "prox_linear":
-        a_text = f"min({a_text}, (2α + γ − L_R)/2)"
-    b_text = "δ√(3N), ×√2 with ResNet skips; Algorithm 1: 3δ" + ("; + η for the inner-solver blocks" if K.inner_blocks
-                                                                else "")
+    text = theory_text(run)  # the theory's own expressions for this variant (no formula is written here)
+    a_text, b_text = text.a, text.b
     rows = [
         (f"a = {a_text} (sufficient descent)", num(a)),
         (f"b ({b_text}) at the iterate bound B (relative error)", num(b)),

@@ -9,6 +9,9 @@ On log axes, entries ≤ 0 are drawn at a floor as red ▼ markers and counted i
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +90,8 @@ def column(name: str) -> Series:
 # ---------------------------------------------------------------- one panel: runs overlaid, seed bands
 @dataclass
 class PanelNotes:
+    """What one axis' caption must say; one per axis (the floor is the axis' single floor for ≤ 0 entries)."""
+
     clipped: int = 0
     floor: float | None = None
     banded: bool = False
@@ -106,10 +111,14 @@ def plot_runs(
     label_suffix: str = "",
     linestyle: str = "-",
     colour_offset: int = 0,
+    floor: float | None = None,
 ) -> PanelNotes:
     """Overlay ``series(run)`` for every run; seeds of one config get a mean ± std band.
 
-    ``log=None`` picks a log axis when the values span more than two decades."""
+    ``log=None`` picks a log axis when the values span more than two decades.  On a log axis entries ≤ ``floor``
+    are drawn at it; without ``floor`` the axis keeps the floor ``notes`` already holds (a second series on the same
+    axis), else the floor comes from these values.  Several series on one axis: give them one floor from all of
+    them (:func:`shared_floor`), so every ▼ sits at the floor the caption names."""
     notes = notes or PanelNotes()
     data = []
     for r in runs:
@@ -124,9 +133,12 @@ def plot_runs(
     every = np.concatenate([y for _, _, y in data])
     if log is None:
         log = style.spans_decades(every)
-    floor = style.log_floor(every) if log else None
     if log:
+        if floor is None:
+            floor = notes.floor if notes.floor is not None else style.log_floor(every)
         notes.floor = floor if notes.floor is None else min(notes.floor, floor)
+    else:
+        floor = None
     by_run = {r.name: (x, y) for r, x, y in data}
     grouped = [[r for r in g if r.name in by_run] for g in groups(runs)]
     grouped = [g for g in grouped if g]
@@ -171,6 +183,18 @@ def plot_runs(
     return notes
 
 
+def shared_floor(runs: list[RunData], *series: Series) -> float:
+    """One log floor for an axis that draws several series: from the values of all of them (as plot_runs takes them)."""
+    values = []
+    for s in series:
+        for r in runs:
+            xy = s(r)
+            if xy is not None:
+                x, y = (np.asarray(a, dtype=float) for a in xy)
+                values.append(y[np.isfinite(x)])
+    return style.log_floor(np.concatenate(values) if values else np.array([]))
+
+
 def clip_note(notes: PanelNotes) -> str:
     parts = []
     if notes.clipped:
@@ -200,7 +224,7 @@ def a_const(run: RunData) -> float:
 
 
 def b_theory(run: RunData) -> float | None:
-    """b (δ√(3N); Algorithm 1 with σ = Id: 3δ) at B = the iterate bound seen (the verdict's value when it has one)."""
+    """b (:meth:`theory.constants.RunConstants.b`) at B = the iterate bound seen (the verdict's value if it has one)."""
     v = run.verdict(constants.RELATIVE_ERROR)
     if v is not None and v.theoretical is not None and np.isfinite(v.theoretical):
         return float(v.theoretical)
@@ -219,6 +243,101 @@ def b_theory(run: RunData) -> float | None:
         return run.constants.b(B)
     except constants.UnknownConstant:
         return None
+
+
+# ---------------------------------------------------------------- the theory's formulas for one run, as text
+@dataclass(frozen=True)
+class TheoryText:
+    """The expressions of a run's constants as the theory states them for its variant and records
+    (:func:`theory.claims.claims_for`, built on :func:`theory.symbolic.numeric_constants`: one source, no formula is
+    written here), in readable glyphs (:func:`readable`)."""
+
+    variant: str  # "two" | "three" | "resnet" (bcd.model.variant_name)
+    a: str
+    b: str  # the expression, or why there is none (theory.symbolic.NOT_DERIVED)
+    b_derived: bool
+    C: str
+    rate_theorem: str  # "Theorem 1(c)", "Theorem 2(c)", ...
+    blocks: tuple[tuple[str, str, bool, str], ...]  # (block, c_blk expression, tight, the theory's note)
+
+
+VARIANT_NAMES = {
+    "two": "two-splitting objective (Algorithm 1)",
+    "three": "three-splitting objective (Algorithm 2)",
+    "resnet": "three-splitting objective with ResNet skips (Algorithm 3)",
+}
+
+_GLYPHS = (  # names first (a superscript is a word character), "*" before the "*" of L̄*
+    (r"\balpha\b", "α"),
+    (r"\bgamma\b", "γ"),
+    (r"\beta\b", "η"),
+    (r"\blam\b", "λ"),
+    (r"\bL0\b", "L̄⁰"),
+    (r"\bMin\(", "min("),
+    (r"\bMax\(", "max("),
+    (r"\bsqrt\((\w+)\)", r"√\1"),
+    (r"\bsqrt\(", "√("),
+    (r"\*\*2(?!\d)", "²"),
+    (r"\*\*", "^"),
+    (r"\*", "·"),
+    (r"\bL_star\b", "L̄*"),
+    (r" - ", " − "),
+    (r"(^|\(|, )-", r"\1−"),
+)
+
+
+def readable(expr: str) -> str:
+    """A sympy expression string of :mod:`theory` in the report's glyphs (alpha → α, Min → min, sqrt(3) → √3,
+    ** 2 → ², * → ·); only the notation changes."""
+    for pattern, glyph in _GLYPHS:
+        expr = re.sub(pattern, glyph, expr)
+    return expr
+
+
+_THEORY_TEXT: dict[str, TheoryText] = {}
+
+
+def theory_text(run: RunData) -> TheoryText:
+    """The theory's expressions of a, b, C and every c_blk for this run's configuration (cached per configuration)."""
+    from bcd.model import variant_name
+    from theory.claims import claim, claims_for
+    from theory.symbolic import NOT_DERIVED
+
+    cfg = run.bcd
+    widths = run.trace.meta.get("widths")
+    widths = tuple(int(w) for w in widths) if widths else None
+    n = run.trace.meta.get("n")
+    n = int(n) if n is not None else None
+    key = json.dumps([dataclasses.asdict(cfg), widths, n], sort_keys=True, default=str)
+    if key not in _THEORY_TEXT:
+        claims = claims_for(cfg, n=n, widths=widths)
+        ids = (constants.SUFFICIENT_DESCENT, constants.RELATIVE_ERROR, constants.RATE)
+        a, b, rate = (claim(claims, c) for c in ids)
+        blocks = claim(claims, constants.MONOTONE).details["blocks"]
+        _THEORY_TEXT[key] = TheoryText(
+            variant_name(cfg),
+            readable(a.constant_expr),
+            b.constant_expr if b.constant_expr == NOT_DERIVED else readable(b.constant_expr),
+            b.constant_expr != NOT_DERIVED,
+            readable(rate.constant_expr),
+            rate.theorem,
+            tuple((name.replace("_prox_linear", " (prox-linear step)"), readable(d["expr"]), bool(d["tight"]),
+                   str(d.get("note", ""))) for name, d in blocks.items()),
+        )
+    return _THEORY_TEXT[key]
+
+
+def by_text(runs: list[RunData], text: Callable[[RunData], str]) -> list[tuple[str, list[RunData]]]:
+    """(text, the runs it belongs to) for every distinct ``text(run)``, in first-seen order."""
+    out: dict[str, list[RunData]] = {}
+    for r in runs:
+        out.setdefault(text(r), []).append(r)
+    return list(out.items())
+
+
+def which(members: list[RunData], parts: int) -> str:
+    """'' when every run shares the statement, else the runs it is about (for a caption listing several)."""
+    return "" if parts == 1 else " (" + ", ".join(r.name for r in members) + ")"
 
 
 G_DEFINITIONS = {
@@ -258,28 +377,54 @@ def g_lower_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     return _per_dq(run, schema.G_NORM_LOWER)
 
 
+def recorded_g(run: RunData) -> np.ndarray:
+    """Mask of the sweeps k ≥ 1 with a recorded ‖g^k‖ (a trace recorded on a schedule has NaN on the others)."""
+    return (sweeps_of(run) >= 1) & ~np.isnan(col(run, schema.G_NORM))
+
+
 def running_avg_g_sq(run: RunData) -> tuple[np.ndarray, np.ndarray]:
-    """(1/T) Σ_{1≤k≤T} ‖g^k‖² for T ≥ 1."""
-    k = sweeps_of(run)
-    sel = k >= 1
-    if schema.CUM_G_SQ in run.trace.sweeps.columns and not run.trace.sweeps[schema.CUM_G_SQ].isna().all():
-        cum = col(run, schema.CUM_G_SQ)[sel]
-    else:
-        cum = np.nancumsum(col(run, schema.G_NORM)[sel] ** 2)
-    T = k[sel]
+    """(1/T) Σ_{1≤k≤T} ‖g^k‖² at the sweeps T ≥ 1 with a recorded ‖g^T‖.
+
+    A sweep without a recorded ‖g^k‖ is left out of the sums, as the rate check does (verification.checks_tail.rate):
+    a partial sum over the recorded sweeps is a lower bound of Σ_{k≤T}.  The trace's running sum is used where it is
+    complete (it turns NaN after the first unrecorded sweep)."""
+    k, rec = sweeps_of(run), recorded_g(run)
+    cum = col(run, schema.CUM_G_SQ)[rec] if schema.CUM_G_SQ in run.trace.sweeps.columns else None
+    if cum is None or not np.isfinite(cum).all():
+        cum = np.cumsum(col(run, schema.G_NORM)[rec] ** 2)
+    T = k[rec]
     return T, cum / T
 
 
-def tail_slope(T: np.ndarray, y: np.ndarray) -> float | None:
-    """Least-squares slope of log y on log T over the last half of the sweeps (None if < 3 points)."""
-    ok = np.isfinite(y) & (y > 0) & (T >= 1)
-    T, y = T[ok], y[ok]
-    if T.size < 3:
+def tail_mask(T: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The points of the tail fit: finite y > 0 at T ≥ 1 in the last half of the sweeps, or the last 3 such points
+    when the last half has fewer than 3 (None if there are fewer than 3 in all).  The slope the legend states and the
+    line the figure draws are both fitted over this one mask."""
+    T, y = np.asarray(T, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(T) & np.isfinite(y) & (y > 0) & (T >= 1)
+    if ok.sum() < 3:
         return None
-    tail = T.max() / 2 <= T
+    tail = ok & (T[ok].max() / 2 <= T)
     if tail.sum() < 3:
-        tail = np.arange(T.size) >= T.size - 3
-    return float(np.polyfit(np.log(T[tail]), np.log(y[tail]), 1)[0])
+        tail = np.zeros_like(ok)
+        tail[np.flatnonzero(ok)[-3:]] = True
+    return tail
+
+
+def tail_fit(T: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """(the mask of :func:`tail_mask`, slope, intercept) of the least-squares line of log y on log T."""
+    mask = tail_mask(T, y)
+    if mask is None:
+        return None
+    slope, intercept = np.polyfit(np.log(np.asarray(T, float)[mask]), np.log(np.asarray(y, float)[mask]), 1)
+    return mask, float(slope), float(intercept)
+
+
+def tail_slope(T: np.ndarray, y: np.ndarray) -> float | None:
+    """Least-squares slope of log y on log T over the last half of the sweeps (:func:`tail_mask`; None if < 3
+    points)."""
+    fit = tail_fit(T, y)
+    return None if fit is None else fit[1]
 
 
 # ---------------------------------------------------------------- the figures
@@ -325,8 +470,9 @@ def fig_objective(runs, out: style.Target, warnings: list[str]) -> Figure:
         ax2.set_title("(b) distance to the best value reached")
         legend(ax2)
         paths = style.save(fig, out, "objective")
+    objectives = sorted({VARIANT_NAMES.get(r.constants.variant, f"{r.constants.variant} objective") for r in runs})
     caption = (
-        "(a) The three-splitting objective L̄(Q^k) (every term, MATH.md §2) per sweep, log scale. "
+        f"(a) The {' and the '.join(objectives)}: L̄(Q^k) (every term, MATH.md §2) per sweep, log scale. "
         "(b) L̄(Q^k) − min_j L̄(Q^j): the sweep attaining the minimum is exactly 0 and is drawn at the floor."
         + clip_note(n1)
         + clip_note(n2)
@@ -354,11 +500,13 @@ def fig_sufficient_descent(runs, out: style.Target, warnings: list[str]) -> Figu
             with np.errstate(divide="ignore", invalid="ignore"):
                 return k, np.where(b > 0, d / b, np.nan)
 
+        floor = shared_floor(runs, dec, bound)  # both series on one axis: one floor, the one the caption names
         plot_runs(
             ax1,
             runs,
             dec,
             log=True,
+            floor=floor,
             notes=n1,
             label_suffix=r": $\bar{\mathcal{L}}(Q^{k-1})-\bar{\mathcal{L}}(Q^k)$",
             ylabel="per-sweep decrease",
@@ -368,6 +516,7 @@ def fig_sufficient_descent(runs, out: style.Target, warnings: list[str]) -> Figu
             runs,
             bound,
             log=True,
+            floor=floor,
             notes=n1,
             linestyle="--",
             label_suffix=r": $a\|\Delta Q^k\|^2$",
@@ -387,12 +536,18 @@ def fig_sufficient_descent(runs, out: style.Target, warnings: list[str]) -> Figu
         legend(ax1, fontsize=7)
         legend(ax2)
         paths = style.save(fig, out, "sufficient_descent")
-    a_vals = sorted({f"{a_const(r):g}" for r in runs})
+    parts = by_text(runs, lambda r: theory_text(r).a)
+    a_text = "; ".join(
+        f"a = {expr} = {', '.join(sorted({f'{a_const(r):g}' for r in members}))}{which(members, len(parts))}"
+        for expr, members in parts
+    )
+    no_descent = [r.name for r in runs if not a_const(r) > 0]
     caption = (
-        "Sufficient descent (MATH.md §4.2): L̄(Q^{k−1}) − L̄(Q^k) ≥ a‖ΔQ^k‖² with a = min(α, γ)/2 = "
-        + ", ".join(a_vals)
-        + ". (a) both sides per sweep, (b) their ratio; the lemma holds where the ratio "
-        "is ≥ 1." + clip_note(n1) + clip_note(n2)
+        "Sufficient descent (MATH.md §4.2): L̄(Q^{k−1}) − L̄(Q^k) ≥ a‖ΔQ^k‖² with " + a_text
+        + ". (a) both sides per sweep, (b) their ratio; the lemma holds where the ratio is ≥ 1."
+        + (f" a ≤ 0 ({', '.join(no_descent)}): no sufficient descent (Theorem 2's α condition fails), so the bound "
+           "is ≤ 0 (drawn at the floor) and the ratio is not drawn." if no_descent else "")
+        + clip_note(n1) + clip_note(n2)
     )
     return Figure("sufficient_descent", "Sufficient descent per sweep", caption, paths)
 
@@ -443,9 +598,17 @@ def fig_block_descent(runs, out: style.Target, warnings: list[str]) -> Figure:
     worst_gap = float(gap.max()) if below.any() else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         worst_rel = float(np.nanmax(np.where(below, (x - y) / np.abs(x), 0.0))) if below.any() else 0.0
+    parts = by_text(runs, lambda r: "; ".join(f"{b} {e}" for b, e, _, _ in theory_text(r).blocks))
+    c_text = "; ".join(
+        ", ".join(f"{blk}: {e}" for blk, e, _, _ in theory_text(members[0]).blocks) + which(members, len(parts))
+        for _, members in parts
+    )
+    tight = {f"{blk}: {note}" if note else blk: None
+             for r in runs for blk, _, is_tight, note in theory_text(r).blocks if is_tight}
     caption = (
         f"Every block update of {len(df)} ({len(runs)} run(s)): the decrease of L̄ it caused against "
-        "c_blk‖Δ‖² with c_blk = α/2 for V_N, W_i, U_i (i<N), γ for U_N and γ/2 for V_i (MATH.md §4.1). "
+        f"c_blk‖Δ‖² with the theory's per-block constants c_blk — {c_text} (MATH.md §4.1, §7, §8; the trace "
+        "records each update's own c_blk). "
         f"{int(below.sum())} point(s) lie below the line before any tolerance"
         + (
             f" (largest shortfall {worst_gap:.1e} in absolute, {worst_rel:.1e} in relative terms; the verdict "
@@ -453,7 +616,8 @@ def fig_block_descent(runs, out: style.Target, warnings: list[str]) -> Figure:
             if below.any()
             else ". "
         )
-        + "U_N's bound is tight (its decrease equals γ‖Δ‖² exactly), so its points lie on the line. "
+        + (f"Tight constants (equality is attained, so such points can lie on the line): {'; '.join(tight)}. "
+           if tight else "")
         + (f"{int(clipped.sum())} value(s) ≤ 0 are drawn at the floor {floor:.1e} (red ▼)." if clipped.any() else "")
     )
     return Figure("block_descent", "Per-block decrease vs (constant)‖Δ‖²", caption, paths)
@@ -481,10 +645,11 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.G_NORM, schema.DQ_SQ), warnings, "relative error")
     with style.style():
         fig, (ax,) = style.new_figure(1, size=(6.4, 4.2))
-        notes = plot_runs(ax, runs, g_ratio, log=True, ylabel=style.SYM_RATIO)
         bracketed = [r for r in runs if g_lower_ratio(r) is not None]
+        floor = shared_floor(runs, g_ratio, g_lower_ratio)  # one floor for both series of the axis
+        notes = plot_runs(ax, runs, g_ratio, log=True, ylabel=style.SYM_RATIO, floor=floor)
         if bracketed:
-            plot_runs(ax, bracketed, g_lower_ratio, log=True, ylabel=style.SYM_RATIO, notes=notes,
+            plot_runs(ax, bracketed, g_lower_ratio, log=True, ylabel=style.SYM_RATIO, notes=notes, floor=floor,
                       label_suffix=" (least norm ≥)", linestyle="--")
         lines = []
         for j, (g, tag) in enumerate(_tags(runs)):
@@ -502,10 +667,16 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
         ax.set_title(r"Relative error: $\|g^k\| \leq b\,\|\Delta Q^k\|$")
         ax.legend(fontsize=7, loc="center right")
         paths = style.save(fig, out, "relative_error")
+    parts = by_text(runs, lambda r: theory_text(r).b)
+    b_text = "; ".join(
+        (f"b = {expr}" if theory_text(members[0]).b_derived else f"no theoretical b: {expr}")
+        + which(members, len(parts))
+        for expr, members in parts
+    )
     caption = (
         f"Ratio ‖g^k‖/‖ΔQ^k‖ per sweep, with g^k ∈ ∂L̄(Q^k) {g_definition(runs)}. "
-        "b_emp is the largest measured ratio; b the (loose) theoretical constant (δ√(3N); Algorithm 1 with "
-        "σ = Id: 3δ) at B = the largest ‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖ seen, X̃ included (the largest over seeds). "
+        f"b_emp is the largest measured ratio; b the (loose) theoretical constant, {b_text}, at B = the largest "
+        "‖W̃_i‖, ‖U_i‖ (where the run has U blocks), ‖Ṽ_i‖ seen, X̃ included (the largest over seeds). "
         + "; ".join(lines) + "." + clip_note(notes)
     )
     return Figure("relative_error", "Relative error ‖g^k‖/‖ΔQ^k‖", caption, paths)
@@ -513,41 +684,56 @@ def fig_relative_error(runs, out: style.Target, warnings: list[str]) -> Figure:
 
 def fig_rate(runs, out: style.Target, warnings: list[str]) -> Figure:
     runs = usable(runs, (schema.G_NORM, schema.OBJECTIVE), warnings, "rate")
+    drawable = []
+    for r in runs:
+        if int(np.isfinite(running_avg_g_sq(r)[1]).sum()) < 2:
+            warnings.append(f"rate: run {r.name!r} has fewer than 2 sweeps k ≥ 1 with a recorded ‖g^k‖; left out")
+        else:
+            drawable.append(r)
+    if not drawable:
+        raise Skip("fewer than 2 sweeps k ≥ 1 with a recorded ‖g^k‖: no running average to draw")
+    runs = drawable
     with style.style():
         fig, (ax1, ax2) = style.new_figure(2)
         n1 = plot_runs(ax1, runs, running_avg_g_sq, log=True, logx=True, ylabel=style.SYM_RUNAVG, xlabel=style.SYM_T)
-        n2 = plot_runs(ax2, runs, running_avg_g_sq, log=True, logx=True, ylabel=style.SYM_RUNAVG, xlabel=style.SYM_T)
+        plot_runs(ax2, runs, running_avg_g_sq, log=True, logx=True, ylabel=style.SYM_RUNAVG, xlabel=style.SYM_T)
         text = []
         tags = _tags(runs)
         for j, (g, tag) in enumerate(tags):
             T, avg = group_curve(g, running_avg_g_sq)
-            consts = []
-            for r in g:
-                b = b_theory(r)
-                if b is not None:
-                    consts.append(constants.rate_constant(a_const(r), b, float(col(r, schema.OBJECTIVE)[0]), 0.0))
-            if consts and T.size:
-                Cc = max(consts)
-                ax1.plot(
-                    T,
-                    Cc / T,
-                    color=style.THEORY_COLOUR,
-                    ls=("--", "-.", ":")[j % 3],
-                    lw=1.2,
-                    label=rf"$C/T$, C = {Cc:.2g}{tag}",
-                )
-                text.append(f"C = {Cc:.3g}{tag}")
-            slope = tail_slope(T, avg)
-            ok = np.isfinite(avg) & (avg > 0) & (T.max() / 2 <= T)
-            if slope is not None and ok.sum() >= 2:
-                Tt = T[ok]
-                p = np.polyfit(np.log(Tt), np.log(avg[ok]), 1)
-                fit = np.exp(p[1]) * Tt ** p[0]
-                ax2.plot(Tt, fit, color="black", ls=":", lw=1.8, label=f"tail fit: slope {slope:.2f}{tag}")
+            if not all(a_const(r) > 0 for r in g):  # Theorem 2's α condition fails: C = b²(L̄⁰ − L̄*)/a is no bound
+                text.append(f"a ≤ 0: no sufficient descent, so no rate constant{tag}")
+            else:
+                consts = []
+                for r in g:
+                    b = b_theory(r)
+                    if b is not None:
+                        consts.append(constants.rate_constant(a_const(r), b, float(col(r, schema.OBJECTIVE)[0]), 0.0))
+                if consts and T.size:
+                    Cc = max(consts)
+                    ax1.plot(
+                        T,
+                        Cc / T,
+                        color=style.THEORY_COLOUR,
+                        ls=("--", "-.", ":")[j % 3],
+                        lw=1.2,
+                        label=rf"$C/T$, C = {Cc:.2g}{tag}",
+                    )
+                    text.append(f"C = {Cc:.3g}{tag}")
+                elif not consts:
+                    t = theory_text(g[0])
+                    text.append(f"no C{tag}: " + (f"no theoretical b ({t.b})" if not t.b_derived
+                                                   else "no bound B on the iterates in the trace"))
+            fit = tail_fit(T, avg)
+            if fit is not None:
+                mask, slope, intercept = fit  # the line drawn and the slope stated: one fit over one mask
+                Tt = T[mask]
+                line = np.exp(intercept) * Tt**slope
+                ax2.plot(Tt, line, color="black", ls=":", lw=1.8, label=f"tail fit: slope {slope:.2f}{tag}")
                 if j == 0:
                     ax2.plot(
                         Tt,
-                        0.7 * fit[0] * Tt[0] / Tt,
+                        0.7 * line[0] * Tt[0] / Tt,
                         color=style.THEORY_COLOUR,
                         ls="--",
                         lw=1.0,
@@ -559,11 +745,25 @@ def fig_rate(runs, out: style.Target, warnings: list[str]) -> Figure:
         legend(ax1, fontsize=7)
         legend(ax2, fontsize=7)
         paths = style.save(fig, out, "rate")
+    partial = []
+    for r in runs:
+        total, rec = int((sweeps_of(r) >= 1).sum()), int(recorded_g(r).sum())
+        if rec < total:
+            partial.append(f"{rec} of {total} sweeps" + (f" ({r.name})" if len(runs) > 1 else ""))
+    theorems = " / ".join(dict.fromkeys(theory_text(r).rate_theorem for r in runs))
+    formulas = " / ".join(dict.fromkeys(theory_text(r).C for r in runs))
     caption = (
-        "Running average (1/T)Σ_{k≤T}‖g^k‖² on log–log axes. (a) against Theorem 1(c)'s C/T, "
-        "C = b²(L̄(Q⁰) − L̄*)/a with L̄* ≥ 0 replaced by 0 (a valid, larger C); (b) the same curve alone, with a "
-        "least-squares fit over the last half of the sweeps (dotted) and a slope −1 line (dashed, offset below); "
-        "the theory predicts slope −1 or steeper. " + "; ".join(text) + "." + clip_note(n1) + clip_note(n2)
+        f"Running average (1/T)Σ_{{k≤T}}‖g^k‖² on log–log axes. (a) against {theorems}'s C/T, "
+        f"C = {formulas} with L̄* ≥ 0 replaced by 0 (a valid, larger C); (b) the same curve alone, with a "
+        "least-squares fit over the last half of the sweeps drawn (the last 3 points when that half holds fewer; "
+        "dotted) and a slope −1 line (dashed, offset below); the theory predicts slope −1 or steeper. "
+        + (
+            "‖g^k‖ is recorded on " + ", ".join(partial) + ": the sums run over the recorded sweeps only and are "
+            "drawn at those sweeps (partial sums, so lower bounds of Σ_{k≤T}, as in the rate check). "
+            if partial
+            else ""
+        )
+        + ("; ".join(text) + "." if text else "") + clip_note(n1)
     )
     return Figure("rate", "Rate O(1/T) of ‖g^k‖²", caption, paths)
 
@@ -640,17 +840,20 @@ def fig_gaps_heatmap(runs, out: style.Target, warnings: list[str]) -> Figure:
                 norm=norm,
                 extent=(k.min() - 0.5, k.max() + 0.5, len(labels) - 0.5, -0.5),
             )
-            ax.set_yticks(range(len(labels)), labels if j == 0 else [""] * len(labels), fontsize=7.5)
+            same = j > 0 and labels == logs[j - 1][1]  # a panel whose rows differ from its left neighbour's: labelled
+            ax.set_yticks(range(len(labels)), [""] * len(labels) if same else labels, fontsize=7.5)
             ax.set_xlabel(style.SYM_K)
             ax.grid(False)
             ax.set_title(r.name if n > 1 else r"penalty gaps $\frac{\gamma}{2}\|\cdot\|^2$ per layer", fontsize=9)
         cb = fig.colorbar(im, ax=list(axes), shrink=0.9)
         cb.set_label(r"$\log_{10}$ of the gap")
         paths = style.save(fig, out, "gaps_heatmap")
+    first = dict.fromkeys(t.label for r in runs for t in r.terms if t.is_gap and t.layer == 1)
     caption = (
-        "The splitting gaps γ/2‖V_i − σ_i(U_i)‖² and γ/2‖U_i − W̃_iṼ_{i−1}‖² of every layer i (rows) over the "
+        "The splitting gaps of each run's objective, one row per penalty term of every layer i (row labels; layer 1: "
+        + ", ".join(first) + ") over the "
         f"sweeps (columns), colour = log10 of the gap (one scale for every panel); {zeros} grey cell(s): the gap "
-        "is exactly 0 (or not finite), e.g. V_i = σ(U_i) at the initial point."
+        "is exactly 0 (or not finite), e.g. at an initial point set by the forward pass."
     )
     return Figure("gaps_heatmap", "Per-layer splitting gaps over sweeps", caption, paths)
 

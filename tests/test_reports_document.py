@@ -214,9 +214,10 @@ def test_the_run_description_names_the_catalogue_records():
     assert "λ =" not in net
     rows = dict(theory_rows(run))
     a_row = next(k for k in rows if k.startswith("a = "))
-    assert "γ/2 − min(η, γ/4)" in a_row and "(2α + γ − L_R)/2" in a_row
+    assert "γ/2 − min(η, γ/4)" in a_row and "−(L_R − 2·α − γ)/2" in a_row  # the theory's own text (theory.claims)
     assert float(rows[a_row]) == pytest.approx(run.constants.a())
-    assert any("+ η for the inner-solver blocks" in k for k in rows)
+    b_row = next(k for k in rows if k.startswith("b ("))
+    assert "η" in b_row, b_row  # + η for the inner-solver blocks
     assert rows["α bound for prox-linear V_N: α > (L_R − γ)/2, L_R of cross_entropy"] == "0"
 
 
