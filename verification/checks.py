@@ -86,7 +86,18 @@ def _block_observations(ctx, sweep_tbl: pd.DataFrame, *columns: str) -> pd.DataF
     after = L0 - b.assign(_d=d).groupby(sc.SWEEP)["_d"].cumsum().to_numpy()
     b["L_before"], b["L_after"] = after + d, after
     b["name"] = [block_name(x, i) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)]
+    b["noise"] = b[sc.BLOCK_NOISE].to_numpy(dtype=float) if sc.BLOCK_NOISE in b else 0.0
     return b
+
+
+def _sweep_noise(ctx, sweeps) -> np.ndarray:
+    """Σ of the recorded block noise S·‖Δ‖ over each sweep's blocks (0 where the trace has none): the sweep
+    decrease is the sum of its block decreases, so their rounding adds up (verification/tolerance.py)."""
+    bt = ctx.trace.blocks
+    if bt is None or sc.BLOCK_NOISE not in bt or ctx.trace.meta.get(sc.META_BLOCKS_ARE_UPDATES, True) is False:
+        return np.zeros(len(sweeps))
+    per = bt.groupby(sc.SWEEP)[sc.BLOCK_NOISE].sum()  # NaN rows (not recorded) count as 0
+    return np.nan_to_num(pd.Series(np.asarray(sweeps, dtype=int)).map(per).to_numpy(dtype=float))
 
 
 def _obs_frame(level: str, sweep, name, step, decrease, tol, const=0.0, delta_sq=np.nan, resolved=None):
@@ -154,7 +165,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
     bad = _nonfinite_verdict(claim, title, sw, ctx.dtype)
     if bad is not None:
         return bad
-    tol = objective_tol(ctx.dtype, sw["L_prev"], sw["L"])
+    tol = objective_tol(ctx.dtype, sw["L_prev"], sw["L"], noise=_sweep_noise(ctx, sw[sc.SWEEP]))
     parts = [_obs_frame("sweep", sw[sc.SWEEP], "", -1, sw["decrease"], tol)]
     levels, note = ["sweep"], ""
     if per_block:
@@ -163,7 +174,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
         except MissingDataError as e:
             note = f" Per-block level not checked: {e}."
         else:
-            btol = objective_tol(ctx.dtype, b["L_before"], b["L_after"])
+            btol = objective_tol(ctx.dtype, b["L_before"], b["L_after"], noise=b["noise"])
             d = b[sc.BLOCK_DECREASE]
             parts.append(_obs_frame("block", b[sc.SWEEP], b["name"], b[sc.STEP], d, btol))
             levels.append("block")
@@ -208,7 +219,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     parts, levels, notes = [], [], []
     if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
         s = sw[sw[sc.DQ_SQ].notna()]
-        tol = objective_tol(ctx.dtype, s["L_prev"], s["L"])
+        tol = objective_tol(ctx.dtype, s["L_prev"], s["L"], noise=_sweep_noise(ctx, s[sc.SWEEP]))
         a_k = np.minimum(a, s[sc.SWEEP].map(_capped_sweep_constants(ctx)).fillna(np.inf).to_numpy(dtype=float))
         parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a_k, s[sc.DQ_SQ],
                                 resolved=a_k * s[sc.DQ_SQ] >= tol))
@@ -222,7 +233,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
             notes.append(f"block level not checked: {e}")
         else:
             c = _block_constants(ctx, b)
-            btol = objective_tol(ctx.dtype, b["L_before"], b["L_after"])
+            btol = objective_tol(ctx.dtype, b["L_before"], b["L_after"], noise=b["noise"])
             dsq = b[sc.BLOCK_DELTA_SQ].to_numpy(dtype=float)
             parts.append(_obs_frame("block", b[sc.SWEEP], b["name"], b[sc.STEP], b[sc.BLOCK_DECREASE], btol, c, dsq,
                                     resolved=c * dsq >= btol))

@@ -7,10 +7,11 @@ quadratic in W̃ evaluated from E = U_i⁺ − P_i⁻ (P_i⁻ = W̃_i⁻Ṽ_{i-1
 EṼᵀ and the Gram ṼṼᵀ (``aux["gram"]``):  with D = W̃⁺ − W̃⁻,
     ‖U⁺ − W̃⁺Ṽ⁻‖² = ‖E‖² − 2⟨EṼᵀ, D⟩ + ⟨DṼṼᵀ, D⟩,
 so the decrease γ/2(2⟨EṼᵀ,D⟩ − ⟨DṼṼᵀ,D⟩) + λ/2(‖W̃⁻‖² − ‖W̃⁺‖²) is formed from small quantities
-(no cancellation of two large norms).  The "after" value of the aff term is also the "before"
-value of the V_{i-1} update.  Where a block's "after" value is a term the engine evaluates at the
-end of the sweep anyway (the V_i update: γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖²; the W_1 update:
-γ/2‖U_1⁺ − W̃_1⁺X̃‖², both untouched by later steps of the sweep) it is taken from ``record``.
+(no cancellation of two large norms), though EṼᵀ = UṼᵀ − W̃⁻ṼṼᵀ is a difference of two large products: each
+decrease is recorded with the size S·‖Δ‖ of what it was formed from (``decrease_noise``, verification/tolerance.py).
+The "after" value of the aff term is also the "before" value of the V_{i-1} update.  Where a block's "after" value
+is a term the engine evaluates at the end of the sweep anyway (the V_i update: γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ_i⁺‖²; the
+W_1 update: γ/2‖U_1⁺ − W̃_1⁺X̃‖², both untouched by later steps of the sweep) it is taken from ``record``.
 A sweep's block decreases sum to L̄^{k−1} − L̄^k (telescoping; tested in float64).
 
 **g^k** (MATH.md §5), component by component, with ΔX = X^k − X^{k−1} and P_i = W̃_iṼ_{i-1}:
@@ -131,6 +132,9 @@ class Algorithm2FastPath:
         U, Y, c, a = state.U[N], self.problem.Y, self.c, self.alpha
         t = torch.add(old, new).mul_(c + g).sub_(Y, alpha=2 * c).sub_(U, alpha=2 * g)
         row[S.BLOCK_DECREASE] = -0.5 * sample_dot(delta, t)
+        n_old, n_new = sample_norm(old), sample_norm(new)  # the noise of ⟨Δ, t⟩ and of the solve (tolerance.py)
+        row[S.BLOCK_NOISE] = ((c + g + a) * (n_old + n_new) + 2 * c * sample_norm(Y) + 2 * g * sample_norm(U)) \
+            * sample_norm(delta)
         self._dV_N = delta
         if full:
             if self.problem.config.vn_update == "prox_linear":
@@ -154,6 +158,10 @@ class Algorithm2FastPath:
         else:  # U_N: ‖V−o‖² − ‖V−n‖² + ‖o−P‖² − ‖n−P‖² = 2⟨Δ, V + P − o − n⟩
             t = torch.add(V, P).sub_(old).sub_(new)
             row[S.BLOCK_DECREASE] = g * sample_dot(delta, t)
+            n_old, n_new = sample_norm(old), sample_norm(new)
+            row[S.BLOCK_NOISE] = (g * (sample_norm(V) + 2 * self._product_size(i, state) + n_old + n_new)
+                                  + a * (n_old + n_new)) * sample_norm(delta)
+            self._U_norm[i] = n_new
             coef = a - (self.c if self.problem.config.vn_update == "prox_linear" else 0.0)
             g_V = torch.mul(delta, -g, out=t).sub_(self._dV_N, alpha=coef)
             self._dV_N = None
@@ -201,16 +209,25 @@ class Algorithm2FastPath:
             e = torch.sub(un, p)
             torch.sub(p, du, alpha=a / g, out=B[sl].view(-1)).mul_(g)
             sums = [torch.vdot(dv, dv), torch.vdot(vn, vn), torch.vdot(dv, A_c), torch.vdot(du, du),
-                    torch.vdot(un, un), torch.vdot(ds, ds), torch.vdot(ds, A_c), torch.vdot(du, e), torch.vdot(e, e)]
-            parts.append(torch.stack([*sums, torch.vdot(so, so)] if full else sums))
-        sums = _reduced(parts, len(self._LAYER_SUMS) if full else len(self._LAYER_SUMS) - 1, new)
-        x = dict(zip(self._LAYER_SUMS, sums.unbind(), strict=False))
+                    torch.vdot(un, un), torch.vdot(ds, ds), torch.vdot(ds, A_c), torch.vdot(du, e), torch.vdot(e, e),
+                    torch.vdot(so, so)]
+            parts.append(torch.stack(sums))
+        sums = _reduced(parts, len(self._LAYER_SUMS), new)
+        x = dict(zip(self._LAYER_SUMS, sums.unbind(), strict=True))
         row_V[S.BLOCK_DELTA_SQ], row_U[S.BLOCK_DELTA_SQ] = x["dV_sq"], x["dU_sq"]
         sw.dq_sq += [x["dV_sq"], x["dU_sq"]]
         sw.norms["V"].append(x["V_sq"].sqrt())
         sw.norms["U"].append(x["U_sq"].sqrt())
         row_V[S.BLOCK_DECREASE] = -g * x["dV_A"] + 0.5 * g * x["dV_sq"] + self._aff_before_V.pop(i)
         row_U[S.BLOCK_DECREASE] = 0.5 * g * (2 * x["ds_A"] - x["ds_sq"] - 2 * x["dU_E"] + x["dU_sq"])
+        # noise (tolerance.py): A = V⁺ − σ(U⁻) and E = U⁺ − P entrywise, P = W̃_i⁻Ṽ_{i-1}⁻ a rounded product; V_i also
+        # inherits the W_{i+1} step's noise in its before-value and the evaluation of its after-value (at close)
+        nV, nso, ndV, nU, ndU, nds = (x[k].sqrt() for k in ("V_sq", "so_sq", "dV_sq", "U_sq", "dU_sq", "ds_sq"))
+        row_V[S.BLOCK_NOISE] = (g * (nV + nso) + a * (2 * nV + ndV)) * ndV + self._noise_before_V.pop(i)
+        row_V["_minus_scale"] = g * (self._U_norm[i + 1] + norm(state.W[i + 1]) * (x["V_sq"] + self._n_total).sqrt())
+        row_U[S.BLOCK_NOISE] = (g * (nU + 2 * self._product_size(i, state)) + a * (2 * nU + ndU)) * ndU \
+            + g * (nV + nso + nds) * nds
+        self._V_sq[i], self._U_norm[i] = x["V_sq"], nU
         d_sig = torch.sub(sigma(i, new), sigma(i, old)) if self.keep_g else None  # the tensor only for keep_g
         self._set_g(sw, ("V", i), d_sig, factor=-g, sq=x["ds_sq"])  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
         self._E_sq[i] = x["E_sq"]
@@ -220,6 +237,12 @@ class Algorithm2FastPath:
             carry["ZA"], carry["A_scale"], carry["A_row"] = ZA, x["V_sq"].sqrt() + x["so_sq"].sqrt(), row_V
             row_U[S.BLOCK_RESIDUAL] = u_block_residual(new, V_new, None, (g + a) / g, self.problem.config.activation,
                                                        m_parts=(P, old, g, a))
+
+    def _product_size(self, i: int, state: BCDState) -> Tensor:
+        """‖W̃_i‖·‖Ṽ_{i-1}‖ at the current state: a bound on ‖P_i‖ = ‖W̃_iṼ_{i-1}‖, and eps times it on P_i's rounding
+        (‖Ṽ_{i-1}‖² = ‖V_{i-1}‖² + n, tracked from sweep to sweep; X̃'s for i = 1)."""
+        v = self._norm_X_tilde if i == 1 else (self._V_sq[i - 1] + self._n_total).sqrt()
+        return norm(state.W[i]) * v
 
     def _buffer(self, name: str, i: int, like: Tensor) -> Tensor:
         """A recorder-owned n-sized buffer for layer i, reused from sweep to sweep (no page faults of a fresh
@@ -239,6 +262,17 @@ class Algorithm2FastPath:
             E_sq = self._E_sq.pop(i)
             E = state.U[i] - self._P.pop(i) if i == 1 and full else None
         reg_dec = -0.5 * lam * (2 * dot(old, delta) + sq(delta)) if lam > 0 else 0.0
+        # noise (tolerance.py): inner = 2⟨EṼᵀ, D⟩ − ⟨DG, D⟩ with EṼᵀ = UṼᵀ − W̃⁻G, and the solve's own residual
+        nW, nG, nD = norm(old), norm(G), norm(delta)
+        n_cross = norm(aux["cross"]) if "cross" in aux else nW * nG
+        noise = (g * (n_cross + nW * nG + nD * nG) + (a + lam) * (nW + norm(new))) * nD
+        # ½γ‖E‖² (the aff term before this step, E = U_i⁺ − P_i⁻ entrywise, P_i⁻ = W̃⁻Ṽ⁻ rounded; ‖Ṽ⁻‖² = tr G)
+        noise_E = g * E_sq.sqrt() * (self._U_norm[i] + 2 * nW * G.diagonal().sum().sqrt())
+        row[S.BLOCK_NOISE] = noise if i >= 2 else noise + noise_E
+        if i >= 2:
+            self._noise_before_V[i - 1] = noise + noise_E
+        else:  # the after-value γ/2‖U_1⁺ − W̃_1⁺X̃‖² comes from record: its evaluation noise is added at close
+            row["_minus_scale"] = g * (self._U_norm[1] + norm(new) * self._norm_X_tilde)
         if i >= 2:
             EV = aux["cross"] - old @ G  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
             DG = delta @ G

@@ -211,6 +211,7 @@ class Recorder(Algorithm2FastPath):
         self._aff_before_V: dict[int, Tensor] = {}
         self._pending_V: dict[int, tuple[dict, Tensor, Tensor]] = {}  # V_i's row, V_i⁻, V_i⁺ until the U_i step
         self._E_sq: dict[int, Tensor] = {}  # ‖U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻‖² from the U_i step for the W_i step
+        self._start_norms(state)
         self._bufs: dict[tuple[str, int], Tensor] = {}  # n-sized buffers reused from sweep to sweep (not carried)
         self._dV_N: Tensor | None = None
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
@@ -236,7 +237,7 @@ class Recorder(Algorithm2FastPath):
     # ------------------------------------------------------------------ checkpoint and resume
 
     _CARRIED = ("g_components", "_rows", "_block_rows", "_open", "_current", "_carry", "_P", "_aff_before_V",
-                "_pending_V", "_E_sq", "_dV_N", "_row_of", "_B", "_acc_pending", "_cum_dq", "_cum_g_sq")
+                "_pending_V", "_E_sq", "_dV_N", "_row_of", "_B", "_acc_pending", "_cum_dq", "_cum_g_sq", "_V_sq")
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs of this recorder between two sweeps: its settings and everything it carries
@@ -271,13 +272,22 @@ class Recorder(Algorithm2FastPath):
         self._probe_cache = None
         self._v_probe_cache = {}
         self._bufs = {}
+        self._start_norms(state)
         for name in self._CARRIED:  # the per-step dicts are empty between sweeps: absent from older checkpoints
-            setattr(self, name, saved[name] if name in saved or name not in _EMPTY_BETWEEN_SWEEPS else {})
+            if name in saved or name not in _RECOMPUTED_ON_RESUME:  # (older checkpoints: ‖V_i‖² from the state)
+                setattr(self, name, saved[name] if name in saved or name not in _EMPTY_BETWEEN_SWEEPS else {})
         for i, carry in self._carry.items():  # an older checkpoint carries A = V_{i-1}⁺ − σ(U_{i-1}⁻) itself: sketch it
             if "A" in carry:
                 A = carry.pop("A")
                 carry["ZA"] = self._v_probes(i - 1, A)[0] @ A
         del self._saved
+
+    def _start_norms(self, state: BCDState) -> None:
+        """The fast path's per-layer norms (verification/tolerance.py, block noise): ‖V_i‖² carried from sweep to
+        sweep (recomputed here at a start or resume), ‖U_i⁺‖ and the W steps' noise within a sweep."""
+        self._V_sq = {i: sample_sq(state.V[i]).double() for i in range(1, state.N + 1)}
+        self._U_norm: dict[int, Tensor] = {}
+        self._noise_before_V: dict[int, Tensor] = {}
 
     def on_abort(self, state: BCDState) -> None:
         """The run was aborted mid-sweep: the sweep in progress is dropped (its blocks describe no iterate)."""
@@ -310,6 +320,8 @@ class Recorder(Algorithm2FastPath):
         if d_sq is not None:
             sw.dq_sq.append(d_sq)
             sw.norms[b].append(block_norm(b, new))
+            if b == "V" and not self._generic:  # ‖V_i‖², for the block noise of later steps (fast_path)
+                self._V_sq[i] = sw.norms["V"][-1].double().square()
         if not self._generic and b == "U" and i in self._carry:  # P_i^{k-1} of the last sweep is this aux["P"]
             self._complete(i, aux["P"], old, state.V[i - 1], state.W[i])
         if not self._generic and b == "U" and i == 1 and self._acc_pending is not None:
@@ -318,7 +330,7 @@ class Recorder(Algorithm2FastPath):
             row = {S.SWEEP: k, S.STEP: len(sw.blocks), S.BLOCK: b, S.LAYER: i,
                    S.BLOCK_DELTA_SQ: math.nan if d_sq is None else d_sq,
                    S.BLOCK_CONST: self.constants.block(b, i), S.BLOCK_DECREASE: math.nan,
-                   S.BLOCK_G_NORM: math.nan, S.BLOCK_RESIDUAL: math.nan, "_minus": None}
+                   S.BLOCK_G_NORM: math.nan, S.BLOCK_RESIDUAL: math.nan, S.BLOCK_NOISE: math.nan, "_minus": None}
             sw.blocks.append(row)
             self._row_of[(b, i)] = row
             if self._generic:
@@ -397,8 +409,8 @@ class Recorder(Algorithm2FastPath):
 
         dq = [slot(v) for v in sw.dq_sq]
         norms = {b: [slot(v) for v in vs] for b, vs in sw.norms.items()}
-        cols = (S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL)
-        blocks = [{c: slot(r[c]) for c in cols} for r in sw.blocks]
+        cols = (S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, S.BLOCK_NOISE, "_minus_scale")
+        blocks = [{c: slot(r.get(c, math.nan)) for c in cols} for r in sw.blocks]  # (older checkpoints: no noise)
         train_acc = slot(sw.record.get(S.TRAIN_ACC, math.nan))
         g_lower = slot(sw.g_lower_sq)
         host = torch.stack(tensors).cpu().tolist() if tensors else []
@@ -438,8 +450,11 @@ class Recorder(Algorithm2FastPath):
             out = {c: r[c] for c in (S.SWEEP, S.STEP, S.BLOCK, S.LAYER, S.BLOCK_CONST)}
             for c in cols:
                 out[c] = val(b[c])
-            if r["_minus"] is not None:
-                out[S.BLOCK_DECREASE] -= float(rec[r["_minus"]])
+            if r["_minus"] is not None:  # the after-value T = γ/2‖R‖² from record: evaluated with noise ‖R‖·scale
+                after = float(rec[r["_minus"]])
+                out[S.BLOCK_DECREASE] -= after
+                out[S.BLOCK_NOISE] += math.sqrt(max(2 * after / self.gamma, 0.0)) * out.pop("_minus_scale")
+            out.pop("_minus_scale", None)
             out[S.BLOCK_G_NORM] = math.sqrt(out[S.BLOCK_G_NORM])
             for c in _INNER_COLUMNS:
                 out[c] = r.get(c, math.nan)
@@ -491,11 +506,12 @@ class Recorder(Algorithm2FastPath):
 
 
 _EMPTY_BETWEEN_SWEEPS = ("_pending_V", "_E_sq")  # carried names that an older checkpoint may lack
+_RECOMPUTED_ON_RESUME = ("_V_sq",)  # carried, and recomputed from the state where an older checkpoint lacks it
 SAFE_GLOBALS = [_Sweep]  # what a recorder checkpoint holds besides containers and tensors (torch.load allow-list)
 
 _INNER_COLUMNS = (S.BLOCK_INNER_ITERS, S.BLOCK_RULE_HELD, S.BLOCK_STATIONARITY, S.BLOCK_RULE_TOL)
 _BLOCK_COLUMNS = [S.SWEEP, S.STEP, S.BLOCK, S.LAYER, S.BLOCK_CONST, S.BLOCK_DELTA_SQ, S.BLOCK_DECREASE,
-                  S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, *_INNER_COLUMNS]
+                  S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, S.BLOCK_NOISE, *_INNER_COLUMNS]
 
 
 def _accuracies(state: BCDState, problem: Problem) -> dict[str, float]:

@@ -37,6 +37,7 @@ BLOCK_DELTA_SQ = "delta_sq"  # ‖X⁺ − X⁻‖² of this block
 BLOCK_CONST = "descent_const"  # the block's own sufficient-descent constant (MATH.md §4.1)
 BLOCK_G_NORM = "g_block_norm"  # ‖g^k component of this block‖
 BLOCK_RESIDUAL = "residual"  # relative stationarity residual of the block's own subproblem (closed-form updates)
+BLOCK_NOISE = "decrease_noise"  # S·‖Δ‖: the size of what the decrease was formed from (verification/tolerance.py)
 # inner-solver blocks (Algorithm 1's nonconvex W_i, V_i; MATH.md §7): NaN on closed-form updates
 BLOCK_INNER_ITERS = "inner_iterations"  # iterations the inner solver took
 BLOCK_RULE_HELD = "rule_held"  # 1 where the solver reports that its stopping rule held, 0 where it stopped otherwise
@@ -68,6 +69,7 @@ __all__ = [
     "BLOCK_DELTA_SQ",
     "BLOCK_G_NORM",
     "BLOCK_INNER_ITERS",
+    "BLOCK_NOISE",
     "BLOCK_RESIDUAL",
     "BLOCK_RULE_HELD",
     "BLOCK_RULE_TOL",
