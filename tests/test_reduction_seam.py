@@ -103,7 +103,7 @@ def _assert_columns_agree(shard, full, sweep_cols, block_cols):
 TIMING = {S.TIME_ENGINE, S.TIME_HOOKS, S.TIME_EVAL, S.TIME_RECORDER}
 # g^k of the generic path (verification/subgradient.py): compared in their own test below
 GENERIC_G = {S.G_NORM, S.G_NORM_LOWER, S.CUM_G_SQ, S.BLOCK_G_NORM}
-BLOCK_COLUMNS = [S.BLOCK_DECREASE, S.BLOCK_DELTA_SQ, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, S.BLOCK_CONST,
+BLOCK_COLUMNS = [S.BLOCK_DECREASE, S.BLOCK_DELTA_SQ, S.BLOCK_G_NORM, S.BLOCK_RESIDUAL, S.BLOCK_CONST, S.BLOCK_NOISE,
                  S.BLOCK_STATIONARITY, S.BLOCK_RULE_TOL]
 GENERIC = [dict(skip="auto", lam=0.1), dict(splitting="two", activation="identity"),
            dict(splitting="two", activation="relu", lam=0.1)]  # the last: the piecewise Newton solver

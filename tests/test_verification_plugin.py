@@ -127,5 +127,5 @@ def test_user_suite_catches_a_broken_variant(pytester):
     result.stdout.fnmatch_lines([
         "*Monotone descent*FAIL*",
         "*L̄ increased at sweep *, block U1 (step *) by * > tolerance *",
-        "*tolerance: eps·(κ_L·max*",
+        "*tolerance: κ_L·eps·max*",
     ])

@@ -90,15 +90,6 @@ def _block_observations(ctx, sweep_tbl: pd.DataFrame, *columns: str) -> pd.DataF
     return b
 
 
-def _sweep_noise(ctx, sweeps) -> np.ndarray:
-    """Σ of the recorded block noise S·‖Δ‖ over each sweep's blocks (0 where the trace has none): the sweep
-    decrease is the sum of its block decreases, so their rounding adds up (verification/tolerance.py)."""
-    bt = ctx.trace.blocks
-    if bt is None or sc.BLOCK_NOISE not in bt or ctx.trace.meta.get(sc.META_BLOCKS_ARE_UPDATES, True) is False:
-        return np.zeros(len(sweeps))
-    per = bt.groupby(sc.SWEEP)[sc.BLOCK_NOISE].sum()  # NaN rows (not recorded) count as 0
-    return np.nan_to_num(pd.Series(np.asarray(sweeps, dtype=int)).map(per).to_numpy(dtype=float))
-
 
 def _obs_frame(level: str, sweep, name, step, decrease, tol, const=0.0, delta_sq=np.nan, resolved=None):
     """One row per observation of "decrease ≥ bound = const·delta_sq" (monotone descent: const = 0).
@@ -165,7 +156,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
     bad = _nonfinite_verdict(claim, title, sw, ctx.dtype)
     if bad is not None:
         return bad
-    tol = objective_tol(ctx.dtype, sw["L_prev"], sw["L"], noise=_sweep_noise(ctx, sw[sc.SWEEP]))
+    tol = objective_tol(ctx.dtype, sw["L_prev"], sw["L"])  # L̄ evaluated at both ends: the |L̄| term
     parts = [_obs_frame("sweep", sw[sc.SWEEP], "", -1, sw["decrease"], tol)]
     levels, note = ["sweep"], ""
     if per_block:
@@ -189,7 +180,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
     increase = -float(worst["decrease"])
     common = dict(measured=float(-obs["decrease"].min()), theoretical=0.0, relation="max increase ≤ 0 (+tol)",
                   worst=where, margin=float(obs["decrease"].min()), tolerance=float(worst["tol"]),
-                  tolerance_reason=objective_tol_reason(ctx.dtype), details=details)
+                  tolerance_reason=objective_tol_reason(ctx.dtype, block_noise=True), details=details)
     if len(viol):
         return Verdict(claim, title, FAIL, **common, explanation=(
             f"L̄ rose by {increase:.3e} at {_place(where)}, beyond the tolerance {worst['tol']:.3e}; "
@@ -219,7 +210,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     parts, levels, notes = [], [], []
     if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
         s = sw[sw[sc.DQ_SQ].notna()]
-        tol = objective_tol(ctx.dtype, s["L_prev"], s["L"], noise=_sweep_noise(ctx, s[sc.SWEEP]))
+        tol = objective_tol(ctx.dtype, s["L_prev"], s["L"])
         a_k = np.minimum(a, s[sc.SWEEP].map(_capped_sweep_constants(ctx)).fillna(np.inf).to_numpy(dtype=float))
         parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a_k, s[sc.DQ_SQ],
                                 resolved=a_k * s[sc.DQ_SQ] >= tol))
@@ -257,7 +248,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
         min(v["a_emp"] / v["constant"] for v in per_blk.values()) * a if per_blk else None)
     common = dict(measured=measured, theoretical=a, relation="a_emp ≥ a", worst=_where(worst),
                   margin=None if measured is None else measured - a, tolerance=float(worst["tol"]),
-                  tolerance_reason=objective_tol_reason(ctx.dtype), details=details)
+                  tolerance_reason=objective_tol_reason(ctx.dtype, block_noise=True), details=details)
     if len(viol):
         w = viol.loc[(viol["shortfall"] / viol["tol"]).idxmax()]
         wp = _where(w)

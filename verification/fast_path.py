@@ -262,21 +262,25 @@ class Algorithm2FastPath:
             E_sq = self._E_sq.pop(i)
             E = state.U[i] - self._P.pop(i) if i == 1 and full else None
         reg_dec = -0.5 * lam * (2 * dot(old, delta) + sq(delta)) if lam > 0 else 0.0
-        # noise (tolerance.py): inner = 2⟨EṼᵀ, D⟩ − ⟨DG, D⟩ with EṼᵀ = UṼᵀ − W̃⁻G, and the solve's own residual
-        nW, nG, nD = norm(old), norm(G), norm(delta)
-        n_cross = norm(aux["cross"]) if "cross" in aux else nW * nG
-        noise = (g * (n_cross + nW * nG + nD * nG) + (a + lam) * (nW + norm(new))) * nD
+        # noise (tolerance.py), from the norms of the products the step formed: the solve W̃⁺M = γUṼᵀ + αW̃⁻ with
+        # M = γG + (α+λ)I has a residual of about eps(γ‖W̃⁺G‖ + γ‖UṼᵀ‖ + (α+λ)‖W̃⁺‖ + α‖W̃⁻‖), and for i ≥ 2 the decrease
+        # γ/2·inner, inner = 2⟨EṼᵀ, D⟩ − ⟨DG, D⟩ with EṼᵀ = UṼᵀ − W̃⁻G, rounds by about eps·γ(‖UṼᵀ‖ + ‖W̃⁻G‖ + ‖DG‖)‖D‖
+        nW, nW_new, nD, n_cross = norm(old), norm(new), norm(delta), norm(aux["cross"])
+        if i >= 2:
+            WG, DG = old @ G, delta @ G
+            EV = aux["cross"] - WG  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
+            inner = 2 * dot(EV, delta) - dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
+            n_WG = norm(WG) + norm(DG)  # ≥ ‖W̃⁺G‖
+            noise = (g * (n_cross + n_WG + norm(DG)) + (a + lam) * nW_new + a * nW) * nD
+        else:  # no product with X̃X̃ᵀ is formed here: ‖W̃⁺G‖ ≤ ‖UX̃ᵀ‖ + ((α+λ)‖W̃⁺‖ + α‖W̃⁻‖)/γ from the solve itself
+            noise = (2 * g * n_cross + 2 * (a + lam) * nW_new + 2 * a * nW) * nD
         # ½γ‖E‖² (the aff term before this step, E = U_i⁺ − P_i⁻ entrywise, P_i⁻ = W̃⁻Ṽ⁻ rounded; ‖Ṽ⁻‖² = tr G)
         noise_E = g * E_sq.sqrt() * (self._U_norm[i] + 2 * nW * G.diagonal().sum().sqrt())
         row[S.BLOCK_NOISE] = noise if i >= 2 else noise + noise_E
         if i >= 2:
             self._noise_before_V[i - 1] = noise + noise_E
         else:  # the after-value γ/2‖U_1⁺ − W̃_1⁺X̃‖² comes from record: its evaluation noise is added at close
-            row["_minus_scale"] = g * (self._U_norm[1] + norm(new) * self._norm_X_tilde)
-        if i >= 2:
-            EV = aux["cross"] - old @ G  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
-            DG = delta @ G
-            inner = 2 * dot(EV, delta) - dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
+            row["_minus_scale"] = g * (self._U_norm[1] + nW_new * self._norm_X_tilde)
         if i >= 2:
             row[S.BLOCK_DECREASE] = 0.5 * g * inner + reg_dec
             self._aff_before_V[i - 1] = 0.5 * g * (E_sq - inner)
