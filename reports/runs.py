@@ -14,7 +14,7 @@ from typing import Any
 from bcd.config import BCDConfig
 from bcd.rundir import CONFIG, ENVIRONMENT, damaged, read_json
 from theory.assumptions import applicability
-from verification.trace import Trace
+from verification.trace import TRACE_META, Trace
 from verification.verdict import FAIL, VERDICTS_FILE, Verdict
 
 # Keys that distinguish seeds of one configuration, not configurations.
@@ -115,7 +115,23 @@ def load_run(directory: str | Path, name: str | None = None) -> RunData:
             raise damaged(cfg_path, f"its {section!r} section is {type(cfg[section]).__name__}, not an object of "
                                     "settings")
     cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
+    _check_meta(directory, trace, cfg, cfg_path)
     return RunData(name or directory.resolve().name, trace, load_verdicts(directory), env, cfg, directory)
+
+
+def _check_meta(directory: Path, trace: Trace, cfg: dict[str, Any], cfg_path: Path) -> None:
+    """The trace meta's network and sample count are what the constants are computed from: a value of another kind,
+    or a config.json of another network beside the trace, is named here instead of giving wrong constants later."""
+    meta_path = directory / TRACE_META
+    widths, n = trace.meta.get("widths"), trace.meta.get("n")
+    if widths is not None and not (isinstance(widths, list) and all(isinstance(w, int) and w > 0 for w in widths)):
+        raise damaged(meta_path, f"its widths {widths!r} are not a list of positive integers")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
+        raise damaged(meta_path, f"its n {n!r} is not a positive integer")
+    hidden = (cfg.get("bcd") or {}).get("hidden")
+    if widths and isinstance(hidden, list) and list(hidden) != widths[1:-1]:
+        raise damaged(cfg_path, f"its hidden widths {hidden} are not those of the run's trace, {widths[1:-1]} "
+                                f"({TRACE_META}): the two files belong to different runs")
 
 
 def unique_names(runs: list[RunData]) -> None:

@@ -152,6 +152,7 @@ def test_strict_turns_an_unresolved_guaranteed_claim_into_a_failure(tmp_path, ca
     ("verdicts.json", '[{"claim": "x", "title": "t", "status": "bogus"}]', ["report"],
      "verdicts.json' is damaged (not a list of verdicts: status='bogus' is not allowed"),
     ("config.json", '{"data": [1]}', ["report"], "config.json' is damaged (its 'data' section is list"),
+    ("trace_meta.json", '{"n": "abc"}', ["report"], "trace_meta.json' is damaged (its n 'abc' is not a positive"),
     ("environment.json", "{", ["report"], "environment.json' is damaged (not JSON"),
     ("trace_meta.json", "x", ["verify"], "trace_meta.json' is damaged (not JSON"),
 ])
@@ -192,6 +193,18 @@ def test_reproduce_and_report_refuse_bad_seeds_and_files_before_writing(tmp_path
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert sorted(tmp_path.rglob("*")) == before and f.read_text() == "keep"
+
+
+def test_a_config_json_of_another_network_than_the_trace_is_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["verify", *SMALL, "--out", str(out), "--no-progress", *PNG_ONLY]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["bcd"]["hidden"] = [5]
+    (out / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json' is damaged (its hidden widths [5] are not those of the run's trace" in err, err
 
 
 def test_a_config_json_with_an_unknown_key_is_named(tmp_path, capsys):
