@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     trace = rec.trace()
     b = trace.blocks.sort_values([S.SWEEP, S.STEP]).reset_index(drop=True)
     m = pd.DataFrame(mirror.rows)
-    b = pd.concat([b, m.drop(columns=[S.SWEEP, S.BLOCK, S.LAYER])], axis=1)
+    keys = [S.SWEEP, S.BLOCK, S.LAYER]
+    if len(m) != len(b) or not (m[keys].to_numpy() == b[keys].to_numpy()).all():
+        raise RuntimeError("the mirror's block updates are not the trace's, in order")
+    b = pd.concat([b, m.drop(columns=keys)], axis=1)
     L = trace.sweeps.set_index(S.SWEEP)[S.OBJECTIVE]
     b["L"] = [max(abs(L[k - 1]), abs(L[k]), 1.0) for k in b[S.SWEEP]]
     eps = machine_eps("float32")

@@ -183,7 +183,7 @@ def theory_rows(run: RunData) -> list[tuple[str, str]]:
         L0 = float(run.trace.sweeps[schema.OBJECTIVE].iloc[0])
         C = num(constants.rate_constant(a, b, L0, 0.0)) if a > 0 else \
             "— (a ≤ 0: no sufficient descent, so no rate constant)"
-        rows.append(("C = b²(L̄(Q⁰) − 0)/a (rate)", C))
+        rows.append((f"C = {text.C} with L̄* = 0 (rate)", C))
     if cfg.vn_update == "prox_linear":
         try:
             bound = num(K.alpha_bound())

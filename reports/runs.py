@@ -116,7 +116,7 @@ def load_run(directory: str | Path, name: str | None = None) -> RunData:
                                     "settings")
     cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
     _check_meta(directory, trace, cfg, cfg_path)
-    return RunData(name or directory.resolve().name, trace, load_verdicts(directory), env, cfg, directory)
+    return RunData(name or directory.absolute().name, trace, load_verdicts(directory), env, cfg, directory)
 
 
 def _check_meta(directory: Path, trace: Trace, cfg: dict[str, Any], cfg_path: Path) -> None:

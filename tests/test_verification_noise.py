@@ -38,7 +38,10 @@ def float32_run():
     engine.run(problem, initial_state(problem), hooks=[rec, mirror])
     trace = rec.trace()
     blocks = trace.blocks.sort_values([S.SWEEP, S.STEP]).reset_index(drop=True)
-    blocks["dec64"] = pd.DataFrame(mirror.rows)["dec64"].to_numpy()
+    rows = pd.DataFrame(mirror.rows)
+    keys = [S.SWEEP, S.BLOCK, S.LAYER]
+    assert (rows[keys].to_numpy() == blocks[keys].to_numpy()).all()  # the same updates, in the same order
+    blocks["dec64"] = rows["dec64"].to_numpy()
     L = trace.sweeps.set_index(S.SWEEP)[S.OBJECTIVE]
     blocks["L_scale"] = [max(abs(L[k - 1]), abs(L[k]), 1.0) for k in blocks[S.SWEEP]]
     return trace, blocks

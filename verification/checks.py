@@ -90,7 +90,6 @@ def _block_observations(ctx, sweep_tbl: pd.DataFrame, *columns: str) -> pd.DataF
     return b
 
 
-
 def _obs_frame(level: str, sweep, name, step, decrease, tol, const=0.0, delta_sq=np.nan, resolved=None):
     """One row per observation of "decrease ≥ bound = const·delta_sq" (monotone descent: const = 0).
     ``resolved`` defaults to "the bound is above the noise floor" (for const = 0: the decrease is)."""
@@ -180,7 +179,7 @@ def monotone_descent(ctx, per_block: bool = True) -> Verdict:
     increase = -float(worst["decrease"])
     common = dict(measured=float(-obs["decrease"].min()), theoretical=0.0, relation="max increase ≤ 0 (+tol)",
                   worst=where, margin=float(obs["decrease"].min()), tolerance=float(worst["tol"]),
-                  tolerance_reason=objective_tol_reason(ctx.dtype, block_noise=True), details=details)
+                  tolerance_reason=objective_tol_reason(ctx.dtype, block_noise="block" in levels), details=details)
     if len(viol):
         return Verdict(claim, title, FAIL, **common, explanation=(
             f"L̄ rose by {increase:.3e} at {_place(where)}, beyond the tolerance {worst['tol']:.3e}; "
@@ -248,7 +247,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
         min(v["a_emp"] / v["constant"] for v in per_blk.values()) * a if per_blk else None)
     common = dict(measured=measured, theoretical=a, relation="a_emp ≥ a", worst=_where(worst),
                   margin=None if measured is None else measured - a, tolerance=float(worst["tol"]),
-                  tolerance_reason=objective_tol_reason(ctx.dtype, block_noise=True), details=details)
+                  tolerance_reason=objective_tol_reason(ctx.dtype, block_noise="block" in levels), details=details)
     if len(viol):
         w = viol.loc[(viol["shortfall"] / viol["tol"]).idxmax()]
         wp = _where(w)

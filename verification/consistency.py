@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from verification import schema as sc
-from verification.tolerance import KAPPA_NOISE, machine_eps, objective_tol, ratio_tol
+from verification.tolerance import objective_tol, ratio_tol
 from verification.trace import Trace
 
 
@@ -81,7 +81,7 @@ def _check_blocks(bt: pd.DataFrame, sw: pd.DataFrame, dtype: str, L: np.ndarray,
             total = float(rows[sc.BLOCK_DECREASE].sum())
             dec = float(sw[sc.DECREASE].iloc[j])
             noise = float(rows[sc.BLOCK_NOISE].fillna(0.0).sum()) if sc.BLOCK_NOISE in rows else 0.0
-            tol = objective_tol(dtype, L[j - 1], L[j]) * (len(rows) + 1) + KAPPA_NOISE * machine_eps(dtype) * noise
+            tol = objective_tol(dtype, L[j - 1], L[j]) * len(rows) + objective_tol(dtype, L[j - 1], L[j], noise=noise)
             if np.isfinite(dec) and not abs(total - dec) <= tol:
                 _fail(sc.BLOCK_DECREASE, int(s), f"sums to {total:.10g} over the sweep's blocks but the sweep "
                       f"decrease is {dec:.10g}")

@@ -270,8 +270,8 @@ class Algorithm2FastPath:
             WG, DG = old @ G, delta @ G
             EV = aux["cross"] - WG  # EṼ⁻ᵀ = U⁺Ṽ⁻ᵀ − W̃⁻Ṽ⁻Ṽ⁻ᵀ from the step's products
             inner = 2 * dot(EV, delta) - dot(DG, delta)  # ‖E‖² − ‖U⁺ − W̃⁺Ṽ⁻‖²
-            n_WG = norm(WG) + norm(DG)  # ≥ ‖W̃⁺G‖
-            noise = (g * (n_cross + n_WG + norm(DG)) + (a + lam) * nW_new + a * nW) * nD
+            n_DG = norm(DG)  # ‖W̃⁺G‖ ≤ ‖W̃⁻G‖ + ‖DG‖ (the solve), and ‖W̃⁻G‖ + ‖DG‖ (inner's rounding)
+            noise = (g * (n_cross + norm(WG) + 2 * n_DG) + (a + lam) * nW_new + a * nW) * nD
         else:  # no product with X̃X̃ᵀ is formed here: ‖W̃⁺G‖ ≤ ‖UX̃ᵀ‖ + ((α+λ)‖W̃⁺‖ + α‖W̃⁻‖)/γ from the solve itself
             noise = (2 * g * n_cross + 2 * (a + lam) * nW_new + 2 * a * nW) * nD
         # ½γ‖E‖² (the aff term before this step, E = U_i⁺ − P_i⁻ entrywise, P_i⁻ = W̃⁻Ṽ⁻ rounded; ‖Ṽ⁻‖² = tr G)

@@ -44,10 +44,11 @@ blocks' S·‖Δ‖: verification/consistency.py.)  Measured on the paper's 784-
 benchmarks/results/float32_rounding_cpu_2026-12-07.json): the recorded decreases differ from the float64 decreases
 of the same iterates by up to 795·eps·max(|L̄⁻|, |L̄⁺|, 1), so the |L̄| term alone raised 11 monotone and 91
 sufficient-descent failures, but by at most 0.38 of the block tolerance above; the float32 W̃ iterates, up to 10⁴
-times their own step away from the float64 block minimiser, fall short of the float64 sufficient decrease by at
-most 1.1·eps·S·‖Δ‖ (the float64 minimisers never do).  In float64 the term stays below 10⁻⁹ on the tests' problems,
-the mutant table (verification/MUTANTS.md) is unchanged, and so is every mutant's verdict in float32 on the same
-problems.  Traces without the column (older traces, the generic path of Algorithms 1 and 3) use the |L̄| term alone.
+times the float64 step ‖X* − X⁻‖ away from the float64 block minimiser X*, fall short of the float64 sufficient
+decrease by at most 1.1·eps·S·‖Δ‖ (the float64 minimisers never do).  In float64 the term stays below 10⁻⁹ on
+the tests' problems, the mutant table (verification/MUTANTS.md) is unchanged, and so is every mutant's verdict in
+float32 on the same problems.  Traces without the column (older traces, the generic path of Algorithms 1 and 3)
+use the |L̄| term alone.
 
 **Ratio tolerance.**  A computed ratio (b_emp, a_emp) or a computed sum compared with a theoretical
 constant carries a relative rounding error of a few eps; we allow κ_R · eps, κ_R = 1000.
@@ -101,7 +102,7 @@ def machine_eps(dtype: Any) -> float:
 
 def objective_tol(dtype: Any, *values: Any, noise: Any = 0.0) -> Any:
     """eps(dtype) · (κ_L · max(|values|…, 1) + κ_N · noise), elementwise over array arguments; ``noise``: the decrease's
-    S·‖Δ‖ (``decrease_noise``, summed over a sweep's blocks for a sweep), NaN or absent counted as 0."""
+    S·‖Δ‖ (``decrease_noise``; block observations only), NaN or absent counted as 0."""
     scale: Any = 1.0
     for v in values:
         scale = np.maximum(scale, np.abs(np.asarray(v, dtype=float)))
