@@ -204,11 +204,14 @@ def _theory(args: argparse.Namespace) -> int:
                              f"{list(bcd_cfg.hidden)}: its B and L̄⁰ belong to another network; leave out --hidden, or "
                              "give the trace of this one")
     L_star = _finite("L-star", args.L_star) or 0.0
-    if L0 is not None and L_star > L0:
+    from theory.claims import LStarAboveL0Error
+
+    try:
+        report = theory_report(bcd_cfg, B=B, L0=L0, L_star=L_star, n=n, widths=widths)
+    except LStarAboveL0Error as e:  # the library's rule, reworded with the flags that set each side
         src = "--L0" if args.L0 is not None else "the trace's first objective"
-        raise ValueError(f"--L-star {L_star:g} is above L̄⁰ = {L0:g} ({src}): L̄* is a lower bound of L̄, so it "
-                         f"cannot exceed L̄(Q⁰); give --L-star <= {L0:g}")
-    report = theory_report(bcd_cfg, B=B, L0=L0, L_star=L_star, n=n, widths=widths)
+        raise ValueError(f"--L-star {e.L_star:g} is above L̄⁰ = {e.L0:g} ({src}): L̄* is a lower bound of L̄, so it "
+                         f"cannot exceed L̄(Q⁰); give --L-star <= {e.L0:g}") from None
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:
