@@ -21,6 +21,7 @@ configuration and the widths alone (no tensors), so the reports can read the lab
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -76,7 +77,15 @@ class Term:
 
     ``id`` is its trace column; ``blocks`` the variable blocks it depends on (V_0 = X is data, never
     listed); ``label`` plain text for tables; ``gap`` mathtext of what sits inside its norm (the
-    report's heatmap rows); ``value(state, problem)`` a 0-d tensor on the problem's device."""
+    report's heatmap rows); ``value(state, problem)`` a 0-d tensor on the problem's device.
+
+    ``rounding(state, problem, value, block)`` → (E, G), the sizes its floating-point rounding scales with
+    (verification/tolerance.py, "Block noise"): the computed ``value`` is within about eps·E of the exact value at the
+    stored iterates (beyond the eps·|value| of its reductions), and its computed gradient in ``block`` within about
+    eps·G.  For a term coef/2‖R‖², R formed from operands of total size s (a product W̃Ṽ counted as ‖W̃‖‖Ṽ‖):
+    E = coef·‖R‖·s and G = coef·J·s, J a bound of ‖∂R/∂block‖.  r_i and s_i are separable in the entries of
+    their one block: E = 0 (their rounding is within eps·|value|) and G = ‖least-norm subgradient‖ (λ‖W̃_i‖ for the
+    ridge).  ``None``: no rounding model (the recorder then records no block noise)."""
 
     id: str
     kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
@@ -87,6 +96,7 @@ class Term:
     value: Callable[[BCDState, Problem], Tensor]
     least_norm: Callable[[BCDState, Problem, Tensor], Tensor] | None = None  # nonsmooth: G ↦ G + s*, s* ∈ ∂t
     tex_full: str = ""
+    rounding: Callable[[BCDState, Problem, Tensor, Block], tuple[Tensor, Tensor]] | None = None  # see above
 
     @property
     def smooth(self) -> bool:
@@ -151,21 +161,23 @@ def terms_for(config: BCDConfig, widths: tuple[int, ...]) -> tuple[Term, ...]:
     tau = skips(config, widths)
     loss = config.loss_record
     out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", "R(V_N;Y)", _loss_value,
-                None if loss.smooth else _loss_least_norm)]
+                None if loss.smooth else _loss_least_norm, rounding=_loss_rounding)]
     for i in range(1, N + 1):
         if variant == "two":
             out.append(Term(fit_term(i), "fit", i, frozenset({("V", i), ("W", i)}) | _v(i - 1),
                             f"γ/2‖V_{i} − σ_{i}(W̃_{i}Ṽ_{i-1})‖²",
-                            rf"V_{{{i}}} - \sigma_{{{i}}}(\tilde W_{{{i}}}\tilde V_{{{i - 1}}})", _fit_value(i)))
+                            rf"V_{{{i}}} - \sigma_{{{i}}}(\tilde W_{{{i}}}\tilde V_{{{i - 1}}})", _fit_value(i),
+                            rounding=_fit_rounding(i)))
         else:
             skip = tau[i] == 1
             act_blocks = frozenset({("V", i), ("U", i)}) | (_v(i - 1) if skip else frozenset())
             prev, prev_tex = (f" − V_{i - 1}", rf" - V_{{{i - 1}}}") if skip else ("", "")
             out.append(Term(act_term(i), "act", i, act_blocks, f"γ/2‖V_{i}{prev} − σ_{i}(U_{i})‖²",
-                            rf"V_{{{i}}}{prev_tex} - \sigma_{{{i}}}(U_{{{i}}})", _act_value(i, skip)))
+                            rf"V_{{{i}}}{prev_tex} - \sigma_{{{i}}}(U_{{{i}}})", _act_value(i, skip),
+                            rounding=_act_rounding(i, skip)))
             out.append(Term(aff_term(i), "aff", i, frozenset({("U", i), ("W", i)}) | _v(i - 1),
                             f"γ/2‖U_{i} − W̃_{i}Ṽ_{i-1}‖²", rf"U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}",
-                            _aff_value(i)))
+                            _aff_value(i), rounding=_aff_rounding(i)))
         out += _regulariser_terms(config, i)
     return tuple(out)
 
@@ -182,10 +194,12 @@ def _regulariser_terms(config: BCDConfig, i: int) -> list[Term]:
         else:
             label, tex_full = f"r_{i}({target}_{i}) = {r.spec}", rf"$r_{{{i}}}({tex_target}_{{{i}}})$"
         out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), label, rf"{tex_target}_{{{i}}}",
-                        _reg_value(i), None if r.smooth else _reg_least_norm(i), tex_full))
+                        _reg_value(i), None if r.smooth else _reg_least_norm(i), tex_full,
+                        rounding=_reg_rounding(i)))
     if not s.is_zero:
         out.append(Term(sreg_term(i), "sreg", i, frozenset({("V", i)}), f"s_{i}(V_{i}) = {s.spec}", f"V_{{{i}}}",
-                        _sreg_value(i), None if s.smooth else _sreg_least_norm(i), rf"$s_{{{i}}}(V_{{{i}}})$"))
+                        _sreg_value(i), None if s.smooth else _sreg_least_norm(i), rf"$s_{{{i}}}(V_{{{i}}})$",
+                        rounding=_sreg_rounding(i)))
     return out
 
 
@@ -295,3 +309,96 @@ def _sreg_least_norm(i: int) -> Callable:
         return problem.s[i].least_norm(state.V[i], G)
 
     return least_norm
+
+
+# ---------------------------------------------------------------- rounding sizes (Term.rounding)
+# What each term's computed value and gradient are formed from, for the recorder's block noise on its generic path
+# (verification/tolerance.py, "Block noise").  Iterates are stored numbers: only what is *computed* from them rounds —
+# a product W̃Ṽ (by eps·‖W̃‖‖Ṽ‖, normwise), an elementwise σ (by eps·|σ(u)|), each difference (by eps·|operands|).
+
+
+def _tilde_norm(state: BCDState, problem: Problem, i: int) -> Tensor:
+    """‖Ṽ_i‖ = (‖V_i‖² + n)^½ (the row of ones of Ṽ_i = [V_i; 1ᵀ]), V_0 = X."""
+    return (sample_sq(state.V[i]) + problem.n_total).sqrt()
+
+
+def _sigma_lipschitz(problem: Problem, bound: Callable[[], Tensor]) -> float:
+    """L_σ, on all of ℝ where it exists, else on [−B, B] with B = ``bound()`` (a Frobenius norm: a loose bound of the
+    arguments, computed only for a σ that is Lipschitz on bounded sets alone, a polynomial)."""
+    lip = problem.activation.lipschitz(None)
+    return lip if math.isfinite(lip) else problem.activation.lipschitz(float(bound()))
+
+
+def _residual_norm(value: Tensor, coef: float) -> Tensor:
+    """‖R‖ of a term coef/2‖R‖² from its computed value."""
+    return (2.0 * value.clamp_min(0.0) / coef).sqrt()
+
+
+def _aff_rounding(i: int) -> Callable:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+        """R = U_i − W̃_iṼ_{i-1}: s = ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖U_i‖; J = ‖Ṽ_{i-1}‖ (W̃_i), 1 (U_i), ‖W̃_i‖ (V_{i-1})."""
+        g = problem.config.gamma
+        nW, nV = torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
+        size = nW * nV + sample_sq(state.U[i]).sqrt()
+        jac = {"W": nV, "U": 1.0, "V": nW}[block[0]]
+        return g * _residual_norm(value, g) * size, g * jac * size
+
+    return rounding
+
+
+def _act_rounding(i: int, skip: bool) -> Callable:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+        """R = σ(U_i) − V_i (+ V_{i-1}): s = ‖σ(U_i)‖ + ‖V_i‖ (+ ‖V_{i-1}‖) ≤ ‖R‖ + 2(‖V_i‖ + ‖V_{i-1}‖);
+        J = L_σ (U_i), 1 (V_i, V_{i-1})."""
+        g = problem.config.gamma
+        r = _residual_norm(value, g)
+        size = r + 2.0 * (sample_sq(state.V[i]).sqrt() + (sample_sq(state.V[i - 1]).sqrt() if skip else 0.0))
+        jac = _sigma_lipschitz(problem, lambda: sample_sq(state.U[i]).sqrt()) if block[0] == "U" else 1.0
+        return g * r * size, g * jac * size
+
+    return rounding
+
+
+def _fit_rounding(i: int) -> Callable:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+        """R = σ(W̃_iṼ_{i-1}) − V_i: s = L_σ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖σ(·)‖ + ‖V_i‖ ≤ L_σ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖R‖ + 2‖V_i‖;
+        J = L_σ‖Ṽ_{i-1}‖ (W̃_i), 1 (V_i), L_σ‖W̃_i‖ (V_{i-1})."""
+        g = problem.config.gamma
+        nW, nV = torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
+        lip = _sigma_lipschitz(problem, lambda: nW * nV)
+        r = _residual_norm(value, g)
+        size = lip * nW * nV + r + 2.0 * sample_sq(state.V[i]).sqrt()
+        jac = {"W": lip * nV, "V": 1.0 if block[1] == i else lip * nW}[block[0]]
+        return g * r * size, g * jac * size
+
+    return rounding
+
+
+def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+    """R(V_N; Y), formed from V_N and Y: E = ‖g‖(‖V_N‖ + ‖Y‖), g its least-norm (sub)gradient (c(V_N − Y) for the
+    squared loss, whose E is then coef·‖R‖·s); G = L_R(‖V_N‖ + ‖Y‖), L_R = c where ∇R is not Lipschitz (hinge)."""
+    V, c = state.V[state.N], problem.c
+    size = sample_sq(V).sqrt() + sample_sq(problem.Y).sqrt()
+    g = sample_sq(problem.loss.least_norm(V, torch.zeros_like(V), problem.Y, c)).sqrt()
+    lip = problem.loss.lipschitz(c)
+    return g * size, (c if lip is None else lip) * size
+
+
+def _reg_rounding(i: int) -> Callable:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+        """r_i(W̃_i): E = 0, G = ‖least-norm element of ∂r_i(W̃_i)‖ (its rounding is relative to itself)."""
+        W = penalised(state.W[i], problem.config)
+        g = torch.linalg.vector_norm(problem.r[i].least_norm(W, torch.zeros_like(W)))
+        return torch.zeros_like(g), g
+
+    return rounding
+
+
+def _sreg_rounding(i: int) -> Callable:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+        """s_i(V_i): E = 0, G = ‖least-norm element of ∂s_i(V_i)‖."""
+        V = state.V[i]
+        g = sample_sq(problem.s[i].least_norm(V, torch.zeros_like(V))).sqrt()
+        return torch.zeros_like(g), g
+
+    return rounding

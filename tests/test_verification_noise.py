@@ -19,22 +19,29 @@ from bcd.data import gaussian_mixture
 from bcd.inputs import make_problem
 from bcd.problem import initial_state
 from verification import schema as S  # noqa: N812
-from verification.checks import monotone_descent, sufficient_descent
+from verification.checks import monotone_descent, sufficient_descent, verify
 from verification.precision import Float64Mirror
 from verification.recorder import Recorder
 from verification.tolerance import KAPPA_NOISE, KAPPA_OBJECTIVE, machine_eps, objective_tol
 from verification.trace import Trace
 
+RUNS = {  # the recorder's path and the variant: its fast path, and the generic one on Algorithm 2 and on Algorithm 3
+    "fast": ("fast", {}),
+    "generic": ("generic", {}),
+    "resnet": ("auto", {"skip": "auto"}),
+}
 
-@pytest.fixture(scope="module")
-def float32_run():
+
+@pytest.fixture(scope="module", params=list(RUNS))
+def float32_run(request):
     """A deep float32 run on inputs of size ~10³ (the products W̃Ṽ grow to ~10⁴ while L̄ falls below 1, as ‖W̃‖ grows
-    on MNIST's 10×600 network): its decreases are formed from products far above L̄.  About 2 s."""
+    on MNIST's 10×600 network): its decreases are formed from products far above L̄.  About 2 s per path."""
+    path, extra = RUNS[request.param]
     d = gaussian_mixture(n=400, d=40, k=10, seed=3)
     cfg = BCDConfig(hidden=(100,) * 8, gamma=1.0, alpha=1.0, reduction="sum", init="authors", dtype="float32",
-                    sweeps=30, seed=0)
+                    sweeps=30, seed=0, **extra)
     problem = make_problem(d.X_train * 3000.0, d.y_train, cfg)
-    rec, mirror = Recorder("standard"), Float64Mirror()
+    rec, mirror = Recorder("standard", path=path), Float64Mirror()
     engine.run(problem, initial_state(problem), hooks=[rec, mirror])
     trace = rec.trace()
     blocks = trace.blocks.sort_values([S.SWEEP, S.STEP]).reset_index(drop=True)
@@ -49,14 +56,19 @@ def float32_run():
 
 def test_the_recorded_noise_covers_the_rounding_of_every_float32_decrease(float32_run):
     """|recorded decrease − float64 decrease of the same iterates| ≤ κ·eps·(max(|L̄⁻|, |L̄⁺|, 1) + S·‖Δ‖) on every
-    block, on a run where the |L̄| part alone is exceeded by the rounding (so the noise term is needed)."""
-    _trace, b = float32_run
+    block, on runs where the |L̄| part alone is not enough: the rounding exceeds it (Algorithm 2, either path), or the
+    float32 W̃ solves raise L̄ in float64 too, by less than their rounding, and fail both checks (Algorithm 3)."""
+    trace, b = float32_run
     noise = b[S.BLOCK_NOISE].to_numpy(dtype=float)
     assert np.isfinite(noise).all() and (noise > 0).all()
     err = (b[S.BLOCK_DECREASE] - b["dec64"]).abs().to_numpy()
     tol = objective_tol("float32", b["L_scale"], noise=noise)
     assert (err <= tol).all(), float(np.max(err / tol))
-    assert (err > objective_tol("float32", b["L_scale"])).any()  # the |L̄| tolerance alone would not cover them
+    assert monotone_descent(trace).status == "pass" and sufficient_descent(trace).status == "pass"
+    without = trace.blocks.copy()
+    without[S.BLOCK_NOISE] = np.nan  # a trace without the column: the |L̄| tolerance alone
+    bare = Trace(trace.sweeps, without, trace.meta)
+    assert (err > objective_tol("float32", b["L_scale"])).any() or monotone_descent(bare).status == "fail"
 
 
 @pytest.mark.parametrize("block", ["U", "V", "W"])
@@ -76,6 +88,29 @@ def test_descent_checks_still_fail_a_rise_beyond_the_noise(float32_run, block):
             bad.loc[j, S.BLOCK_DECREASE] = -rise
             v = monotone_descent(Trace(trace.sweeps, bad, trace.meta))
             assert (v.status == "fail") == fails, (block, j, rise, v.explanation)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_generic_noise_hides_no_planted_bug(dtype):
+    """verification/MUTANTS.md's mutants on its problems, recorded on the generic path (Algorithms 1 and 3 use it): the
+    checks that fail a mutant with the block noise are those that fail it without (the |L̄| tolerance alone)."""
+    from test_verification_mutants import MUTANT_PROBLEMS, MUTANTS
+
+    for m in MUTANTS:
+        for p in MUTANT_PROBLEMS:
+            cfg = BCDConfig(hidden=(5, 4), sweeps=12, dtype=dtype, **p)
+            d = gaussian_mixture(n=20, d=4, k=3, seed=cfg.seed)
+            problem = make_problem(d.X_train, d.y_train, cfg)
+            rec = Recorder("full", path="generic")
+            engine.run(problem, initial_state(problem), hooks=[rec], schedule=m.schedule(cfg.N))
+            trace = rec.trace()
+            assert trace.blocks[S.BLOCK_NOISE].gt(0).all()
+            without = trace.blocks.copy()
+            without[S.BLOCK_NOISE] = np.nan
+            failed = {v.claim for v in verify(trace, cfg) if v.status == "fail"}
+            assert failed == {v.claim for v in verify(Trace(trace.sweeps, without, trace.meta), cfg)
+                              if v.status == "fail"}, (m.key, p)
+            assert failed or (dtype == "float32" and m.key in ("jacobi_bias", "old_W_next")), (m.key, p)
 
 
 def test_the_sweep_level_keeps_the_objective_tolerance(float32_run):

@@ -386,11 +386,32 @@ class Recorder(Algorithm2FastPath):
         problem = self.problem
         after_state = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
         after_state.set(b, i, new)
-        before = torch.stack([t.value(state, problem) for t in sub.terms]).sum()
-        after = torch.stack([t.value(after_state, problem) for t in sub.terms]).sum()
-        row[S.BLOCK_DECREASE] = before - after
+        before = [t.value(state, problem) for t in sub.terms]
+        after = [t.value(after_state, problem) for t in sub.terms]
+        row[S.BLOCK_DECREASE] = torch.stack(before).sum() - torch.stack(after).sum()
+        row[S.BLOCK_NOISE] = self._generic_noise(sub, state, after_state, before, after, row[S.BLOCK_DELTA_SQ])
         if self._level >= 2 and not sub.solved_inexactly(problem):
             row[S.BLOCK_RESIDUAL] = sub.residual(state, problem, new)
+
+    def _generic_noise(self, sub, state: BCDState, after_state: BCDState, before: list[Tensor], after: list[Tensor],
+                       d_sq: Tensor) -> Tensor:
+        """S·‖Δ‖ of a decrease formed as Σ_t t(before) − Σ_t t(after) (verification/tolerance.py, "Block noise"):
+        the rounding sizes E of every touched term's two evaluations, plus ‖Δ‖ times the sizes G of the gradients the
+        update solved for at X⁺ and the proximal term's ω(‖X⁺‖ + ‖X⁻‖) (a backward-stable update's residual).  NaN
+        where a term has no rounding model or a size is not finite (the |L̄| tolerance alone then)."""
+        problem, key = self.problem, sub.key
+        step = torch.as_tensor(d_sq, dtype=before[0].dtype, device=before[0].device).sqrt()
+        if any(t.rounding is None for t in sub.terms):
+            return torch.full_like(step, math.nan)
+        total = step.new_zeros(())
+        for t, v0, v1 in zip(sub.terms, before, after, strict=True):
+            E0, _ = t.rounding(state, problem, v0, key)
+            E1, G1 = t.rounding(after_state, problem, v1, key)
+            total = total + E0 + E1 + step * G1
+        if sub.omega:
+            total = total + step * sub.omega * (block_norm(key[0], after_state.get(*key))
+                                                 + block_norm(key[0], state.get(*key)))
+        return torch.where(torch.isfinite(total), total, torch.full_like(total, math.nan))
 
     # ------------------------------------------------------------------ rows
 
