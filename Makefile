@@ -25,11 +25,11 @@ demo: data                   ## the main job on its embedded default
 train: data                  ## a plain training run on the embedded default
 	$(BIN)/bcd train --overwrite
 
-test: data                   ## the default test suite (long runs are marked slow and excluded)
-	$(BIN)/python -m pytest -q
+test: data                   ## the default test suite (long runs are marked slow and excluded), on two workers
+	$(BIN)/python -m pytest -q -n 2
 
 test-all: data               ## everything, including the slow marks
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -n 2 -m ''
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,10 +1,23 @@
 """Shared fixtures.  ``device``: the test runs on the CPU and, where a CUDA device is present, again on it (the
-engine, recorder and checks tests take it; ``benchmarks/device_check.sh`` runs them on a GPU machine)."""
+engine, recorder and checks tests take it; ``benchmarks/device_check.sh`` runs them on a GPU machine).
+
+Under ``pytest -n K`` (pytest-xdist; ``make test`` runs two workers) each worker takes its share of the cores, for
+torch here and, through OMP_NUM_THREADS, for the processes its tests start (K workers × all cores each would
+oversubscribe the machine)."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
