@@ -54,6 +54,12 @@ class Loss(Record):
         """G + ∇R(V) for a smooth loss."""
         return G + self.grad(V, Y, c)
 
+    def rounding(self, V: Tensor, Y: Tensor, c: float) -> Tensor:
+        """E: the computed ``value`` is within about eps·(E + log(n)·|value|) of R at the stored V (a local sum over
+        this shard's samples; verification/tolerance.py, "Block noise").  0 where every summand is rounded relative
+        to itself (a difference V − Y, a softplus)."""
+        return V.new_zeros(())
+
     def sym(self) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
         """R for one entry (one column of two classes for cross-entropy) with c = 1, and its variables."""
 
@@ -134,6 +140,10 @@ class CrossEntropy(Loss):
     def grad(self, V, Y, c):
         return torch.softmax(V, dim=0).sub_(Y).mul_(c)
 
+    def rounding(self, V, Y, c):
+        """Two sums that cancel: c(Σ|lse(v_j)| + Σ|⟨y_j, v_j⟩|)."""
+        return c * (torch.logsumexp(V, dim=0).abs().sum() + (Y * V).abs().sum())
+
     def prox(self, Z, t, Y, c):
         """Per column: min_v c(lse(v) − yᵀv) + ‖v − z‖²/(2t), strictly convex (modulus 1/t).  Newton with the Hessian
         diag(D) − c ppᵀ, D = cp + 1/t, inverted by Sherman–Morrison, and a per-column backtracking line search."""
@@ -183,6 +193,11 @@ class Hinge(Loss):
         s = signed(Y)
         w = s * Z
         return torch.where(w >= 1.0, Z, torch.where(w <= 1.0 - t * c, Z + (t * c) * s, s))
+
+    def rounding(self, V, Y, c):
+        """1 − ỹv rounds by eps(1 + |v|) where it is not cut at 0: c·Σ over those entries of (1 + |v|)."""
+        t = 1.0 - signed(Y) * V
+        return c * torch.where(t > 0, 1.0 + V.abs(), torch.zeros_like(V)).sum()
 
     def least_norm(self, V, G, Y, c):
         """∂R(v) = −cỹ (ỹv < 1), 0 (ỹv > 1), −cỹ·[0, 1] (ỹv = 1): nearest −G there is θ = clip(ỹG/c, 0, 1)."""

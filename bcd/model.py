@@ -83,9 +83,10 @@ class Term:
     (verification/tolerance.py, "Block noise"): the computed ``value`` is within about eps·E of the exact value at the
     stored iterates (beyond the eps·|value| of its reductions), and its computed gradient in ``block`` within about
     eps·G.  For a term coef/2‖R‖², R formed from operands of total size s (a product W̃Ṽ counted as ‖W̃‖‖Ṽ‖):
-    E = coef·‖R‖·s and G = coef·J·s, J a bound of ‖∂R/∂block‖.  r_i and s_i are separable in the entries of
-    their one block: E = 0 (their rounding is within eps·|value|) and G = ‖least-norm subgradient‖ (λ‖W̃_i‖ for the
-    ridge).  ``None``: no rounding model (the recorder then records no block noise)."""
+    E = coef·‖R‖·s and G = coef·J·s, J a bound of ‖∂R/∂block‖ (E counts only the operands that change with
+    the block: below).  r_i and s_i are separable in the entries of their one block: E = 0 (their rounding is within
+    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights).  ``None``: no rounding
+    model (the recorder then records no block noise)."""
 
     id: str
     kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
@@ -313,8 +314,11 @@ def _sreg_least_norm(i: int) -> Callable:
 
 # ---------------------------------------------------------------- rounding sizes (Term.rounding)
 # What each term's computed value and gradient are formed from, for the recorder's block noise on its generic path
-# (verification/tolerance.py, "Block noise").  Iterates are stored numbers: only what is *computed* from them rounds —
-# a product W̃Ṽ (by eps·‖W̃‖‖Ṽ‖, normwise), an elementwise σ (by eps·|σ(u)|), each difference (by eps·|operands|).
+# (verification/tolerance.py, "Block noise").  Iterates are stored numbers, and a difference or an elementwise σ is
+# rounded relative to its own result (within the eps·|value| of the |L̄| tolerance): only a product W̃Ṽ (by about
+# eps·‖W̃‖‖Ṽ‖, normwise) and σ(U) (by eps·|σ(U)|) round by more.  In a block's decrease t(X⁻) − t(X⁺) an operand that
+# does not depend on the block is computed twice from the same numbers, so its rounding cancels to first order, up to
+# ‖R⁻ − R⁺‖ ≤ J‖Δ‖ times its size: that is within the ‖Δ‖·G part.  E counts the operands that change with the block.
 
 
 def _tilde_norm(state: BCDState, problem: Problem, i: int) -> Tensor:
@@ -322,9 +326,19 @@ def _tilde_norm(state: BCDState, problem: Problem, i: int) -> Tensor:
     return (sample_sq(state.V[i]) + problem.n_total).sqrt()
 
 
-def _sigma_lipschitz(problem: Problem, bound: Callable[[], Tensor]) -> float:
-    """L_σ, on all of ℝ where it exists, else on [−B, B] with B = ``bound()`` (a Frobenius norm: a loose bound of the
-    arguments, computed only for a σ that is Lipschitz on bounded sets alone, a polynomial)."""
+def _max_bound(t: Tensor) -> Tensor:
+    """An upper bound of max |t| over every shard, within (numel)^(1/16) of it: ‖t‖₁₆ = ‖t‖·‖t/‖t‖‖₁₆ (scaled, so
+    that the 16th powers neither overflow nor need a max-reduction through the seam)."""
+    size = sample_sq(t).sqrt()
+    unit = t / size.clamp_min(torch.finfo(t.dtype).tiny)
+    return size * over_samples(unit.pow(16).sum()).pow(1.0 / 16)
+
+
+def _sigma_lipschitz(problem: Problem, i: int, bound: Callable[[], Tensor]) -> float:
+    """L of σ_i: 1 at the output layer (σ_N = identity), else the activation's constant on all of ℝ where it exists,
+    or on [−B, B], B = ``bound()`` ≥ max |argument|, for a σ Lipschitz on bounded sets alone (a polynomial)."""
+    if i == problem.config.N:
+        return 1.0
     lip = problem.activation.lipschitz(None)
     return lip if math.isfinite(lip) else problem.activation.lipschitz(float(bound()))
 
@@ -336,57 +350,71 @@ def _residual_norm(value: Tensor, coef: float) -> Tensor:
 
 def _aff_rounding(i: int) -> Callable:
     def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
-        """R = U_i − W̃_iṼ_{i-1}: s = ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖U_i‖; J = ‖Ṽ_{i-1}‖ (W̃_i), 1 (U_i), ‖W̃_i‖ (V_{i-1})."""
+        """R = U_i − W̃_iṼ_{i-1}: the product rounds by ‖W̃_i‖‖Ṽ_{i-1}‖ (it changes with W̃_i and V_{i-1}, not U_i);
+        the gradient's operands (the step's products with U_i too) s = ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖U_i‖, J = ‖Ṽ_{i-1}‖ (W̃_i),
+        1 (U_i), ‖W̃_i‖ (V_{i-1})."""
         g = problem.config.gamma
         nW, nV = torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
-        size = nW * nV + sample_sq(state.U[i]).sqrt()
+        product = nW * nV
+        E = g * _residual_norm(value, g) * product if block[0] != "U" else torch.zeros_like(product)
         jac = {"W": nV, "U": 1.0, "V": nW}[block[0]]
-        return g * _residual_norm(value, g) * size, g * jac * size
+        return E, g * jac * (product + sample_sq(state.U[i]).sqrt())
 
     return rounding
 
 
 def _act_rounding(i: int, skip: bool) -> Callable:
     def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
-        """R = σ(U_i) − V_i (+ V_{i-1}): s = ‖σ(U_i)‖ + ‖V_i‖ (+ ‖V_{i-1}‖) ≤ ‖R‖ + 2(‖V_i‖ + ‖V_{i-1}‖);
-        J = L_σ (U_i), 1 (V_i, V_{i-1})."""
+        """R = σ(U_i) − V_i (+ V_{i-1}): σ(U_i) rounds by ‖σ(U_i)‖ ≤ ‖R‖ + ‖V_i‖ (+ ‖V_{i-1}‖) (it changes with U_i),
+        and with a skip the partial difference σ(U_i) − V_i by its size ≤ ‖R‖ + ‖V_{i-1}‖ (with U_i and V_i); the
+        gradient's operands s = ‖σ(U_i)‖ + ‖V_i‖ (+ ‖V_{i-1}‖), J = L_σ (U_i), 1 (V_i, V_{i-1})."""
         g = problem.config.gamma
-        r = _residual_norm(value, g)
-        size = r + 2.0 * (sample_sq(state.V[i]).sqrt() + (sample_sq(state.V[i - 1]).sqrt() if skip else 0.0))
-        jac = _sigma_lipschitz(problem, lambda: sample_sq(state.U[i]).sqrt()) if block[0] == "U" else 1.0
-        return g * r * size, g * jac * size
+        r, nV = _residual_norm(value, g), sample_sq(state.V[i]).sqrt()
+        nV_prev = sample_sq(state.V[i - 1]).sqrt() if skip else torch.zeros_like(r)
+        sigma = r + nV + nV_prev
+        partial = r + nV_prev if skip else torch.zeros_like(r)
+        var = {("U", i): sigma + partial, ("V", i): partial}.get(block, torch.zeros_like(r))
+        jac = _sigma_lipschitz(problem, i, lambda: _max_bound(state.U[i])) if block[0] == "U" else 1.0
+        return g * r * var, g * jac * (sigma + nV + nV_prev)
 
     return rounding
 
 
 def _fit_rounding(i: int) -> Callable:
     def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
-        """R = σ(W̃_iṼ_{i-1}) − V_i: s = L_σ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖σ(·)‖ + ‖V_i‖ ≤ L_σ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖R‖ + 2‖V_i‖;
-        J = L_σ‖Ṽ_{i-1}‖ (W̃_i), 1 (V_i), L_σ‖W̃_i‖ (V_{i-1})."""
+        """R = σ_i(W̃_iṼ_{i-1}) − V_i: the product's rounding through σ, L_σ‖W̃_i‖‖Ṽ_{i-1}‖, and σ's own,
+        ‖σ(·)‖ ≤ ‖R‖ + ‖V_i‖ (both change with W̃_i and V_{i-1}, not V_i); the gradient's operands s = those and
+        ‖V_i‖, J = L_σ‖Ṽ_{i-1}‖ (W̃_i), 1 (V_i), L_σ‖W̃_i‖ (V_{i-1})."""
         g = problem.config.gamma
-        nW, nV = torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
-        lip = _sigma_lipschitz(problem, lambda: nW * nV)
-        r = _residual_norm(value, g)
-        size = lip * nW * nV + r + 2.0 * sample_sq(state.V[i]).sqrt()
+        W, nW, nV = state.W[i], torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
+
+        def arg_bound() -> Tensor:  # |(W̃Ṽ)_kj| ≤ max_k ‖W̃_k,:‖ · max_j ‖Ṽ_:,j‖
+            cols = (torch.linalg.vector_norm(state.V[i - 1], dim=0).square() + 1.0).sqrt()
+            return torch.linalg.vector_norm(W, dim=1).amax() * _max_bound(cols)
+
+        lip = _sigma_lipschitz(problem, i, arg_bound)
+        r, nVi = _residual_norm(value, g), sample_sq(state.V[i]).sqrt()
+        formed = lip * nW * nV + r + nVi
+        E = g * r * formed if block != ("V", i) else torch.zeros_like(r)
         jac = {"W": lip * nV, "V": 1.0 if block[1] == i else lip * nW}[block[0]]
-        return g * r * size, g * jac * size
+        return E, g * jac * (formed + nVi)
 
     return rounding
 
 
 def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
-    """R(V_N; Y), formed from V_N and Y: E = ‖g‖(‖V_N‖ + ‖Y‖), g its least-norm (sub)gradient (c(V_N − Y) for the
-    squared loss, whose E is then coef·‖R‖·s); G = L_R(‖V_N‖ + ‖Y‖), L_R = c where ∇R is not Lipschitz (hinge)."""
+    """R(V_N; Y): E from the loss record (0 where each summand is rounded relative to itself: squared, logistic; the
+    cancelling sums of cross-entropy, the hinge's 1 − ỹv); the gradient's operands s = ‖V_N‖ + ‖Y‖ with J = L_R, or c
+    where ∇R is not Lipschitz (the hinge)."""
     V, c = state.V[state.N], problem.c
-    size = sample_sq(V).sqrt() + sample_sq(problem.Y).sqrt()
-    g = sample_sq(problem.loss.least_norm(V, torch.zeros_like(V), problem.Y, c)).sqrt()
     lip = problem.loss.lipschitz(c)
-    return g * size, (c if lip is None else lip) * size
+    size = sample_sq(V).sqrt() + sample_sq(problem.Y).sqrt()
+    return over_samples(problem.loss.rounding(V, problem.Y, c)), (c if lip is None else lip) * size
 
 
 def _reg_rounding(i: int) -> Callable:
     def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
-        """r_i(W̃_i): E = 0, G = ‖least-norm element of ∂r_i(W̃_i)‖ (its rounding is relative to itself)."""
+        """r_i(W̃_i): E = 0, G = ‖least-norm element of ∂r_i‖ at the penalised part of W̃_i."""
         W = penalised(state.W[i], problem.config)
         g = torch.linalg.vector_norm(problem.r[i].least_norm(W, torch.zeros_like(W)))
         return torch.zeros_like(g), g

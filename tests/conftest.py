@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1:  # the cores this process may use (affinity), shared; never more than a user's OMP_NUM_THREADS
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = max(1, _cores // _WORKERS)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        _share = max(1, min(_share, int(os.environ["OMP_NUM_THREADS"])))
+    os.environ["OMP_NUM_THREADS"] = str(_share)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

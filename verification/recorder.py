@@ -285,7 +285,7 @@ class Recorder(Algorithm2FastPath):
     def _start_norms(self, state: BCDState) -> None:
         """The fast path's per-layer norms (verification/tolerance.py, block noise): ‖V_i‖² carried from sweep to
         sweep (recomputed here at a start or resume), ‖U_i⁺‖ and the W steps' noise within a sweep. The generic path
-        (Algorithms 1 and 3) records no block noise and reads none of them."""
+        (Algorithms 1 and 3) reads none of them: its block noise comes from the terms' ``rounding``."""
         self._V_sq = {} if self._generic else {i: sample_sq(state.V[i]).double() for i in range(1, state.N + 1)}
         self._U_norm: dict[int, Tensor] = {}
         self._noise_before_V: dict[int, Tensor] = {}
