@@ -327,11 +327,23 @@ def _tilde_norm(state: BCDState, problem: Problem, i: int) -> Tensor:
 
 
 def _max_bound(t: Tensor) -> Tensor:
-    """An upper bound of max |t| over every shard, within (numel)^(1/16) of it: ‖t‖₁₆ = ‖t‖·‖t/‖t‖‖₁₆ (scaled, so
-    that the 16th powers neither overflow nor need a max-reduction through the seam)."""
+    """An upper bound of max |t| over every shard, within (numel)^(1/16) of it: ‖t‖₁₆ = ‖t‖·‖t/‖t‖‖₁₆, in float64
+    and scaled (the 16th powers neither overflow nor, short of entries 10⁻¹⁹ of ‖t‖, underflow; no max-reduction
+    through the seam); ‖t‖ itself where that fails."""
+    t = t.double()
     size = sample_sq(t).sqrt()
-    unit = t / size.clamp_min(torch.finfo(t.dtype).tiny)
-    return size * over_samples(unit.pow(16).sum()).pow(1.0 / 16)
+    bound = size * over_samples((t / size.clamp_min(torch.finfo(t.dtype).tiny)).pow(16).sum()).pow(1.0 / 16)
+    return torch.where(torch.isfinite(bound) & (bound > 0), bound, size)
+
+
+def _sigma_extra(problem: Problem, i: int, lip: float, arg_size: Tensor, numel: int) -> Tensor | float:
+    """What σ_i's evaluation rounds by beyond eps·|σ|: 0 for the catalogue's σ with a global Lipschitz constant
+    (elementwise, relative); for a polynomial (Horner with mixed signs), eps·Σ_k|c_k||u|^k ≤ eps(|σ(0)| + L_B|u|)
+    per entry: |σ(0)|·√numel + L_B·‖argument‖."""
+    if i == problem.config.N or math.isfinite(problem.activation.lipschitz(None)):
+        return 0.0
+    zero = float(problem.activation.apply(torch.zeros(1, dtype=torch.float64)))
+    return abs(zero) * math.sqrt(numel) + lip * arg_size
 
 
 def _sigma_lipschitz(problem: Problem, i: int, bound: Callable[[], Tensor]) -> float:
@@ -368,13 +380,14 @@ def _act_rounding(i: int, skip: bool) -> Callable:
         """R = σ(U_i) − V_i (+ V_{i-1}): σ(U_i) rounds by ‖σ(U_i)‖ ≤ ‖R‖ + ‖V_i‖ (+ ‖V_{i-1}‖) (it changes with U_i),
         and with a skip the partial difference σ(U_i) − V_i by its size ≤ ‖R‖ + ‖V_{i-1}‖ (with U_i and V_i); the
         gradient's operands s = ‖σ(U_i)‖ + ‖V_i‖ (+ ‖V_{i-1}‖), J = L_σ (U_i), 1 (V_i, V_{i-1})."""
-        g = problem.config.gamma
+        g, U = problem.config.gamma, state.U[i]
         r, nV = _residual_norm(value, g), sample_sq(state.V[i]).sqrt()
         nV_prev = sample_sq(state.V[i - 1]).sqrt() if skip else torch.zeros_like(r)
-        sigma = r + nV + nV_prev
+        lip = _sigma_lipschitz(problem, i, lambda: _max_bound(U))
+        sigma = r + nV + nV_prev + _sigma_extra(problem, i, lip, sample_sq(U).sqrt(), U.shape[0] * problem.n_total)
         partial = r + nV_prev if skip else torch.zeros_like(r)
         var = {("U", i): sigma + partial, ("V", i): partial}.get(block, torch.zeros_like(r))
-        jac = _sigma_lipschitz(problem, i, lambda: _max_bound(state.U[i])) if block[0] == "U" else 1.0
+        jac = lip if block[0] == "U" else 1.0
         return g * r * var, g * jac * (sigma + nV + nV_prev)
 
     return rounding
@@ -394,7 +407,7 @@ def _fit_rounding(i: int) -> Callable:
 
         lip = _sigma_lipschitz(problem, i, arg_bound)
         r, nVi = _residual_norm(value, g), sample_sq(state.V[i]).sqrt()
-        formed = lip * nW * nV + r + nVi
+        formed = lip * nW * nV + r + nVi + _sigma_extra(problem, i, lip, nW * nV, W.shape[0] * problem.n_total)
         E = g * r * formed if block != ("V", i) else torch.zeros_like(r)
         jac = {"W": lip * nV, "V": 1.0 if block[1] == i else lip * nW}[block[0]]
         return E, g * jac * (formed + nVi)

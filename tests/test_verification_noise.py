@@ -215,6 +215,8 @@ def test_the_max_bound_of_a_polynomial_argument():
     numel^(1/16)·max|t|, with entries far above float32's 16th-root range (no overflow)."""
     from bcd.model import _max_bound
 
-    t = torch.randn(50, 400, generator=torch.Generator().manual_seed(1)) * 1e6
-    m, b = float(t.abs().max()), float(_max_bound(t))
-    assert m <= b * (1 + 1e-5) and b <= t.numel() ** (1 / 16) * m
+    gen = torch.Generator().manual_seed(1)
+    for t in (torch.randn(50, 400, generator=gen) * 1e6, 0.1 + 0.01 * torch.randn(100, 60000, generator=gen),
+              torch.full((30, 40), 1e-30)):  # float32: large entries; many small ones of ‖t‖ (16th powers underflow)
+        m, b = float(t.abs().max()), float(_max_bound(t))
+        assert m <= b * (1 + 1e-5) and b <= t.numel() ** (1 / 16) * m * (1 + 1e-5), (m, b)
