@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_instrumentation.py                 # ~2 min on CPU
     .venv/bin/python benchmarks/bench_instrumentation.py --n 20000 --hidden 1500,1500 --device cuda --json out.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_instrumentation.py --path generic --skip auto   # Algorithm 3
     .venv/bin/python benchmarks/bench_instrumentation.py --n 60000 --presets standard,full --sweeps 3 --repeats 1 \
         --warmup 2 --hidden 600,600,600,600,600,600,600,600,600,600   # 10x600 at MNIST's full n: 1 timed sweep each
 
@@ -117,13 +118,13 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
-def measure(problem, variant: str, sweeps: int) -> tuple[list[float], list[float], float, float]:
+def measure(problem, variant: str, sweeps: int, path: str = "auto") -> tuple[list[float], list[float], float, float]:
     """Per-sweep (engine seconds, recorder seconds) of one run, sweeps 1..T−1, the run's CPU
     seconds per sweep without the engine's objective evaluation (thread time: not inflated while
     other processes hold the CPU; the evaluation's CPU time is measured once and subtracted), and its minor page
     faults per sweep (run start and evaluation included: a count, not disturbed by other processes)."""
     state = initial_state(problem)
-    rec = None if variant == "bare" else Recorder(variant)
+    rec = None if variant == "bare" else Recorder(variant, path=path)
     c0, f0 = time.thread_time(), minor_faults()
     log = run(problem, state, sweeps=sweeps, hooks=[] if rec is None else [rec]).log
     cpu, faults = (time.thread_time() - c0) / sweeps, (minor_faults() - f0) / sweeps
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc-reuse", action="store_true", help="glibc: keep freed memory for reuse (see above)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--floors-only", action="store_true", help="print each preset's FLOP floor and exit (no timing)")
+    p.add_argument("--path", default="auto", choices=("auto", "fast", "generic"),
+                   help="the recorder's path (default auto: the fast one here); the FLOP floors are the fast path's")
+    p.add_argument("--skip", default="none", choices=("none", "auto"),
+                   help="auto: Algorithm 3, skip connections where d_i = d_{i-1} (recorded on the generic path)")
     args = p.parse_args(argv)
     reuse = malloc_reuse() if args.malloc_reuse else False
     if args.malloc_reuse and not reuse:
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--presets {args.presets!r}: each must be one of {', '.join(PRESETS)}")
     hidden = parse_widths(args.hidden)
     cfg = BCDConfig(hidden=tuple(hidden), sweeps=args.sweeps, device=args.device, dtype=args.dtype,
-                    eval_every=10**9, gamma=1.0, alpha=5.0)
+                    eval_every=10**9, gamma=1.0, alpha=5.0, skip=args.skip)
     ds = gaussian_mixture(n=args.n, d=784, k=10, seed=0)
     problem = make_problem(ds.X_train, ds.y_train, cfg, n_classes=10)
     base = executed_sweep_flops(problem)
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     variants = ("bare", *presets)
     if args.warmup > 0:
-        measure(problem, variants[-1], args.warmup)  # warm-up: allocations, kernels, lazy imports
+        measure(problem, variants[-1], args.warmup, args.path)  # warm-up: allocations, kernels, lazy imports
     times: dict[str, list[float]] = {v: [] for v in variants}
     engine_only: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     for _ in range(args.repeats):
         for v in variants:
-            eng, recd, cpu_s, faults_s = measure(problem, v, args.sweeps)
+            eng, recd, cpu_s, faults_s = measure(problem, v, args.sweeps, args.path)
             faults[v].append(faults_s)
             times[v] += [e + r for e, r in zip(eng, recd, strict=True)]
             engine_only[v] += eng
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                      "meets_target": None if v not in TARGETS else med / bare <= TARGETS[v]})
     widths = "-".join(str(d) for d in problem.widths)
     print(f"network {widths}, n={problem.n}, {args.dtype} on {args.device}, {args.sweeps} sweeps × {args.repeats} "
-          f"repeats, torch threads {torch.get_num_threads()}, malloc reuse {reuse}, "
+          f"repeats, torch threads {torch.get_num_threads()}, malloc reuse {reuse}, recorder path {args.path}, "
+          f"skip {args.skip}, "
           f"{time.perf_counter() - t_start:.0f}s")
     print(f"{'variant':<10}{'s/sweep':>11}{'engine s':>11}{'× bare':>9}{'FLOP floor':>12}{'× floor':>9}"
           f"{'× own eng':>11}{'× (minima)':>12}{'CPU ×':>8}{'faults/sw':>11}{'target':>8}  ok")
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {"network": widths, "n": problem.n, "dtype": args.dtype, "device": args.device,
                "sweeps": args.sweeps, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-               "malloc_reuse": reuse,
+               "malloc_reuse": reuse, "path": args.path, "skip": args.skip,
                "platform": platform.platform(), "processor": platform.processor(),
                "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor(),
                "results": rows}
