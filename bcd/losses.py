@@ -55,9 +55,9 @@ class Loss(Record):
         return G + self.grad(V, Y, c)
 
     def rounding(self, V: Tensor, Y: Tensor, c: float) -> Tensor:
-        """E: the computed ``value`` is within about eps·(E + log(n)·|value|) of R at the stored V (a local sum over
-        this shard's samples; verification/tolerance.py, "Block noise").  0 where every summand is rounded relative
-        to itself (a difference V − Y, a softplus)."""
+        """E: the computed ``value`` is within about eps·E of R at the stored V, beyond the eps·|value| of its
+        reductions (a local sum over this shard's samples; verification/tolerance.py, "Block noise").  0 where every
+        summand is rounded relative to itself (a difference V − Y, a softplus)."""
         return V.new_zeros(())
 
     def sym(self) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:

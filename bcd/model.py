@@ -85,8 +85,7 @@ class Term:
     eps·G.  For a term coef/2‖R‖², R formed from operands of total size s (a product W̃Ṽ counted as ‖W̃‖‖Ṽ‖):
     E = coef·‖R‖·s and G = coef·J·s, J a bound of ‖∂R/∂block‖ (E counts only the operands that change with
     the block: below).  r_i and s_i are separable in the entries of their one block: E = 0 (their rounding is within
-    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights).  ``None``: no rounding
-    model (the recorder then records no block noise)."""
+    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights)."""
 
     id: str
     kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
@@ -95,9 +94,9 @@ class Term:
     label: str
     gap: str
     value: Callable[[BCDState, Problem], Tensor]
+    rounding: Callable[[BCDState, Problem, Tensor, Block], tuple[Tensor, Tensor]]  # see above
     least_norm: Callable[[BCDState, Problem, Tensor], Tensor] | None = None  # nonsmooth: G ↦ G + s*, s* ∈ ∂t
     tex_full: str = ""
-    rounding: Callable[[BCDState, Problem, Tensor, Block], tuple[Tensor, Tensor]] | None = None  # see above
 
     @property
     def smooth(self) -> bool:
@@ -161,24 +160,24 @@ def terms_for(config: BCDConfig, widths: tuple[int, ...]) -> tuple[Term, ...]:
     variant = variant_name(config)
     tau = skips(config, widths)
     loss = config.loss_record
-    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", "R(V_N;Y)", _loss_value,
-                None if loss.smooth else _loss_least_norm, rounding=_loss_rounding)]
+    out = [Term(LOSS, "loss", N, frozenset({("V", N)}), "R(V_N; Y)", "R(V_N;Y)", _loss_value, _loss_rounding,
+                None if loss.smooth else _loss_least_norm)]
     for i in range(1, N + 1):
         if variant == "two":
             out.append(Term(fit_term(i), "fit", i, frozenset({("V", i), ("W", i)}) | _v(i - 1),
                             f"γ/2‖V_{i} − σ_{i}(W̃_{i}Ṽ_{i-1})‖²",
                             rf"V_{{{i}}} - \sigma_{{{i}}}(\tilde W_{{{i}}}\tilde V_{{{i - 1}}})", _fit_value(i),
-                            rounding=_fit_rounding(i)))
+                            _fit_rounding(i)))
         else:
             skip = tau[i] == 1
             act_blocks = frozenset({("V", i), ("U", i)}) | (_v(i - 1) if skip else frozenset())
             prev, prev_tex = (f" − V_{i - 1}", rf" - V_{{{i - 1}}}") if skip else ("", "")
             out.append(Term(act_term(i), "act", i, act_blocks, f"γ/2‖V_{i}{prev} − σ_{i}(U_{i})‖²",
                             rf"V_{{{i}}}{prev_tex} - \sigma_{{{i}}}(U_{{{i}}})", _act_value(i, skip),
-                            rounding=_act_rounding(i, skip)))
+                            _act_rounding(i, skip)))
             out.append(Term(aff_term(i), "aff", i, frozenset({("U", i), ("W", i)}) | _v(i - 1),
                             f"γ/2‖U_{i} − W̃_{i}Ṽ_{i-1}‖²", rf"U_{{{i}}} - \tilde W_{{{i}}}\tilde V_{{{i - 1}}}",
-                            _aff_value(i), rounding=_aff_rounding(i)))
+                            _aff_value(i), _aff_rounding(i)))
         out += _regulariser_terms(config, i)
     return tuple(out)
 
@@ -195,12 +194,12 @@ def _regulariser_terms(config: BCDConfig, i: int) -> list[Term]:
         else:
             label, tex_full = f"r_{i}({target}_{i}) = {r.spec}", rf"$r_{{{i}}}({tex_target}_{{{i}}})$"
         out.append(Term(reg_term(i), "reg", i, frozenset({("W", i)}), label, rf"{tex_target}_{{{i}}}",
-                        _reg_value(i), None if r.smooth else _reg_least_norm(i), tex_full,
-                        rounding=_reg_rounding(i)))
+                        _reg_value(i), _reg_rounding(i), None if r.smooth else _reg_least_norm(i),
+                        tex_full))
     if not s.is_zero:
         out.append(Term(sreg_term(i), "sreg", i, frozenset({("V", i)}), f"s_{i}(V_{i}) = {s.spec}", f"V_{{{i}}}",
-                        _sreg_value(i), None if s.smooth else _sreg_least_norm(i), rf"$s_{{{i}}}(V_{{{i}}})$",
-                        rounding=_sreg_rounding(i)))
+                        _sreg_value(i), _sreg_rounding(i), None if s.smooth else _sreg_least_norm(i),
+                        rf"$s_{{{i}}}(V_{{{i}}})$"))
     return out
 
 
@@ -321,9 +320,14 @@ def _sreg_least_norm(i: int) -> Callable:
 # ‖R⁻ − R⁺‖ ≤ J‖Δ‖ times its size: that is within the ‖Δ‖·G part.  E counts the operands that change with the block.
 
 
+def augmented_norm(V_sq: Tensor, n_total: int) -> Tensor:
+    """‖Ṽ‖ = (‖V‖² + n)^½ from ‖V‖²: Ṽ = [V; 1ᵀ] adds a row of n ones."""
+    return (V_sq + n_total).sqrt()
+
+
 def _tilde_norm(state: BCDState, problem: Problem, i: int) -> Tensor:
-    """‖Ṽ_i‖ = (‖V_i‖² + n)^½ (the row of ones of Ṽ_i = [V_i; 1ᵀ]), V_0 = X."""
-    return (sample_sq(state.V[i]) + problem.n_total).sqrt()
+    """‖Ṽ_i‖ at the state (V_0 = X)."""
+    return augmented_norm(sample_sq(state.V[i]), problem.n_total)
 
 
 def _max_bound(t: Tensor) -> Tensor:

@@ -39,6 +39,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import math
 import platform
 
 try:
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="none", choices=("none", "auto"),
                    help="auto: Algorithm 3, skip connections where d_i = d_{i-1} (recorded on the generic path)")
     args = p.parse_args(argv)
+    if args.path == "fast" and args.skip != "none":
+        p.error("--path fast records Algorithm 2 without skips only; with --skip auto use --path generic or auto")
+    fast = args.path != "generic" and args.skip == "none"  # the FLOP floors and the targets are the fast path's
     reuse = malloc_reuse() if args.malloc_reuse else False
     if args.malloc_reuse and not reuse:
         print("--malloc-reuse: mallopt is not available here (not glibc); running with the default allocator")
@@ -199,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         med = statistics.median(times[v])
         eng = statistics.median(engine_only[v])
-        floor = floors.get(v, 1.0)
+        floor = floors.get(v, 1.0) if fast else math.nan
         rows.append({"variant": v, "sweep_s": med, "engine_s": eng, "ratio_vs_bare": med / bare,
                      "flop_floor": floor, "ratio_vs_floor": med / bare / floor,
                      "ratio_vs_own_engine": med / eng, "ratio_of_minima": min(times[v]) / bare_min,
                      "cpu_ratio": statistics.median(cpu[v]) / statistics.median(cpu["bare"]),
                      "minor_faults_per_sweep": statistics.median(faults[v]),
-                     "target": TARGETS.get(v),
-                     "meets_target": None if v not in TARGETS else med / bare <= TARGETS[v]})
+                     "target": TARGETS.get(v) if fast else None,
+                     "meets_target": None if v not in TARGETS or not fast else med / bare <= TARGETS[v]})
     widths = "-".join(str(d) for d in problem.widths)
     print(f"network {widths}, n={problem.n}, {args.dtype} on {args.device}, {args.sweeps} sweeps × {args.repeats} "
           f"repeats, torch threads {torch.get_num_threads()}, malloc reuse {reuse}, recorder path {args.path}, "

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from dist_worker import VARIANTS, data, rank_main, rows, run_variant
 from safetensors.numpy import load_file
 
-from bcd.distributed import Shard, backend_for
+from bcd.distributed import Shard, _free_port, backend_for
 from verification import schema as S  # noqa: N812
 
 ROUNDOFF_COLUMNS = {S.BLOCK_RESIDUAL}  # exactness residuals are rounding noise (~1e-16): compared as such
@@ -134,7 +134,7 @@ def test_cli_refuses_misuse_with_one_line_per_rank(tmp_path):
 
 def _launch_by_hand(tmp_path, per_rank_args, timeout_s="30"):
     env = {**os.environ, "WORLD_SIZE": str(len(per_rank_args)), "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(29500 + os.getpid() % 1000), "BCD_DIST_TIMEOUT_S": timeout_s}
+           "MASTER_PORT": str(_free_port()), "BCD_DIST_TIMEOUT_S": timeout_s}
     return [subprocess.Popen([sys.executable, "-m", "bcd", *a], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for r, a in enumerate(per_rank_args)]

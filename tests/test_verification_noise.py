@@ -29,7 +29,7 @@ from verification.trace import Trace
 RUNS = {  # the recorder's path and the variant: its fast path, and the generic one on Algorithm 2 and on Algorithm 3
     "fast": ("fast", {}),
     "generic": ("generic", {}),
-    "resnet": ("auto", {"skip": "auto"}),
+    "resnet": ("generic", {"skip": "auto"}),
 }
 
 
@@ -55,7 +55,7 @@ def float32_run(request):
     return trace, blocks
 
 
-def test_the_recorded_noise_covers_the_rounding_of_every_float32_decrease(float32_run):
+def test_the_recorded_noise_covers_the_rounding_of_every_float32_decrease(float32_run, request):
     """|recorded decrease − float64 decrease of the same iterates| ≤ κ·eps·(max(|L̄⁻|, |L̄⁺|, 1) + S·‖Δ‖) on every
     block, on runs where the |L̄| part alone is not enough: the rounding exceeds it (Algorithm 2, either path), or the
     float32 W̃ solves raise L̄ in float64 too, by less than their rounding, and fail both checks (Algorithm 3)."""
@@ -64,8 +64,13 @@ def test_the_recorded_noise_covers_the_rounding_of_every_float32_decrease(float3
     assert np.isfinite(noise).all() and (noise > 0).all()
     err = (b[S.BLOCK_DECREASE] - b["dec64"]).abs().to_numpy()
     tol = objective_tol("float32", b["L_scale"], noise=noise)
+    name, rises, on_W = request.node.callspec.params["float32_run"], b["dec64"] < 0, b[S.BLOCK] == "W"
+    res = [check(trace).details["n_resolved"] for check in (monotone_descent, sufficient_descent)]
+    print(f"\n{name}: max |error|/tolerance {np.max(err / tol):.3f}, resolved (monotone, sufficient) {res}; "
+          f"float64 rises {int(rises.sum())} (W̃ {int((rises & on_W).sum())} of {int(on_W.sum())}), down to "
+          f"{b['dec64'].min():.2e}")
     assert (err <= tol).all(), float(np.max(err / tol))
-    assert np.max(err / tol) > 1e-3  # and not by orders of magnitude more than the rounding (measured: 0.010–0.035)
+    assert np.max(err / tol) > 1e-3  # and not by orders of magnitude more than the rounding (measured: 0.010–0.03)
     assert monotone_descent(trace).status == "pass" and sufficient_descent(trace).status == "pass"
     without = trace.blocks.copy()
     without[S.BLOCK_NOISE] = np.nan  # a trace without the column: the |L̄| tolerance alone
@@ -102,15 +107,18 @@ def test_the_generic_path_resolves_about_as_much_as_the_fast_path():
     fast, generic = Recorder("standard", path="fast"), Recorder("standard", path="generic")
     engine.run(problem, initial_state(problem), hooks=[fast, generic])
     ratio = generic.trace().blocks[S.BLOCK_NOISE].to_numpy() / fast.trace().blocks[S.BLOCK_NOISE].to_numpy()
-    assert 0.1 < np.median(ratio) < 10, np.median(ratio)
     resolved = [monotone_descent(r.trace()).details["n_resolved"] for r in (fast, generic)]
-    assert resolved[1] >= 0.9 * resolved[0], resolved
+    print(f"\nmedian noise ratio generic/fast {np.median(ratio):.2f}; resolved (monotone) fast {resolved[0]}, "
+          f"generic {resolved[1]}")
+    assert 0.5 < np.median(ratio) < 2, np.median(ratio)
+    assert resolved[0] > 0 and resolved[1] >= 0.9 * resolved[0], resolved
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_generic_noise_hides_no_planted_bug(dtype):
-    """verification/MUTANTS.md's mutants on its problems, recorded on the generic path (Algorithms 1 and 3 use it): the
-    checks that fail a mutant with the block noise are those that fail it without (the |L̄| tolerance alone)."""
+    """verification/MUTANTS.md's mutants on its problems, recorded on the generic path (Algorithms 1 and 3, and every
+    run the fast path does not take): the checks that fail a mutant with the block noise are those that fail it without
+    (the |L̄| tolerance alone)."""
     from test_verification_mutants import MUTANT_PROBLEMS, MUTANTS
 
     for m in MUTANTS:

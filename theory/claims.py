@@ -91,17 +91,6 @@ def _block_details(config: BCDConfig, consts: sym.Constants) -> dict[str, Any]:
     return out
 
 
-class LStarAboveL0Error(ValueError):
-    """L̄* > L̄⁰: a lower bound of L̄ above L̄(Q⁰) (the rate constant C = b²(L̄⁰ − L̄*)/a would be negative).
-
-    The one place this rule lives; front ends catch it to name their own flags (``bcd theory``)."""
-
-    def __init__(self, L_star: float, L0: float):
-        self.L_star, self.L0 = L_star, L0
-        super().__init__(f"L_star={L_star:g} is above L0={L0:g}: L̄* is a lower bound of L̄, so it cannot exceed "
-                         "L̄(Q⁰) (the rate constant C = b²(L̄⁰ − L̄*)/a would be negative)")
-
-
 def claims_for(
     config: BCDConfig,
     *,
@@ -123,8 +112,6 @@ def claims_for(
         raise ValueError(f"L0={L0!r} is not allowed; L0 must be a finite number (L̄ at the initial point)")
     if not (isinstance(L_star, (int, float)) and math.isfinite(L_star)):
         raise ValueError(f"L_star={L_star!r} is not allowed; L_star must be a finite number (a lower bound of L̄*)")
-    if L0 is not None and L_star > L0:
-        raise LStarAboveL0Error(L_star, L0)
     app: Applicability = applicability(config, n=n)
     k = sym.numeric_constants(config, B=B, L0=L0, L_star=L_star, n=n, L_B=L_B, widths=widths)
     pl = config.vn_update == "prox_linear"

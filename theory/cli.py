@@ -204,7 +204,7 @@ def _theory(args: argparse.Namespace) -> int:
                              f"{list(bcd_cfg.hidden)}: its B and L̄⁰ belong to another network; leave out --hidden, or "
                              "give the trace of this one")
     L_star = _finite("L-star", args.L_star) or 0.0
-    from theory.claims import LStarAboveL0Error
+    from theory.symbolic import LStarAboveL0Error
 
     try:
         report = theory_report(bcd_cfg, B=B, L0=L0, L_star=L_star, n=n, widths=widths)

@@ -373,6 +373,18 @@ def _activation_note(config: BCDConfig, B: float | None, L_B: float | None) -> t
     return act.lipschitz(B), f"σ = {act.spec} on [−B, B], B = {B:g}: L_B = Σ k|c_k|B^(k−1)"
 
 
+class LStarAboveL0Error(ValueError):
+    """L̄* > L̄⁰: a lower bound of L̄ above L̄(Q⁰) (the rate constant C = b²(L̄⁰ − L̄*)/a would be negative).
+
+    Raised by :func:`numeric_constants`, the one place this rule lives (``claims_for`` reaches it); front ends catch
+    it to name their own flags (``bcd theory``)."""
+
+    def __init__(self, L_star: float, L0: float):
+        self.L_star, self.L0 = L_star, L0
+        super().__init__(f"L_star={L_star:g} is above L0={L0:g}: L̄* is a lower bound of L̄, so it cannot exceed "
+                         "L̄(Q⁰) (the rate constant C = b²(L̄⁰ − L̄*)/a would be negative)")
+
+
 def numeric_constants(
     config: BCDConfig,
     *,
@@ -392,6 +404,8 @@ def numeric_constants(
     from bcd.model import variant_name
     from theory.constants import RunConstants, UnknownConstant
 
+    if L0 is not None and L_star > L0:
+        raise LStarAboveL0Error(L_star, L0)
     S = SYMBOLS  # the parameters B, L0, L_B shadow the module's symbols of the same name
     L_Bv, L_B_note = _activation_note(config, None if B is None else float(B), L_B)
     L_Rv, L_R_note = _loss_note(config, n)

@@ -73,6 +73,7 @@ import torch
 
 from bcd.activations import chunk_size, u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
+from bcd.model import augmented_norm
 from bcd.objective import accuracy, predict
 from bcd.problem import BCDState
 from bcd.reduction import dot, norm, over_samples, sample_dot, sample_norm, sample_sq, sq
@@ -224,7 +225,8 @@ class Algorithm2FastPath:
         # inherits the W_{i+1} step's noise in its before-value and the evaluation of its after-value (at close)
         nV, nso, ndV, nU, ndU, nds = (x[k].sqrt() for k in ("V_sq", "so_sq", "dV_sq", "U_sq", "dU_sq", "ds_sq"))
         row_V[S.BLOCK_NOISE] = (g * (nV + nso) + a * (2 * nV + ndV)) * ndV + self._noise_before_V.pop(i)
-        row_V["_minus_scale"] = g * (self._U_norm[i + 1] + norm(state.W[i + 1]) * (x["V_sq"] + self._n_total).sqrt())
+        nV_tilde = augmented_norm(x["V_sq"], self._n_total)
+        row_V["_minus_scale"] = g * (self._U_norm[i + 1] + norm(state.W[i + 1]) * nV_tilde)
         row_U[S.BLOCK_NOISE] = (g * (nU + 2 * self._product_size(i, state)) + a * (2 * nU + ndU)) * ndU \
             + g * (nV + nso + nds) * nds
         self._V_sq[i], self._U_norm[i] = x["V_sq"], nU
@@ -241,7 +243,7 @@ class Algorithm2FastPath:
     def _product_size(self, i: int, state: BCDState) -> Tensor:
         """‖W̃_i‖·‖Ṽ_{i-1}‖ at the current state: a bound on ‖P_i‖ = ‖W̃_iṼ_{i-1}‖, and eps times it on P_i's rounding
         (‖Ṽ_{i-1}‖² = ‖V_{i-1}‖² + n, tracked from sweep to sweep; X̃'s for i = 1)."""
-        v = self._norm_X_tilde if i == 1 else (self._V_sq[i - 1] + self._n_total).sqrt()
+        v = self._norm_X_tilde if i == 1 else augmented_norm(self._V_sq[i - 1], self._n_total)
         return norm(state.W[i]) * v
 
     def _buffer(self, name: str, i: int, like: Tensor) -> Tensor:

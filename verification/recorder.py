@@ -283,9 +283,10 @@ class Recorder(Algorithm2FastPath):
         del self._saved
 
     def _start_norms(self, state: BCDState) -> None:
-        """The fast path's per-layer norms (verification/tolerance.py, block noise): ‖V_i‖² carried from sweep to
-        sweep (recomputed here at a start or resume), ‖U_i⁺‖ and the W steps' noise within a sweep. The generic path
-        (Algorithms 1 and 3) reads none of them: its block noise comes from the terms' ``rounding``."""
+        """The fast path's per-layer norms (verification/tolerance.py, block noise): ‖V_i‖² carried from sweep to sweep
+        (recomputed here at a start or resume), ‖U_i⁺‖ and the W steps' noise within a sweep. The generic path
+        (Algorithms 1 and 3, and every run the fast path does not take) reads none of them: its block noise comes from
+        the terms' ``rounding``."""
         self._V_sq = {} if self._generic else {i: sample_sq(state.V[i]).double() for i in range(1, state.N + 1)}
         self._U_norm: dict[int, Tensor] = {}
         self._noise_before_V: dict[int, Tensor] = {}
@@ -398,11 +399,9 @@ class Recorder(Algorithm2FastPath):
         """S·‖Δ‖ of a decrease formed as Σ_t t(before) − Σ_t t(after) (verification/tolerance.py, "Block noise"):
         the rounding sizes E of every touched term's two evaluations, plus ‖Δ‖ times the sizes G of the gradients the
         update solved for at X⁺ and the proximal term's ω(‖X⁺‖ + ‖X⁻‖) (a backward-stable update's residual).  NaN
-        where a term has no rounding model or a size is not finite (the |L̄| tolerance alone then)."""
+        where a size overflows (the |L̄| tolerance alone then)."""
         problem, key = self.problem, sub.key
         step = torch.as_tensor(d_sq, dtype=before[0].dtype, device=before[0].device).sqrt()
-        if any(t.rounding is None for t in sub.terms):
-            return torch.full_like(step, math.nan)
         total = step.new_zeros(())
         for t, v0, v1 in zip(sub.terms, before, after, strict=True):
             E0, _ = t.rounding(state, problem, v0, key)

@@ -49,20 +49,20 @@ decrease by at most 1.1·eps·S·‖Δ‖ (the float64 minimisers never do).  In
 the tests' problems, the mutant table (verification/MUTANTS.md) is unchanged, and so is every mutant's verdict in
 float32 on the same problems.
 
-The recorder's generic path (Algorithms 1 and 3, and every configuration outside the fast path's formulas) forms a
-block's decrease as Σ_t t(X⁻) − Σ_t t(X⁺) over the touched terms, so its S·‖Δ‖ is the sizes each term's rounding
-scales with (``Term.rounding`` in bcd/model.py, one per kind of term): for both evaluations, coef·‖R‖ times the size
-of the computed operands of R that change with the block (a product W̃Ṽ, σ(U); an operand that does not change is
-computed twice from the same numbers and cancels to first order), plus ‖Δ‖ times the size of the gradient in the
-block (the solve's residual) and the proximal term's ω(‖X⁺‖ + ‖X⁻‖).  On the test problem of
-tests/test_verification_noise.py (8 layers of 100, float32, inputs ×3000) it resolves about as many decreases as the
-fast path on Algorithm 2 (monotone 390, sufficient 339 of 840 observations, against 372 and 336; the median ratio of
-the two noises is 0.86), every rounding is within 0.035 of the tolerance (0.014 on the fast path), and
-on Algorithm 3, where 240 of the 270 float32 W̃ updates (and 67 V updates) raise L̄ in float64, by up to 3.7·10⁻³,
-both checks pass that the |L̄| term alone failed.  The mutants of
-verification/MUTANTS.md on the generic path fail the same checks with and without it, in float64 and in float32.
-Rows without a noise value use the |L̄| term alone: older traces, and a generic-path block where a term has no
-rounding model or a size overflows.
+The recorder's generic path (Algorithms 1 and 3, and every run the fast path does not take: README, "the generic path")
+forms a block's decrease as Σ_t t(X⁻) − Σ_t t(X⁺) over the touched terms, so its S·‖Δ‖ is the sizes each term's rounding
+scales with (``Term.rounding`` in bcd/model.py, one per kind of term): for both evaluations, coef·‖R‖ times the size of
+the computed operands of R that change with the block (a product W̃Ṽ, σ(U); an operand that does not change is computed
+twice from the same numbers and cancels to first order), plus ‖Δ‖ times the size of the gradient in the block (the
+solve's residual) and the proximal term's ω(‖X⁺‖ + ‖X⁻‖).  On the test problem of tests/test_verification_noise.py (8
+layers of 100, float32, inputs ×3000; `pytest tests/test_verification_noise.py -s -k "covers or resolves"` prints these
+figures) it resolves about as many decreases as the fast path on Algorithm 2 (monotone 390, sufficient 339 of 840
+observations, against 372 and 336; the median ratio of the two noises is 0.86), every rounding is within 0.03 of the
+tolerance (0.014 on the fast path), and on Algorithm 3, where 240 of the 270 float32 W̃ updates (and 66 V updates) raise
+L̄ in float64, by up to 3.7·10⁻³, both checks pass that the |L̄| term alone failed (float32 figures vary a little with
+the thread count).  The mutants of verification/MUTANTS.md on the generic path fail the same checks with and without
+it, in float64 and in float32.
+Rows without a noise value use the |L̄| term alone: older traces, and a generic-path block where a size overflows.
 
 **Ratio tolerance.**  A computed ratio (b_emp, a_emp) or a computed sum compared with a theoretical
 constant carries a relative rounding error of a few eps; we allow κ_R · eps, κ_R = 1000.
