@@ -340,11 +340,16 @@ def _max_bound(t: Tensor) -> Tensor:
     return torch.where(torch.isfinite(bound) & (bound > 0), bound, size)
 
 
+def _lipschitz_on_bounded_sets_only(problem: Problem, i: int) -> bool:
+    """Whether σ_i has no global Lipschitz constant (a polynomial hidden σ; σ_N is the identity)."""
+    return i != problem.config.N and not math.isfinite(problem.activation.lipschitz(None))
+
+
 def _sigma_extra(problem: Problem, i: int, lip: float, arg_size: Tensor, numel: int) -> Tensor | float:
     """What σ_i's evaluation rounds by beyond eps·|σ|: 0 for the catalogue's σ with a global Lipschitz constant
     (elementwise, relative); for a polynomial (Horner with mixed signs), eps·Σ_k|c_k||u|^k ≤ eps(|σ(0)| + L_B|u|)
     per entry: |σ(0)|·√numel + L_B·‖argument‖."""
-    if i == problem.config.N or math.isfinite(problem.activation.lipschitz(None)):
+    if not _lipschitz_on_bounded_sets_only(problem, i):
         return 0.0
     zero = float(problem.activation.apply(torch.zeros(1, dtype=torch.float64)))
     return abs(zero) * math.sqrt(numel) + lip * arg_size
@@ -355,8 +360,9 @@ def _sigma_lipschitz(problem: Problem, i: int, bound: Callable[[], Tensor]) -> f
     or on [−B, B], B = ``bound()`` ≥ max |argument|, for a σ Lipschitz on bounded sets alone (a polynomial)."""
     if i == problem.config.N:
         return 1.0
-    lip = problem.activation.lipschitz(None)
-    return lip if math.isfinite(lip) else problem.activation.lipschitz(float(bound()))
+    if _lipschitz_on_bounded_sets_only(problem, i):
+        return problem.activation.lipschitz(float(bound()))
+    return problem.activation.lipschitz(None)
 
 
 def _residual_norm(value: Tensor, coef: float) -> Tensor:
