@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from bcd.blocks import affine
-from bcd.reduction import over_samples, sample_sq
+from bcd.reduction import over_samples, sample_norm, sample_sq
 
 if TYPE_CHECKING:  # the problem module imports this one
     from bcd.config import BCDConfig
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the problem module imports this one
 
 Tensor = torch.Tensor
 Block = tuple[str, int]  # ("W" | "V" | "U", the paper's layer index i = 1..N)
+Norm = Callable[[Tensor], Tensor]  # the sample norm ‖t‖ of an n-sized tensor (Term.rounding)
 
 LOSS = "loss"
 OBJECTIVE = "objective"
@@ -79,13 +80,15 @@ class Term:
     listed); ``label`` plain text for tables; ``gap`` mathtext of what sits inside its norm (the
     report's heatmap rows); ``value(state, problem)`` a 0-d tensor on the problem's device.
 
-    ``rounding(state, problem, value, block)`` → (E, G), the sizes its floating-point rounding scales with
+    ``rounding(state, problem, value, block, norm)`` → (E, G), the sizes its floating-point rounding scales with
     (verification/tolerance.py, "Block noise"): the computed ``value`` is within about eps·E of the exact value at the
     stored iterates (beyond the eps·|value| of its reductions), and its computed gradient in ``block`` within about
     eps·G.  For a term coef/2‖R‖², R formed from operands of total size s (a product W̃Ṽ counted as ‖W̃‖‖Ṽ‖):
     E = coef·‖R‖·s and G = coef·J·s, J a bound of ‖∂R/∂block‖ (E counts only the operands that change with
     the block: below).  r_i and s_i are separable in the entries of their one block: E = 0 (their rounding is within
-    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights)."""
+    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights).  ``norm`` gives the
+    sample norm ‖t‖ of an n-sized iterate (:class:`bcd.reduction.SampleNorms`: the caller shares it between the
+    terms and the two states of one step, so each iterate's norm is computed once)."""
 
     id: str
     kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
@@ -94,7 +97,7 @@ class Term:
     label: str
     gap: str
     value: Callable[[BCDState, Problem], Tensor]
-    rounding: Callable[[BCDState, Problem, Tensor, Block], tuple[Tensor, Tensor]]  # see above
+    rounding: Callable[[BCDState, Problem, Tensor, Block, Norm], tuple[Tensor, Tensor]]  # see above
     least_norm: Callable[[BCDState, Problem, Tensor], Tensor] | None = None  # nonsmooth: G ↦ G + s*, s* ∈ ∂t
     tex_full: str = ""
 
@@ -325,9 +328,9 @@ def augmented_norm(V_sq: Tensor, n_total: int) -> Tensor:
     return (V_sq + n_total).sqrt()
 
 
-def _tilde_norm(state: BCDState, problem: Problem, i: int) -> Tensor:
+def _tilde_norm(state: BCDState, problem: Problem, i: int, norm: Norm) -> Tensor:
     """‖Ṽ_i‖ at the state (V_0 = X)."""
-    return augmented_norm(sample_sq(state.V[i]), problem.n_total)
+    return augmented_norm(norm(state.V[i]).square(), problem.n_total)
 
 
 def _max_bound(t: Tensor) -> Tensor:
@@ -345,14 +348,14 @@ def _lipschitz_on_bounded_sets_only(problem: Problem, i: int) -> bool:
     return i != problem.config.N and not math.isfinite(problem.activation.lipschitz(None))
 
 
-def _sigma_extra(problem: Problem, i: int, lip: float, arg_size: Tensor, numel: int) -> Tensor | float:
+def _sigma_extra(problem: Problem, i: int, lip: float, arg_size: Callable[[], Tensor], numel: int) -> Tensor | float:
     """What σ_i's evaluation rounds by beyond eps·|σ|: 0 for the catalogue's σ with a global Lipschitz constant
     (elementwise, relative); for a polynomial (Horner with mixed signs), eps·Σ_k|c_k||u|^k ≤ eps(|σ(0)| + L_B|u|)
-    per entry: |σ(0)|·√numel + L_B·‖argument‖."""
+    per entry: |σ(0)|·√numel + L_B·‖argument‖ (``arg_size()``, asked for only then)."""
     if not _lipschitz_on_bounded_sets_only(problem, i):
         return 0.0
     zero = float(problem.activation.apply(torch.zeros(1, dtype=torch.float64)))
-    return abs(zero) * math.sqrt(numel) + lip * arg_size
+    return abs(zero) * math.sqrt(numel) + lip * arg_size()
 
 
 def _sigma_lipschitz(problem: Problem, i: int, bound: Callable[[], Tensor]) -> float:
@@ -371,30 +374,30 @@ def _residual_norm(value: Tensor, coef: float) -> Tensor:
 
 
 def _aff_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
         """R = U_i − W̃_iṼ_{i-1}: the product rounds by ‖W̃_i‖‖Ṽ_{i-1}‖ (it changes with W̃_i and V_{i-1}, not U_i);
         the gradient's operands (the step's products with U_i too) s = ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖U_i‖, J = ‖Ṽ_{i-1}‖ (W̃_i),
         1 (U_i), ‖W̃_i‖ (V_{i-1})."""
         g = problem.config.gamma
-        nW, nV = torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
+        nW, nV = torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1, norm)
         product = nW * nV
         E = g * _residual_norm(value, g) * product if block[0] != "U" else torch.zeros_like(product)
         jac = {"W": nV, "U": 1.0, "V": nW}[block[0]]
-        return E, g * jac * (product + sample_sq(state.U[i]).sqrt())
+        return E, g * jac * (product + norm(state.U[i]))
 
     return rounding
 
 
 def _act_rounding(i: int, skip: bool) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
         """R = σ(U_i) − V_i (+ V_{i-1}): σ(U_i) rounds by ‖σ(U_i)‖ ≤ ‖R‖ + ‖V_i‖ (+ ‖V_{i-1}‖) (it changes with U_i),
         and with a skip the partial difference σ(U_i) − V_i by its size ≤ ‖R‖ + ‖V_{i-1}‖ (with U_i and V_i); the
         gradient's operands s = ‖σ(U_i)‖ + ‖V_i‖ (+ ‖V_{i-1}‖), J = L_σ (U_i), 1 (V_i, V_{i-1})."""
         g, U = problem.config.gamma, state.U[i]
-        r, nV = _residual_norm(value, g), sample_sq(state.V[i]).sqrt()
-        nV_prev = sample_sq(state.V[i - 1]).sqrt() if skip else torch.zeros_like(r)
+        r, nV = _residual_norm(value, g), norm(state.V[i])
+        nV_prev = norm(state.V[i - 1]) if skip else torch.zeros_like(r)
         lip = _sigma_lipschitz(problem, i, lambda: _max_bound(U))
-        sigma = r + nV + nV_prev + _sigma_extra(problem, i, lip, sample_sq(U).sqrt(), U.shape[0] * problem.n_total)
+        sigma = r + nV + nV_prev + _sigma_extra(problem, i, lip, lambda: norm(U), U.shape[0] * problem.n_total)
         partial = r + nV_prev if skip else torch.zeros_like(r)
         var = {("U", i): sigma + partial, ("V", i): partial}.get(block, torch.zeros_like(r))
         jac = lip if block[0] == "U" else 1.0
@@ -404,20 +407,20 @@ def _act_rounding(i: int, skip: bool) -> Callable:
 
 
 def _fit_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
         """R = σ_i(W̃_iṼ_{i-1}) − V_i: the product's rounding through σ, L_σ‖W̃_i‖‖Ṽ_{i-1}‖, and σ's own,
         ‖σ(·)‖ ≤ ‖R‖ + ‖V_i‖ (both change with W̃_i and V_{i-1}, not V_i); the gradient's operands s = those and
         ‖V_i‖, J = L_σ‖Ṽ_{i-1}‖ (W̃_i), 1 (V_i), L_σ‖W̃_i‖ (V_{i-1})."""
         g = problem.config.gamma
-        W, nW, nV = state.W[i], torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1)
+        W, nW, nV = state.W[i], torch.linalg.vector_norm(state.W[i]), _tilde_norm(state, problem, i - 1, norm)
 
         def arg_bound() -> Tensor:  # |(W̃Ṽ)_kj| ≤ max_k ‖W̃_k,:‖ · max_j ‖Ṽ_:,j‖
             cols = (torch.linalg.vector_norm(state.V[i - 1], dim=0).square() + 1.0).sqrt()
             return torch.linalg.vector_norm(W, dim=1).amax() * _max_bound(cols)
 
         lip = _sigma_lipschitz(problem, i, arg_bound)
-        r, nVi = _residual_norm(value, g), sample_sq(state.V[i]).sqrt()
-        formed = lip * nW * nV + r + nVi + _sigma_extra(problem, i, lip, nW * nV, W.shape[0] * problem.n_total)
+        r, nVi = _residual_norm(value, g), norm(state.V[i])
+        formed = lip * nW * nV + r + nVi + _sigma_extra(problem, i, lip, lambda: nW * nV, W.shape[0] * problem.n_total)
         E = g * r * formed if block != ("V", i) else torch.zeros_like(r)
         jac = {"W": lip * nV, "V": 1.0 if block[1] == i else lip * nW}[block[0]]
         return E, g * jac * (formed + nVi)
@@ -425,18 +428,18 @@ def _fit_rounding(i: int) -> Callable:
     return rounding
 
 
-def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
     """R(V_N; Y): E from the loss record (0 where each summand is rounded relative to itself: squared, logistic; the
     cancelling sums of cross-entropy, the hinge's 1 − ỹv); the gradient's operands s = ‖V_N‖ + ‖Y‖ with J = L_R, or c
     where ∇R is not Lipschitz (the hinge)."""
     V, c = state.V[state.N], problem.c
     lip = problem.loss.lipschitz(c)
-    size = sample_sq(V).sqrt() + sample_sq(problem.Y).sqrt()
+    size = norm(V) + norm(problem.Y)
     return over_samples(problem.loss.rounding(V, problem.Y, c)), (c if lip is None else lip) * size
 
 
 def _reg_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
         """r_i(W̃_i): E = 0, G = ‖least-norm element of ∂r_i‖ at the penalised part of W̃_i."""
         W = penalised(state.W[i], problem.config)
         g = torch.linalg.vector_norm(problem.r[i].least_norm(W, torch.zeros_like(W)))
@@ -446,10 +449,10 @@ def _reg_rounding(i: int) -> Callable:
 
 
 def _sreg_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
         """s_i(V_i): E = 0, G = ‖least-norm element of ∂s_i(V_i)‖."""
         V = state.V[i]
-        g = sample_sq(problem.s[i].least_norm(V, torch.zeros_like(V))).sqrt()
+        g = sample_norm(problem.s[i].least_norm(V, torch.zeros_like(V)))
         return torch.zeros_like(g), g
 
     return rounding

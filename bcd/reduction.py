@@ -123,6 +123,21 @@ def sample_norm(t: Tensor) -> Tensor:
     return sample_sq(t).sqrt()
 
 
+class SampleNorms:
+    """:func:`sample_norm` memoised by tensor object, for a span in which no tensor it sees changes in place (one
+    block step's two states share every block but the updated one).  Each distinct tensor costs one pass and one
+    reduction; every rank makes the same calls in the same order, so the reductions still pair up across shards."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[Tensor, Tensor]] = {}  # id → (the tensor, kept alive so its id is not reused; ‖·‖)
+
+    def __call__(self, t: Tensor) -> Tensor:
+        hit = self._memo.get(id(t))
+        if hit is None:
+            hit = self._memo[id(t)] = (t, sample_norm(t))
+        return hit[1]
+
+
 def sample_dot(a: Tensor, b: Tensor) -> Tensor:
     """⟨a, b⟩ of two n-sized tensors, summed over every shard."""
     return over_samples(torch.vdot(a.reshape(-1), b.reshape(-1)))

@@ -19,7 +19,7 @@ from bcd.engine import run
 from bcd.inputs import make_problem
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, initial_state
-from bcd.reduction import Reduction, using
+from bcd.reduction import Reduction, SampleNorms, using
 from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from verification import schema as S  # noqa: N812
@@ -177,3 +177,24 @@ def test_subproblem_residuals_sum_over_shards_that_differ(kw):
                 replay.recording = False
         assert replay.at == len(replay.tape) > 0
         assert expected > 1e-6 and got == pytest.approx(expected, rel=1e-10), (block, i)
+
+
+def test_sample_norms_pass_each_tensor_through_the_seam_once():
+    """The recorder's per-step memo (generic block noise): the value is the seam's sample norm, one reduction per
+    tensor object however often it is asked; an equal tensor that is another object is another iterate."""
+    class Counting(TwoIdenticalShards):
+        calls = 0
+
+        def sum_(self, t):
+            Counting.calls += 1
+            return super().sum_(t)
+
+    a = torch.randn(3, 5, dtype=torch.float64)
+    b = a.clone()
+    with using(Counting()):
+        norm = SampleNorms()
+        first, again = norm(a), norm(a)
+        assert Counting.calls == 1 and again is first
+        torch.testing.assert_close(first, (2 * a.square().sum()).sqrt(), rtol=1e-15, atol=0)
+        torch.testing.assert_close(norm(b), first, rtol=1e-15, atol=0)
+        assert Counting.calls == 2

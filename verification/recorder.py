@@ -37,7 +37,7 @@ import torch
 from bcd.blocks import affine
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
-from bcd.reduction import block_norm, block_sq, over_samples, sample_sq
+from bcd.reduction import SampleNorms, block_norm, block_sq, over_samples, sample_sq
 from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants, iterate_bound
@@ -403,9 +403,10 @@ class Recorder(Algorithm2FastPath):
         problem, key = self.problem, sub.key
         step = torch.as_tensor(d_sq, dtype=before[0].dtype, device=before[0].device).sqrt()
         total = step.new_zeros(())
+        norm = SampleNorms()  # the two states share every block but ``key``: each iterate's norm once
         for t, v0, v1 in zip(sub.terms, before, after, strict=True):
-            E0, _ = t.rounding(state, problem, v0, key)
-            E1, G1 = t.rounding(after_state, problem, v1, key)
+            E0, _ = t.rounding(state, problem, v0, key, norm)
+            E1, G1 = t.rounding(after_state, problem, v1, key, norm)
             total = total + E0 + E1 + step * G1
         if sub.omega:
             total = total + step * sub.omega * (block_norm(key[0], after_state.get(*key))
