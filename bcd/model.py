@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from bcd.blocks import affine
-from bcd.reduction import over_samples, sample_norm, sample_sq
+from bcd.reduction import SampleNorms, over_samples, sample_norm, sample_sq
 
 if TYPE_CHECKING:  # the problem module imports this one
     from bcd.config import BCDConfig
@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # the problem module imports this one
 
 Tensor = torch.Tensor
 Block = tuple[str, int]  # ("W" | "V" | "U", the paper's layer index i = 1..N)
-Norm = Callable[[Tensor], Tensor]  # the sample norm ‖t‖ of an n-sized tensor (Term.rounding)
 
 LOSS = "loss"
 OBJECTIVE = "objective"
@@ -86,9 +85,10 @@ class Term:
     eps·G.  For a term coef/2‖R‖², R formed from operands of total size s (a product W̃Ṽ counted as ‖W̃‖‖Ṽ‖):
     E = coef·‖R‖·s and G = coef·J·s, J a bound of ‖∂R/∂block‖ (E counts only the operands that change with
     the block: below).  r_i and s_i are separable in the entries of their one block: E = 0 (their rounding is within
-    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights).  ``norm`` gives the
-    sample norm ‖t‖ of an n-sized iterate (:class:`bcd.reduction.SampleNorms`: the caller shares it between the
-    terms and the two states of one step, so each iterate's norm is computed once)."""
+    eps·|value|) and G = ‖least-norm subgradient‖ (λ‖Ŵ_i‖ for the ridge on the weights).  ``norm(t)`` gives the
+    sample norm ‖t‖ (``norm.sq(t)``: ‖t‖²) of an n-sized tensor, an iterate, X or Y, never a W
+    (:class:`bcd.reduction.SampleNorms`: the caller shares it between the terms and the two states of one step, so
+    each tensor's norm is computed once)."""
 
     id: str
     kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
@@ -97,7 +97,7 @@ class Term:
     label: str
     gap: str
     value: Callable[[BCDState, Problem], Tensor]
-    rounding: Callable[[BCDState, Problem, Tensor, Block, Norm], tuple[Tensor, Tensor]]  # see above
+    rounding: Callable[[BCDState, Problem, Tensor, Block, SampleNorms], tuple[Tensor, Tensor]]  # see above
     least_norm: Callable[[BCDState, Problem, Tensor], Tensor] | None = None  # nonsmooth: G ↦ G + s*, s* ∈ ∂t
     tex_full: str = ""
 
@@ -328,9 +328,9 @@ def augmented_norm(V_sq: Tensor, n_total: int) -> Tensor:
     return (V_sq + n_total).sqrt()
 
 
-def _tilde_norm(state: BCDState, problem: Problem, i: int, norm: Norm) -> Tensor:
+def _tilde_norm(state: BCDState, problem: Problem, i: int, norm: SampleNorms) -> Tensor:
     """‖Ṽ_i‖ at the state (V_0 = X)."""
-    return augmented_norm(norm(state.V[i]).square(), problem.n_total)
+    return augmented_norm(norm.sq(state.V[i]), problem.n_total)
 
 
 def _max_bound(t: Tensor) -> Tensor:
@@ -374,7 +374,8 @@ def _residual_norm(value: Tensor, coef: float) -> Tensor:
 
 
 def _aff_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block,
+                 norm: SampleNorms) -> tuple[Tensor, Tensor]:
         """R = U_i − W̃_iṼ_{i-1}: the product rounds by ‖W̃_i‖‖Ṽ_{i-1}‖ (it changes with W̃_i and V_{i-1}, not U_i);
         the gradient's operands (the step's products with U_i too) s = ‖W̃_i‖‖Ṽ_{i-1}‖ + ‖U_i‖, J = ‖Ṽ_{i-1}‖ (W̃_i),
         1 (U_i), ‖W̃_i‖ (V_{i-1})."""
@@ -389,7 +390,8 @@ def _aff_rounding(i: int) -> Callable:
 
 
 def _act_rounding(i: int, skip: bool) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block,
+                 norm: SampleNorms) -> tuple[Tensor, Tensor]:
         """R = σ(U_i) − V_i (+ V_{i-1}): σ(U_i) rounds by ‖σ(U_i)‖ ≤ ‖R‖ + ‖V_i‖ (+ ‖V_{i-1}‖) (it changes with U_i),
         and with a skip the partial difference σ(U_i) − V_i by its size ≤ ‖R‖ + ‖V_{i-1}‖ (with U_i and V_i); the
         gradient's operands s = ‖σ(U_i)‖ + ‖V_i‖ (+ ‖V_{i-1}‖), J = L_σ (U_i), 1 (V_i, V_{i-1})."""
@@ -407,7 +409,8 @@ def _act_rounding(i: int, skip: bool) -> Callable:
 
 
 def _fit_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block,
+                 norm: SampleNorms) -> tuple[Tensor, Tensor]:
         """R = σ_i(W̃_iṼ_{i-1}) − V_i: the product's rounding through σ, L_σ‖W̃_i‖‖Ṽ_{i-1}‖, and σ's own,
         ‖σ(·)‖ ≤ ‖R‖ + ‖V_i‖ (both change with W̃_i and V_{i-1}, not V_i); the gradient's operands s = those and
         ‖V_i‖, J = L_σ‖Ṽ_{i-1}‖ (W̃_i), 1 (V_i), L_σ‖W̃_i‖ (V_{i-1})."""
@@ -428,7 +431,8 @@ def _fit_rounding(i: int) -> Callable:
     return rounding
 
 
-def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
+def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Block,
+                   norm: SampleNorms) -> tuple[Tensor, Tensor]:
     """R(V_N; Y): E from the loss record (0 where each summand is rounded relative to itself: squared, logistic; the
     cancelling sums of cross-entropy, the hinge's 1 − ỹv); the gradient's operands s = ‖V_N‖ + ‖Y‖ with J = L_R, or c
     where ∇R is not Lipschitz (the hinge)."""
@@ -439,7 +443,8 @@ def _loss_rounding(state: BCDState, problem: Problem, value: Tensor, block: Bloc
 
 
 def _reg_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block,
+                 norm: SampleNorms) -> tuple[Tensor, Tensor]:
         """r_i(W̃_i): E = 0, G = ‖least-norm element of ∂r_i‖ at the penalised part of W̃_i."""
         W = penalised(state.W[i], problem.config)
         g = torch.linalg.vector_norm(problem.r[i].least_norm(W, torch.zeros_like(W)))
@@ -449,7 +454,8 @@ def _reg_rounding(i: int) -> Callable:
 
 
 def _sreg_rounding(i: int) -> Callable:
-    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block, norm: Norm) -> tuple[Tensor, Tensor]:
+    def rounding(state: BCDState, problem: Problem, value: Tensor, block: Block,
+                 norm: SampleNorms) -> tuple[Tensor, Tensor]:
         """s_i(V_i): E = 0, G = ‖least-norm element of ∂s_i(V_i)‖."""
         V = state.V[i]
         g = sample_norm(problem.s[i].least_norm(V, torch.zeros_like(V)))

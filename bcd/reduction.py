@@ -124,18 +124,29 @@ def sample_norm(t: Tensor) -> Tensor:
 
 
 class SampleNorms:
-    """:func:`sample_norm` memoised by tensor object, for a span in which no tensor it sees changes in place (one
-    block step's two states share every block but the updated one).  Each distinct tensor costs one pass and one
-    reduction; every rank makes the same calls in the same order, so the reductions still pair up across shards."""
+    """:func:`sample_sq` and :func:`sample_norm` memoised by tensor object (``norm(t)``, ``norm.sq(t)``), for a span
+    in which no tensor it sees changes in place (one block step's two states share every block but the updated one).
+    Each distinct n-sized tensor costs one pass and one reduction.  Which calls hit depends on tensor identity, so the
+    reductions pair up across shards because every rank builds its states by the same code (an update that returns
+    its old block decides so from reduced values, alike on every rank).  The returned 0-d tensors are shared between
+    callers: never modify them in place (nor hand them to :func:`over_samples`, which sums in place)."""
 
     def __init__(self) -> None:
-        self._memo: dict[int, tuple[Tensor, Tensor]] = {}  # id → (the tensor, kept alive so its id is not reused; ‖·‖)
+        # id → (the tensor, kept alive so that its id is not reused; ‖t‖²; ‖t‖)
+        self._memo: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
 
-    def __call__(self, t: Tensor) -> Tensor:
+    def _entry(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         hit = self._memo.get(id(t))
         if hit is None:
-            hit = self._memo[id(t)] = (t, sample_norm(t))
-        return hit[1]
+            s = sample_sq(t)
+            hit = self._memo[id(t)] = (t, s, s.sqrt())
+        return hit
+
+    def sq(self, t: Tensor) -> Tensor:
+        return self._entry(t)[1]
+
+    def __call__(self, t: Tensor) -> Tensor:
+        return self._entry(t)[2]
 
 
 def sample_dot(a: Tensor, b: Tensor) -> Tensor:

@@ -193,8 +193,9 @@ def test_sample_norms_pass_each_tensor_through_the_seam_once():
     b = a.clone()
     with using(Counting()):
         norm = SampleNorms()
-        first, again = norm(a), norm(a)
+        first, again, squared = norm(a), norm(a), norm.sq(a)
         assert Counting.calls == 1 and again is first
-        torch.testing.assert_close(first, (2 * a.square().sum()).sqrt(), rtol=1e-15, atol=0)
+        assert float(squared) == float(2 * torch.linalg.vector_norm(a).square())  # the reduced ‖·‖², not √ squared
+        torch.testing.assert_close(first, squared.sqrt(), rtol=0, atol=0)
         torch.testing.assert_close(norm(b), first, rtol=1e-15, atol=0)
         assert Counting.calls == 2

@@ -409,8 +409,8 @@ class Recorder(Algorithm2FastPath):
             E1, G1 = t.rounding(after_state, problem, v1, key, norm)
             total = total + E0 + E1 + step * G1
         if sub.omega:
-            total = total + step * sub.omega * (block_norm(key[0], after_state.get(*key))
-                                                 + block_norm(key[0], state.get(*key)))
+            size = norm if key[0] != "W" else (lambda x: block_norm("W", x))  # a W is whole on every rank: no reduction
+            total = total + step * sub.omega * (size(after_state.get(*key)) + size(state.get(*key)))
         return torch.where(torch.isfinite(total), total, torch.full_like(total, math.nan))
 
     # ------------------------------------------------------------------ rows
