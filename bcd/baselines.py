@@ -31,7 +31,7 @@ from torch.nn import functional
 
 from bcd import catalogue
 from bcd.blocks import affine
-from bcd.config import DEVICES, DTYPES
+from bcd.config import DEVICES, DTYPES, check_seed
 from bcd.inputs import _as_matrix
 from bcd.inputs import labels as as_labels
 from bcd.objective import PREDICT_CHUNK  # the slices of bcd.objective.predict, so results match it
@@ -83,8 +83,7 @@ class BaselineConfig:
             raise ValueError(f"batch_size={self.batch_size!r} is not allowed; batch_size must be an integer >= 1")
         if not _is_int(self.epochs) or self.epochs < 0:
             raise ValueError(f"epochs={self.epochs!r} is not allowed; epochs must be an integer >= 0")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} is not allowed; seed must be an integer >= 0")
+        check_seed("seed", self.seed)
         if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise ValueError(f"momentum={self.momentum!r} is not allowed; momentum must be a number in [0, 1)")
         object.__setattr__(self, "momentum", float(self.momentum))

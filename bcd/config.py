@@ -55,6 +55,15 @@ def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
                          f"{MAX_WEIGHT:g}] (the constants of the theory divide by it or square it)")
 
 
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes an unsigned 64-bit integer
+
+
+def check_seed(name: str, value: Any) -> None:
+    """A seed: an integer in [0, 2⁶⁴), the range every generator it seeds accepts (torch's, numpy's)."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT):
+        raise ValueError(f"{name}={value!r} is not allowed; {name} must be an integer in [0, 2**64)")
+
+
 def _positive_int(name: str, value: Any, *, allow_zero: bool = False, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -133,7 +142,7 @@ class BCDConfig:
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
         _positive_int("sweeps", self.sweeps, allow_zero=True)
-        _positive_int("seed", self.seed, allow_zero=True)
+        check_seed("seed", self.seed)
         _positive_int("eval_every", self.eval_every)
         _positive_int("inner_max_iter", self.inner_max_iter)
         self._check_combination()
@@ -241,7 +250,7 @@ class DataConfig:
         _choice("subset", self.subset, SUBSETS)
         _positive_int("n_train", self.n_train, optional=True)
         _positive_int("n_test", self.n_test, optional=True)
-        _positive_int("data seed", self.seed, allow_zero=True)
+        check_seed("data seed", self.seed)
         if self.dataset == "npz" and not self.path:
             raise ValueError("dataset='npz' needs path=<file.npz> (arrays X_train, y_train[, X_test, y_test])")
 

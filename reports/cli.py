@@ -83,17 +83,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_reproduce)
 
 
-def _int_list(flag: str, text: str) -> list[int]:
-    """A comma-separated list of non-negative integers (seeds)."""
+def _seed_list(text: str) -> list[int]:
+    """--seeds: a comma-separated list of at least one seed, each an integer in [0, 2⁶⁴) (``check_seed``)."""
+    from bcd.config import check_seed
+
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--{flag} {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
-    negative = [v for v in values if v < 0]
-    if negative:
-        raise ValueError(f"--{flag} {text!r} has the negative value(s) {', '.join(map(str, negative))}; allowed: "
-                         "integers >= 0")
+        raise ValueError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not values:
+        raise ValueError(f"--seeds {text!r} names no seed; give e.g. 0,1,2")
+    for v in values:
+        check_seed("seed", v)
     return values
+
+
+def _method_list(text: str) -> list[str]:
+    """--methods: the comma-separated names (checked against the experiment by ``load_experiment``)."""
+    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def _folder(out: Path) -> Path:
@@ -115,6 +122,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
 
     if args.list:
+        if args.experiment or args.status:
+            raise ValueError("--list lists the packaged experiments and takes no experiment or --status; "
+                             "run `bcd reproduce --list` alone")
         for name in sorted(packaged()):
             exp = load_experiment(name)
             print(f"{name}: {exp.description} ({len(exp.seeds)} seeds, {exp.sweeps} sweeps)")
@@ -127,25 +137,25 @@ def _reproduce(args: argparse.Namespace) -> int:
         if ignored:
             raise ValueError(f"{', '.join(ignored)} do(es) not apply to {GLOBAL_MINIMUM} (BCD alone on its n = 512 "
                              "teacher problem); allowed: --seeds, --sweeps, --out, --no-progress, --status")
-        if args.status:
-            page = out / "global_minimum.md"
-            print(f"{out}: {'done: ' + str(page) if page.is_file() else 'not done (no global_minimum.md)'}")
-            return 0
-        kw = {"seeds": tuple(_int_list("seeds", args.seeds))} if args.seeds else {}
-        if args.seeds and not kw["seeds"]:
-            raise ValueError(f"--seeds {args.seeds!r} names no seed; give e.g. 0,1,2")
+        kw = {"seeds": tuple(_seed_list(args.seeds))} if args.seeds is not None else {}
+        if len(set(kw.get("seeds", ()))) != len(kw.get("seeds", ())):
+            raise ValueError(f"--seeds {args.seeds!r} names a seed twice; give each seed once")
         if args.sweeps is not None:
             if args.sweeps < 1:
                 raise ValueError(f"sweeps={args.sweeps} is not allowed; give an integer >= 1")
             kw["sweeps"] = args.sweeps
+        if args.status:
+            page = out / "global_minimum.md"
+            print(f"{out}: {'done: ' + str(page) if page.is_file() else 'not done (no global_minimum.md)'}")
+            return 0
         global_minimum(out, progress=not args.no_progress, **kw)
         print(f"report: {out / 'global_minimum.md'}")
         return 0
     if not args.experiment:
         raise ValueError("give an experiment (bcd reproduce --list shows the packaged ones) or an experiment .toml")
-    exp = load_experiment(args.experiment, seeds=_int_list("seeds", args.seeds) if args.seeds else None,
+    exp = load_experiment(args.experiment, seeds=_seed_list(args.seeds) if args.seeds is not None else None,
                           sweeps=args.sweeps, n_train=args.n_train, n_test=args.n_test,
-                          methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
+                          methods=_method_list(args.methods) if args.methods is not None else None)
     out = _folder(Path(args.out) if args.out else Path("runs") / "reproduce" / exp.name)
     if args.status:
         rows = status(exp, out)

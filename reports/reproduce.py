@@ -140,8 +140,15 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
     path = Path(name_or_path)
     if name_or_path in shipped:
         text, where = shipped[name_or_path], f"experiment {name_or_path!r}"
-    elif path.suffix == ".toml" and path.is_file():
-        text, where = path.read_text(encoding="utf-8"), str(path)
+    elif path.suffix == ".toml":
+        if not path.is_file():
+            raise ValueError(f"experiment file {str(path)!r} {'is not a file' if path.exists() else 'does not exist'}; "
+                             f"give an experiment .toml, or a packaged one: {', '.join(sorted(shipped))}")
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}); an experiment file is "
+                             "TOML, which is UTF-8") from None
     else:
         raise ValueError(f"experiment {name_or_path!r} is neither packaged nor a .toml file; packaged: "
                          f"{', '.join(sorted(shipped))}")
@@ -174,8 +181,10 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
     all_methods = {k: dict(v) for k, v in raw.get("methods", {}).items()}
     if methods is not None:
         unknown_m = [m for m in methods if m != BCD and m not in all_methods]
-        if unknown_m:
-            raise ValueError(f"method(s) {unknown_m} are not in {where}; allowed: {', '.join((BCD, *all_methods))}")
+        if unknown_m or not methods or len(set(methods)) != len(methods):
+            why = (f"method(s) {unknown_m} are not in {where}" if unknown_m else
+                   f"methods={list(methods)!r} {'names a method twice' if methods else 'names no method'}")
+            raise ValueError(f"{why}; allowed: {', '.join((BCD, *all_methods))}, each once")
         all_methods = {k: v for k, v in all_methods.items() if k in methods}
     raw_seeds = seeds if seeds is not None else exp.get("seeds", [0])
     if not isinstance(raw_seeds, list | tuple) or not raw_seeds or not all(
@@ -276,7 +285,13 @@ def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
             if diff:
                 row["state"], row["detail"] = "other config", f"differs in {', '.join(diff)}; a rerun refuses it"
             elif is_done(out, m, s):
-                log, env = read_log(d / LOG, m, s), d / ENVIRONMENT
+                try:
+                    log = read_log(d / LOG, m, s)
+                except ValueError as e:  # one damaged log: that run's row says so, the others are still shown
+                    row["state"], row["detail"] = "damaged", str(e)
+                    rows.append(row)
+                    continue
+                env = d / ENVIRONMENT
                 wall = _wall(read_json(env) if env.is_file() else {})
                 row["state"] = "done"
                 row["detail"] = (f"final test acc {log['test_acc'].iloc[-1]:.4f} after {int(log['epoch'].iloc[-1])} "
@@ -367,7 +382,7 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
             raise ValueError(f"{exp.data_config().dataset} data with no test set: the comparison is of test "
                              "accuracy; give [data] n_test (mixture) or a file with X_test and y_test")
         data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.n_classes or int(ds.y_train.max()) + 1)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     _write_experiment(page, out)  # the seeds and methods this folder holds or is about to run
     for m, s in todo:
         claim_run_dir(exp, m, s, out)
@@ -540,7 +555,19 @@ def folder_experiment(exp: Experiment, out: Path) -> Experiment:
     if diff:
         raise ValueError(f"{out} holds experiment {have.name!r} of another configuration (differs in "
                          f"{', '.join(diff)}); give a new --out")
+    if have.name != exp.name:  # the same runs under another name: the folder's page keeps one
+        raise ValueError(f"{out} holds experiment {have.name!r}, of the same configuration as {exp.name!r}; name the "
+                         f"experiment {have.name!r} to continue that folder, or give a new --out")
     return dataclasses.replace(exp, methods={**have.methods, **exp.methods})
+
+
+def make_folder(out: Path) -> None:
+    """Create the output folder, where a failure is bad input (a path that cannot be a folder), not a failed run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {str(out)!r} cannot be created ({e.strerror or e}); give a folder you can write "
+                         "to") from None
 
 
 def _write_experiment(exp: Experiment, out: Path) -> Experiment:
@@ -648,7 +675,7 @@ def global_minimum(out: str | Path, *, sweeps: int = 10_000, n: int = 512, seeds
     from verification.pipeline import trace_arrays
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     rows = []
     for seed in seeds:
         ds, teacher = teacher_student(n=n, seed=seed)

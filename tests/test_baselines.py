@@ -151,7 +151,7 @@ def test_mse_is_keras_mean_over_outputs_and_batch():
 @pytest.mark.parametrize(("field", "value"), [
     ("optimizer", "rmsprop"), ("lr", -1e-3), ("lr", float("nan")), ("batch_size", 0), ("batch_size", 2.5),
     ("epochs", -1), ("loss", "squared"), ("momentum", 1.0), ("momentum", -0.1), ("betas", (0.9,)),
-    ("betas", (0.9, 1.0)), ("seed", -2), ("seed", True),
+    ("betas", (0.9, 1.0)), ("seed", -2), ("seed", True), ("seed", 2**64),
 ])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}")):

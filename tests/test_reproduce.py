@@ -101,6 +101,16 @@ def test_summary_table_statistics():
     (["reproduce", "mlp3x1500-mnist", "--methods", "bcd,rmsprop"], "rmsprop"),
     (["reproduce", "mlp3x1500-mnist", "--sweeps", "0"], "sweeps=0"),
     (["reproduce"], "--list"),
+    # an empty list is no list (not "the experiment's default"); a seed no generator takes is refused up front
+    (["reproduce", "mlp3x1500-mnist", "--seeds", ""], "--seeds '' names no seed"),
+    (["reproduce", "mlp3x1500-mnist", "--seeds", str(2**64)], f"seed={2**64} is not allowed"),
+    (["reproduce", "mlp3x1500-mnist", "--methods", ""], "names no method"),
+    (["reproduce", "mlp3x1500-mnist", "--methods", "sgd,sgd"], "names a method twice"),
+    (["reproduce", "global-minimum", "--seeds", ""], "--seeds '' names no seed"),
+    (["reproduce", "global-minimum", "--seeds", "1,1"], "names a seed twice"),
+    (["reproduce", "global-minimum", "--status", "--sweeps", "0"], "sweeps=0"),  # checked before --status answers
+    (["reproduce", "no-such-file.toml"], "'no-such-file.toml' does not exist"),
+    (["reproduce", "--list", "mlp3x1500-mnist"], "--list"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
@@ -226,6 +236,12 @@ def test_a_folder_holds_one_experiment_and_its_methods_accumulate(tmp_path, caps
     assert main(["reproduce", _small(tmp_path), "--sweeps", "3", "--seeds", "8", *base]) == 2
     assert "differs in bcd.sweeps" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    # the same configuration under another name: refused too (the folder's page has one name), nothing rewritten
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(SMALL.format(alpha=1.0).replace('name = "small"', 'name = "renamed"'))
+    assert main(["reproduce", str(renamed), *base]) == 2
+    assert "holds experiment 'small', of the same configuration as 'renamed'" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
     # a folder that is not a reproduction (here: a run directory) is not written into
     run_dir = out / "bcd" / "seed-0"
     assert main(["reproduce", _small(tmp_path), "--out", str(run_dir), "--no-progress"]) == 2
@@ -311,6 +327,22 @@ def test_bad_experiment_files_are_one_line_errors(toml, message, tmp_path, capsy
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_experiment_file_that_is_not_utf8_or_an_out_that_cannot_be_a_folder_is_named(tmp_path, capsys):
+    f = tmp_path / "e.toml"
+    f.write_bytes("\ufeff[experiment]\nname = 'x'\n".encode("utf-16"))
+    assert main(["reproduce", str(f), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(f)!r} is not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    for argv in (["reproduce", _small(tmp_path)], ["reproduce", "global-minimum", "--sweeps", "1"]):
+        assert main([*argv, "--out", str(blocker / "sub"), "--no-progress"]) == 2  # its parent is a file
+        err = capsys.readouterr().err
+        assert "cannot be created" in err and "give a folder you can write to" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "mine"
+
+
 def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
     from reports.reproduce import claim_run_dir, status
 
@@ -332,6 +364,10 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
     assert code == 0 and "bcd seed 1: not started" in printed and "3 of 4 runs done" not in printed
     assert "2 of 4 runs done" in printed
     assert sorted(p for p in out.rglob("*")) == files  # nothing written
+    (out / "sgd" / "seed-0" / "log.csv").write_text("a,b\n1,2\n")  # one damaged log: that row says so
+    states = {(r["method"], r["seed"]): (r["state"], r["detail"]) for r in status(more, out)}
+    assert states[("sgd", 0)][0] == "damaged" and "log.csv' is damaged" in states[("sgd", 0)][1]
+    assert states[("bcd", 0)][0] == "done"
 
 
 def test_a_folder_filled_one_seed_at_a_time_is_summarised_whole(tmp_path):
