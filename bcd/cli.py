@@ -115,10 +115,7 @@ def embedded_config(name: str) -> dict[str, Any]:
 
 def resume_config(args: argparse.Namespace) -> RunConfig:
     """The config of the run ``--resume RUN_DIR`` continues (its ``config.json``); flags that would change it are
-    refused.  Also checks ``--checkpoint-every``."""
-    if args.checkpoint_every < 0:
-        raise ValueError(f"--checkpoint-every {args.checkpoint_every} is not allowed; give an integer >= 0 (0: only "
-                         "at the end)")
+    refused."""
     given = ["--" + f.replace("_", "-") for f in RUN_FLAGS if getattr(args, f, None) is not None] \
         + ([f"CONFIG ({args.config})"] if args.config else []) + (["--out"] if args.out else []) \
         + (["--overwrite"] if args.overwrite else [])
@@ -138,24 +135,39 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
         raise damaged(path, str(e)) from None
 
 
+CHECKPOINT_EVERY = 10  # sweeps between checkpoints unless --checkpoint-every says otherwise
+
+
 def add_resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run from its checkpoint "
                    "(bit-identical to the uninterrupted run on the same machine)")
-    p.add_argument("--checkpoint-every", type=int, default=10, metavar="K",
-                   help="write a checkpoint every K sweeps and at every clean stop (default 10; 0: only at stops)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                   help=f"write a checkpoint every K sweeps and at every clean stop (default {CHECKPOINT_EVERY}; 0: "
+                   "only at stops)")
+
+
+def checkpoint_every(args: argparse.Namespace) -> int:
+    """``--checkpoint-every``, checked (an integer >= 0), or the default."""
+    k = args.checkpoint_every
+    if k is None:
+        return CHECKPOINT_EVERY
+    if k < 0:
+        raise ValueError(f"--checkpoint-every {k} is not allowed; give an integer >= 0 (0: only at stops)")
+    return k
+
+
+def run_config(args: argparse.Namespace, default_file: str) -> RunConfig:
+    """The config a training command runs, resumed (``--resume``) or new, with its flags checked; nothing written."""
+    checkpoint_every(args)
+    return resume_config(args) if args.resume else resolve_run_config(args, default_file)
 
 
 def _train(args: argparse.Namespace) -> int:
     from bcd.runner import train_from_config
 
-    if args.resume:
-        cfg = resume_config(args)
-    else:
-        if args.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint-every {args.checkpoint_every} is not allowed; give an integer >= 0")
-        cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    cfg = run_config(args, DEFAULT_TRAIN_CONFIG)
     result, out = train_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
-                                    resume=bool(args.resume), checkpoint_every=args.checkpoint_every)
+                                    resume=bool(args.resume), checkpoint_every=checkpoint_every(args))
     if writes():
         print((out / "summary.txt").read_text().strip())
         print(f"run directory: {out}")
@@ -194,11 +206,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(--splitting, --skip) and write a run directory")
     add_run_arguments(p)
     add_resume_arguments(p)
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, preflight=lambda args: run_config(args, DEFAULT_TRAIN_CONFIG))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2), like every other bad input, instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bcd", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bcd", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
@@ -214,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad option (2, its one line already printed): an exit code, like the rest
+        return e.code if isinstance(e.code, int) else 2
     nproc = getattr(args, "nproc", None)
     try:
         if nproc is not None and args.command not in SHARDABLE:  # before launching: one line, not one per rank
@@ -224,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             if nproc < 1:
                 raise ValueError(f"--nproc {nproc} is not allowed; give an integer >= 1")
             if nproc > 1:
+                _check_world(nproc, args.preflight(args))  # every flag and the config, once, before any rank starts
                 return distributed.launch(nproc, _without_nproc(argv))
         if distributed.launched() and args.command not in SHARDABLE:
             raise ValueError(f"bcd {args.command} runs in one process; only {', '.join(SHARDABLE)} run sharded")
@@ -238,6 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bcd {args.command}{_rank()}: interrupted", file=sys.stderr)
         return 3
+
+
+MAX_RANKS_PER_CORE = 4  # beyond this a CPU rank has under a quarter of a core: more communication, no more compute
+
+
+def _check_world(nproc: int, cfg: RunConfig | None) -> None:
+    """--nproc K against what the run can use: at most one rank per sample, and on CPU at most
+    ``MAX_RANKS_PER_CORE`` ranks per core (each rank is a process with its own copy of W)."""
+    n = cfg.data.n_train if cfg is not None else None
+    if n is not None and nproc > n:
+        raise ValueError(f"--nproc {nproc} is more ranks than the {n} training samples (n_train); give at most {n}")
+    cores = os.cpu_count() or 1
+    if (cfg is None or cfg.bcd.device == "cpu") and nproc > MAX_RANKS_PER_CORE * cores:
+        raise ValueError(f"--nproc {nproc} is more than {MAX_RANKS_PER_CORE} CPU ranks per core on this machine "
+                         f"({cores} cores); give at most {MAX_RANKS_PER_CORE * cores}")
 
 
 def _classify(exc: Exception, sharded: bool) -> tuple[int, str]:

@@ -13,6 +13,7 @@ plus the trace, verdicts and report that verification and reports add (:data:`AR
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -57,6 +58,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def make_out_dir(out: Path) -> None:
+    """Create the folder ``--out`` names (and its parents).  A path that cannot be a folder (a parent is a file, no such
+    file system, no permission, read-only) is bad input, one line naming it; a full or failing disk stays an OSError
+    (the run could not be completed)."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+        raise ValueError(f"--out {str(out)!r} cannot be created ({e.strerror or e}); give a folder you can write "
+                         "to") from None
 
 
 def atomic_write(path: Path, write) -> None:
@@ -139,7 +153,7 @@ def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
         if foreign:
             raise ValueError(f"--overwrite would leave {', '.join(foreign)} in {str(out)!r}, which no bcd run writes; "
                              "move them away or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     _lock(out)
     for name in present:
         if is_artefact(name) and name != LOCK:

@@ -17,7 +17,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from bcd.rundir import write_text
+from bcd.rundir import make_out_dir, write_text
 from reports import style
 from reports.figures import Figure, Skipped, render_figures
 from reports.runs import RunData, group_labels, groups, guarantee, unique_names
@@ -388,7 +388,7 @@ def render_report(
         raise ValueError("render_report needs at least one run")
     unique_names(runs)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     title = title or ("BCD convergence report — " + (runs[0].name if len(runs) == 1 else f"{len(runs)} runs"))
     for r in runs:  # the tables read from each run's files first: a damaged one stops here, before a figure is replaced
         verdict_rows(r), theory_rows(r), environment_rows(r)

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from bcd.config import BCDConfig, DataConfig, RunConfig
-from bcd.rundir import ENVIRONMENT, atomic_write, damaged, environment, read_json, write_text
+from bcd.rundir import ENVIRONMENT, atomic_write, damaged, environment, make_out_dir, read_json, write_text
 
 BCD = "bcd"
 METHOD_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -382,7 +382,7 @@ def reproduce(exp: Experiment, out: str | Path, *, progress: bool = True) -> Pat
             raise ValueError(f"{exp.data_config().dataset} data with no test set: the comparison is of test "
                              "accuracy; give [data] n_test (mixture) or a file with X_test and y_test")
         data = (ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.n_classes or int(ds.y_train.max()) + 1)
-    make_folder(out)
+    make_out_dir(out)
     _write_experiment(page, out)  # the seeds and methods this folder holds or is about to run
     for m, s in todo:
         claim_run_dir(exp, m, s, out)
@@ -561,15 +561,6 @@ def folder_experiment(exp: Experiment, out: Path) -> Experiment:
     return dataclasses.replace(exp, methods={**have.methods, **exp.methods})
 
 
-def make_folder(out: Path) -> None:
-    """Create the output folder, where a failure is bad input (a path that cannot be a folder), not a failed run."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--out {str(out)!r} cannot be created ({e.strerror or e}); give a folder you can write "
-                         "to") from None
-
-
 def _write_experiment(exp: Experiment, out: Path) -> Experiment:
     """experiment.json: the experiment as run, its ``seeds`` those of :func:`seeds_done` (with ``exp``'s own), so
     that a folder filled one seed at a time describes every seed it holds, not the last command's; returned."""
@@ -675,7 +666,7 @@ def global_minimum(out: str | Path, *, sweeps: int = 10_000, n: int = 512, seeds
     from verification.pipeline import trace_arrays
 
     out = Path(out)
-    make_folder(out)
+    make_out_dir(out)
     rows = []
     for seed in seeds:
         ds, teacher = teacher_student(n=n, seed=seed)

@@ -125,9 +125,16 @@ def test_cli_nproc_equals_one_process_and_rank_0_alone_writes(tmp_path):
 
 
 def test_cli_refuses_misuse_with_one_line_per_rank(tmp_path):
-    too_many = _bcd("train", *TRAIN[:2], "--n-train", "2", *TRAIN[4:], "--out", str(tmp_path / "a"), "--nproc", "3")
-    assert too_many.returncode == 2 and "3 processes for 2 samples" in too_many.stderr
-    assert "Traceback" not in too_many.stderr and not (tmp_path / "a").exists()
+    # what the launcher can check is refused before any rank starts: one line, not one per rank
+    for extra, message in ((["--n-train", "2"], "--nproc 3 is more ranks than the 2 training samples"),
+                           (["--dataset", "junk"], "dataset='junk' is not supported"),
+                           (["--checkpoint-every", "-1"], "--checkpoint-every -1 is not allowed")):
+        too_many = _bcd("train", *TRAIN, *extra, "--out", str(tmp_path / "a"), "--nproc", "3")
+        assert too_many.returncode == 2 and message in too_many.stderr, too_many.stderr
+        assert len(too_many.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    cores = os.cpu_count() or 1
+    many = _bcd("verify", *TRAIN, "--n-train", "5000", "--out", str(tmp_path / "a"), "--nproc", str(4 * cores + 1))
+    assert many.returncode == 2 and f"give at most {4 * cores}" in many.stderr, many.stderr
     report = _bcd("theory", env={"WORLD_SIZE": "2", "RANK": "0"})
     assert report.returncode == 2 and "only train, verify, record run sharded" in report.stderr
 

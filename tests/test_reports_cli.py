@@ -75,6 +75,12 @@ def test_verify_of_a_passing_run_directory_exits_0(tmp_path):
     [
         ["verify", "{tmp}/no-such.toml"],  # neither a config file nor a run directory
         ["verify", "{run}", "--gamma", "2"],  # overrides only apply when training
+        ["verify", "{run}", "--preset", "cheap"],  # so do the recorder's and the checkpoints' flags
+        ["verify", "{run}", "--checkpoint-every", "3"],
+        ["verify", "{run}", "--resume", "{run}"],
+        ["verify", "--preset", "junk"],  # argparse's own errors: one line too
+        ["verify", "--figure-formats", "gif", "--sweeps", "1", "--out", "{tmp}/new"],  # refused before training
+        ["record", "--checkpoint-every", "-1", "--out", "{tmp}/new"],
         ["verify", "{tmp}"],  # a directory without a trace
         ["verify", "--preset", "cheap", "--sweeps", "-1"],  # a bad config value
         ["report", "{tmp}/missing"],
@@ -85,7 +91,9 @@ def test_bad_input_exits_2(tmp_path, argv, capsys):
     run = write_run(tmp_path / "run", verdicts=False)
     argv = [a.format(tmp=tmp_path, run=run) for a in argv]
     assert main(argv) == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "new").exists()
 
 
 def test_report_of_several_seeds_overlays_and_bands(tmp_path, capsys):
@@ -179,8 +187,8 @@ def test_a_damaged_verdicts_json_leaves_the_old_report_and_figures_alone(tmp_pat
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["reproduce", "global-minimum", "--seeds", "-3"], "--seeds '-3' has the negative value(s) -3"),
-    (["reproduce", "mlp3x1500-mnist", "--seeds", "0,-1", "--n-train", "50"], "negative value(s) -1"),
+    (["reproduce", "global-minimum", "--seeds", "-3"], "seed=-3 is not allowed; seed must be an integer in [0, 2**64)"),
+    (["reproduce", "mlp3x1500-mnist", "--seeds", "0,-1", "--n-train", "50"], "seed=-1 is not allowed"),
     (["reproduce", "global-minimum", "--out", "{file}"], "is a file; give a folder"),
     (["reproduce", "mlp3x1500-mnist", "--out", "{file}"], "is a file; give a folder"),
     (["report", "{file}"], "is a file, not a run directory"),

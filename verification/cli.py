@@ -79,38 +79,38 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = Fal
     return 1 if strict and open_ else 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from bcd.cli import RUN_FLAGS, incomplete, resolve_run_config, resume_config, writes
+def _verify_plan(args: argparse.Namespace):
+    """What ``bcd verify`` will do, with every flag checked and nothing written: (None, formats) to re-verify the
+    run directory CONFIG, or ((config, overwrite), formats) to train and verify."""
+    from bcd.cli import RUN_FLAGS, checkpoint_every, resolve_run_config, resume_config
+    from bcd.distributed import launched
     from reports.cli import parse_formats
-    from reports.runs import load_run
-    from verification.checks import verify
-    from verification.pipeline import save_verdicts, verify_run
 
+    formats = parse_formats(args.figure_formats)  # before a run that would end without its report
     if args.config and Path(args.config).is_dir():
-        from bcd.distributed import launched
-
-        if launched():
+        if launched() or args.nproc not in (None, 1):
             raise ValueError(f"{args.config!r} is a run directory: re-verifying a saved trace reads files in one "
                              "process; leave out --nproc")
-        overrides = [f for f in RUN_FLAGS if getattr(args, f, None) is not None]
-        if overrides or args.out:
-            flags = ", ".join("--" + f.replace("_", "-") for f in overrides) or "--out"
-            raise ValueError(f"{flags} only apply when training; {args.config!r} is an existing run directory")
+        given = ["--" + f.replace("_", "-") for f in RUN_FLAGS if getattr(args, f, None) is not None] + [
+            flag for flag, on in (("--out", args.out), ("--resume", args.resume), ("--overwrite", args.overwrite),
+                                  ("--checkpoint-every", args.checkpoint_every is not None),
+                                  ("--preset", args.preset)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for a run to train; {args.config!r} is an existing run directory, "
+                             "re-verified as its trace was recorded (give only --strict or --figure-formats)")
         if not (Path(args.config) / TRACE_SWEEPS).is_file():
+            what = "it was trained without the recorder" if (Path(args.config) / CONFIG).is_file() else \
+                "it is not a bcd run directory"
             raise ValueError(
-                f"run directory {args.config!r} has no trace ({TRACE_SWEEPS}): it was trained without the recorder; "
-                "train and verify in one go with `bcd verify CONFIG.toml --out DIR`"
+                f"{args.config!r} holds no trace ({TRACE_SWEEPS}): {what}; train and verify in one go with "
+                "`bcd verify CONFIG.toml --out DIR`"
             )
         if not (Path(args.config) / CONFIG).is_file():
             raise ValueError(f"{args.config!r} holds a trace but no {CONFIG}: an audit's folder (bcd audit writes "
                              "its verdicts there; run the audit again to re-check) or not a bcd run; bcd report "
                              "renders it")
-        lock_run_dir(args.config)  # re-verifying writes verdicts and a report: one writer at a time
-        run = load_run(args.config)
-        run.verdicts = verify(run.trace, run.bcd)
-        save_verdicts(args.config, run.verdicts)
-        return finish(run, Path(args.config), parse_formats(args.figure_formats), args.strict)
-
+        return None, formats
+    checkpoint_every(args)
     if args.resume:
         cfg, overwrite = resume_config(args), False
         _recorder_flags_on_resume(args)
@@ -119,15 +119,32 @@ def _verify(args: argparse.Namespace) -> int:
         # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`), but
         # only a run of the same configuration (another one there, e.g. the demo with other flags, is refused).
         overwrite = args.overwrite or (args.config is None and args.out is None and _same_run(cfg))
+    return (cfg, overwrite), formats
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bcd.cli import checkpoint_every, incomplete, writes
+    from reports.runs import load_run
+    from verification.checks import verify
+    from verification.pipeline import save_verdicts, verify_run
+
+    plan, formats = _verify_plan(args)
+    if plan is None:
+        lock_run_dir(args.config)  # re-verifying writes verdicts and a report: one writer at a time
+        run = load_run(args.config)
+        run.verdicts = verify(run.trace, run.bcd)
+        save_verdicts(args.config, run.verdicts)
+        return finish(run, Path(args.config), formats, args.strict)
+    cfg, overwrite = plan
     _result, _trace, _verdicts, out = verify_run(cfg, preset=args.preset or "full", progress=not args.no_progress,
                                                  overwrite=overwrite, resume=bool(args.resume),
-                                                 checkpoint_every=args.checkpoint_every)
+                                                 checkpoint_every=checkpoint_every(args))
     if not writes():  # ranks > 0 of a sharded run: rank 0 reports, and its exit code is the run's
         incomplete(_result, out, "verify")
         return 0
     print((out / "summary.txt").read_text().strip())
     incomplete(_result, out, "verify")  # a diverged run keeps its trace and verdicts; no theorem failed: exit 3
-    return finish(load_run(out), out, parse_formats(args.figure_formats), args.strict)
+    return finish(load_run(out), out, formats, args.strict)
 
 
 def _recorder_flags_on_resume(args: argparse.Namespace) -> None:
@@ -200,12 +217,12 @@ def summary(trace) -> str:
     ])
 
 
-def _record(args: argparse.Namespace) -> int:
-    from bcd.cli import DEFAULT_TRAIN_CONFIG, incomplete, resolve_run_config, resume_config, writes
-    from verification.pipeline import record
+def _record_plan(args: argparse.Namespace):
+    """(config, schedule) of ``bcd record``, with every flag checked and nothing written."""
+    from bcd.cli import DEFAULT_TRAIN_CONFIG, run_config
     from verification.recorder import Schedule
 
-    cfg = resume_config(args) if args.resume else resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
+    cfg = run_config(args, DEFAULT_TRAIN_CONFIG)
     if args.resume:
         _recorder_flags_on_resume(args)
         if (Path(args.resume) / VERDICTS_FILE).is_file():  # extending its trace would leave its verdicts stale
@@ -213,11 +230,18 @@ def _record(args: argparse.Namespace) -> int:
                              f"bcd verify --resume {args.resume}")
     if args.every is not None and args.per_decade is not None:
         raise ValueError("give --every or --per-decade, not both")
-    schedule = Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
+    return cfg, Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
+
+
+def _record(args: argparse.Namespace) -> int:
+    from bcd.cli import checkpoint_every, incomplete, writes
+    from verification.pipeline import record
+
+    cfg, schedule = _record_plan(args)
     _result, trace, out = record(cfg, preset=args.preset or "standard", schedule=schedule,
                                  progress=not args.no_progress,
                                  overwrite=args.overwrite, resume=bool(args.resume),
-                                 checkpoint_every=args.checkpoint_every)
+                                 checkpoint_every=checkpoint_every(args))
     if writes():
         print((out / "summary.txt").read_text().strip())
         print(f"trace ({trace.meta.get(S.META_PRESET)}, {len(trace.sweeps)} sweep rows, {len(trace.blocks)} block "
@@ -245,7 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--strict", action="store_true",
                    help="exit 1 also when a guaranteed claim is left inconclusive (e.g. too few sweeps to resolve it)")
     add_formats(v)
-    v.set_defaults(func=_verify)
+    v.set_defaults(func=_verify, preflight=lambda args: (_verify_plan(args)[0] or (None,))[0])
 
     r = sub.add_parser("record", help="train like `bcd train` and save a verification trace next to the config")
     add_run_arguments(r)
@@ -254,7 +278,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "own)")
     r.add_argument("--every", type=int, help="per-block quantities every k sweeps (default every sweep)")
     r.add_argument("--per-decade", dest="per_decade", type=int, help="per-block quantities on log-spaced sweeps")
-    r.set_defaults(func=_record)
+    r.set_defaults(func=_record, preflight=lambda args: _record_plan(args)[0])
 
     p = sub.add_parser(
         "audit", help="verify iterates (one .npz/.safetensors per sweep) from any implementation",
