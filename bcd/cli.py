@@ -51,6 +51,14 @@ RUN_FLAGS: dict[str, tuple[str, str, Any]] = {
 }
 
 
+FLAG_HELP = {  # the catalogue's specs, for every command that takes them
+    "loss": "squared | logistic | cross_entropy | hinge",
+    "activation": "relu | leaky_relu(s) | identity | sigmoid | tanh | softplus | polynomial(c0,..,ck) | quadratic",
+    "r": "regulariser on W̃_i: none | l2(λ) | l1(λ) | elastic_net(λ1,λ2) | nonneg | box(l,u) | unit_interval; one per "
+         "layer separated by ';'",
+    "s": "regulariser on V_i (same specs as --r)", "reg_bias": "true | false: r_i acts on the bias too"}
+
+
 def parse_widths(text: str) -> list[int]:
     try:
         widths = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
@@ -69,15 +77,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="shard the samples over K processes on this machine (gloo on CPU, NCCL on CUDA; the same "
                    "iterates as one process); under torchrun leave it out")
     g = p.add_argument_group("overrides of the config file")
-    helps = {"loss": "squared | logistic | cross_entropy | hinge",
-             "activation": "relu | leaky_relu(s) | identity | sigmoid | tanh | softplus | polynomial(c0,..,ck) | "
-                           "quadratic",
-             "r": "regulariser on W̃_i: none | l2(λ) | l1(λ) | elastic_net(λ1,λ2) | nonneg | box(l,u) | "
-                  "unit_interval; one per layer separated by ';'",
-             "s": "regulariser on V_i (same specs as --r)", "reg_bias": "true | false: r_i acts on the bias too"}
     for flag in RUN_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper(),
-                       help=helps.get(flag))
+                       help=FLAG_HELP.get(flag))
 
 
 def resolve_run_config(args: argparse.Namespace, default_file: str, base: dict[str, Any] | None = None) -> RunConfig:

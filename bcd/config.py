@@ -253,6 +253,9 @@ class DataConfig:
         check_seed("data seed", self.seed)
         if self.dataset == "npz" and not self.path:
             raise ValueError("dataset='npz' needs path=<file.npz> (arrays X_train, y_train[, X_test, y_test])")
+        if self.dataset != "npz" and self.path:
+            raise ValueError(f"path={self.path!r} is for dataset='npz' only; dataset={self.dataset!r} reads its own "
+                             "data (leave out path / --data-path, or give dataset='npz')")
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,8 @@ def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = 
     overrides."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
+        what = "is a folder, not a TOML file" if path.is_dir() else "does not exist"
+        raise ValueError(f"config file {str(path)!r} {what}")
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)

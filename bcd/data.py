@@ -262,15 +262,19 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
 
 def _take(ds: Dataset, cfg: DataConfig) -> Dataset:
-    def pick(X, y, n):
+    def pick(X, y, n, key):
         if X is None or n is None or n == len(y):
             return X, y
+        if n > len(y):
+            raise ValueError(f"{key}={n} is more than the {len(y)} {key[2:]} samples of {ds.name}; give {key} <= "
+                             f"{len(y)} (in the config or as --{key.replace('_', '-')}: without either, the command's "
+                             "embedded default config sets it)")
         labels = y if y.ndim == 1 else np.zeros(len(y), dtype=np.int64)
         idx = subset_indices(labels, n, cfg.subset if y.ndim == 1 else "leading")
         return X[idx], y[idx]
 
-    Xtr, ytr = pick(ds.X_train, ds.y_train, cfg.n_train)
-    Xte, yte = pick(ds.X_test, ds.y_test, cfg.n_test)
+    Xtr, ytr = pick(ds.X_train, ds.y_train, cfg.n_train, "n_train")
+    Xte, yte = pick(ds.X_test, ds.y_test, cfg.n_test, "n_test")
     return Dataset(ds.name, Xtr, ytr, Xte, yte, ds.n_classes)
 
 

@@ -37,6 +37,11 @@ def add_formats(p: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     dirs = [Path(d) for d in args.run_dirs]
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        if d.resolve() in seen:
+            raise ValueError(f"{str(d)!r} is given twice (as {str(seen[d.resolve()])!r} too); give each run once")
+        seen[d.resolve()] = d
     runs = [load_run(d) for d in dirs]
     if args.out:
         out = Path(args.out)

@@ -50,6 +50,7 @@ def test_config_file_and_flag_overrides(tmp_path):
         (["--device", "tpu"], "device='tpu'"),
         (["--dtype", "float16"], "dtype='float16'"),
         (["--gamma", "abc"], "--gamma 'abc'"),
+        (["--data-path", "/no/such.npz"], "path='/no/such.npz' is for dataset='npz' only"),  # was: ignored
         (["--seed", str(2**64)], "seed=18446744073709551616 is not allowed; seed must be an integer in [0, 2**64)"),
     ],
 )

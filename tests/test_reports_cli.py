@@ -259,6 +259,14 @@ def test_theory_refuses_a_trace_of_another_network(tmp_path, capsys):
     assert main(["theory", "--trace", str(out), "--hidden", "8,8,8"]) == 2
     assert "hidden widths [6, 5] but the configuration [8, 8, 8]" in capsys.readouterr().err
     assert main(["theory", "--trace", str(out)]) == 0
+    # another objective: the trace's B and L̄⁰ are not its own, unless both are given
+    assert main(["theory", "--trace", str(out), "--gamma", "50"]) == 2
+    assert "differs from the trace's run in gamma=50.0 (the trace: " in capsys.readouterr().err
+    assert main(["theory", "--trace", str(out), "--gamma", "50", "--B", "10", "--L0", "100"]) == 0
+    assert main(["theory", "--trace", str(out), "--n-train", "5000"]) == 2
+    assert "leave out --n-train" in capsys.readouterr().err
+    assert main(["report", str(out), str(tmp_path / "." / "run"), *PNG_ONLY]) == 2  # one run given twice
+    assert "is given twice" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("flags", "message"), [(["--nproc", "2"], "--nproc does not apply to bcd theory"),

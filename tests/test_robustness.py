@@ -361,3 +361,14 @@ def test_an_aborted_verify_invents_no_sweep_and_no_weights(tmp_path, capsys, mon
     assert int(trace["sweep"].max()) == 2 and not (out / "weights.safetensors").exists()
     blocks = pd.read_parquet(out / "trace_blocks.parquet")
     assert int(blocks["sweep"].max()) == 2
+
+
+def test_a_subset_larger_than_the_data_names_the_key_and_where_it_comes_from(tmp_path, capsys):
+    """Without --n-train the embedded default's n_train (6000) applies: the message says which key and why."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X_train=rng.standard_normal((20, 3)), y_train=rng.integers(0, 2, 20))
+    assert main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "d.npz"), "--hidden", "4",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = _err(capsys)
+    assert "n_train=6000 is more than the 20 train samples of npz; give n_train <= 20" in err, err
+    assert "embedded default config" in err and not (tmp_path / "r").exists()

@@ -163,6 +163,11 @@ def test_flags_override_audit_toml_and_bad_input_is_reported(tmp_path, data, cap
     (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nactivation = "relu6"\n')
     with pytest.raises(ValueError, match=r"activation='relu6'.*allowed: relu, leaky_relu"):
         audit(tmp_path)
+    (tmp_path / AUDIT_TOML).write_text('gamma = \n')
+    assert bcd_main(["audit", str(tmp_path)]) == 2
+    assert f"{str(tmp_path / AUDIT_TOML)!r} is not valid TOML" in capsys.readouterr().err
+    assert bcd_main(["audit", str(tmp_path / "iter_000000.npz")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
     (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nr = "l1(-1)"\n')
     with pytest.raises(ValueError, match="l1"):
         audit(tmp_path)

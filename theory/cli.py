@@ -10,6 +10,7 @@ until the command runs, so ``bcd train`` stays sympy-free.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import textwrap
@@ -180,8 +181,12 @@ def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None, widths=None) -
     return report
 
 
+RUN_ONLY = ("sweeps", "device", "dtype", "eval_every")  # BCDConfig fields that leave L̄ and the iterates' bound alone
+
+
 def _theory(args: argparse.Namespace) -> int:
-    ignored = [flag for flag, on in (("--out", args.out), ("--overwrite", args.overwrite)) if on]
+    ignored = [flag for flag, on in (("--out", args.out), ("--overwrite", args.overwrite),
+                                     ("--no-progress", args.no_progress)) if on]
     if ignored:
         raise ValueError(f"{', '.join(ignored)} do(es) not apply to bcd theory: it prints, and writes no run")
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
@@ -203,6 +208,18 @@ def _theory(args: argparse.Namespace) -> int:
             raise ValueError(f"the trace's network has hidden widths {list(widths[1:-1])} but the configuration "
                              f"{list(bcd_cfg.hidden)}: its B and L̄⁰ belong to another network; leave out --hidden, or "
                              "give the trace of this one")
+        if args.n_train is not None and got["n"] is not None:
+            raise ValueError(f"--n-train with --trace: n = {got['n']} is the trace's own (its B and L̄⁰ are of "
+                             "those samples); leave out --n-train")
+        if tr.meta.get("config") and (args.B is None or args.L0 is None):
+            recorded = tr.config
+            diff = [f"{f.name}={getattr(bcd_cfg, f.name)!r} (the trace: {getattr(recorded, f.name)!r})"
+                    for f in dataclasses.fields(bcd_cfg)
+                    if f.name not in RUN_ONLY and getattr(bcd_cfg, f.name) != getattr(recorded, f.name)]
+            if diff:
+                raise ValueError(f"the configuration differs from the trace's run in {', '.join(diff)}: the trace's B "
+                                 "and L̄⁰ belong to another objective or run; leave those out, or give --B and --L0 "
+                                 "for this configuration")
     L_star = _finite("L-star", args.L_star) or 0.0
     from theory.symbolic import LStarAboveL0Error
 

@@ -65,7 +65,8 @@ def iterate_files(directory: str | Path) -> tuple[list[Path], list[str]]:
     other file (``data.npz``, ``audit.toml``, a ``meta.npz`` of your own) is ignored, and the audit says so."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"audit directory {str(directory)!r} does not exist")
+        raise FileNotFoundError(f"audit directory {str(directory)!r} "
+                                f"{'is a file, not a folder' if directory.exists() else 'does not exist'}")
     found: dict[str, list[tuple[int, Path]]] = {}
     ignored = []
     for p in sorted(directory.iterdir()):
@@ -115,8 +116,11 @@ def read_hyperparameters(directory: Path, overrides: dict[str, Any] | None = Non
     hp: dict[str, Any] = {}
     toml = directory / AUDIT_TOML
     if toml.is_file():
-        with toml.open("rb") as fh:
-            hp = tomllib.load(fh)
+        try:
+            with toml.open("rb") as fh:
+                hp = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{str(toml)!r} is not valid TOML: {e}") from None
         unknown = set(hp) - set(HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"unknown key(s) {sorted(unknown)} in {toml}; allowed: {', '.join(HYPERPARAMETERS)}")

@@ -251,7 +251,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bcd.cli import add_resume_arguments, add_run_arguments
+    from bcd.cli import FLAG_HELP, add_resume_arguments, add_run_arguments
     from reports.cli import add_formats
     from verification.recorder import PRESETS
 
@@ -296,7 +296,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", type=float, help="γ (overrides audit.toml)")
     p.add_argument("--alpha", type=float, help="α (overrides audit.toml)")
     p.add_argument("--lam", type=float, help="λ of r_i = λ/2‖W̃_i‖² (overrides audit.toml)")
-    p.add_argument("--activation", help="relu | identity (overrides audit.toml)")
+    p.add_argument("--activation", help=f"{FLAG_HELP['activation']} (overrides audit.toml)")
     p.add_argument("--reduction", help="sum | mean (overrides audit.toml)")
     p.add_argument("--vn-update", dest="vn_update", help="prox | prox_linear (overrides audit.toml)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
