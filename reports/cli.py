@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _seed_list(text: str) -> list[int]:
-    """--seeds: a comma-separated list of at least one seed, each an integer in [0, 2⁶⁴) (``check_seed``)."""
+    """--seeds: a comma-separated list of at least one seed, each once, each an integer in [0, 2⁶⁴) (``check_seed``)."""
     from bcd.config import check_seed
 
     try:
@@ -98,6 +98,8 @@ def _seed_list(text: str) -> list[int]:
         raise ValueError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
     if not values:
         raise ValueError(f"--seeds {text!r} names no seed; give e.g. 0,1,2")
+    if len(set(values)) != len(values):
+        raise ValueError(f"--seeds {text!r} names a seed twice; give each seed once")
     for v in values:
         check_seed("seed", v)
     return values
@@ -143,8 +145,6 @@ def _reproduce(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(ignored)} do(es) not apply to {GLOBAL_MINIMUM} (BCD alone on its n = 512 "
                              "teacher problem); allowed: --seeds, --sweeps, --out, --no-progress, --status")
         kw = {"seeds": tuple(_seed_list(args.seeds))} if args.seeds is not None else {}
-        if len(set(kw.get("seeds", ()))) != len(kw.get("seeds", ())):
-            raise ValueError(f"--seeds {args.seeds!r} names a seed twice; give each seed once")
         if args.sweeps is not None:
             if args.sweeps < 1:
                 raise ValueError(f"sweeps={args.sweeps} is not allowed; give an integer >= 1")
