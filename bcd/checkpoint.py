@@ -34,6 +34,7 @@ from bcd.distributed import collectively
 from bcd.problem import BCDState, Problem
 from bcd.rundir import atomic_write, json_safe, load_tensors, write_text
 
+EVERY = 10  # sweeps between two checkpoints by default (--checkpoint-every)
 CHECKPOINT = "checkpoint.safetensors"  # stored as checkpoint-<k>.safetensors
 CHECKPOINT_LOG = "checkpoint.json"
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bcd.checkpoint import EVERY as CHECKPOINT_EVERY
 from bcd.config import RunConfig, load_config, merge_overrides
 
 COMMANDS = ("bcd.cli", "reports.cli", "theory.cli", "verification.cli")
@@ -137,7 +138,6 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
         raise damaged(path, str(e)) from None
 
 
-CHECKPOINT_EVERY = 10  # sweeps between checkpoints unless --checkpoint-every says otherwise
 
 
 def add_resume_arguments(p: argparse.ArgumentParser) -> None:

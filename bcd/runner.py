@@ -41,7 +41,7 @@ def train_from_config(
     progress: bool = True,
     overwrite: bool = False,
     resume: bool = False,
-    checkpoint_every: int = 10,
+    checkpoint_every: int = checkpoint.EVERY,
 ) -> tuple[TrainResult, Path]:
     """Train as ``cfg`` says and write the run directory ``cfg.out``.
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bcd import distributed, engine
+from bcd.checkpoint import EVERY as CHECKPOINT_EVERY
 from bcd.config import BCDConfig, RunConfig
 from bcd.engine import TrainResult
 from bcd.inputs import make_problem
@@ -50,7 +51,7 @@ def trace_arrays(
 
 def record(cfg: RunConfig, *, preset: str = "standard", schedule: Schedule | int | None = None,
            progress: bool = False, overwrite: bool = False, resume: bool = False,
-           checkpoint_every: int = 10) -> tuple[TrainResult, Trace, Path]:
+           checkpoint_every: int = CHECKPOINT_EVERY) -> tuple[TrainResult, Trace, Path]:
     """Train as ``cfg`` says with a :class:`Recorder` and save the trace in the run directory next to its
     ``config.json``.  Returns (engine result, trace, run directory).  ``resume``: continue the run in ``cfg.out`` from
     its checkpoint, with the recorder as it was then (its preset and schedule, not the arguments)."""
@@ -87,7 +88,7 @@ def save_verdicts(directory: str | Path, verdicts: list[Verdict]) -> Path:
 
 def verify_run(cfg: RunConfig, *, preset: str = "full", schedule: Schedule | int | None = None,
                progress: bool = False, overwrite: bool = False, resume: bool = False,
-               checkpoint_every: int = 10) -> tuple[TrainResult, Trace, list[Verdict], Path]:
+               checkpoint_every: int = CHECKPOINT_EVERY) -> tuple[TrainResult, Trace, list[Verdict], Path]:
     """:func:`record`, then every check of :func:`verification.checks.verify`; the verdicts are saved."""
     from verification.checks import verify
 
