@@ -94,6 +94,9 @@ def train_from_config(
     save = (lambda st, rows: checkpoint.save(out, st, rows, carried[0] if carried else None, shard)) \
         if checkpointable else None
     first_sweep = state.sweep
+    if resume and writer and first_sweep >= cfg.bcd.sweeps:
+        print(f"bcd: {str(out)!r} is already at its last sweep ({first_sweep} of {cfg.bcd.sweeps}): nothing left to "
+              "train; its files are written again from the checkpoint", file=sys.stderr)
     t0 = time.perf_counter()
     result = run(problem, state, sweeps=max(cfg.bcd.sweeps - state.sweep, 0), hooks=hooks,
                  progress=progress and writer, log=log, checkpoint=save, checkpoint_every=checkpoint_every)
@@ -127,9 +130,9 @@ SEGMENT_KEYS = ("torch_threads", "git_commit", "cpu_model", "device_name")
 def run_segments(resumed: Path | None, env: dict, wall: float, first: int, last: int) -> dict:
     """``wall_time_s`` and ``segments`` of the environment record: one segment per process that ran sweeps
     first+1..last (its wall time, threads, commit, CPU); a resumed run keeps the earlier segments of its
-    ``environment.json``, so that the wall time is the whole run's.  Sweeps run by a process killed before it wrote
-    its environment have no segment: ``wall_time_note`` says so.  A resume on another thread count is warned about
-    (bit-identity with an uninterrupted run needs the same count)."""
+    ``environment.json``, so that the wall time is the whole run's (a resume that ran no sweep adds none).  Sweeps
+    run by a process killed before it wrote its environment have no segment: ``wall_time_note`` says so.  A resume
+    on another thread count is warned about (bit-identity with an uninterrupted run needs the same count)."""
     earlier: list[dict] = []
     if resumed is not None:
         try:
@@ -143,8 +146,9 @@ def run_segments(resumed: Path | None, env: dict, wall: float, first: int, last:
             elif isinstance(old.get("wall_time_s"), int | float):  # written before segments were recorded
                 earlier = [{"first_sweep": 0, "last_sweep": None, "wall_time_s": old["wall_time_s"],
                             **{k: old.get(k) for k in SEGMENT_KEYS}}]
-    segments = [*earlier, {"first_sweep": first, "last_sweep": last, "wall_time_s": wall,
-                           **{k: env.get(k) for k in SEGMENT_KEYS}}]
+    ran = [] if resumed is not None and last == first else [  # a resume with no sweep left adds no segment
+        {"first_sweep": first, "last_sweep": last, "wall_time_s": wall, **{k: env.get(k) for k in SEGMENT_KEYS}}]
+    segments = [*earlier, *ran]
     out: dict = {"wall_time_s": sum(float(x.get("wall_time_s") or 0.0) for x in segments), "segments": segments}
     known = first if any(x.get("last_sweep") is None for x in earlier) else \
         max((x["last_sweep"] for x in earlier), default=0)

@@ -175,3 +175,21 @@ def test_tensors_read_back_are_aligned_like_fresh_ones(tmp_path):
     loaded = load_tensors(path)
     assert all(t.data_ptr() % 64 == 0 for t in loaded.values())
     assert all(torch.equal(loaded[k], v) for k, v in load_raw(str(path)).items())
+
+
+def test_resuming_a_finished_run_says_so_and_adds_no_segment(tmp_path, capsys):
+    """Nothing is left to train: a note on stderr, the same weights and log, and environment.json keeps its segments
+    and wall time (it gained an empty segment before)."""
+    from bcd.cli import main
+
+    out = tmp_path / "done"
+    assert main(["train", "--dataset", "mixture", "--n-train", "60", "--hidden", "4", "--sweeps", "2",
+                 "--no-progress", "--out", str(out)]) == 0
+    env = json.loads((out / "environment.json").read_text())
+    weights = (out / "weights.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert "is already at its last sweep (2 of 2): nothing left to train" in capsys.readouterr().err
+    again = json.loads((out / "environment.json").read_text())
+    assert again["segments"] == env["segments"] and again["wall_time_s"] == env["wall_time_s"]
+    assert (out / "weights.safetensors").read_bytes() == weights
