@@ -3,7 +3,8 @@ input (one line naming the value or file), 3 the run could not be completed (it 
 sweep; a rank of a sharded run died; the disk is full; out of memory).  ``bcd --debug ...`` shows the traceback.
 
 Sub-commands are contributed by modules listed in ``COMMANDS``; each has ``register(subparsers)``
-which adds its parser and sets ``func(args) -> int``.
+which adds its parser and sets ``func(args) -> int``; a command in ``SHARDABLE`` also sets ``preflight(args) ->
+RunConfig``, every flag and the config checked with nothing written, which ``--nproc`` runs once before it launches.
 """
 
 from __future__ import annotations
@@ -268,16 +269,16 @@ def main(argv: list[str] | None = None) -> int:
 MAX_RANKS_PER_CORE = 4  # beyond this a CPU rank has under a quarter of a core: more communication, no more compute
 
 
-def _check_world(nproc: int, cfg: RunConfig | None) -> None:
+def _check_world(nproc: int, cfg: RunConfig) -> None:
     """--nproc K against what the run can use: at most one rank per sample, and on CPU at most
     ``MAX_RANKS_PER_CORE`` ranks per core (each rank is a process with its own copy of W)."""
-    n = cfg.data.n_train if cfg is not None else None
+    n = cfg.data.n_train
     if n is not None and nproc > n:
         raise ValueError(f"--nproc {nproc} is more ranks than the {n} training samples (n_train); give at most {n}")
-    cores = os.cpu_count() or 1
-    if (cfg is None or cfg.bcd.device == "cpu") and nproc > MAX_RANKS_PER_CORE * cores:
-        raise ValueError(f"--nproc {nproc} is more than {MAX_RANKS_PER_CORE} CPU ranks per core on this machine "
-                         f"({cores} cores); give at most {MAX_RANKS_PER_CORE * cores}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cfg.bcd.device == "cpu" and nproc > MAX_RANKS_PER_CORE * cores:
+        raise ValueError(f"--nproc {nproc} is more than {MAX_RANKS_PER_CORE} ranks per CPU this process may use "
+                         f"({cores}); give at most {MAX_RANKS_PER_CORE * cores}")
 
 
 def _classify(exc: Exception, sharded: bool) -> tuple[int, str]:

@@ -69,8 +69,8 @@ def make_out_dir(out: Path) -> None:
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
             raise
-        raise ValueError(f"--out {str(out)!r} cannot be created ({e.strerror or e}); give a folder you can write "
-                         "to") from None
+        raise ValueError(f"the output folder {str(out)!r} cannot be created ({e.strerror or e}); give an --out you "
+                         "can write to") from None
 
 
 def atomic_write(path: Path, write) -> None:

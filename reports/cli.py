@@ -89,8 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _seed_list(text: str) -> list[int]:
-    """--seeds: a comma-separated list of at least one seed, each once, each an integer in [0, 2⁶⁴) (``check_seed``)."""
-    from bcd.config import check_seed
+    """--seeds: the comma-separated integers, at least one (their range and uniqueness: ``check_seeds``)."""
+    from reports.reproduce import check_seeds
 
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -98,11 +98,10 @@ def _seed_list(text: str) -> list[int]:
         raise ValueError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
     if not values:
         raise ValueError(f"--seeds {text!r} names no seed; give e.g. 0,1,2")
-    if len(set(values)) != len(values):
-        raise ValueError(f"--seeds {text!r} names a seed twice; give each seed once")
-    for v in values:
-        check_seed("seed", v)
-    return values
+    try:
+        return list(check_seeds(values))
+    except ValueError as e:
+        raise ValueError(f"--seeds {text!r}: {e}") from None
 
 
 def _method_list(text: str) -> list[str]:
@@ -129,9 +128,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
 
     if args.list:
-        if args.experiment or args.status:
-            raise ValueError("--list lists the packaged experiments and takes no experiment or --status; "
-                             "run `bcd reproduce --list` alone")
+        given = [name for name, on in (("an experiment", args.experiment), ("--status", args.status),
+                                       ("--out", args.out), ("--seeds", args.seeds is not None),
+                                       ("--sweeps", args.sweeps is not None), ("--n-train", args.n_train is not None),
+                                       ("--n-test", args.n_test is not None),
+                                       ("--methods", args.methods is not None)) if on]
+        if given:
+            raise ValueError(f"--list lists the packaged experiments and takes no {', '.join(given)}; run "
+                             "`bcd reproduce --list` alone")
         for name in sorted(packaged()):
             exp = load_experiment(name)
             print(f"{name}: {exp.description} ({len(exp.seeds)} seeds, {exp.sweeps} sweeps)")

@@ -126,6 +126,18 @@ def _check_keys(cls, values: Any, section: str) -> None:
         raise ValueError(f"unknown key(s) {unknown} in {section}; allowed: {', '.join(sorted(names))}")
 
 
+def check_seeds(seeds: Any) -> tuple[int, ...]:
+    """A non-empty list of distinct seeds, each an integer in [0, 2⁶⁴) (:func:`bcd.config.check_seed`)."""
+    from bcd.config import SEED_LIMIT
+
+    if not isinstance(seeds, list | tuple) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT for s in seeds):
+        raise ValueError(f"seeds={seeds!r} is not allowed; give a list of integers in [0, 2**64), e.g. [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={list(seeds)!r} names a seed twice; give each seed once")
+    return tuple(seeds)
+
+
 def packaged() -> dict[str, str]:
     """{name: TOML text} of the experiments shipped with the package."""
     root = resources.files("reports.experiments")
@@ -186,13 +198,7 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
                    f"methods={list(methods)!r} {'names a method twice' if methods else 'names no method'}")
             raise ValueError(f"{why}; allowed: {', '.join((BCD, *all_methods))}, each once")
         all_methods = {k: v for k, v in all_methods.items() if k in methods}
-    raw_seeds = seeds if seeds is not None else exp.get("seeds", [0])
-    if not isinstance(raw_seeds, list | tuple) or not raw_seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds):
-        raise ValueError(f"seeds={raw_seeds!r} is not allowed; give a list of integers >= 0, e.g. [0, 1, 2]")
-    if len(set(raw_seeds)) != len(raw_seeds):
-        raise ValueError(f"seeds={list(raw_seeds)!r} names a seed twice; give each seed once")
-    chosen_seeds = tuple(raw_seeds)
+    chosen_seeds = check_seeds(seeds if seeds is not None else exp.get("seeds", [0]))
     k = sweeps if sweeps is not None else exp.get("sweeps", 50)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"sweeps={k!r} is not allowed; give an integer >= 1")
@@ -273,35 +279,37 @@ def status(exp: Experiment, out: Path) -> list[dict[str, Any]]:
     """Where each (method, seed) of ``exp`` stands in ``out``, without running or writing anything: ``done`` (with its
     final test accuracy and wall time), ``partial`` (a BCD run with a checkpoint at sweep k: a rerun continues
     there), ``started`` (claimed, nothing to continue from: a rerun starts it over), ``other config`` (a rerun refuses
-    it), or ``not started``."""
+    it), ``damaged`` (a file of that run cannot be read back: the detail names it), or ``not started``."""
     from bcd.checkpoint import checkpoint_sweep
 
     rows = []
     for s in exp.seeds:
         for m in exp.method_names:
-            d, f = _run_dir(out, m, s), _fingerprint_file(out, m, s)
             row: dict[str, Any] = {"method": m, "seed": s, "state": "not started", "detail": ""}
-            diff = _differs(read_json(f), exp.fingerprint(m, s)) if f.is_file() else []
-            if diff:
-                row["state"], row["detail"] = "other config", f"differs in {', '.join(diff)}; a rerun refuses it"
-            elif is_done(out, m, s):
-                try:
-                    log = read_log(d / LOG, m, s)
-                except ValueError as e:  # one damaged log: that run's row says so, the others are still shown
-                    row["state"], row["detail"] = "damaged", str(e)
-                    rows.append(row)
-                    continue
-                env = d / ENVIRONMENT
-                wall = _wall(read_json(env) if env.is_file() else {})
-                row["state"] = "done"
-                row["detail"] = (f"final test acc {log['test_acc'].iloc[-1]:.4f} after {int(log['epoch'].iloc[-1])} "
-                                 f"epochs, wall time {wall}")
-            elif f.is_file():
-                k = checkpoint_sweep(d) if m == BCD else None
-                row["state"] = "partial" if k is not None else "started"
-                row["detail"] = f"checkpoint at sweep {k} of {exp.sweeps}" if k is not None else ""
+            try:
+                row.update(_run_status(exp, out, m, s, checkpoint_sweep))
+            except ValueError as e:  # a damaged file of one run: that row says so, the others are still shown
+                row["state"], row["detail"] = "damaged", str(e)
             rows.append(row)
     return rows
+
+
+def _run_status(exp: Experiment, out: Path, m: str, s: int, checkpoint_sweep) -> dict[str, str]:
+    """{state, detail} of one (method, seed) for :func:`status` (nothing when it is not started)."""
+    d, f = _run_dir(out, m, s), _fingerprint_file(out, m, s)
+    diff = _differs(read_json(f), exp.fingerprint(m, s)) if f.is_file() else []
+    if diff:
+        return {"state": "other config", "detail": f"differs in {', '.join(diff)}; a rerun refuses it"}
+    if is_done(out, m, s):
+        log, env = read_log(d / LOG, m, s), d / ENVIRONMENT
+        wall = _wall(read_json(env) if env.is_file() else {})
+        return {"state": "done", "detail": f"final test acc {log['test_acc'].iloc[-1]:.4f} after "
+                                           f"{int(log['epoch'].iloc[-1])} epochs, wall time {wall}"}
+    if f.is_file():
+        k = checkpoint_sweep(d) if m == BCD else None
+        return {"state": "partial" if k is not None else "started",
+                "detail": f"checkpoint at sweep {k} of {exp.sweeps}" if k is not None else ""}
+    return {}
 
 
 def _write_log(directory: Path, rows: list[dict[str, Any]]) -> None:

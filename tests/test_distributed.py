@@ -132,7 +132,7 @@ def test_cli_refuses_misuse_with_one_line_per_rank(tmp_path):
         too_many = _bcd("train", *TRAIN, *extra, "--out", str(tmp_path / "a"), "--nproc", "3")
         assert too_many.returncode == 2 and message in too_many.stderr, too_many.stderr
         assert len(too_many.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     many = _bcd("verify", *TRAIN, "--n-train", "5000", "--out", str(tmp_path / "a"), "--nproc", str(4 * cores + 1))
     assert many.returncode == 2 and f"give at most {4 * cores}" in many.stderr, many.stderr
     report = _bcd("theory", env={"WORLD_SIZE": "2", "RANK": "0"})

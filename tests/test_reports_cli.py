@@ -187,8 +187,9 @@ def test_a_damaged_verdicts_json_leaves_the_old_report_and_figures_alone(tmp_pat
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["reproduce", "global-minimum", "--seeds", "-3"], "seed=-3 is not allowed; seed must be an integer in [0, 2**64)"),
-    (["reproduce", "mlp3x1500-mnist", "--seeds", "0,-1", "--n-train", "50"], "seed=-1 is not allowed"),
+    (["reproduce", "global-minimum", "--seeds", "-3"], "--seeds '-3': seeds=[-3] is not allowed; give a list of "
+     "integers in [0, 2**64)"),
+    (["reproduce", "mlp3x1500-mnist", "--seeds", "0,-1", "--n-train", "50"], "--seeds '0,-1': seeds=[0, -1]"),
     (["reproduce", "global-minimum", "--out", "{file}"], "is a file; give a folder"),
     (["reproduce", "mlp3x1500-mnist", "--out", "{file}"], "is a file; give a folder"),
     (["report", "{file}"], "is a file, not a run directory"),
@@ -265,6 +266,8 @@ def test_theory_refuses_a_trace_of_another_network(tmp_path, capsys):
     assert main(["theory", "--trace", str(out), "--gamma", "50", "--B", "10", "--L0", "100"]) == 0
     assert main(["theory", "--trace", str(out), "--n-train", "5000"]) == 2
     assert "leave out --n-train" in capsys.readouterr().err
+    assert main(["theory", "--trace", str(out), "--dataset", "teacher"]) == 2
+    assert "--dataset with --trace" in capsys.readouterr().err
     assert main(["report", str(out), str(tmp_path / "." / "run"), *PNG_ONLY]) == 2  # one run given twice
     assert "is given twice" in capsys.readouterr().err
 

@@ -103,7 +103,7 @@ def test_summary_table_statistics():
     (["reproduce"], "--list"),
     # an empty list is no list (not "the experiment's default"); a seed no generator takes is refused up front
     (["reproduce", "mlp3x1500-mnist", "--seeds", ""], "--seeds '' names no seed"),
-    (["reproduce", "mlp3x1500-mnist", "--seeds", str(2**64)], f"seed={2**64} is not allowed"),
+    (["reproduce", "mlp3x1500-mnist", "--seeds", str(2**64)], f"seeds=[{2**64}] is not allowed"),
     (["reproduce", "mlp3x1500-mnist", "--methods", ""], "names no method"),
     (["reproduce", "mlp3x1500-mnist", "--methods", "sgd,sgd"], "names a method twice"),
     (["reproduce", "global-minimum", "--seeds", ""], "--seeds '' names no seed"),
@@ -111,6 +111,7 @@ def test_summary_table_statistics():
     (["reproduce", "global-minimum", "--status", "--sweeps", "0"], "sweeps=0"),  # checked before --status answers
     (["reproduce", "no-such-file.toml"], "'no-such-file.toml' does not exist"),
     (["reproduce", "--list", "mlp3x1500-mnist"], "--list"),
+    (["reproduce", "--list", "--seeds", "1"], "--seeds; run `bcd reproduce --list` alone"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
@@ -338,7 +339,7 @@ def test_an_experiment_file_that_is_not_utf8_or_an_out_that_cannot_be_a_folder_i
     for argv in (["reproduce", _small(tmp_path)], ["reproduce", "global-minimum", "--sweeps", "1"]):
         assert main([*argv, "--out", str(blocker / "sub"), "--no-progress"]) == 2  # its parent is a file
         err = capsys.readouterr().err
-        assert "cannot be created" in err and "give a folder you can write to" in err, err
+        assert "cannot be created" in err and "give an --out you can write to" in err, err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert blocker.read_text() == "mine"
 

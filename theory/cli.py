@@ -181,7 +181,7 @@ def theory_report(config, *, B=None, L0=None, L_star=0.0, n=None, widths=None) -
     return report
 
 
-RUN_ONLY = ("sweeps", "device", "dtype", "eval_every")  # BCDConfig fields that leave L̄ and the iterates' bound alone
+RUN_ONLY = ("device", "dtype", "eval_every")  # BCDConfig fields that change neither L̄ nor the iterates (to rounding)
 
 
 def _theory(args: argparse.Namespace) -> int:
@@ -208,9 +208,11 @@ def _theory(args: argparse.Namespace) -> int:
             raise ValueError(f"the trace's network has hidden widths {list(widths[1:-1])} but the configuration "
                              f"{list(bcd_cfg.hidden)}: its B and L̄⁰ belong to another network; leave out --hidden, or "
                              "give the trace of this one")
-        if args.n_train is not None and got["n"] is not None:
-            raise ValueError(f"--n-train with --trace: n = {got['n']} is the trace's own (its B and L̄⁰ are of "
-                             "those samples); leave out --n-train")
+        data_flags = [f"--{f.replace('_', '-')}" for f in ("dataset", "n_train", "n_test", "subset", "data_path")
+                      if getattr(args, f) is not None]
+        if data_flags:
+            raise ValueError(f"{', '.join(data_flags)} with --trace: the trace's B and L̄⁰ are of its own data (n = "
+                             f"{got['n']}); leave out {', '.join(data_flags)}")
         if tr.meta.get("config") and (args.B is None or args.L0 is None):
             recorded = tr.config
             diff = [f"{f.name}={getattr(bcd_cfg, f.name)!r} (the trace: {getattr(recorded, f.name)!r})"

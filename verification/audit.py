@@ -65,8 +65,9 @@ def iterate_files(directory: str | Path) -> tuple[list[Path], list[str]]:
     other file (``data.npz``, ``audit.toml``, a ``meta.npz`` of your own) is ignored, and the audit says so."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"audit directory {str(directory)!r} "
-                                f"{'is a file, not a folder' if directory.exists() else 'does not exist'}")
+        if directory.exists():
+            raise ValueError(f"audit directory {str(directory)!r} is a file, not a folder of iterates")
+        raise FileNotFoundError(f"audit directory {str(directory)!r} does not exist")
     found: dict[str, list[tuple[int, Path]]] = {}
     ignored = []
     for p in sorted(directory.iterdir()):

@@ -82,7 +82,7 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = Fal
 def _verify_plan(args: argparse.Namespace):
     """What ``bcd verify`` will do, with every flag checked and nothing written: (None, formats) to re-verify the
     run directory CONFIG, or ((config, overwrite), formats) to train and verify."""
-    from bcd.cli import RUN_FLAGS, checkpoint_every, resolve_run_config, resume_config
+    from bcd.cli import RUN_FLAGS, run_config
     from bcd.distributed import launched
     from reports.cli import parse_formats
 
@@ -97,7 +97,7 @@ def _verify_plan(args: argparse.Namespace):
                                   ("--preset", args.preset)) if on]
         if given:
             raise ValueError(f"{', '.join(given)}: for a run to train; {args.config!r} is an existing run directory, "
-                             "re-verified as its trace was recorded (give only --strict or --figure-formats)")
+                             "re-verified as its trace was recorded (--strict, --figure-formats, --no-progress apply)")
         if not (Path(args.config) / TRACE_SWEEPS).is_file():
             what = "it was trained without the recorder" if (Path(args.config) / CONFIG).is_file() else \
                 "it is not a bcd run directory"
@@ -110,16 +110,19 @@ def _verify_plan(args: argparse.Namespace):
                              "its verdicts there; run the audit again to re-check) or not a bcd run; bcd report "
                              "renders it")
         return None, formats
-    checkpoint_every(args)
+    cfg = run_config(args, default_config_name())
     if args.resume:
-        cfg, overwrite = resume_config(args), False
         _recorder_flags_on_resume(args)
-    else:
-        cfg = resolve_run_config(args, default_config_name())
-        # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`), but
-        # only a run of the same configuration (another one there, e.g. the demo with other flags, is refused).
-        overwrite = args.overwrite or (args.config is None and args.out is None and _same_run(cfg))
-    return (cfg, overwrite), formats
+        return (cfg, False), formats
+    # The embedded default is a demo: re-running it replaces its own run directory (idempotent `make demo`), but only a
+    # run of the same configuration (another one there, e.g. the demo with other flags, is refused).
+    return (cfg, args.overwrite or (args.config is None and args.out is None and _same_run(cfg))), formats
+
+
+def _verify_preflight(args: argparse.Namespace):
+    """The config ``bcd verify --nproc K`` will train (a run directory is refused there: one process re-verifies)."""
+    plan, _ = _verify_plan(args)
+    return plan[0]
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -220,7 +223,7 @@ def summary(trace) -> str:
 def _record_plan(args: argparse.Namespace):
     """(config, schedule) of ``bcd record``, with every flag checked and nothing written."""
     from bcd.cli import DEFAULT_TRAIN_CONFIG, run_config
-    from verification.recorder import Schedule
+    from verification.recorder import Schedule, as_schedule
 
     cfg = run_config(args, DEFAULT_TRAIN_CONFIG)
     if args.resume:
@@ -230,7 +233,7 @@ def _record_plan(args: argparse.Namespace):
                              f"bcd verify --resume {args.resume}")
     if args.every is not None and args.per_decade is not None:
         raise ValueError("give --every or --per-decade, not both")
-    return cfg, Schedule.log_spaced(args.per_decade) if args.per_decade is not None else args.every
+    return cfg, Schedule.log_spaced(args.per_decade) if args.per_decade is not None else as_schedule(args.every)
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -269,7 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--strict", action="store_true",
                    help="exit 1 also when a guaranteed claim is left inconclusive (e.g. too few sweeps to resolve it)")
     add_formats(v)
-    v.set_defaults(func=_verify, preflight=lambda args: (_verify_plan(args)[0] or (None,))[0])
+    v.set_defaults(func=_verify, preflight=_verify_preflight)
 
     r = sub.add_parser("record", help="train like `bcd train` and save a verification trace next to the config")
     add_run_arguments(r)
