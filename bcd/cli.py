@@ -117,10 +117,15 @@ def embedded_config(name: str) -> dict[str, Any]:
     return tomllib.loads(resources.files("bcd.configs").joinpath(name).read_text())
 
 
+def given_run_flags(args: argparse.Namespace) -> list[str]:
+    """The config overrides given on the command line, as flags (``--gamma``, …)."""
+    return ["--" + f.replace("_", "-") for f in RUN_FLAGS if getattr(args, f, None) is not None]
+
+
 def resume_config(args: argparse.Namespace) -> RunConfig:
     """The config of the run ``--resume RUN_DIR`` continues (its ``config.json``); flags that would change it are
     refused."""
-    given = ["--" + f.replace("_", "-") for f in RUN_FLAGS if getattr(args, f, None) is not None] \
+    given = given_run_flags(args) \
         + ([f"CONFIG ({args.config})"] if args.config else []) + (["--out"] if args.out else []) \
         + (["--overwrite"] if args.overwrite else [])
     if given:

@@ -127,12 +127,17 @@ def _check_keys(cls, values: Any, section: str) -> None:
 
 
 def check_seeds(seeds: Any) -> tuple[int, ...]:
-    """A non-empty list of distinct seeds, each an integer in [0, 2⁶⁴) (:func:`bcd.config.check_seed`)."""
-    from bcd.config import SEED_LIMIT
+    """A non-empty list of distinct seeds, each one :func:`bcd.config.check_seed` allows."""
+    from bcd.config import check_seed
 
-    if not isinstance(seeds, list | tuple) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT for s in seeds):
-        raise ValueError(f"seeds={seeds!r} is not allowed; give a list of integers in [0, 2**64), e.g. [0, 1, 2]")
+    try:
+        if not isinstance(seeds, list | tuple) or not seeds:
+            raise ValueError
+        for s in seeds:
+            check_seed("seed", s)
+    except ValueError:
+        raise ValueError(f"seeds={seeds!r} is not allowed; give a list of integers in [0, 2**64), e.g. [0, 1, 2]") \
+            from None
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={list(seeds)!r} names a seed twice; give each seed once")
     return tuple(seeds)

@@ -82,7 +82,7 @@ def finish(run: RunData, out: Path, formats: tuple[str, ...], strict: bool = Fal
 def _verify_plan(args: argparse.Namespace):
     """What ``bcd verify`` will do, with every flag checked and nothing written: (None, formats) to re-verify the
     run directory CONFIG, or ((config, overwrite), formats) to train and verify."""
-    from bcd.cli import RUN_FLAGS, run_config
+    from bcd.cli import given_run_flags, run_config
     from bcd.distributed import launched
     from reports.cli import parse_formats
 
@@ -91,7 +91,7 @@ def _verify_plan(args: argparse.Namespace):
         if launched() or args.nproc not in (None, 1):
             raise ValueError(f"{args.config!r} is a run directory: re-verifying a saved trace reads files in one "
                              "process; leave out --nproc")
-        given = ["--" + f.replace("_", "-") for f in RUN_FLAGS if getattr(args, f, None) is not None] + [
+        given = given_run_flags(args) + [
             flag for flag, on in (("--out", args.out), ("--resume", args.resume), ("--overwrite", args.overwrite),
                                   ("--checkpoint-every", args.checkpoint_every is not None),
                                   ("--preset", args.preset)) if on]
