@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
+    parser.set_defaults(commands=sub.choices)  # for an unknown option, the subcommand's parser names it (main)
     return parser
 
 
@@ -242,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse would report it from `bcd` itself; the subcommand's parser points to its own --help
+            after = argv.index(unknown[0]) > argv.index(args.command)
+            (args.commands[args.command] if after else parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as e:  # --help (0) or a bad option (2, its one line already printed): an exit code, like the rest
         return e.code if isinstance(e.code, int) else 2
     nproc = getattr(args, "nproc", None)

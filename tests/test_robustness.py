@@ -70,6 +70,16 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "gamma=1e-320 is not allowed" in _err(capsys)
 
 
+@pytest.mark.parametrize(("argv", "named"), [
+    (["train", "--hidden", "4", "--bogus"], "bcd train: error: unrecognized arguments: --bogus (`bcd train --help`"),
+    (["report", "--frob", "x"], "bcd report: error: unrecognized arguments: --frob (`bcd report --help`"),
+    (["--bogus", "train"], "bcd: error: unrecognized arguments: --bogus (`bcd --help`"),
+])
+def test_an_unknown_option_is_named_by_the_parser_it_was_given_to(argv, named, capsys):
+    assert main(argv) == 2
+    assert named in _err(capsys)
+
+
 def test_an_empty_config_is_the_documented_default(tmp_path):
     import argparse
 
