@@ -27,6 +27,9 @@ without timing anything (one recorded sweep).
 evaluated by the engine only at the last sweep, so the ``full`` preset pays for its every-sweep
 accuracy itself.  Targets (issue 14; issue 3 had 1.25× and 1.6×): standard ≤ 1.2×, full ≤ 1.5× the bare sweep time.
 
+``BCD_FUSE`` (verification/fast_path.py) is read as in any run: under ``auto`` the default shape's passes run eager;
+``BCD_FUSE=on`` times them compiled (the compile, once per process, happens in the untimed warm-up).
+
 ``--malloc-reuse`` (glibc only) raises malloc's mmap/trim thresholds before anything is allocated, so
 that freed n-sized temporaries are reused instead of being returned to the OS and page-faulted in again
 on the next allocation (what the CUDA caching allocator does on a GPU).  It applies to the bare engine
@@ -63,7 +66,7 @@ from bcd.objective import objective_terms
 from bcd.problem import initial_state
 from bcd.schedule import schedule_for
 from verification import schema as S  # noqa: N812
-from verification.fast_path import PROBES
+from verification.fast_path import PROBES, fuse_mode
 from verification.recorder import PRESETS, Recorder
 
 TARGETS = {"standard": 1.2, "full": 1.5}
@@ -214,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     widths = "-".join(str(d) for d in problem.widths)
     print(f"network {widths}, n={problem.n}, {args.dtype} on {args.device}, {args.sweeps} sweeps × {args.repeats} "
           f"repeats, torch threads {torch.get_num_threads()}, malloc reuse {reuse}, recorder path {args.path}, "
-          f"skip {args.skip}, "
-          f"{time.perf_counter() - t_start:.0f}s")
+          f"skip {args.skip}, BCD_FUSE {fuse_mode()}, {time.perf_counter() - t_start:.0f}s")
     print(f"{'variant':<10}{'s/sweep':>11}{'engine s':>11}{'× bare':>9}{'FLOP floor':>12}{'× floor':>9}"
           f"{'× own eng':>11}{'× (minima)':>12}{'CPU ×':>8}{'faults/sw':>11}{'target':>8}  ok")
     for r in rows:
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {"network": widths, "n": problem.n, "dtype": args.dtype, "device": args.device,
                "sweeps": args.sweeps, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-               "malloc_reuse": reuse, "path": args.path, "skip": args.skip,
+               "malloc_reuse": reuse, "path": args.path, "skip": args.skip, "bcd_fuse": fuse_mode(),
                "platform": platform.platform(), "processor": platform.processor(),
                "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor(),
                "results": rows}

@@ -62,11 +62,18 @@ seam in the engine — and use the local ``sq``/``norm``/``dot``.
 decreases, ‖g_{V_i}‖², ‖E‖², the carried B) comes from one chunked pass at the U_i step, and the U_i and W_i parts
 of g^k from one more at the next sweep's U_i step (:meth:`Algorithm2FastPath._hidden_layer`, ``_complete``): each
 operand is read once per pass, the temporaries stay in cache, and the carried buffers are reused from sweep to sweep.
+The math of each pass is one pure function (:func:`layer_sums`, :func:`completion_sums`), run eagerly on blocks of
+rows, or on the CPU under ``BCD_FUSE`` (:func:`fuse_mode`) compiled into one kernel over all entries: in eager torch
+each of its nine elementwise operations is a pass of its own, about 4× the time of reading the five operands, against
+1.2–1.7× fused (``benchmarks/bench_layer_pass.py``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -113,6 +120,76 @@ def _reduced(parts: list[Tensor], k: int, like: Tensor) -> Tensor:
     local = torch.stack(parts).sum(dim=0, dtype=torch.float64) if parts else \
         torch.zeros(k, dtype=torch.float64, device=like.device)
     return over_samples(local)
+
+
+# The sums of a hidden layer's pass (:func:`layer_sums`), in this order: local, then reduced over sample shards at once.
+LAYER_SUMS = ("dV_sq", "V_sq", "dV_A", "dU_sq", "U_sq", "ds_sq", "ds_A", "dU_E", "E_sq", "so_sq")
+
+
+def layer_sums(V_old: Tensor, V_new: Tensor, U_old: Tensor, U_new: Tensor, P: Tensor, B: Tensor,
+               sigma: Callable[[Tensor], Tensor], gamma: float, alpha: float) -> tuple[Tensor, Tensor]:
+    """The n-sized work of a hidden layer's V_i and U_i updates on one piece of their entries (flat, of equal length):
+    with ΔV = V⁺ − V⁻, ΔU = U⁺ − U⁻, A = V⁺ − σ(U⁻), d = σ(U⁺) − σ(U⁻) and E = U⁺ − P, the local sums
+    ‖ΔV‖², ‖V⁺‖², ⟨ΔV, A⟩, ‖ΔU‖², ‖U⁺‖², ‖d‖², ⟨d, A⟩, ⟨ΔU, E⟩, ‖E‖², ‖σ(U⁻)‖² (``LAYER_SUMS``, in the working dtype),
+    and A itself; writes the carried B = γP − αΔU into ``B``.  A pure function of its arguments besides ``B``."""
+    so = sigma(U_old)
+    A = torch.sub(V_new, so)
+    dv = torch.sub(V_new, V_old)
+    du = torch.sub(U_new, U_old)
+    ds = torch.sub(sigma(U_new), so)
+    e = torch.sub(U_new, P)
+    torch.sub(P, du, alpha=alpha / gamma, out=B).mul_(gamma)
+    return torch.stack([torch.vdot(dv, dv), torch.vdot(V_new, V_new), torch.vdot(dv, A), torch.vdot(du, du),
+                        torch.vdot(U_new, U_new), torch.vdot(ds, ds), torch.vdot(ds, A), torch.vdot(du, e),
+                        torch.vdot(e, e), torch.vdot(so, so)]), A
+
+
+def completion_sums(B: Tensor, P: Tensor, U: Tensor, gamma: float, write_F: bool, sizes: bool) -> Tensor:
+    """The n-sized work of completing a hidden layer's g^k parts on one piece of their entries (flat, of equal
+    length): the local ‖B − γP‖² (g_{U_i} = B − γP), and ‖P‖², ‖U‖² where ``sizes``; writes F = P − U over ``B``
+    where ``write_F`` (after B is read)."""
+    gu = torch.sub(B, P, alpha=gamma)
+    if write_F:
+        torch.sub(P, U, out=B)
+    return torch.stack([torch.vdot(gu, gu), *((torch.vdot(P, P), torch.vdot(U, U)) if sizes else ())])
+
+
+FUSE_ENTRIES = 1 << 23  # a CPU pass this large runs fused under "auto" (benchmarks/bench_layer_pass.py)
+FUSE_MODES = ("auto", "on", "off")
+_compiled: dict[Callable, Callable | None] = {}  # per pass function: compiled, or None once compiling failed
+
+
+def fuse_mode() -> str:
+    """``BCD_FUSE``: whether the recorder's n-sized passes of a hidden layer (:func:`layer_sums`,
+    :func:`completion_sums`) run as one compiled kernel each (``torch.compile``) instead of eager blocks of rows —
+    ``auto`` (default) where the layer has at least ``FUSE_ENTRIES`` entries on this rank, on the CPU (the compile,
+    seconds once per process, pays off on long runs of that size), ``on`` for every CPU layer, ``off`` never.  CUDA
+    runs eager (one whole-matrix piece)."""
+    mode = os.environ.get("BCD_FUSE", "auto").strip().lower() or "auto"
+    if mode not in FUSE_MODES:
+        raise ValueError(f"BCD_FUSE={os.environ['BCD_FUSE']!r} is not allowed; give one of {', '.join(FUSE_MODES)}")
+    return mode
+
+
+def _fused_run(fn: Callable, mode: str, like: Tensor, args: tuple):
+    """``fn(*args)`` on every entry at once, compiled, where ``mode`` asks for it for a layer like ``like``; None
+    where it does not, or where compiling fails (e.g. no C++ compiler: one warning, and eager from then on; the
+    caller then runs the pass eagerly, which rewrites whatever the failed call may have written)."""
+    if like.device.type != "cpu" or mode == "off" or (mode == "auto" and like.numel() < FUSE_ENTRIES):
+        return None
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(fn, dynamic=True)
+    fused = _compiled[fn]
+    if fused is None:
+        return None
+    try:
+        return fused(*args)
+    except Exception as exc:  # any compiler failure means: run eagerly
+        _compiled[fn] = None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        warnings.warn(f"BCD_FUSE: compiling the recorder's {fn.__name__} failed ({type(exc).__name__}: {first}); "
+                      "running it eagerly", RuntimeWarning, stacklevel=2)
+        return None
 
 
 class Algorithm2FastPath:
@@ -174,9 +251,6 @@ class Algorithm2FastPath:
         sw.pending += 1
         self._carry[i]["U_row"] = row
 
-    # Sums of the layer pass, in this order (local, then reduced over sample shards in one go).
-    _LAYER_SUMS = ("dV_sq", "V_sq", "dV_A", "dU_sq", "U_sq", "ds_sq", "ds_A", "dU_E", "E_sq", "so_sq")
-
     def _hidden_layer(self, sw, row_U, i, state, old, new, P) -> None:
         """Everything n-sized of the V_i and U_i updates of a hidden layer (i < N) in **one pass** over their operands,
         in blocks of whole rows of about :func:`bcd.activations.chunk_size` entries (at least one row; on CUDA one
@@ -195,26 +269,23 @@ class Algorithm2FastPath:
         d, n = new.shape
         Z = self._v_probes(i, new)[0] if full else None
         ZA = new.new_zeros(Z.shape[0], n) if full else None  # Z·A of the sketched V_i residual (full)
-        sigma = self.problem.sigma
-        rows, parts = max(1, chunk_size(new) // max(1, n)), []  # row blocks: contiguous, and Z·A adds up by rows
-        for r0 in range(0, d, rows):
-            sl = slice(r0, r0 + rows)
-            vo, vn, uo, un, p = (t[sl].reshape(-1) for t in (V_old, V_new, old, new, P))
-            so = sigma(i, uo)
-            A_c = torch.sub(vn, so)
+        sigma = self.problem.activation.apply  # σ_i of a hidden layer
+        whole = _fused_run(layer_sums, self._fuse, new, (*(t.reshape(-1) for t in (V_old, V_new, old, new, P)),
+                                                         B.view(-1), sigma, g, a))
+        if whole is not None:  # one compiled kernel over every entry
+            pieces = iter([(slice(None), whole)])
+        else:  # eager row blocks: contiguous, and Z·A adds up by rows
+            rows = max(1, chunk_size(new) // max(1, n))
+            pieces = ((sl, layer_sums(*(t[sl].reshape(-1) for t in (V_old, V_new, old, new, P)), B[sl].view(-1),
+                                      sigma, g, a))
+                      for sl in (slice(r0, r0 + rows) for r0 in range(0, d, rows)))
+        parts = []
+        for sl, (piece, A_c) in pieces:
             if full:
                 ZA.addmm_(Z[:, sl], A_c.view(-1, n))
-            dv = torch.sub(vn, vo)
-            du = torch.sub(un, uo)
-            ds = torch.sub(sigma(i, un), so)
-            e = torch.sub(un, p)
-            torch.sub(p, du, alpha=a / g, out=B[sl].view(-1)).mul_(g)
-            sums = [torch.vdot(dv, dv), torch.vdot(vn, vn), torch.vdot(dv, A_c), torch.vdot(du, du),
-                    torch.vdot(un, un), torch.vdot(ds, ds), torch.vdot(ds, A_c), torch.vdot(du, e), torch.vdot(e, e),
-                    torch.vdot(so, so)]
-            parts.append(torch.stack(sums))
-        sums = _reduced(parts, len(self._LAYER_SUMS), new)
-        x = dict(zip(self._LAYER_SUMS, sums.unbind(), strict=True))
+            parts.append(piece)
+        sums = _reduced(parts, len(LAYER_SUMS), new)
+        x = dict(zip(LAYER_SUMS, sums.unbind(), strict=True))
         row_V[S.BLOCK_DELTA_SQ], row_U[S.BLOCK_DELTA_SQ] = x["dV_sq"], x["dU_sq"]
         sw.dq_sq += [x["dV_sq"], x["dU_sq"]]
         sw.norms["V"].append(x["V_sq"].sqrt())
@@ -230,7 +301,7 @@ class Algorithm2FastPath:
         row_U[S.BLOCK_NOISE] = (g * (nU + 2 * self._product_size(i, state)) + a * (2 * nU + ndU)) * ndU \
             + g * (nV + nso + nds) * nds
         self._V_sq[i], self._U_norm[i] = x["V_sq"], nU
-        d_sig = torch.sub(sigma(i, new), sigma(i, old)) if self.keep_g else None  # the tensor only for keep_g
+        d_sig = torch.sub(sigma(new), sigma(old)) if self.keep_g else None  # the tensor only for keep_g
         self._set_g(sw, ("V", i), d_sig, factor=-g, sq=x["ds_sq"])  # g_{V_i} = γ(σ(U⁻) − σ(U⁺))
         self._E_sq[i] = x["E_sq"]
         self._carry[i] = {"sweep": sw, "B": B}
@@ -346,16 +417,13 @@ class Algorithm2FastPath:
             F = torch.sub(P, U, out=B) if need_F else None
             P_sq = U_sq = None
         else:
-            flat_B, flat_P, flat_U = B.view(-1), P.reshape(-1), U.reshape(-1)
-            chunk, parts = chunk_size(B), []
-            for s in range(0, B.numel(), chunk):
-                b, p, u = flat_B[s:s + chunk], flat_P[s:s + chunk], flat_U[s:s + chunk]
-                gu = torch.sub(b, p, alpha=g)
-                if need_F:
-                    torch.sub(p, u, out=b)
-                sums = [torch.vdot(gu, gu)] + ([torch.vdot(p, p), torch.vdot(u, u)] if full and need_F else [])
-                parts.append(torch.stack(sums))
-            sums = _reduced(parts, 3 if full and need_F else 1, B).unbind()
+            flat = (B.view(-1), P.reshape(-1), U.reshape(-1))
+            sizes = full and need_F
+            whole = _fused_run(completion_sums, self._fuse, B, (*flat, g, need_F, sizes))
+            chunk = chunk_size(B)
+            parts = [whole] if whole is not None else \
+                [completion_sums(*(t[s:s + chunk] for t in flat), g, need_F, sizes) for s in range(0, B.numel(), chunk)]
+            sums = _reduced(parts, 3 if sizes else 1, B).unbind()
             self._set_g(sw, ("U", i), None, row=carry["U_row"], sq=sums[0])
             F = B if need_F else None
             P_sq, U_sq = (sums[1], sums[2]) if full and need_F else (None, None)

@@ -42,7 +42,7 @@ from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
-from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux, in_layer_pass
+from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux, fuse_mode, in_layer_pass
 from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
@@ -149,6 +149,7 @@ class Recorder(Algorithm2FastPath):
         self.keep_g = keep_g
         self.g_components: dict[int, dict[tuple[str, int], Tensor]] = {}
         self._level = PRESETS.index(preset)
+        self._fuse = fuse_mode()  # BCD_FUSE, checked before any run starts
         self.problem: Problem | None = None
         self.state: BCDState | None = None
 

@@ -1,0 +1,94 @@
+"""The recorder's hidden-layer pass, eager against one fused kernel: is the elementwise share of ``standard`` a lever?
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_layer_pass.py                  # 400×3000 float64, ~1 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_layer_pass.py --d 600 --n 60000 --dtype float32
+
+The fast path's ``standard`` preset spends most of its time beyond the FLOP floor in one pass per hidden layer
+(:func:`verification.fast_path.layer_sums`: five n-sized operands read, ten sums, the carried B written).  Timed
+here, interleaved in one process and reported as medians, on random operands of one layer's shape:
+
+- ``read``: one ``vdot`` of each of the five operands with itself, the memory traffic the pass cannot avoid;
+- ``eager chunked``: ``layer_sums`` on row blocks of about ``bcd.activations.chunk_size`` entries, as the recorder
+  runs it on the CPU;
+- ``eager whole``: one call on all entries, as the recorder runs it on CUDA;
+- ``compiled``: ``torch.compile(layer_sums)`` on all entries, one fused kernel (the same source; its compile time,
+  paid once per process and shape, is reported apart).  ``--no-compile`` leaves it out (it needs a C++ compiler).
+
+The sums of every variant are compared with the chunked ones (relative difference printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from bcd.activations import chunk_size
+from verification.fast_path import LAYER_SUMS, layer_sums
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d", type=int, default=400, help="the layer's width d_i (default 400)")
+    p.add_argument("--n", type=int, default=3000, help="samples (default 3000)")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
+    args = p.parse_args(argv)
+    if args.d < 1 or args.n < 1 or args.rounds < 1:
+        p.error(f"--d {args.d}, --n {args.n} and --rounds {args.rounds} must each be >= 1")
+    dtype = getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    V_old, V_new, U_old, U_new, P = (torch.randn(args.d, args.n, generator=gen, dtype=dtype) for _ in range(5))
+    B = torch.empty_like(P)
+    gamma, alpha = 1.0, 5.0
+
+    def chunked():
+        rows, parts = max(1, chunk_size(U_new) // args.n), []
+        for r0 in range(0, args.d, rows):
+            sl = slice(r0, r0 + rows)
+            parts.append(layer_sums(*(t[sl].reshape(-1) for t in (V_old, V_new, U_old, U_new, P)), B[sl].view(-1),
+                                    torch.relu, gamma, alpha)[0])
+        return torch.stack(parts).sum(dim=0, dtype=torch.float64)
+
+    def whole(fn=layer_sums):
+        return fn(*(t.view(-1) for t in (V_old, V_new, U_old, U_new, P)), B.view(-1), torch.relu, gamma, alpha)[0]
+
+    def read():
+        return torch.stack([torch.vdot(t.view(-1), t.view(-1)) for t in (V_old, V_new, U_old, U_new, P)])
+
+    variants = {"read": read, "eager chunked": chunked, "eager whole": whole}
+    compile_s = None
+    if not args.no_compile:
+        fused = torch.compile(layer_sums)
+        t0 = time.perf_counter()
+        whole(fused)
+        compile_s = time.perf_counter() - t0
+        variants["compiled"] = lambda: whole(fused)
+    reference = chunked()
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for f in variants.values():
+        f()  # warm-up
+    for _ in range(args.rounds):
+        for v, f in variants.items():
+            t0 = time.perf_counter()
+            f()
+            times[v].append(time.perf_counter() - t0)
+    floor = statistics.median(times["read"])
+    compiled = f"; compile {compile_s:.1f} s (once per process and shape)" if compile_s else ""
+    print(f"layer {args.d}×{args.n} {args.dtype}, torch threads {torch.get_num_threads()}, {args.rounds} rounds, "
+          f"{len(LAYER_SUMS)} sums{compiled}")
+    print(f"{'variant':15s} {'ms':>9s} {'× read':>8s} {'rel. diff of sums':>18s}")
+    for v, f in variants.items():
+        med = statistics.median(times[v])
+        out = f().to(torch.float64)
+        diff = "" if v == "read" else f"{((out - reference).abs().max() / reference.abs().max()).item():.1e}"
+        print(f"{v:15s} {1e3 * med:9.2f} {med / floor:8.2f} {diff:>18s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
