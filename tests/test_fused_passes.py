@@ -4,6 +4,8 @@ with one warning; a bad value is refused before anything runs."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +39,12 @@ def _numeric(df):
 def test_fused_passes_give_the_eager_trace(monkeypatch, data, preset):
     monkeypatch.setattr(fast_path, "_compiled", {})
     eager = _trace(monkeypatch, data, "off", preset)
-    fused = _trace(monkeypatch, data, "on", preset)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = _trace(monkeypatch, data, "on", preset)
+    failed = [str(w.message) for w in caught if "BCD_FUSE" in str(w.message)]
+    if failed:  # e.g. no C++ compiler on this machine: the eager fallback is tested below
+        pytest.skip(f"torch.compile does not work here: {failed[0]}")
     assert set(fast_path._compiled) == {fast_path.layer_sums, fast_path.completion_sums}
     assert all(f is not None for f in fast_path._compiled.values())  # compiled, and it ran
     for e, f in ((eager.sweeps, fused.sweeps), (eager.blocks, fused.blocks)):
