@@ -255,6 +255,31 @@ def test_an_honestly_capped_inner_solve_is_reported_not_failed(data):
     assert "relative error not guaranteed there" in v.explanation
 
 
+def _W1_silent(update):
+    """``update`` with its solver report withheld (a user's step that publishes no ``aux["inner"]``)."""
+    return lambda state, problem, i, aux: update(state, problem, i, None)
+
+
+@pytest.mark.parametrize(("update", "capped"), [(_W1_lying_solver, True), (None, False)])
+def test_an_inner_block_without_a_solver_report_is_judged_by_its_stationarity(data, update, capped):
+    """No report: the recomputed dist(0, ∂Φ) ≤ η‖Δ‖ decides.  A step that never moves is listed with the capped ones
+    and its sweeps leave the relative-error claim; the library's own solve, silent, meets its rule."""
+    cfg = BCDConfig(hidden=(5, 4), splitting="two", sweeps=3)
+    rec = Recorder("full")
+    own = next(s.update for s in two_splitting(cfg.N) if (s.block, s.layer) == ("W", 1))
+    train(data.X_train, data.y_train, cfg, hooks=[rec], schedule=_replace(cfg, ("W", 1), _W1_silent(update or own)))
+    verdicts = {x.claim: x for x in verify(rec.trace())}
+    v = verdicts["block_exactness"]
+    inner = v.details["inner"]
+    assert v.status == "pass" and inner["n_no_report"] == 3  # one W1 update per sweep, none reported
+    if capped:
+        assert inner["n_cap"] >= 3 and "W1 (sweep 1), no solver report" in inner["cap_blocks"]
+        assert "relative error not guaranteed there" in v.explanation
+        assert verdicts["relative_error"].details["sweeps_with_capped_solves"] == [1, 2, 3]
+    else:
+        assert inner["n_cap"] == 0 and not inner["false_claims"]
+
+
 # ------------------------------------------------------------------------------ no false alarm
 
 

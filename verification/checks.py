@@ -275,13 +275,29 @@ def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
     else:
         K = ctx.constants("the per-block constants")
         c = np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
-    off = _capped(b)
+    off = _capped(b, ctx.dtype)
     return np.where(off, np.minimum(c, _capped_constants(ctx, b)), c) if off.any() else c
 
 
-def _capped(b: pd.DataFrame) -> np.ndarray:
+def _rule_record(b: pd.DataFrame, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (an inner solve, the stopping rule held, the recomputed stationarity meets it).  A solver's report
+    (``rule_held``) says whether the rule held; a row without one but with a recomputed stationarity (a user's step or
+    a mutant that publishes no ``aux["inner"]``) is judged as an audit is: the rule held where
+    dist(0, ∂Φ) ≤ η‖Δ‖ up to the rounding of the two recomputed norms."""
+    nan = pd.Series(np.nan, index=b.index)
+    report, stat, rtol = (b.get(c, nan) for c in (sc.BLOCK_RULE_HELD, sc.BLOCK_STATIONARITY,
+                                                            sc.BLOCK_RULE_TOL))
+    stat, rtol = stat.to_numpy(dtype=float), rtol.to_numpy(dtype=float)
+    meets = stat <= rtol + rtol * ratio_tol(dtype) + np.finfo(float).tiny
+    reported = report.notna().to_numpy()
+    inner = reported | ~np.isnan(stat)
+    return inner, np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner, meets
+
+
+def _capped(b: pd.DataFrame, dtype: str) -> np.ndarray:
     """Rows of an inner solve that stopped without its rule (the cap, or a stall): only monotone (MATH.md §7)."""
-    return (b[sc.BLOCK_RULE_HELD] == 0).to_numpy() if sc.BLOCK_RULE_HELD in b else np.zeros(len(b), dtype=bool)
+    inner, held, _ = _rule_record(b, dtype)
+    return inner & ~held
 
 
 def _capped_constants(ctx, b: pd.DataFrame) -> np.ndarray:
@@ -299,7 +315,7 @@ def _capped_sweep_constants(ctx) -> dict[int, float]:
         bt = ctx.blocks()
     except MissingDataError:
         return {}
-    off = _capped(bt)
+    off = _capped(bt, ctx.dtype)
     if not off.any():
         return {}
     rows = bt[off]
@@ -406,7 +422,8 @@ def block_exactness(ctx) -> Verdict:
     is ≤ √eps.  Inner-solver updates (Algorithm 1's nonconvex blocks, MATH.md §7): where the solver reports
     that its stopping rule held, the recorder's recomputed least-norm stationarity must satisfy it,
     dist(0, ∂Φ_X(X⁺)) ≤ η‖X⁺ − X⁻‖ (a solver that claims the rule falsely fails); updates that stopped at the
-    iteration cap are listed — the relative-error claim is not guaranteed on them.  The theorems analyse exact
+    iteration cap, and updates with no solver report whose recomputed stationarity misses the rule (a user's step, as
+    in an audit), are listed — the relative-error claim is not guaranteed on them.  The theorems analyse exact
     (or rule-satisfying) updates; an inexact or wrong update (e.g. a Jacobi bias step) may still descend and is
     only exposed here."""
     claim, title = block_exactness.claim, block_exactness.title
@@ -455,24 +472,28 @@ def block_exactness(ctx) -> Verdict:
 
 
 def _inner_rules(bt: pd.DataFrame, names: np.ndarray, dtype: str) -> dict[str, Any] | None:
-    """The stopping-rule record of the inner-solver rows (None when the trace has none)."""
-    if sc.BLOCK_RULE_HELD not in bt or not bt[sc.BLOCK_RULE_HELD].notna().any():
+    """The stopping-rule record of the inner-solver rows (None when the trace has none): the rows with a solver's
+    report (``rule_held``) or a recomputed stationarity.  A row with no report (a user's step or a mutant that
+    publishes no ``aux["inner"]``) is judged by the recomputed stationarity alone, as an audit is: it met the rule or
+    is listed with the capped ones; only a report can be false."""
+    inner, held, meets = _rule_record(bt, dtype)
+    if not inner.any():
         return None
     missing = [c for c in (sc.BLOCK_STATIONARITY, sc.BLOCK_RULE_TOL, sc.BLOCK_INNER_ITERS) if c not in bt]
     if missing:
-        raise MissingDataError(f"the trace records {sc.BLOCK_RULE_HELD} but not {', '.join(missing)}: the inner "
-                               "solves' stopping rule cannot be judged")
-    rows = bt[bt[sc.BLOCK_RULE_HELD].notna()]
-    nm = names[bt[sc.BLOCK_RULE_HELD].notna().to_numpy()]
-    held = rows[sc.BLOCK_RULE_HELD].to_numpy(dtype=float) == 1.0
+        raise MissingDataError(f"the trace records inner solves but not {', '.join(missing)}: their stopping rule "
+                               "cannot be judged")
+    rows, nm, held, meets = bt[inner], names[inner], held[inner], meets[inner]
+    reported = rows[sc.BLOCK_RULE_HELD].notna().to_numpy() if sc.BLOCK_RULE_HELD in rows else np.zeros(len(rows), bool)
     stat = rows[sc.BLOCK_STATIONARITY].to_numpy(dtype=float)
     rtol = rows[sc.BLOCK_RULE_TOL].to_numpy(dtype=float)
-    slack = rtol * ratio_tol(dtype) + np.finfo(float).tiny  # rounding of two recomputed norms
-    false = held & ~(stat <= rtol + slack)
+    false = reported & held & ~meets
     sweeps = rows[sc.SWEEP].to_numpy(dtype=int)
     return {
         "n_updates": len(rows), "n_rule_held": int(held.sum()), "n_cap": int((~held).sum()),
-        "cap_blocks": [f"{n} (sweep {k})" for n, k, h in zip(nm, sweeps, held, strict=True) if not h][:MAX_LISTED],
+        "n_no_report": int((~reported).sum()),
+        "cap_blocks": [f"{n} (sweep {k})" + ("" if r else ", no solver report")
+                       for n, k, h, r in zip(nm, sweeps, held, reported, strict=True) if not h][:MAX_LISTED],
         "max_iterations": float(rows[sc.BLOCK_INNER_ITERS].max()),
         "false_claims": [{"sweep": int(sweeps[i]), "block": str(nm[i]), "stationarity": float(stat[i]),
                           "tolerance": float(rtol[i])} for i in np.flatnonzero(false)[:MAX_LISTED]],
