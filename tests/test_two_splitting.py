@@ -23,7 +23,7 @@ from bcd.engine import run, train
 from bcd.inner import InnerInfo, solve_W
 from bcd.inputs import make_problem
 from bcd.problem import initial_state
-from bcd.schedule import Step, two_splitting
+from bcd.schedule import Step, schedule_for, two_splitting
 from theory.constants import RunConstants
 from verification import schema as S  # noqa: N812
 from verification.checks import verify
@@ -260,24 +260,35 @@ def _W1_silent(update):
     return lambda state, problem, i, aux: update(state, problem, i, None)
 
 
+@pytest.mark.parametrize(("splitting", "r"), [("two", "l2(0)"), ("three", "l1(0.001)")])
 @pytest.mark.parametrize(("update", "capped"), [(_W1_lying_solver, True), (None, False)])
-def test_an_inner_block_without_a_solver_report_is_judged_by_its_stationarity(data, update, capped):
-    """No report: the recomputed dist(0, ∂Φ) ≤ η‖Δ‖ decides.  A step that never moves is listed with the capped ones
-    and its sweeps leave the relative-error claim; the library's own solve, silent, meets its rule."""
-    cfg = BCDConfig(hidden=(5, 4), splitting="two", sweeps=3)
+def test_an_inner_block_without_a_solver_report_is_judged_by_its_stationarity(data, update, capped, splitting, r):
+    """No report: the recomputed dist(0, ∂Φ) ≤ η‖Δ‖ decides (Algorithm 1's ReLU W̃_1 solve; Algorithm 2's FISTA under
+    an ℓ1 r_1).  A step that never moves is listed with the capped ones, its sweeps leave the relative-error claim,
+    and the rate bound (whose a and b are then not guaranteed) claims nothing from the first of them; the library's
+    own solve, silent, meets its rule."""
+    cfg = BCDConfig(hidden=(5, 4), splitting=splitting, sweeps=3, r=r)
     rec = Recorder("full")
-    own = next(s.update for s in two_splitting(cfg.N) if (s.block, s.layer) == ("W", 1))
-    train(data.X_train, data.y_train, cfg, hooks=[rec], schedule=_replace(cfg, ("W", 1), _W1_silent(update or own)))
+    steps = schedule_for(splitting, cfg.N)
+    own = next(s.update for s in steps if (s.block, s.layer) == ("W", 1))
+    silent = _W1_silent(update or own)
+    schedule = [Step(s.block, s.layer, silent) if (s.block, s.layer) == ("W", 1) else s for s in steps]
+    train(data.X_train, data.y_train, cfg, hooks=[rec], schedule=schedule)
     verdicts = {x.claim: x for x in verify(rec.trace())}
     v = verdicts["block_exactness"]
     inner = v.details["inner"]
     assert v.status == "pass" and inner["n_no_report"] == 3  # one W1 update per sweep, none reported
+    rate = verdicts["rate"]  # (Algorithm 1 with ReLU: its b is not derived, so the rate is inconclusive anyway)
     if capped:
         assert inner["n_cap"] >= 3 and "W1 (sweep 1), no solver report" in inner["cap_blocks"]
         assert "relative error not guaranteed there" in v.explanation
         assert verdicts["relative_error"].details["sweeps_with_capped_solves"] == [1, 2, 3]
+        if splitting == "three":
+            assert rate.status == "inconclusive" and rate.details["first_sweep_without_rule"] == 1, rate.explanation
     else:
         assert inner["n_cap"] == 0 and not inner["false_claims"]
+        if splitting == "three":
+            assert rate.status == "pass" and rate.details["first_sweep_without_rule"] is None, rate.explanation
 
 
 # ------------------------------------------------------------------------------ no false alarm

@@ -15,7 +15,7 @@ import pandas as pd
 from bcd.config import BCDConfig, RunConfig
 from theory import constants as tc
 from verification import schema as sc
-from verification.tolerance import dtype_name
+from verification.tolerance import dtype_name, ratio_tol
 from verification.trace import Trace
 from verification.verdict import INCONCLUSIVE, Verdict
 
@@ -173,3 +173,54 @@ def finite(x: Any) -> np.ndarray:
 
 def fmt(x: float | None) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
+# ------------------------------------------------------------------ inner solves that stopped without their rule
+def rule_record(b: pd.DataFrame, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (an inner solve, the stopping rule held, the recomputed stationarity meets it).  A solver's report
+    (``rule_held``) says whether the rule held; a row without one but with a recomputed stationarity (a user's step or
+    a mutant that publishes no ``aux["inner"]``) is judged as an audit is: the rule held where
+    dist(0, ∂Φ) ≤ η‖Δ‖ up to the rounding of the two recomputed norms."""
+    nan = pd.Series(np.nan, index=b.index)
+    report, stat, rtol = (b.get(c, nan) for c in (sc.BLOCK_RULE_HELD, sc.BLOCK_STATIONARITY,
+                                                            sc.BLOCK_RULE_TOL))
+    stat, rtol = stat.to_numpy(dtype=float), rtol.to_numpy(dtype=float)
+    meets = stat <= rtol + rtol * ratio_tol(dtype) + np.finfo(float).tiny
+    reported = report.notna().to_numpy()
+    inner = reported | ~np.isnan(stat)
+    return inner, np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner, meets
+
+
+def capped_rows(b: pd.DataFrame, dtype: str) -> np.ndarray:
+    """Rows of an inner solve that stopped without its rule (the cap, or a stall): only monotone (MATH.md §7)."""
+    inner, held, _ = rule_record(b, dtype)
+    return inner & ~held
+
+
+def capped_constants(ctx, b: pd.DataFrame) -> np.ndarray:
+    """:func:`theory.constants.capped_block_constant` of every row (0 without a config: α and the variant unknown)."""
+    if ctx.config is None:
+        return np.zeros(len(b))
+    K = ctx.constants("the constants of capped inner solves")
+    return np.array([tc.capped_block_constant(x, K.config.alpha, K.variant) for x in b[sc.BLOCK]])
+
+
+def capped_sweep_constants(ctx) -> dict[int, float]:
+    """{sweep: the least capped-solve constant of its blocks} over the sweeps with an inner solve that stopped without
+    its rule; a sweep's constant a is then at most that (its other blocks keep theirs, which are ≥ a)."""
+    try:
+        bt = ctx.blocks()
+    except MissingDataError:
+        return {}
+    off = capped_rows(bt, ctx.dtype)
+    if not off.any():
+        return {}
+    rows = bt[off]
+    return {int(k): float(c) for k, c in pd.Series(capped_constants(ctx, rows), index=rows[sc.SWEEP].to_numpy())
+            .groupby(level=0).min().items()}
+
+
+def sweeps_without_rule(ctx) -> set[int]:
+    """Sweeps with an inner solve that stopped without its rule: relative error is not guaranteed there (MATH.md §7
+    item 2(c))."""
+    return set(capped_sweep_constants(ctx))

@@ -24,10 +24,15 @@ from verification.check_common import (
     b_per_sweep,
     block_name,
     bound_B,
+    capped_constants,
+    capped_rows,
+    capped_sweep_constants,
     claim_check,
     finite,
     fmt,
     make_context,
+    rule_record,
+    sweeps_without_rule,
 )
 from verification.checks_tail import convergence, kl_exponent, rate
 from verification.consistency import check_trace
@@ -210,7 +215,7 @@ def sufficient_descent(ctx, a: float | None = None, per_block: bool = True) -> V
     if sc.DQ_SQ in sw and sw[sc.DQ_SQ].notna().any():
         s = sw[sw[sc.DQ_SQ].notna()]
         tol = objective_tol(ctx.dtype, s["L_prev"], s["L"])
-        a_k = np.minimum(a, s[sc.SWEEP].map(_capped_sweep_constants(ctx)).fillna(np.inf).to_numpy(dtype=float))
+        a_k = np.minimum(a, s[sc.SWEEP].map(capped_sweep_constants(ctx)).fillna(np.inf).to_numpy(dtype=float))
         parts.append(_obs_frame("sweep", s[sc.SWEEP], "", -1, s["decrease"], tol, a_k, s[sc.DQ_SQ],
                                 resolved=a_k * s[sc.DQ_SQ] >= tol))
         levels.append("sweep")
@@ -275,58 +280,8 @@ def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
     else:
         K = ctx.constants("the per-block constants")
         c = np.array([K.block(x, int(i)) for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
-    off = _capped(b, ctx.dtype)
-    return np.where(off, np.minimum(c, _capped_constants(ctx, b)), c) if off.any() else c
-
-
-def _rule_record(b: pd.DataFrame, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: (an inner solve, the stopping rule held, the recomputed stationarity meets it).  A solver's report
-    (``rule_held``) says whether the rule held; a row without one but with a recomputed stationarity (a user's step or
-    a mutant that publishes no ``aux["inner"]``) is judged as an audit is: the rule held where
-    dist(0, ∂Φ) ≤ η‖Δ‖ up to the rounding of the two recomputed norms."""
-    nan = pd.Series(np.nan, index=b.index)
-    report, stat, rtol = (b.get(c, nan) for c in (sc.BLOCK_RULE_HELD, sc.BLOCK_STATIONARITY,
-                                                            sc.BLOCK_RULE_TOL))
-    stat, rtol = stat.to_numpy(dtype=float), rtol.to_numpy(dtype=float)
-    meets = stat <= rtol + rtol * ratio_tol(dtype) + np.finfo(float).tiny
-    reported = report.notna().to_numpy()
-    inner = reported | ~np.isnan(stat)
-    return inner, np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner, meets
-
-
-def _capped(b: pd.DataFrame, dtype: str) -> np.ndarray:
-    """Rows of an inner solve that stopped without its rule (the cap, or a stall): only monotone (MATH.md §7)."""
-    inner, held, _ = _rule_record(b, dtype)
-    return inner & ~held
-
-
-def _capped_constants(ctx, b: pd.DataFrame) -> np.ndarray:
-    """:func:`theory.constants.capped_block_constant` of every row (0 without a config: α and the variant unknown)."""
-    if ctx.config is None:
-        return np.zeros(len(b))
-    K = ctx.constants("the constants of capped inner solves")
-    return np.array([tc.capped_block_constant(x, K.config.alpha, K.variant) for x in b[sc.BLOCK]])
-
-
-def _capped_sweep_constants(ctx) -> dict[int, float]:
-    """{sweep: the least capped-solve constant of its blocks} over the sweeps with an inner solve that stopped without
-    its rule; a sweep's constant a is then at most that (its other blocks keep theirs, which are ≥ a)."""
-    try:
-        bt = ctx.blocks()
-    except MissingDataError:
-        return {}
-    off = _capped(bt, ctx.dtype)
-    if not off.any():
-        return {}
-    rows = bt[off]
-    return {int(k): float(c) for k, c in pd.Series(_capped_constants(ctx, rows), index=rows[sc.SWEEP].to_numpy())
-            .groupby(level=0).min().items()}
-
-
-def _sweeps_without_rule(ctx) -> set[int]:
-    """Sweeps with an inner solve that stopped without its rule: relative error is not guaranteed there (MATH.md §7
-    item 2(c))."""
-    return set(_capped_sweep_constants(ctx))
+    off = capped_rows(b, ctx.dtype)
+    return np.where(off, np.minimum(c, capped_constants(ctx, b)), c) if off.any() else c
 
 
 # --------------------------------------------------------------------------- 3. relative error
@@ -352,7 +307,7 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
     floor = step_floor(ctx.dtype, np.nan_to_num(Bk, nan=1.0))
     rtol = ratio_tol(ctx.dtype)
     allowed = bk * np.maximum(dq, floor) * (1 + rtol)
-    capped = np.isin(k, sorted(_sweeps_without_rule(ctx)))  # an inner solve stopped without its rule: not guaranteed
+    capped = np.isin(k, sorted(sweeps_without_rule(ctx)))  # an inner solve stopped without its rule: not guaranteed
     above_floor = dq > floor
     resolved = above_floor & ~capped  # b_emp is measured where the bound is claimed
     over = ~(g <= allowed) & (unknown is None)
@@ -476,7 +431,7 @@ def _inner_rules(bt: pd.DataFrame, names: np.ndarray, dtype: str) -> dict[str, A
     report (``rule_held``) or a recomputed stationarity.  A row with no report (a user's step or a mutant that
     publishes no ``aux["inner"]``) is judged by the recomputed stationarity alone, as an audit is: it met the rule or
     is listed with the capped ones; only a report can be false."""
-    inner, held, meets = _rule_record(bt, dtype)
+    inner, held, meets = rule_record(bt, dtype)
     if not inner.any():
         return None
     missing = [c for c in (sc.BLOCK_STATIONARITY, sc.BLOCK_RULE_TOL, sc.BLOCK_INNER_ITERS) if c not in bt]

@@ -14,7 +14,15 @@ import numpy as np
 
 from theory import constants as tc
 from verification import schema as sc
-from verification.check_common import MissingDataError, b_per_sweep, bound_B, claim_check, finite, fmt
+from verification.check_common import (
+    MissingDataError,
+    b_per_sweep,
+    bound_B,
+    capped_sweep_constants,
+    claim_check,
+    finite,
+    fmt,
+)
 from verification.stats import fit_line
 from verification.tolerance import objective_tol, objective_tol_reason, ratio_tol, ratio_tol_reason, step_floor
 from verification.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
@@ -111,7 +119,10 @@ def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.
         return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
             f"L̄⁰ − L̄* = {L0 - L_star:.3g} is at rounding level or no step ‖ΔQ^k‖ rose above the step floor: the run "
             "started at a critical point and the rate says nothing"))
-    over = ~(sums <= allowed)  # NaN-safe: an infinite ‖g^k‖ is over
+    capped = sorted(capped_sweep_constants(ctx))  # an inner solve stopped without its rule: a and b not guaranteed
+    claimed = k < capped[0] if capped else np.ones(len(k), dtype=bool)  # the bound holds up to the first such sweep
+    details["first_sweep_without_rule"] = capped[0] if capped else None
+    over = ~(sums <= allowed) & claimed  # NaN-safe: an infinite ‖g^k‖ is over
     if over.any():
         j = int(np.argmax(over))
         fail_at = {"level": "sweep", "sweep": int(k[j])}
@@ -129,6 +140,16 @@ def rate(ctx, a: float | None = None, b: float | None = None, L_star: float = 0.
             f"every T (Σ = {sum_T:.4g} ≤ C = {C:.4g}), but the unrecorded terms could exceed it"))
     if missing:
         share_txt += f"; {missing} sweep(s) without ‖g^k‖ left out of the sums"
+    if capped and not claimed.any():
+        return Verdict(claim, title, INCONCLUSIVE, **common, explanation=(
+            f"an inner solve stopped without its stopping rule at sweep {capped[0]}, the first recorded one: the "
+            "lemmas behind C_T (sufficient descent with a, relative error with b) are not guaranteed from there"))
+    if capped:
+        T_ok = int(k[claimed][-1])
+        return Verdict(claim, title, PASS, **{**common, "worst": {"level": "sweep", "sweep": T_ok}}, explanation=(
+            f"Σ_{{k≤T}}‖g^k‖² ≤ C_T at every T ≤ {T_ok}; from sweep {capped[0]} on an inner solve stopped without "
+            f"its stopping rule, so the bound is not claimed there (at T = {T}: {sum_T:.4g} against C = {C:.4g}); "
+            f"{share_txt}"))
     return Verdict(claim, title, PASS, **common, explanation=(
         f"Σ_{{k≤T}}‖g^k‖² ≤ C_T = b(B_T)²(L̄⁰ − L̄^T)/a at every T ≤ {T}; at T = {T}: {sum_T:.4g} ≤ C = {C:.4g} "
         f"(C loose by ×{C / sum_T:.3g}); {share_txt}; {slope_txt}"))
@@ -213,8 +234,10 @@ def convergence(ctx, a: float | None = None) -> Verdict:
         if rec.sum() == (k >= 1).sum():
             if a is None and ctx.config is not None and ctx.N is not None:
                 a = ctx.constants("a").a()
-            if a is not None:
-                lhs = float(a * dq_sq[rec].sum())
+            if a is not None:  # a sweep with an inner solve that stopped without its rule has a smaller constant
+                cap = capped_sweep_constants(ctx)
+                a_k = np.array([min(a, cap.get(int(x), math.inf)) for x in k[rec]])
+                lhs = float((a_k * dq_sq[rec]).sum())
                 evidence["square_summable"] = {"a_sum_dQ_sq": lhs, "L0_minus_LT": float(total)}
                 if lhs > total + tol_L * len(dq):
                     failures.append(f"a·Σ‖ΔQ^k‖² = {lhs:.4g} exceeds L̄⁰ − L̄^T = {total:.4g}: the steps are not "
