@@ -74,9 +74,16 @@ def solve_spd_right_(B: Tensor, M: Tensor) -> Tensor:
     return B
 
 
-def loss_scale(reduction: str, n: int) -> float:
-    """c, the loss's weight (R = (c/2)‖V − Y‖² for the squared loss): 1 for ``sum``, 1/n for ``mean``."""
-    return 1.0 if reduction == "sum" else 1.0 / n
+def loss_scale(reduction: str, n: int | None = None) -> float:
+    """c, the loss's weight (R = (c/2)‖V − Y‖² for the squared loss): 1 for ``sum``, 1/n for ``mean`` (n unknown:
+    the upper bound 1)."""
+    if reduction == "sum":
+        return 1.0
+    if reduction == "mean":
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"n={n!r} is not allowed; n must be an integer >= 1")
+        return 1.0 if n is None else 1.0 / n
+    raise ValueError(f"reduction={reduction!r} is not supported; allowed: sum, mean")
 
 
 def update_V_N(V_N: Tensor, U_N: Tensor, Y: Tensor, *, gamma: float, alpha: float, c: float) -> Tensor:

@@ -114,17 +114,6 @@ def prox_linear_alpha_bound(L_R: float, gamma: float) -> float:
 # ----------------------------------------------------------------------------- extensions (Theorem 2, L_R)
 
 
-def loss_scale(reduction: str, n: int | None = None) -> float:
-    """c of R: 1 for ``sum``, 1/n for ``mean`` (n unknown: the upper bound 1)."""
-    if reduction == "sum":
-        return 1.0
-    if reduction == "mean":
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-            raise ValueError(f"n={n!r} is not allowed; n must be an integer >= 1")
-        return 1.0 if n is None else 1.0 / n
-    raise ValueError(f"reduction={reduction!r} is not supported; allowed: sum, mean")
-
-
 def loss_lipschitz_constant(reduction: str, n: int | None = None, loss: Any = "squared") -> float | None:
     """L_R (Lipschitz constant of ∇R) from the loss record (:mod:`bcd.losses`): L_R = factor·c with c = 1 ("sum")
     or 1/n ("mean") — squared: c, logistic: c/4, cross-entropy: c/2; ``None`` for a loss that is not
@@ -133,6 +122,7 @@ def loss_lipschitz_constant(reduction: str, n: int | None = None, loss: Any = "s
     With ``reduction="mean"`` and n unknown, c = 1/n ≤ 1 is replaced by 1 (every constant below is monotone in
     L_R, so this is conservative)."""
     from bcd import catalogue
+    from bcd.blocks import loss_scale  # c, defined once beside the V_N step that uses it
 
     return catalogue.build("loss", loss).lipschitz(loss_scale(reduction, n))
 
