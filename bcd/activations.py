@@ -72,7 +72,7 @@ def chunk_size(t: Tensor) -> int:
 
 def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, activation: str | Activation,
                      m_parts: tuple[Tensor, Tensor, float, float] | None = None) -> Tensor:
-    """Relative exactness residual of the elementwise U_i update (verification/recorder.py explains the scale).
+    """Relative exactness residual of the elementwise U_i update (verification/fast_path.py explains the scale).
 
     Per entry f(u) = ½(a − σ(u))² + (β/2)(u − m)²; residual = ‖(1+β)·dist(u_new, argmin f)‖ divided by
     ‖a‖ + ‖σ(u_new)‖ + β‖u_new‖ + β‖m‖.  The minimisers are computed here, independently of the

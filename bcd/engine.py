@@ -276,7 +276,8 @@ def train(
     progress: bool = False,
     schedule: Sequence[Step] | None = None,
 ) -> TrainResult:
-    """Train with Algorithm 2 (or with ``schedule``, a variant given as its steps).
+    """Train with the configured algorithm (``cfg.splitting``, ``cfg.skip``: Algorithm 1, 2 or 3), or with
+    ``schedule``, a variant given as its steps.
 
     ``X``: (n, d_0) array, **samples as rows**; ``y``: integer labels (n,) or real targets (n, d_N).
     ``init_weights``: optional W̃_1..W̃_N, each (d_i, d_{i-1}+1) with the bias as the last column,

@@ -91,7 +91,7 @@ class Term:
     each tensor's norm is computed once)."""
 
     id: str
-    kind: str  # "loss" | "act" | "aff" | "fit" | "reg"
+    kind: str  # "loss" | "act" | "aff" | "fit" | "reg" | "sreg"
     layer: int
     blocks: frozenset[Block]
     label: str

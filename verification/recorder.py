@@ -5,8 +5,8 @@ from :mod:`verification.schema`.  What each preset computes (every quantity is i
 old block in ``state``, the new block, and what the step published in ``aux``):
 
 * ``cheap``: L̄ and every term (reused from the engine's ``record``, never recomputed), the sweep
-  decrease L̄^{k−1} − L̄^k, ‖ΔQ^k‖², max ‖W̃_i‖, ‖V_i‖, ‖U_i‖, B (running max of block norms),
-  Σ‖ΔQ‖.  Computed on **every** sweep, whatever the schedule.
+  decrease L̄^{k−1} − L̄^k, ‖ΔQ^k‖², max ‖W̃_i‖, ‖V_i‖, ‖U_i‖, B (running max of the iterate bound: block norms,
+  √(‖V_i‖² + n), ‖X̃‖), Σ‖ΔQ‖.  Computed on **every** sweep, whatever the schedule.
 * ``standard``: + the block table: per-block decrease of L̄, ‖Δ‖², the block's descent constant,
   ‖g^k component‖ (MATH.md §5), and ‖g^k‖, Σ‖g‖² in the sweep table.
 * ``full``: + the exactness residual of every block update and train/test accuracy on every

@@ -42,7 +42,7 @@ BLOCK_NOISE = "decrease_noise"  # S·‖Δ‖: the size of what the decrease was
 BLOCK_INNER_ITERS = "inner_iterations"  # iterations the inner solver took
 BLOCK_RULE_HELD = "rule_held"  # 1 where the solver reports that its stopping rule held, 0 where it stopped otherwise
 BLOCK_STATIONARITY = "stationarity"  # dist(0, ∂Φ_X(X⁺)), least-norm, recomputed by the recorder
-BLOCK_RULE_TOL = "rule_tolerance"  # η‖X⁺ − X⁻‖: the stopping rule asks stationarity ≤ this
+BLOCK_RULE_TOL = "rule_tolerance"  # max(η_X‖X⁺ − X⁻‖, √eps·Σ‖summands‖), η_X = min(η, μ_X/4): stationarity ≤ this
 
 # ---------------------------------------------------------------- trace.meta keys
 META_CONFIG = "config"  # the BCDConfig as a dict
