@@ -51,11 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         for r0 in range(0, args.d, rows):
             sl = slice(r0, r0 + rows)
             parts.append(layer_sums(*(t[sl].reshape(-1) for t in (V_old, V_new, U_old, U_new, P)), B[sl].view(-1),
-                                    torch.relu, gamma, alpha)[0])
+                                    torch.relu, gamma, alpha, False)[0])
         return torch.stack(parts).sum(dim=0, dtype=torch.float64)
 
     def whole(fn=layer_sums):
-        return fn(*(t.view(-1) for t in (V_old, V_new, U_old, U_new, P)), B.view(-1), torch.relu, gamma, alpha)[0]
+        operands = (t.view(-1) for t in (V_old, V_new, U_old, U_new, P))
+        return fn(*operands, B.view(-1), torch.relu, gamma, alpha, False)[0]
 
     def read():
         return torch.stack([torch.vdot(t.view(-1), t.view(-1)) for t in (V_old, V_new, U_old, U_new, P)])

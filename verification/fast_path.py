@@ -127,11 +127,13 @@ LAYER_SUMS = ("dV_sq", "V_sq", "dV_A", "dU_sq", "U_sq", "ds_sq", "ds_A", "dU_E",
 
 
 def layer_sums(V_old: Tensor, V_new: Tensor, U_old: Tensor, U_new: Tensor, P: Tensor, B: Tensor,
-               sigma: Callable[[Tensor], Tensor], gamma: float, alpha: float) -> tuple[Tensor, Tensor]:
+               sigma: Callable[[Tensor], Tensor], gamma: float, alpha: float,
+               keep_A: bool) -> tuple[Tensor, Tensor | None]:
     """The n-sized work of a hidden layer's V_i and U_i updates on one piece of their entries (flat, of equal length):
     with ΔV = V⁺ − V⁻, ΔU = U⁺ − U⁻, A = V⁺ − σ(U⁻), d = σ(U⁺) − σ(U⁻) and E = U⁺ − P, the local sums
     ‖ΔV‖², ‖V⁺‖², ⟨ΔV, A⟩, ‖ΔU‖², ‖U⁺‖², ‖d‖², ⟨d, A⟩, ⟨ΔU, E⟩, ‖E‖², ‖σ(U⁻)‖² (``LAYER_SUMS``, in the working dtype),
-    and A itself; writes the carried B = γP − αΔU into ``B``.  A pure function of its arguments besides ``B``."""
+    and A itself where ``keep_A`` (the sketched V_i residual of ``full``); writes the carried B = γP − αΔU into
+    ``B``.  A pure function of its arguments besides ``B``."""
     so = sigma(U_old)
     A = torch.sub(V_new, so)
     dv = torch.sub(V_new, V_old)
@@ -141,7 +143,7 @@ def layer_sums(V_old: Tensor, V_new: Tensor, U_old: Tensor, U_new: Tensor, P: Te
     torch.sub(P, du, alpha=alpha / gamma, out=B).mul_(gamma)
     return torch.stack([torch.vdot(dv, dv), torch.vdot(V_new, V_new), torch.vdot(dv, A), torch.vdot(du, du),
                         torch.vdot(U_new, U_new), torch.vdot(ds, ds), torch.vdot(ds, A), torch.vdot(du, e),
-                        torch.vdot(e, e), torch.vdot(so, so)]), A
+                        torch.vdot(e, e), torch.vdot(so, so)]), A if keep_A else None
 
 
 def completion_sums(B: Tensor, P: Tensor, U: Tensor, gamma: float, write_F: bool, sizes: bool) -> Tensor:
@@ -271,13 +273,13 @@ class Algorithm2FastPath:
         ZA = new.new_zeros(Z.shape[0], n) if full else None  # Z·A of the sketched V_i residual (full)
         sigma = self.problem.activation.apply  # σ_i of a hidden layer
         whole = _fused_run(layer_sums, self._fuse, new, (*(t.reshape(-1) for t in (V_old, V_new, old, new, P)),
-                                                         B.view(-1), sigma, g, a))
+                                                         B.view(-1), sigma, g, a, full))
         if whole is not None:  # one compiled kernel over every entry
             pieces = iter([(slice(None), whole)])
         else:  # eager row blocks: contiguous, and Z·A adds up by rows
             rows = max(1, chunk_size(new) // max(1, n))
             pieces = ((sl, layer_sums(*(t[sl].reshape(-1) for t in (V_old, V_new, old, new, P)), B[sl].view(-1),
-                                      sigma, g, a))
+                                      sigma, g, a, full))
                       for sl in (slice(r0, r0 + rows) for r0 in range(0, d, rows)))
         parts = []
         for sl, (piece, A_c) in pieces:
