@@ -69,15 +69,20 @@ def parse_widths(text: str) -> list[int]:
     return widths
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Config file + per-field overrides shared by every command that trains."""
+def add_run_arguments(p: argparse.ArgumentParser, trains: bool = True) -> None:
+    """Config file + per-field overrides shared by every command that trains (``trains``), and by one that only reads
+    a config (``bcd theory``: the run-only flags are still parsed, so that it can refuse them by name, but not listed
+    in its --help)."""
+    def shown(text: str) -> str:
+        return text if trains else argparse.SUPPRESS
+
     p.add_argument("config", nargs="?", help="TOML file with [data] and [bcd] tables (default: the embedded one)")
-    p.add_argument("--out", help="run directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", help=shown("run directory to write"))
+    p.add_argument("--overwrite", action="store_true", help=shown("replace an existing run in --out"))
+    p.add_argument("--no-progress", action="store_true", help=shown("no progress bar"))
     p.add_argument("--nproc", type=int, default=None, metavar="K",
-                   help="shard the samples over K processes on this machine (gloo on CPU, NCCL on CUDA; the same "
-                   "iterates as one process); under torchrun leave it out")
+                   help=shown("shard the samples over K processes on this machine (gloo on CPU, NCCL on CUDA; the "
+                              "same iterates as one process); under torchrun leave it out"))
     g = p.add_argument_group("overrides of the config file")
     for flag in RUN_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar=flag.upper(),
@@ -225,7 +230,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bcd", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bcd", description=__doc__.split("\n\n")[0].replace("\n", " ").replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

@@ -128,14 +128,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
 
     if args.list:
-        given = [name for name, on in (("an experiment", args.experiment), ("--status", args.status),
+        given = [name for name, on in (("EXPERIMENT", args.experiment), ("--status", args.status),
                                        ("--out", args.out), ("--seeds", args.seeds is not None),
                                        ("--sweeps", args.sweeps is not None), ("--n-train", args.n_train is not None),
                                        ("--n-test", args.n_test is not None),
                                        ("--methods", args.methods is not None)) if on]
         if given:
-            raise ValueError(f"--list lists the packaged experiments and takes no {', '.join(given)}; run "
-                             "`bcd reproduce --list` alone")
+            raise ValueError(f"--list lists the packaged experiments and takes nothing else (given: "
+                             f"{', '.join(given)}); run `bcd reproduce --list` alone")
         for name in sorted(packaged()):
             exp = load_experiment(name)
             print(f"{name}: {exp.description} ({len(exp.seeds)} seeds, {exp.sweeps} sweeps)")

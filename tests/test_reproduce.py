@@ -110,8 +110,9 @@ def test_summary_table_statistics():
     (["reproduce", "global-minimum", "--seeds", "1,1"], "names a seed twice"),
     (["reproduce", "global-minimum", "--status", "--sweeps", "0"], "sweeps=0"),  # checked before --status answers
     (["reproduce", "no-such-file.toml"], "'no-such-file.toml' does not exist"),
-    (["reproduce", "--list", "mlp3x1500-mnist"], "--list"),
-    (["reproduce", "--list", "--seeds", "1"], "--seeds; run `bcd reproduce --list` alone"),
+    (["reproduce", "--list", "mlp3x1500-mnist"], "(given: EXPERIMENT, --out)"),
+    (["reproduce", "--list", "--seeds", "1"],
+     "takes nothing else (given: --out, --seeds); run `bcd reproduce --list` alone"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2

@@ -382,3 +382,14 @@ def test_a_subset_larger_than_the_data_names_the_key_and_where_it_comes_from(tmp
     err = _err(capsys)
     assert "n_train=6000 is more than the 20 train samples of npz; give n_train <= 20" in err, err
     assert "embedded default config" in err and not (tmp_path / "r").exists()
+
+
+def test_help_shows_what_a_command_takes(capsys):
+    assert main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 bad input" in out and "3 the run could not be completed" in out  # the whole first paragraph
+    assert main(["theory", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--trace" in out and not any(f in out for f in ("--out", "--overwrite", "--no-progress", "--nproc"))
+    assert main(["theory", "--out", "x"]) == 2  # still parsed, to be refused by name
+    assert "--out do(es) not apply to bcd theory" in _err(capsys)

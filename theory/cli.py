@@ -240,7 +240,7 @@ def _theory(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("theory", help="print Assumption 1, Theorem 1's conditions, the claims and constants")
-    add_run_arguments(p)
+    add_run_arguments(p, trains=False)
     p.add_argument("--trace", help="trace directory: B = its bound on the iterates (‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖, "
                    "X̃ included), L̄⁰ = its first objective")
     p.add_argument("--B", dest="B", default=None, help="bound on ‖W̃_i‖, ‖U_i‖, ‖Ṽ_i‖ = (‖V_i‖² + n)^½ and ‖X̃‖ "
