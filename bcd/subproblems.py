@@ -43,15 +43,9 @@ from bcd.blocks import affine
 from bcd.model import LOSS, Block, Term, touching
 from bcd.problem import BCDState, Problem
 from bcd.reduction import block_norm, block_sq, locally, over_samples, sample_dot
+from theory.constants import has_proximal_term
 
 Tensor = torch.Tensor
-
-
-def has_proximal_term(variant: str, block: str, layer: int, N: int) -> bool:
-    """Whether the block's subproblem carries α/2‖X − X⁻‖² (MATH.md §3 table, §7: every block in Algorithm 1)."""
-    if variant == "two":
-        return True
-    return not ((block == "U" and layer == N) or (block == "V" and layer < N))
 
 
 @dataclass(frozen=True)

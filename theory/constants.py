@@ -35,6 +35,14 @@ def sufficient_descent_constant(gamma: float, alpha: float, variant: str = "thre
     return alpha / 2.0 if variant == "two" else min(alpha, gamma) / 2.0
 
 
+def has_proximal_term(variant: str, block: str, layer: int, N: int) -> bool:
+    """Whether the block's subproblem carries α/2‖X − X⁻‖² (MATH.md §3 table, §7: every block in Algorithm 1; in
+    Algorithms 2 and 3 every block but U_N and V_i, i < N) — read by the engine's subproblems and by the constants."""
+    if variant == "two":
+        return True
+    return not ((block == "U" and layer == N) or (block == "V" and layer < N))
+
+
 def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: float, *, tau_next: int = 0,
                            variant: str = "three") -> float:
     """Per-block decrease constant c_blk: the update of this block lowers L̄ by ≥ c_blk‖Δ‖² (MATH.md §4.1, §7, §8).
@@ -45,21 +53,20 @@ def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: 
     if block not in ("W", "V", "U") or (variant == "two" and block == "U"):
         allowed = "W, V" if variant == "two" else "W, V, U"
         raise ValueError(f"block={block!r} is not a block of the {variant!r} objective; allowed: {allowed}")
-    if variant == "two":
+    if has_proximal_term(variant, block, layer, N):
         return alpha / 2.0
-    if block == "W" or (block == "V" and layer == N) or (block == "U" and layer < N):
-        return alpha / 2.0
-    if block == "U":
+    if block == "U":  # U_N
         return gamma
-    return gamma * (1 + tau_next) / 2.0
+    return gamma * (1 + tau_next) / 2.0  # V_i, i < N
 
 
 def capped_block_constant(block: str, alpha: float, variant: str = "three") -> float:
     """c_blk of an inner solve that stopped *without* its rule (the cap, or a stall): a monotone solver never accepts a
     larger subproblem value Φ_X = (the terms of L̄ that touch X) + its proximal term, so L̄ still falls by at least that
     proximal term's α/2‖Δ‖² (MATH.md §7 item 1): every block of Algorithm 1 and W̃_i of Algorithms 2 and 3; a block
-    without one (V_i, i < N, of Algorithms 2 and 3) keeps only monotonicity, 0."""
-    return alpha / 2.0 if variant == "two" or block == "W" else 0.0
+    without one (V_i, i < N, of Algorithms 2 and 3) keeps only monotonicity, 0.  Inner solves run on W̃_i and, in
+    Algorithms 2 and 3, on V_i (i < N) only, so the block's name decides (:func:`has_proximal_term` with that V_i)."""
+    return alpha / 2.0 if has_proximal_term(variant, block, 0 if block == "V" else 1, 1) else 0.0
 
 
 def inner_V_block_constant(gamma: float, eta: float, rho: float = 1.0) -> float:
