@@ -56,13 +56,15 @@ def identity_prox(a: Tensor, m: Tensor, beta: float) -> Tensor:
     return identity_prox_(a, m.clone(), beta)
 
 
-def _ratio(r: Tensor, scale: Tensor) -> Tensor:
+def relative(r: Tensor, scale: Tensor) -> Tensor:
+    """r/scale, 0 where the scale is 0 (a residual relative to the size of what it is made of)."""
     return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
 
 
 # entries per row block of the elementwise U residual on the CPU: 512 KB temporaries that stay in cache and
 # are reused by malloc (whole-matrix temporaries cost a page fault per 4 KB here); on CUDA one block
 CHUNK = 1 << 16
+TIE_EPS = 64  # two prox values within TIE_EPS·eps·(their scale) are a tie: a few roundings of each, with room
 
 
 def chunk_size(t: Tensor) -> int:
@@ -105,7 +107,7 @@ def u_block_residual(new: Tensor, a: Tensor, m: Tensor | None, beta: float, acti
         sums += _u_residual_sums(new[sl], a[sl], mc, beta, activation) if record is None \
             else _reference_sums(record, new[sl], a[sl], mc, beta)
     r, a_n, s_n, u_n, m_n = over_samples(sums).sqrt().unbind()  # local squared sums, reduced over samples
-    return _ratio(r, a_n + s_n + beta * (u_n + m_n))
+    return relative(r, a_n + s_n + beta * (u_n + m_n))
 
 
 def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation: str) -> Tensor:
@@ -120,7 +122,7 @@ def _u_residual_sums(new: Tensor, a: Tensor, m: Tensor, beta: float, activation:
         f_plus.add_(t.square_(), alpha=beta).mul_(0.5)  # f(u₊)
         f_minus = torch.clamp(m, min=0.0, out=t).square_().mul_(beta).addcmul_(a, a).mul_(0.5)  # f(u₋)
         # rounding of f₊, f₋: a few eps of (a² + βm² + (1+β)u₊²) ≤ 8(f₊ + f₋) (f₋ ≥ a²/2, f₊ + f₋ ≥ βm²/2)
-        tie = torch.add(f_plus, f_minus).mul_(64 * torch.finfo(new.dtype).eps)
+        tie = torch.add(f_plus, f_minus).mul_(TIE_EPS * torch.finfo(new.dtype).eps)
         diff = f_plus.sub_(f_minus)
         big = torch.finfo(new.dtype).max / 4
         # 1 where a candidate is strictly worse than the other (sign of a difference, then clamped to {0, 1})
@@ -190,7 +192,7 @@ def _reference_sums(act: Activation, new: Tensor, a: Tensor, m: Tensor, beta: fl
     u_ref, f_ref = reference_prox(act, a, m, beta, upper=f_new)
     sig = act.apply(new)
     eps = torch.finfo(new.dtype).eps
-    tie = 64 * eps * (0.5 * a * a + 0.5 * sig * sig + 0.5 * beta * (new * new + m * m))
+    tie = TIE_EPS * eps * (0.5 * a * a + 0.5 * sig * sig + 0.5 * beta * (new * new + m * m))
     grad = act.prox_gradient(new, a, m, beta)
     if act.kink is not None:
         left, right = (-(a - act.apply(torch.zeros_like(new))) * s + beta * (0.0 - m) for s in act.kink)
@@ -375,7 +377,7 @@ class SmoothActivation(Activation):
             f_best[0][wide] = torch.where(keep, fw, f_best[0][wide])
         best, f_best = best[0], f_best[0]
         # comparing values stalls ~√eps from the minimiser (f is flat there): polish on |f′| within rounding of f
-        tie = 64 * torch.finfo(m.dtype).eps * (f_best + 0.5 * a * a + 0.5 * beta * m * m)
+        tie = TIE_EPS * torch.finfo(m.dtype).eps * (f_best + 0.5 * a * a + 0.5 * beta * m * m)
         sig, s1, s2 = self.jet(best)
         for _ in range(3):  # f′ = −(a − σ)σ′ + β(u − m) and f″ = σ′² − (a − σ)σ″ + β from one jet per point
             g = -(a - sig) * s1 + beta * (best - m)

@@ -174,7 +174,9 @@ class Subproblem:
         if self._generic_inner(problem):
             norms = [float(block_norm(self.block, p)) for p in self.summands(state, problem, new)]
             scale = sum(x for x in norms if math.isfinite(x))  # an infinite part (off a set) must not lift the floor
-            tol = max(tol, math.sqrt(torch.finfo(new.dtype).eps) * scale)
+            from verification.tolerance import residual_tol  # the one definition of that accuracy
+
+            tol = max(tol, residual_tol(new.dtype) * scale)
         return tol
 
     def stationarity(self, state: BCDState, problem: Problem, new: Tensor) -> float:

@@ -78,7 +78,7 @@ from typing import Any
 
 import torch
 
-from bcd.activations import chunk_size, u_block_residual
+from bcd.activations import chunk_size, relative, u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
 from bcd.model import augmented_norm
 from bcd.objective import accuracy, predict
@@ -108,10 +108,6 @@ def fill_aux(block: str, i: int, state: BCDState, aux: dict) -> None:
             aux["gram"] = augmented_gram(state.V[i - 1])
         if "cross" not in aux:
             aux["cross"] = augmented_cross(state.U[i], state.V[i - 1])
-
-
-def _ratio(r: Tensor, scale: Tensor) -> Tensor:
-    return torch.where(scale > 0, r / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(r))
 
 
 def _reduced(parts: list[Tensor], k: int, like: Tensor) -> Tensor:
@@ -225,7 +221,7 @@ class Algorithm2FastPath:
                 r = torch.mul(new, c + g + a, out=t).sub_(Y, alpha=c).sub_(U, alpha=g).sub_(old, alpha=a)
                 scale = (c + g + a) * sample_norm(new) + c * sample_norm(Y) + g * sample_norm(U) \
                     + a * sample_norm(old)
-            row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), scale)
+            row[S.BLOCK_RESIDUAL] = relative(sample_norm(r), scale)
 
     def _step_U(self, sw, row, i, state, old, new, delta, aux) -> None:
         g, a, N, full = self.gamma, self.alpha, self.N, self._level >= 2
@@ -249,7 +245,7 @@ class Algorithm2FastPath:
             self._carry[i] = {"sweep": sw, "B": P.mul(g)}
             if full:
                 r = torch.mul(new, 2.0, out=t).sub_(V).sub_(P)
-                row[S.BLOCK_RESIDUAL] = _ratio(sample_norm(r), 2 * sample_norm(new) + sample_norm(V) + sample_norm(P))
+                row[S.BLOCK_RESIDUAL] = relative(sample_norm(r), 2 * sample_norm(new) + sample_norm(V) + sample_norm(P))
         sw.pending += 1
         self._carry[i]["U_row"] = row
 
@@ -382,7 +378,7 @@ class Algorithm2FastPath:
                     rZ.add_(new @ Z, alpha=lam)
                 r_norm, EV_norm = norm(rZ) / math.sqrt(PROBES), norm(EVZ) / math.sqrt(PROBES)
             scale = norm_M * (norm(new) + norm(old)) + g * EV_norm
-            row[S.BLOCK_RESIDUAL] = _ratio(r_norm, scale)
+            row[S.BLOCK_RESIDUAL] = relative(r_norm, scale)
 
     def _probes(self, G: Tensor, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Fixed Gaussian probes Z ∈ R^{(d_0+1)×s} for the W̃_1 residual, with X̃ᵀ-side products cached."""
@@ -438,7 +434,7 @@ class Algorithm2FastPath:
             P_n = sample_norm(P) if P_sq is None else P_sq.sqrt()
             U_n = sample_norm(U) if U_sq is None else U_sq.sqrt()
             scale = carry["A_scale"] + norm(W_hat) * (P_n + U_n)
-            carry["A_row"][S.BLOCK_RESIDUAL] = _ratio(sample_norm(rZ) / div, scale)
+            carry["A_row"][S.BLOCK_RESIDUAL] = relative(sample_norm(rZ) / div, scale)
         sw.pending -= 1
 
     def _defer_accuracy(self, sw, state: BCDState, rec: dict[str, Any]) -> None:
