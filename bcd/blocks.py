@@ -88,7 +88,8 @@ def loss_scale(reduction: str, n: int | None = None) -> float:
 
 def update_V_N(V_N: Tensor, U_N: Tensor, Y: Tensor, *, gamma: float, alpha: float, c: float) -> Tensor:
     """V_N⁺ = argmin_V (c/2)‖V − Y‖² + γ/2‖V − U_N⁻‖² + α/2‖V − V_N⁻‖²
-    = (cY + γU_N⁻ + αV_N⁻)/(c + γ + α)."""
+    = (cY + γU_N⁻ + αV_N⁻)/(c + γ + α)  (first in the sweep: every neighbour is old).
+    Optimality: c(V − Y) + γ(V − U_N⁻) + α(V − V_N⁻) = 0."""
     out = torch.add(V_N, U_N, alpha=gamma / alpha).mul_(alpha)
     return out.add_(Y, alpha=c).div_(c + gamma + alpha)
 
@@ -98,13 +99,14 @@ def update_V_N_prox_linear(
 ) -> Tensor:
     """Prox-linear step of Theorem 2:
     V_N⁺ = argmin_V ⟨∇R(V_N⁻), V − V_N⁻⟩ + α/2‖V − V_N⁻‖² + γ/2‖V − U_N⁻‖²
-    = (αV_N⁻ − ∇R(V_N⁻) + γU_N⁻)/(α + γ)."""
+    = (αV_N⁻ − ∇R(V_N⁻) + γU_N⁻)/(α + γ).  Optimality: ∇R(V_N⁻) + α(V − V_N⁻) + γ(V − U_N⁻) = 0."""
     out = torch.add(V_N, U_N, alpha=gamma / alpha).mul_(alpha)
     return out.sub_(grad_R).div_(alpha + gamma)
 
 
 def update_U_N(V_N: Tensor, P_N: Tensor, *, overwrite_P: bool = False) -> Tensor:
     """U_N⁺ = argmin_U γ/2‖V_N⁺ − U‖² + γ/2‖U − W_N⁻Ṽ_{N-1}⁻‖² = (V_N⁺ + P_N)/2, P_N = W_N⁻Ṽ_{N-1}⁻.
+    V_N⁺ is new, W_N and Ṽ_{N-1} old.  Optimality: γ(U − V_N⁺) + γ(U − P_N) = 0.
     (No proximal term: the subproblem is already γ-strongly convex.)"""
     out = P_N if overwrite_P else P_N.clone()
     return out.add_(V_N).mul_(0.5)
@@ -121,8 +123,9 @@ def update_W(
     gram: Tensor | None = None,
     cross: Tensor | None = None,
 ) -> Tensor:
-    """W̃_i⁺ = argmin_W λ/2‖W‖² + γ/2‖U_i⁺ − WṼ_{i-1}⁻‖² + α/2‖W − W̃_i⁻‖²
-    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, a right-sided Cholesky solve.  ``lam`` may be a vector (one λ per
+    """W̃_i⁺ = argmin_W λ/2‖W‖² + γ/2‖U_i⁺ − WṼ_{i-1}⁻‖² + α/2‖W − W̃_i⁻‖²  (U_i⁺ new, Ṽ_{i-1} old)
+    = (αW̃_i⁻ + γU_i⁺Ṽᵀ)((α+λ)I + γṼṼᵀ)⁻¹, a right-sided Cholesky solve.
+    Optimality: W((α+λ)I + γṼṼᵀ) = γU_i⁺Ṽᵀ + αW̃_i⁻.  ``lam`` may be a vector (one λ per
     column of W̃: 0 on the bias column when the bias is not regularised), giving diag(α + λ) in place of (α+λ)I.
 
     ``gram`` and ``cross`` may pass precomputed ṼṼᵀ (constant for i = 1, where Ṽ_0 = X̃) and UṼᵀ."""
@@ -181,7 +184,9 @@ def update_U_hidden(
     overwrite_P: bool = False,
     out: Tensor | None = None,
 ) -> Tensor:
-    """U_i⁺ = argmin_U γ/2‖V_i⁺ − σ(U)‖² + γ/2‖U − W_i⁻Ṽ_{i-1}⁻‖² + α/2‖U − U_i⁻‖²  (i < N).
+    """U_i⁺ = argmin_U γ/2‖V_i⁺ − σ(U)‖² + γ/2‖U − W_i⁻Ṽ_{i-1}⁻‖² + α/2‖U − U_i⁻‖²  (i < N; V_i⁺ new, the rest old).
+    Optimality (entrywise, σ piecewise smooth): 0 ∈ −γ(V_i⁺ − σ(u))∂σ(u) + γ(u − P) + α(u − U_i⁻); the prox takes the
+    global minimiser among the stationary candidates.
 
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
     P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU the centre and the prox run together on chunks
