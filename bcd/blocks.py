@@ -142,8 +142,9 @@ def update_V_hidden(
 ) -> Tensor:
     """V_i⁺ = argmin_V γ/2‖V − S‖² + (ρ − 1)γ/2‖V − T‖² + γ/2‖U_{i+1}⁺ − W̃_{i+1}⁺Ṽ‖²  (i < N, no proximal term).
 
-    Algorithm 2: ρ = 1 and S = σ(U_i⁻).  Algorithm 3 (MATH.md §8): ρ = 1 + τ_{i+1} and the caller passes
-    S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}(V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺)) as ``sigma_U``.
+    Algorithm 2: ρ = 1 and S = σ(U_i⁻).  Algorithm 3 (MATH.md §8): ρ = 1 + τ_{i+1}, T = V_{i+1}⁺ − σ_{i+1}(U_{i+1}⁺),
+    and the caller passes S' = τ_iV_{i-1}⁻ + σ(U_i⁻) + τ_{i+1}T as ``sigma_U``.  Algorithm 1 with a linear next layer
+    (its proximal term): ρ = 1 + α/γ, T = V_i⁻, S' = S + (α/γ)V_i⁻, with U_{i+1}⁺ read as V_{i+1}⁻ there.
     Normal equations (ρI + ŴᵀŴ)V = S' + Ŵᵀ(U_{i+1}⁺ − b1ᵀ), Ŵ, b = W̃_{i+1}⁺.
     When d_{i+1} < d_i the equivalent Woodbury form V = (S' + Ŵᵀ(ρI + ŴŴᵀ)⁻¹(ρ(U − b1ᵀ) − ŴS'))/ρ is
     cheaper (a d_{i+1}-sized Cholesky); both are exact.  The branch is chosen by flop count.
