@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 
 from bcd.blocks import affine
-from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, term_names
+from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, sreg_term, term_names
 from bcd.problem import BCDState, Problem
 from bcd.reduction import locally, over_samples
 
 Tensor = torch.Tensor
 
 __all__ = ["LOSS", "OBJECTIVE", "accuracy", "act_term", "aff_term", "fit_term", "objective", "objective_terms",
-           "predict", "reg_term", "term_names"]
+           "predict", "reg_term", "sreg_term", "term_names"]
 
 
 def objective_terms(state: BCDState, problem: Problem) -> dict[str, float]:

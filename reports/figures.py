@@ -341,18 +341,18 @@ def which(members: list[RunData], parts: int) -> str:
 
 
 G_DEFINITIONS = {
-    "optimality_conditions": "built from the block optimality conditions (MATH.md §5)",
-    "least_norm": "the least-norm element of the limiting subdifferential (audit, or any update order)",
+    schema.G_OPTIMALITY: "built from the block optimality conditions (MATH.md §5)",
+    schema.G_LEAST_NORM: "the least-norm element of the limiting subdifferential (audit, or any update order)",
     "limiting_element": "an element of the limiting subdifferential, relu′(0) = 0 at kinks (two-splitting traces "
                         "before the kink QP; its norm bounds the least norm from above)",
-    "least_norm_bracket": "an element of the limiting subdifferential from the coupled kink QP (two-splitting with "
+    schema.G_BRACKET: "an element of the limiting subdifferential from the coupled kink QP (two-splitting with "
                           "ReLU); its norm bounds the least norm from above, the dashed line (‖g‖ lower) from below",
 }
 
 
 def g_definition(runs: list[RunData]) -> str:
     """How the traces defined g^k (trace meta), in words."""
-    found = {r.trace.meta.get(schema.META_G_DEFINITION, "optimality_conditions") for r in runs}
+    found = {r.trace.meta.get(schema.META_G_DEFINITION, schema.G_OPTIMALITY) for r in runs}
     return "; ".join(G_DEFINITIONS.get(d, str(d)) for d in sorted(found))
 
 
@@ -371,7 +371,7 @@ def g_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray]:
 
 def g_lower_ratio(run: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     """(lower bound of the least norm)/‖ΔQ^k‖ for runs whose g^k is a bracket (two-splitting with ReLU), else None."""
-    if run.trace.meta.get(schema.META_G_DEFINITION) != "least_norm_bracket" or \
+    if run.trace.meta.get(schema.META_G_DEFINITION) != schema.G_BRACKET or \
             schema.G_NORM_LOWER not in run.trace.sweeps.columns:
         return None
     return _per_dq(run, schema.G_NORM_LOWER)

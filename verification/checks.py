@@ -328,7 +328,7 @@ def relative_error(ctx, b: float | None = None) -> Verdict:
                                "sweeps_with_capped_solves": [int(x) for x in k[capped]],
                                "over_b_where_capped": [int(x) for x in k[over & capped]]}
     lower_note = ""
-    if ctx.trace.meta.get(sc.META_G_DEFINITION) == "least_norm_bracket" and sc.G_NORM_LOWER in sw:
+    if ctx.trace.meta.get(sc.META_G_DEFINITION) == sc.G_BRACKET and sc.G_NORM_LOWER in sw:
         lo = sw[sc.G_NORM_LOWER].to_numpy(dtype=float)[keep]
         lo_ratio = np.where(resolved, lo / np.where(resolved, dq, 1.0), np.nan)
         details["b_emp_lower"] = float(np.nanmax(lo_ratio)) if np.isfinite(lo_ratio).any() else None

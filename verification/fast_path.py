@@ -89,7 +89,7 @@ from verification import schema as S  # noqa: N812
 Tensor = torch.Tensor
 PROBES = 16  # Gaussian probes of the sketched W̃_1 and V_i residuals (relative standard error ≈ 1/√(2·16) ≈ 18%)
 PROBE_SEED = 0
-G_DEFINITION = "optimality_conditions"
+G_DEFINITION = S.G_OPTIMALITY
 
 
 def in_layer_pass(block: str, i: int, N: int) -> bool:

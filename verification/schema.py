@@ -12,7 +12,7 @@ re-exported here so that verification, reports and tests import them from one pl
 from __future__ import annotations
 
 from bcd.engine import SWEEP, TEST_ACC, TIME_ENGINE, TIME_EVAL, TIME_HOOKS, TRAIN_ACC
-from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, term_names
+from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, sreg_term, term_names
 
 # ---------------------------------------------------------------- sweep table (one row per sweep)
 DECREASE = "decrease"  # L̄(Q^{k-1}) − L̄(Q^k)
@@ -52,8 +52,10 @@ META_WIDTHS = "widths"  # [d_0, ..., d_N]
 META_PRESET = "preset"  # "cheap" | "standard" | "full" | "audit"
 META_SOURCE = "source"  # "engine" (the recorder) or "audit" (iterates from any implementation)
 META_SCHEDULE = "schedule"  # which sweeps carry the preset's per-block columns
-META_G_DEFINITION = "g_definition"  # what G_NORM measures: "optimality_conditions", "least_norm" or
-# "least_norm_bracket" (an element of ∂L̄, with G_NORM_LOWER below the least norm; verification.subgradient)
+META_G_DEFINITION = "g_definition"  # what G_NORM measures, one of:
+G_OPTIMALITY = "optimality_conditions"  # built from the block optimality conditions (the fast path)
+G_LEAST_NORM = "least_norm"  # the least-norm element of ∂L̄ (the generic path, an audit)
+G_BRACKET = "least_norm_bracket"  # an element of ∂L̄, G_NORM_LOWER below the least norm (verification.subgradient)
 META_BLOCKS_ARE_UPDATES = "blocks_are_updates"  # False for audit traces: block rows are per-iterate blocks
 META_STOP_REASON = "stop_reason"  # why the engine stopped (engine traces)
 META_FILES = "files"  # the iterate files, in order (audit traces)
@@ -79,8 +81,11 @@ __all__ = [
     "CUM_G_SQ",
     "DECREASE",
     "DQ_SQ",
+    "G_BRACKET",
+    "G_LEAST_NORM",
     "G_NORM",
     "G_NORM_LOWER",
+    "G_OPTIMALITY",
     "INSTRUMENTED",
     "LAYER",
     "LOSS",
@@ -114,5 +119,6 @@ __all__ = [
     "aff_term",
     "fit_term",
     "reg_term",
+    "sreg_term",
     "term_names",
 ]

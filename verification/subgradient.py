@@ -73,6 +73,7 @@ from bcd.inner import default_kink_rtol
 from bcd.model import Block
 from bcd.problem import BCDState, Problem
 from bcd.reduction import block_sq, locally, over_samples
+from verification import schema as S  # noqa: N812
 
 Tensor = torch.Tensor
 
@@ -94,7 +95,7 @@ class LeastNorm:
 def definition(problem: Problem) -> str:
     """``least_norm`` (three-splitting, ResNet, identity σ) or ``least_norm_bracket`` (two-splitting with ReLU:
     an element of ∂L, its norm and a certified lower bound bracketing the least norm)."""
-    return "least_norm_bracket" if problem.variant == "two" and problem.activation.kink is not None else "least_norm"
+    return S.G_BRACKET if problem.variant == "two" and problem.activation.kink is not None else S.G_LEAST_NORM
 
 
 def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]) -> dict[Block, Tensor]:
