@@ -4,7 +4,8 @@ The U_i subproblem of Algorithm 2 (MATH.md §3) reduces, entry by entry, to
 
     u* = argmin_u  ½(a − σ(u))² + (β/2)(u − m)²,
 
-with a = V_i⁺, m = (γ W_i⁻Ṽ_{i-1}⁻ + α U_i⁻)/(γ + α) and β = (γ + α)/γ.
+with a = V_i⁺ (with a skip, Algorithm 3: a = V_i⁺ − τ_iV_{i-1}⁻, ``Problem.u_target``),
+m = (γ W_i⁻Ṽ_{i-1}⁻ + α U_i⁻)/(γ + α) and β = (γ + α)/γ.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def solve_spd_right_(B: Tensor, M: Tensor) -> Tensor:
     Two right-sided triangular solves, X Lᵀ = B then Y L = X, written in place: on a transposed
     (column-major) view of a row-major d×n matrix this is the left solve M⁻¹R without any layout copy.
     ``cholesky_ex`` does not inspect its ``info`` flag, so no host–device sync happens inside a sweep
-    (M = I + ŴᵀŴ, I + ŴŴᵀ or (α+λ)I + γṼṼᵀ is positive definite by construction)."""
+    (M = ρI + ŴᵀŴ, ρI + ŴŴᵀ or diag(α+λ) + γṼṼᵀ, ρ ≥ 1, is positive definite by construction)."""
     L, _info = torch.linalg.cholesky_ex(M)
     torch.linalg.solve_triangular(L.T, B, upper=True, left=False, out=B)
     torch.linalg.solve_triangular(L, B, upper=False, left=False, out=B)

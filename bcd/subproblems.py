@@ -83,10 +83,11 @@ class Subproblem:
         return total
 
     def summands(self, state: BCDState, problem: Problem, X: Tensor) -> list[Tensor]:
-        """The least-norm element of ∂Φ_X(X) as uncancelled summands: for each smooth touched term t, ∇t(X) − ∇t(0)
-        and ∇t(0) (for a quadratic term ½‖AX − B‖² these are AᵀAX and −AᵀB), the proximal term's ωX, −ωX⁻, and for
-        each nonsmooth term (ℓ1, an indicator, the hinge) the element s* of its subdifferential nearest to minus the
-        rest (its record's ``least_norm``)."""
+        """An element of ∂Φ_X(X) — the least-norm one for the nonsmooth records; for a kinked σ inside a smooth
+        term (Algorithm 1's fit terms) autograd's one-sided element — as uncancelled summands: for each smooth
+        touched term t, ∇t(X) − ∇t(0) and ∇t(0) (for a quadratic term ½‖AX − B‖² these are AᵀAX and −AᵀB), the
+        proximal term's ωX, −ωX⁻, and for each nonsmooth term (ℓ1, an indicator, the hinge) the element s* of its
+        subdifferential nearest to minus the rest (its record's ``least_norm``)."""
         old = state.get(self.block, self.layer)
         out = []
         zero = torch.zeros_like(X)

@@ -287,7 +287,8 @@ def _block_constants(ctx, b: pd.DataFrame) -> np.ndarray:
 # --------------------------------------------------------------------------- 3. relative error
 @claim_check(tc.RELATIVE_ERROR, "Relative error ‖g^k‖ ≤ b‖ΔQ^k‖")
 def relative_error(ctx, b: float | None = None) -> Verdict:
-    """b_emp = max_k ‖g^k‖/‖ΔQ^k‖ vs b(B_k) = δ√(3N) (theory.constants), B_k the running bound on the
+    """b_emp = max_k ‖g^k‖/‖ΔQ^k‖ vs b(B_k) (theory.constants.RunConstants.b: δ√(3N) for Algorithm 2, more with
+    skips and inner-solver blocks), B_k the running bound on the
     iterates; sweeps with ‖ΔQ^k‖ below the step noise floor are not resolved (and fail only if
     ‖g^k‖ exceeds b times that floor)."""
     claim, title = relative_error.claim, relative_error.title

@@ -17,7 +17,7 @@ from bcd.model import LOSS, OBJECTIVE, act_term, aff_term, fit_term, reg_term, s
 # ---------------------------------------------------------------- sweep table (one row per sweep)
 DECREASE = "decrease"  # L̄(Q^{k-1}) − L̄(Q^k)
 DQ_SQ = "dQ_sq"  # ‖ΔQ^k‖² over all blocks
-G_NORM = "g_norm"  # ‖g^k‖, g^k ∈ ∂L̄(Q^k) built from the block optimality conditions (MATH.md §5)
+G_NORM = "g_norm"  # ‖g^k‖, g^k ∈ ∂L̄(Q^k): how it is built is META_G_DEFINITION (MATH.md §5)
 G_NORM_LOWER = "g_norm_lower"  # certified lower bound of dist(0, ∂L̄(Q^k)) (generic path, audit); NaN on the fast path
 NORM_W_MAX = "norm_W_max"  # max_i ‖W̃_i^k‖
 NORM_V_MAX = "norm_V_max"  # max_i ‖V_i^k‖

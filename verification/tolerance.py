@@ -7,9 +7,9 @@ claim "x ≥ 0" is decided in three ways, never two:
 * ``x < −tol``  → the claim is violated beyond rounding (fail),
 * ``|x| < tol`` → below the noise floor: neither can be told apart (inconclusive).
 
-**Objective tolerance.**  L̄ is a sum of at most 3N+1 squared Frobenius norms, each a reduction
-over up to n·d entries; a reduction of m terms in floating point has a relative error of at most
-about log₂(m)·eps (pairwise / blocked summation, as torch does), and each entry carries a few
+**Objective tolerance.**  L̄ is a sum of at most 4N+1 terms (squared Frobenius norms, the catalogue's losses and
+regularisers), each a reduction over up to n·d entries; a reduction of m terms in floating point has a relative
+error of at most about log₂(m)·eps (pairwise / blocked summation, as torch does), and each entry carries a few
 more roundings (the product W̃Ṽ, the difference, the square).  A change of L̄ is the difference
 of two such sums, so its absolute rounding error is bounded by
 
