@@ -199,10 +199,8 @@ class Recorder(Algorithm2FastPath):
         cfg = problem.config
         if self._generic is None:  # driven without check_schedule: the configured variant's own schedule
             self.check_schedule(problem, schedule_for(cfg.splitting, cfg.N))
-        self.constants = RunConstants(cfg, problem.widths, problem.n_total)  # n over every sample shard
-        self.problem, self.state = problem, state
+        self._bind(problem, state)
         self.g_components = {}
-        self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
         self._rows: list[dict[str, Any]] = []
         self._block_rows: list[dict[str, Any]] = []
         self._open: list[_Sweep] = []
@@ -212,15 +210,9 @@ class Recorder(Algorithm2FastPath):
         self._aff_before_V: dict[int, Tensor] = {}
         self._pending_V: dict[int, tuple[dict, Tensor, Tensor]] = {}  # V_i's row, V_i⁻, V_i⁺ until the U_i step
         self._E_sq: dict[int, Tensor] = {}  # ‖U_i⁺ − W̃_i⁻Ṽ_{i-1}⁻‖² from the U_i step for the W_i step
-        self._start_norms(state)
-        self._bufs: dict[tuple[str, int], Tensor] = {}  # n-sized buffers reused from sweep to sweep (not carried)
         self._dV_N: Tensor | None = None
         self._row_of: dict[tuple[str, int], dict[str, Any]] = {}
         self._B = 0.0
-        self._n_total = problem.n_total
-        self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
-        self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
-        self._v_probe_cache: dict[int, Tensor] = {}
         self._acc_pending: tuple[_Sweep, list] | None = None
         self._cum_dq = 0.0
         self._cum_g_sq = 0.0
@@ -258,22 +250,26 @@ class Recorder(Algorithm2FastPath):
         rec._saved = saved
         return rec
 
+    def _bind(self, problem: Problem, state: BCDState) -> None:
+        """What a run start and a resume set alike: the problem, its constants, the caches (not carried)."""
+        cfg = problem.config
+        self.constants = RunConstants(cfg, problem.widths, problem.n_total)  # n over every sample shard
+        self.problem, self.state = problem, state
+        self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
+        self._n_total = problem.n_total
+        self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)  # ‖X̃‖ = ‖[X; 1ᵀ]‖
+        self._probe_cache: tuple[Tensor, Tensor, Tensor] | None = None
+        self._v_probe_cache: dict[int, Tensor] = {}
+        self._bufs: dict[tuple[str, int], Tensor] = {}  # n-sized buffers reused from sweep to sweep (not carried)
+        self._start_norms(state)
+
     def on_resume(self, problem: Problem, state: BCDState) -> None:
         """Continue after sweep ``state.sweep`` from the saved carried state (instead of :meth:`on_run_start`)."""
         saved = getattr(self, "_saved", None)
         if saved is None or saved["sweep"] != state.sweep:
             raise ValueError(f"the recorder's checkpoint is at sweep {None if saved is None else saved['sweep']}, "
                              f"the run's at {state.sweep}")
-        cfg = problem.config
-        self.constants = RunConstants(cfg, problem.widths, problem.n_total)
-        self.problem, self.state = problem, state
-        self.N, self.gamma, self.alpha, self.lam, self.c = cfg.N, cfg.gamma, cfg.alpha, cfg.lam, problem.c
-        self._n_total = problem.n_total
-        self._norm_X_tilde = math.sqrt(float(sample_sq(problem.X)) + self._n_total)
-        self._probe_cache = None
-        self._v_probe_cache = {}
-        self._bufs = {}
-        self._start_norms(state)
+        self._bind(problem, state)
         for name in self._CARRIED:  # the per-step dicts are empty between sweeps: absent from older checkpoints
             if name in saved or name not in _RECOMPUTED_ON_RESUME:  # (older checkpoints: ‖V_i‖² from the state)
                 setattr(self, name, saved[name] if name in saved or name not in _EMPTY_BETWEEN_SWEEPS else {})
