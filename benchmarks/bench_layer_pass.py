@@ -11,8 +11,11 @@ here, interleaved in one process and reported as medians, on random operands of 
 - ``eager chunked``: ``layer_sums`` on row blocks of about ``bcd.activations.chunk_size`` entries, as the recorder
   runs it on the CPU;
 - ``eager whole``: one call on all entries, as the recorder runs it on CUDA;
-- ``compiled``: ``torch.compile(layer_sums)`` on all entries, one fused kernel (the same source; its compile time,
-  paid once per process and shape, is reported apart).  ``--no-compile`` leaves it out (it needs a C++ compiler).
+- ``compiled chunked``: ``torch.compile(layer_sums)`` (the same source) on row blocks of about ``FUSE_CHUNK``
+  entries, one fused kernel per block, as the recorder runs it under ``BCD_FUSE``;
+- ``compiled whole``: the same on all entries at once (its n-sized outputs are fresh allocations: page faults).
+  The compile time, paid once per process, is reported apart; ``--no-compile`` leaves both out (they need a C++
+  compiler).
 
 The sums of every variant are compared with the chunked ones (relative difference printed).
 """
@@ -27,7 +30,7 @@ import time
 import torch
 
 from bcd.activations import chunk_size
-from verification.fast_path import LAYER_SUMS, layer_sums
+from verification.fast_path import FUSE_CHUNK, LAYER_SUMS, layer_sums
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     B = torch.empty_like(P)
     gamma, alpha = 1.0, 5.0
 
-    def chunked():
-        rows, parts = max(1, chunk_size(U_new) // args.n), []
+    def chunked(fn=layer_sums, chunk=None):
+        rows, parts = max(1, (chunk or chunk_size(U_new)) // args.n), []
         for r0 in range(0, args.d, rows):
             sl = slice(r0, r0 + rows)
-            parts.append(layer_sums(*(t[sl].reshape(-1) for t in (V_old, V_new, U_old, U_new, P)), B[sl].view(-1),
-                                    torch.relu, gamma, alpha, False)[0])
+            parts.append(fn(*(t[sl].reshape(-1) for t in (V_old, V_new, U_old, U_new, P)), B[sl].view(-1),
+                            torch.relu, gamma, alpha, False)[0])
         return torch.stack(parts).sum(dim=0, dtype=torch.float64)
 
     def whole(fn=layer_sums):
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         whole(fused)
         compile_s = time.perf_counter() - t0
-        variants["compiled"] = lambda: whole(fused)
+        variants["compiled chunked"] = lambda: chunked(fused, FUSE_CHUNK)
+        variants["compiled whole"] = lambda: whole(fused)
     reference = chunked()
     times: dict[str, list[float]] = {v: [] for v in variants}
     for f in variants.values():
@@ -82,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     compiled = f"; compile {compile_s:.1f} s (once per process and shape)" if compile_s else ""
     print(f"layer {args.d}×{args.n} {args.dtype}, torch threads {torch.get_num_threads()}, {args.rounds} rounds, "
           f"{len(LAYER_SUMS)} sums{compiled}")
-    print(f"{'variant':15s} {'ms':>9s} {'× read':>8s} {'rel. diff of sums':>18s}")
+    print(f"{'variant':17s} {'ms':>9s} {'× read':>8s} {'rel. diff of sums':>18s}")
     for v, f in variants.items():
         med = statistics.median(times[v])
         out = f().to(torch.float64)
         diff = "" if v == "read" else f"{((out - reference).abs().max() / reference.abs().max()).item():.1e}"
-        print(f"{v:15s} {1e3 * med:9.2f} {med / floor:8.2f} {diff:>18s}")
+        print(f"{v:17s} {1e3 * med:9.2f} {med / floor:8.2f} {diff:>18s}")
     return 0
 
 

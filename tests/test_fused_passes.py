@@ -76,10 +76,13 @@ def test_a_failing_compiler_leaves_the_eager_trace_with_one_warning(monkeypatch,
 
 def test_auto_fuses_only_large_cpu_layers(monkeypatch):
     monkeypatch.setattr(fast_path, "_compiled", {})
-    small = torch.zeros(4, 10)
-    assert fast_path._fused_run(fast_path.completion_sums, "auto", small, ()) is None
-    assert fast_path._fused_run(fast_path.completion_sums, "off", small, ()) is None
+    monkeypatch.setattr(fast_path, "FUSE_ENTRIES", 41)
+    fn = fast_path.completion_sums
+    assert fast_path.pass_function(fn, "auto", torch.zeros(4, 10)) == (fn, fast_path.chunk_size(torch.zeros(1)))
+    assert fast_path.pass_function(fn, "off", torch.zeros(5, 10))[0] is fn
     assert fast_path._compiled == {}  # nothing compiled for either
+    run, chunk = fast_path.pass_function(fn, "auto", torch.zeros(5, 10))
+    assert run is not fn and chunk == fast_path.FUSE_CHUNK and fn in fast_path._compiled
 
 
 def test_a_bad_bcd_fuse_is_refused_before_anything_runs(monkeypatch, tmp_path, capsys):

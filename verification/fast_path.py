@@ -62,10 +62,11 @@ seam in the engine — and use the local ``sq``/``norm``/``dot``.
 decreases, ‖g_{V_i}‖², ‖E‖², the carried B) comes from one chunked pass at the U_i step, and the U_i and W_i parts
 of g^k from one more at the next sweep's U_i step (:meth:`Algorithm2FastPath._hidden_layer`, ``_complete``): each
 operand is read once per pass, the temporaries stay in cache, and the carried buffers are reused from sweep to sweep.
-The math of each pass is one pure function (:func:`layer_sums`, :func:`completion_sums`), run eagerly on blocks of
-rows, or on the CPU under ``BCD_FUSE`` (:func:`fuse_mode`) compiled into one kernel over all entries: in eager torch
-each of its nine elementwise operations is a pass of its own, about 4× the time of reading the five operands, against
-1.2–1.7× fused (``benchmarks/bench_layer_pass.py``).
+The math of each pass is one pure function (:func:`layer_sums`, :func:`completion_sums`), called on blocks of rows,
+eagerly or, on the CPU under ``BCD_FUSE`` (:func:`fuse_mode`), compiled into one kernel per call: in eager torch each
+of its nine elementwise operations is a pass of its own, about 4× the time of reading the five operands
+(``benchmarks/bench_layer_pass.py``).  Called on whole matrices instead, a compiled pass allocates its n-sized
+outputs afresh each time, above glibc's mmap threshold, and page faults cost more than fusing saves.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def completion_sums(B: Tensor, P: Tensor, U: Tensor, gamma: float, write_F: bool
 
 
 FUSE_ENTRIES = 1 << 23  # a CPU pass this large runs fused under "auto" (benchmarks/bench_layer_pass.py)
+FUSE_CHUNK = 1 << 20  # entries per call of a compiled pass: its 8 MB outputs are reused, not page-faulted in afresh
 FUSE_MODES = ("auto", "on", "off")
 _compiled: dict[Callable, Callable | None] = {}  # per pass function: compiled, or None once compiling failed
 
@@ -169,25 +171,35 @@ def fuse_mode() -> str:
     return mode
 
 
-def _fused_run(fn: Callable, mode: str, like: Tensor, args: tuple):
-    """``fn(*args)`` on every entry at once, compiled, where ``mode`` asks for it for a layer like ``like``; None
-    where it does not, or where compiling fails (e.g. no C++ compiler: one warning, and eager from then on; the
-    caller then runs the pass eagerly, which rewrites whatever the failed call may have written)."""
+def pass_function(fn: Callable, mode: str, like: Tensor) -> tuple[Callable, int]:
+    """(``fn``, :func:`bcd.activations.chunk_size`) or, where ``mode`` asks for it for a layer like ``like``, its
+    compiled form and ``FUSE_CHUNK``: the entries per call.  The caller calls it on blocks of rows of about that
+    many entries, so that a compiled call's outputs stay below glibc's largest mmap threshold and are reused instead
+    of page-faulted in afresh, and an eager call's temporaries stay in cache.  A compile that fails (e.g. no C++
+    compiler) warns once and ``fn`` runs from then on; the call is repeated eagerly, which rewrites whatever the
+    failed one may have written."""
+    eager = (fn, chunk_size(like))
     if like.device.type != "cpu" or mode == "off" or (mode == "auto" and like.numel() < FUSE_ENTRIES):
-        return None
+        return eager
     if fn not in _compiled:
         _compiled[fn] = torch.compile(fn, dynamic=True)
-    fused = _compiled[fn]
-    if fused is None:
-        return None
-    try:
-        return fused(*args)
-    except Exception as exc:  # any compiler failure means: run eagerly
-        _compiled[fn] = None
-        first = (str(exc).strip().splitlines() or [""])[0]
-        warnings.warn(f"BCD_FUSE: compiling the recorder's {fn.__name__} failed ({type(exc).__name__}: {first}); "
-                      "running it eagerly", RuntimeWarning, stacklevel=2)
-        return None
+    if _compiled[fn] is None:
+        return eager
+
+    def run(*args):
+        fused = _compiled[fn]
+        if fused is None:
+            return fn(*args)
+        try:
+            return fused(*args)
+        except Exception as exc:  # any compiler failure means: run eagerly
+            _compiled[fn] = None
+            first = (str(exc).strip().splitlines() or [""])[0]
+            warnings.warn(f"BCD_FUSE: compiling the recorder's {fn.__name__} failed ({type(exc).__name__}: {first}); "
+                          "running it eagerly", RuntimeWarning, stacklevel=2)
+            return fn(*args)
+
+    return run, FUSE_CHUNK
 
 
 class Algorithm2FastPath:
@@ -268,17 +280,12 @@ class Algorithm2FastPath:
         Z = self._v_probes(i, new)[0] if full else None
         ZA = new.new_zeros(Z.shape[0], n) if full else None  # Z·A of the sketched V_i residual (full)
         sigma = self.problem.activation.apply  # σ_i of a hidden layer
-        whole = _fused_run(layer_sums, self._fuse, new, (*(t.reshape(-1) for t in (V_old, V_new, old, new, P)),
-                                                         B.view(-1), sigma, g, a, full))
-        if whole is not None:  # one compiled kernel over every entry
-            pieces = iter([(slice(None), whole)])
-        else:  # eager row blocks: contiguous, and Z·A adds up by rows
-            rows = max(1, chunk_size(new) // max(1, n))
-            pieces = ((sl, layer_sums(*(t[sl].reshape(-1) for t in (V_old, V_new, old, new, P)), B[sl].view(-1),
-                                      sigma, g, a, full))
-                      for sl in (slice(r0, r0 + rows) for r0 in range(0, d, rows)))
-        parts = []
-        for sl, (piece, A_c) in pieces:
+        run, chunk = pass_function(layer_sums, self._fuse, new)
+        rows, parts = max(1, chunk // max(1, n)), []  # row blocks: contiguous, and Z·A adds up by rows
+        for r0 in range(0, d, rows):
+            sl = slice(r0, r0 + rows)
+            piece, A_c = run(*(t[sl].reshape(-1) for t in (V_old, V_new, old, new, P)), B[sl].view(-1), sigma, g, a,
+                             full)
             if full:
                 ZA.addmm_(Z[:, sl], A_c.view(-1, n))
             parts.append(piece)
@@ -417,10 +424,8 @@ class Algorithm2FastPath:
         else:
             flat = (B.view(-1), P.reshape(-1), U.reshape(-1))
             sizes = full and need_F
-            whole = _fused_run(completion_sums, self._fuse, B, (*flat, g, need_F, sizes))
-            chunk = chunk_size(B)
-            parts = [whole] if whole is not None else \
-                [completion_sums(*(t[s:s + chunk] for t in flat), g, need_F, sizes) for s in range(0, B.numel(), chunk)]
+            run, chunk = pass_function(completion_sums, self._fuse, B)
+            parts = [run(*(t[s:s + chunk] for t in flat), g, need_F, sizes) for s in range(0, B.numel(), chunk)]
             sums = _reduced(parts, 3 if sizes else 1, B).unbind()
             self._set_g(sw, ("U", i), None, row=carry["U_row"], sq=sums[0])
             F = B if need_F else None
