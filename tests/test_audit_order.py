@@ -282,10 +282,11 @@ def test_algorithm_1_with_relu_is_auditable_with_its_order(tmp_path):
     np.testing.assert_allclose(tr.blocks[S.BLOCK_DECREASE].to_numpy(float), mine[S.BLOCK_DECREASE].to_numpy(float),
                                rtol=1e-9, atol=1e-12)
     inner = tr.blocks[S.BLOCK_STATIONARITY].notna()
-    assert inner.any() and tr.blocks.loc[inner, S.BLOCK_RULE_HELD].notna().all()
+    assert inner.any() and tr.blocks.loc[inner, S.BLOCK_RULE_HELD].isna().all()  # no report reaches an audit
     verdicts = {v.claim: v for v in verify(tr)}
     assert not [c for c, v in verdicts.items() if v.status == "fail"]
-    assert verdicts["block_exactness"].details["inner"]["n_updates"] == int(inner.sum())
+    judged = verdicts["block_exactness"].details["inner"]
+    assert judged["n_updates"] == judged["n_no_report"] == int(inner.sum())
 
 
 def test_cli_without_order_names_what_it_could_not_check_and_strict_exits_1(tmp_path, capsys):

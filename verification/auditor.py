@@ -254,20 +254,14 @@ class Auditor:
         if self.sweeps < 1:
             raise ValueError("the audit needs at least two iterates (Q⁰ and one sweep); got one")
         if self.ordered:
+            # inner-solver blocks reach an audit with no solver report (rule_held NaN): the checks judge their
+            # stopping rule from the recomputed stationarity (verification.check_common.rule_record)
             tr = self._recorder.trace()
-            blocks = tr.blocks
-            if S.BLOCK_STATIONARITY in blocks and blocks[S.BLOCK_STATIONARITY].notna().any():
-                # inner-solver blocks: no solver reports here, so whether the stopping rule dist(0, ∂Φ_X(X⁺)) ≤
-                # η‖X⁺ − X⁻‖ (η of the block's subproblem) held is read from the recomputed stationarity
-                blocks = blocks.copy()
-                inner = blocks[S.BLOCK_STATIONARITY].notna() & blocks[S.BLOCK_RULE_HELD].isna()
-                held = blocks[S.BLOCK_STATIONARITY] <= blocks[S.BLOCK_RULE_TOL]
-                blocks.loc[inner, S.BLOCK_RULE_HELD] = held[inner].astype(float)
             meta = dict(tr.meta)
             meta.update({S.META_SOURCE: "audit", META_ORDER: [s.name for s in self._schedule]})
             if self.files is not None:
                 meta[S.META_FILES] = self.files
-            return Trace(tr.sweeps, blocks, meta)
+            return Trace(tr.sweeps, tr.blocks, meta)
         return self._rows.trace()
 
     def verify(self) -> list:

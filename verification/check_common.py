@@ -176,24 +176,24 @@ def fmt(x: float | None) -> str:
 
 
 # ------------------------------------------------------------------ inner solves that stopped without their rule
-def rule_record(b: pd.DataFrame, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: (an inner solve, the stopping rule held, the recomputed stationarity meets it).  A solver's report
+def rule_record(b: pd.DataFrame, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (an inner solve, a solver reported on it, the stopping rule held, the recomputed stationarity meets
+    it).  A solver's report
     (``rule_held``) says whether the rule held; a row without one but with a recomputed stationarity (a user's step or
     a mutant that publishes no ``aux["inner"]``) is judged as an audit is: the rule held where
     dist(0, ∂Φ) ≤ η‖Δ‖ up to the rounding of the two recomputed norms."""
     nan = pd.Series(np.nan, index=b.index)
-    report, stat, rtol = (b.get(c, nan) for c in (sc.BLOCK_RULE_HELD, sc.BLOCK_STATIONARITY,
-                                                            sc.BLOCK_RULE_TOL))
+    report, stat, rtol = (b.get(c, nan) for c in (sc.BLOCK_RULE_HELD, sc.BLOCK_STATIONARITY, sc.BLOCK_RULE_TOL))
     stat, rtol = stat.to_numpy(dtype=float), rtol.to_numpy(dtype=float)
     meets = stat <= rtol + rtol * ratio_tol(dtype) + np.finfo(float).tiny
     reported = report.notna().to_numpy()
     inner = reported | ~np.isnan(stat)
-    return inner, np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner, meets
+    return inner, reported, np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner, meets
 
 
 def capped_rows(b: pd.DataFrame, dtype: str) -> np.ndarray:
     """Rows of an inner solve that stopped without its rule (the cap, or a stall): only monotone (MATH.md §7)."""
-    inner, held, _ = rule_record(b, dtype)
+    inner, _, held, _ = rule_record(b, dtype)
     return inner & ~held
 
 
