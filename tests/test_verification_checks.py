@@ -273,8 +273,9 @@ def test_a_capped_algorithm1_solve_keeps_its_proximal_alpha_half():
     assert {x["level"] for x in v.details["violations"]} == {"sweep", "block"}
     ok, _ = _two_splitting_trace(capped_sweep=5, shortfall=1.2)  # within α/2 (below the rule's constant): passes
     assert sufficient_descent(ok).status == PASS
-    assert tc.capped_block_constant("V", cfg.alpha, "two") == cfg.alpha / 2
-    assert tc.capped_block_constant("V", cfg.alpha, "three") == 0.0  # Algorithm 2's V_i has no proximal term
+    assert tc.capped_block_constant("V", 1, cfg.N, cfg.alpha, "two") == cfg.alpha / 2
+    assert tc.capped_block_constant("V", 1, cfg.N, cfg.alpha, "three") == 0.0  # Algorithm 2's V_i has no proximal term
+    assert tc.capped_block_constant("W", 1, cfg.N, cfg.alpha, "three") == cfg.alpha / 2
 
 
 def test_relative_error_is_not_claimed_on_a_sweep_with_a_capped_solve():

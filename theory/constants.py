@@ -60,13 +60,12 @@ def block_descent_constant(block: str, layer: int, N: int, gamma: float, alpha: 
     return gamma * (1 + tau_next) / 2.0  # V_i, i < N
 
 
-def capped_block_constant(block: str, alpha: float, variant: str = "three") -> float:
+def capped_block_constant(block: str, layer: int, N: int, alpha: float, variant: str = "three") -> float:
     """c_blk of an inner solve that stopped *without* its rule (the cap, or a stall): a monotone solver never accepts a
     larger subproblem value Φ_X = (the terms of L̄ that touch X) + its proximal term, so L̄ still falls by at least that
     proximal term's α/2‖Δ‖² (MATH.md §7 item 1): every block of Algorithm 1 and W̃_i of Algorithms 2 and 3; a block
-    without one (V_i, i < N, of Algorithms 2 and 3) keeps only monotonicity, 0.  Inner solves run on W̃_i and, in
-    Algorithms 2 and 3, on V_i (i < N) only, so the block's name decides (:func:`has_proximal_term` with that V_i)."""
-    return alpha / 2.0 if has_proximal_term(variant, block, 0 if block == "V" else 1, 1) else 0.0
+    without one (V_i, i < N, of Algorithms 2 and 3) keeps only monotonicity, 0."""
+    return alpha / 2.0 if has_proximal_term(variant, block, layer, N) else 0.0
 
 
 def inner_V_block_constant(gamma: float, eta: float, rho: float = 1.0) -> float:

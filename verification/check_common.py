@@ -202,7 +202,8 @@ def capped_constants(ctx, b: pd.DataFrame) -> np.ndarray:
     if ctx.config is None:
         return np.zeros(len(b))
     K = ctx.constants("the constants of capped inner solves")
-    return np.array([tc.capped_block_constant(x, K.config.alpha, K.variant) for x in b[sc.BLOCK]])
+    return np.array([tc.capped_block_constant(x, int(i), K.config.N, K.config.alpha, K.variant)
+                     for x, i in zip(b[sc.BLOCK], b[sc.LAYER], strict=True)])
 
 
 def capped_sweep_constants(ctx) -> dict[int, float]:
