@@ -220,6 +220,12 @@ class Activation(Record):
     def is_identity(self) -> bool:
         return False
 
+    @property
+    def closed_form_prox(self) -> bool:
+        """Whether :meth:`prox_` is a fixed sequence of elementwise operations (no iteration, no search), so that
+        ``BCD_FUSE`` may compile it into one kernel (:mod:`bcd.fusion`)."""
+        return False
+
     def apply(self, U: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -266,6 +272,10 @@ class Identity(Activation):
     def is_identity(self) -> bool:
         return True
 
+    @property
+    def closed_form_prox(self) -> bool:
+        return True
+
     def apply(self, U):
         return U
 
@@ -294,6 +304,10 @@ class LeakyReLU(Activation):
     @property
     def slope(self) -> float:
         return self.params[0] if self.params else 0.0
+
+    @property
+    def closed_form_prox(self) -> bool:
+        return True
 
     def apply(self, U):
         return torch.relu(U) if self.slope == 0 else torch.where(U > 0, U, U * self.slope)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from bcd.activations import Activation, chunk_size
+from bcd.fusion import fuse_mode, pass_function
 from bcd.reduction import over_samples
 
 Tensor = torch.Tensor
@@ -168,10 +169,16 @@ def update_V_hidden(
     return rhs
 
 
-def prox_center(P: Tensor, U: Tensor, *, gamma: float, alpha: float, overwrite_P: bool = False) -> Tensor:
-    """m = (γP + αU_i⁻)/(γ + α): the point the U_i prox is centred at."""
-    m = P if overwrite_P else P.clone()
-    return m.add_(U, alpha=alpha / gamma).mul_(gamma / (gamma + alpha))
+def prox_center(P: Tensor, U: Tensor, *, gamma: float, alpha: float) -> Tensor:
+    """m = (γP + αU_i⁻)/(γ + α): the point the U_i prox is centred at (a new tensor)."""
+    return torch.add(P, U, alpha=alpha / gamma).mul_(gamma / (gamma + alpha))
+
+
+def u_prox_piece(a: Tensor, p: Tensor, u: Tensor, gamma: float, alpha: float, activation: Activation) -> Tensor:
+    """One piece (flat, of equal length) of the U_i update, as a new tensor: argmin_u ½(a − σ(u))² + (β/2)(u − m)²
+    entrywise, m = (γp + αu)/(γ + α), β = (γ + α)/γ.  Pure: the one body of the U step, eager or compiled
+    (:mod:`bcd.fusion`, whose compiled calls must not write into their arguments)."""
+    return activation.prox_(a, prox_center(p, u, gamma=gamma, alpha=alpha), (gamma + alpha) / gamma)
 
 
 def update_U_hidden(
@@ -190,26 +197,18 @@ def update_U_hidden(
     global minimiser among the stationary candidates.
 
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
-    P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU the centre and the prox run together on chunks
-    (:func:`bcd.activations.chunk_size`), so that their temporaries stay in cache: one pass over memory instead of
-    one per operation (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  The centre of a chunk
-    is formed in P's storage (``overwrite_P``: P is a scratch buffer) or else in ``out``'s, from a copy of P's chunk;
-    each finished chunk lands in ``out`` (a new tensor when not given).  ``out`` may be U itself only with
-    ``overwrite_P`` (each chunk reads its U entries before writing them).  Every path does the same arithmetic, so
-    gives the same bits."""
-    if out is not None and not overwrite_P and out.data_ptr() == U.data_ptr():
-        raise ValueError("update_U_hidden: out may be U itself only with overwrite_P=True")
-    beta = (gamma + alpha) / gamma
-    chunk = chunk_size(P)
+    P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU :func:`u_prox_piece` runs on chunks
+    (:func:`bcd.activations.chunk_size`), so that its temporaries stay in cache: one pass over memory instead of
+    one per operation (``benchmarks/bench_engine.py`` measures the gain), or, for a closed-form prox under
+    ``BCD_FUSE`` (:mod:`bcd.fusion`), compiled into one kernel; on CUDA in one piece.  Each piece is copied into
+    ``out`` (which may be U itself: a piece is computed before its U entries are overwritten), else into P's storage
+    (``overwrite_P``: P is a scratch buffer), else into a new tensor.  Every chunking gives the same bits."""
+    piece, chunk = (pass_function(u_prox_piece, fuse_mode(), P) if activation.closed_form_prox
+                    else (u_prox_piece, chunk_size(P)))
     if out is None:
         out = P if overwrite_P else P.new_empty(P.shape)
     flat_a, flat_p, flat_u, flat_out = V.reshape(-1), P.reshape(-1), U.reshape(-1), out.view(-1)
     for s in range(0, flat_p.numel(), chunk):  # a loop over memory chunks, not over entries
         sl = slice(s, s + chunk)
-        target = flat_out[sl]
-        centre = flat_p[sl] if overwrite_P else target.copy_(flat_p[sl])
-        part = prox_center(centre, flat_u[sl], gamma=gamma, alpha=alpha, overwrite_P=True)
-        new = activation.prox_(flat_a[sl], part, beta)
-        if new.data_ptr() != target.data_ptr():
-            target.copy_(new)
+        flat_out[sl].copy_(piece(flat_a[sl], flat_p[sl], flat_u[sl], gamma, alpha, activation))
     return out

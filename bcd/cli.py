@@ -19,6 +19,7 @@ from typing import Any
 
 from bcd.checkpoint import EVERY as CHECKPOINT_EVERY
 from bcd.config import RunConfig, load_config, merge_overrides
+from bcd.fusion import fuse_mode
 
 COMMANDS = ("bcd.cli", "reports.cli", "theory.cli", "verification.cli")
 
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     nproc = getattr(args, "nproc", None)
     try:
+        fuse_mode()  # BCD_FUSE (bcd/fusion.py): a bad value is refused before anything is written
         if nproc is not None and args.command not in SHARDABLE:  # before launching: one line, not one per rank
             raise ValueError(f"--nproc does not apply to bcd {args.command}: it runs in one process; only "
                              f"{', '.join(SHARDABLE)} run sharded")

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from bcd.config import BCDConfig
+from bcd.fusion import fuse_mode
 from bcd.inputs import make_problem
 from bcd.objective import OBJECTIVE, accuracy, objective_terms
 from bcd.problem import BCDState, Problem, initial_state
@@ -125,6 +126,7 @@ def run(
     cfg = problem.config
     sweeps = cfg.sweeps if sweeps is None else sweeps
     hooks = list(hooks)
+    fuse_mode()  # a bad BCD_FUSE is refused before anything runs
     schedule = schedule_for(cfg.splitting, cfg.N) if schedule is None else _checked_schedule(schedule)
     for h in hooks:  # a hook that cannot handle the schedule refuses it here, before anything runs
         if hasattr(h, "check_schedule"):

@@ -27,7 +27,7 @@ without timing anything (one recorded sweep).
 evaluated by the engine only at the last sweep, so the ``full`` preset pays for its every-sweep
 accuracy itself.  Targets (issue 14; issue 3 had 1.25× and 1.6×): standard ≤ 1.2×, full ≤ 1.5× the bare sweep time.
 
-``BCD_FUSE`` (verification/fast_path.py) is read as in any run: under ``auto`` the default shape's passes run eager;
+``BCD_FUSE`` (bcd/fusion.py) is read as in any run: under ``auto`` the default shape's passes run eager;
 ``BCD_FUSE=on`` times them compiled (the compile, once per process, happens in the untimed warm-up).
 
 ``--malloc-reuse`` (glibc only) raises malloc's mmap/trim thresholds before anything is allocated, so
@@ -61,12 +61,13 @@ from bcd.cli import parse_widths
 from bcd.config import BCDConfig
 from bcd.data import gaussian_mixture
 from bcd.engine import run
+from bcd.fusion import fuse_mode
 from bcd.inputs import make_problem
 from bcd.objective import objective_terms
 from bcd.problem import initial_state
 from bcd.schedule import schedule_for
 from verification import schema as S  # noqa: N812
-from verification.fast_path import PROBES, fuse_mode
+from verification.fast_path import PROBES
 from verification.recorder import PRESETS, Recorder
 
 TARGETS = {"standard": 1.2, "full": 1.5}

@@ -30,7 +30,8 @@ import time
 import torch
 
 from bcd.activations import chunk_size
-from verification.fast_path import FUSE_CHUNK, LAYER_SUMS, layer_sums
+from bcd.fusion import FUSE_CHUNK
+from verification.fast_path import LAYER_SUMS, layer_sums
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ decreases, ‖g_{V_i}‖², ‖E‖², the carried B) comes from one chunked pas
 of g^k from one more at the next sweep's U_i step (:meth:`Algorithm2FastPath._hidden_layer`, ``_complete``): each
 operand is read once per pass, the temporaries stay in cache, and the carried buffers are reused from sweep to sweep.
 The math of each pass is one pure function (:func:`layer_sums`, :func:`completion_sums`), called on blocks of rows,
-eagerly or, on the CPU under ``BCD_FUSE`` (:func:`fuse_mode`), compiled into one kernel per call: in eager torch each
+eagerly or, on the CPU under ``BCD_FUSE`` (:mod:`bcd.fusion`), compiled into one kernel per call: in eager torch each
 of its nine elementwise operations is a pass of its own, about 4× the time of reading the five operands
 (``benchmarks/bench_layer_pass.py``).  Called on whole matrices instead, a compiled pass allocates its n-sized
 outputs afresh each time, above glibc's mmap threshold, and page faults cost more than fusing saves.
@@ -72,15 +72,14 @@ outputs afresh each time, above glibc's mmap threshold, and page faults cost mor
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from bcd.activations import chunk_size, relative, u_block_residual
+from bcd.activations import relative, u_block_residual
 from bcd.blocks import affine, augmented_cross, augmented_gram
+from bcd.fusion import pass_function
 from bcd.model import augmented_norm
 from bcd.objective import accuracy, predict
 from bcd.problem import BCDState
@@ -151,55 +150,6 @@ def completion_sums(B: Tensor, P: Tensor, U: Tensor, gamma: float, write_F: bool
     if write_F:
         torch.sub(P, U, out=B)
     return torch.stack([torch.vdot(gu, gu), *((torch.vdot(P, P), torch.vdot(U, U)) if sizes else ())])
-
-
-FUSE_ENTRIES = 1 << 23  # a CPU pass this large runs fused under "auto" (benchmarks/bench_layer_pass.py)
-FUSE_CHUNK = 1 << 20  # entries per call of a compiled pass: its 8 MB outputs are reused, not page-faulted in afresh
-FUSE_MODES = ("auto", "on", "off")
-_compiled: dict[Callable, Callable | None] = {}  # per pass function: compiled, or None once compiling failed
-
-
-def fuse_mode() -> str:
-    """``BCD_FUSE``: whether the recorder's n-sized passes of a hidden layer (:func:`layer_sums`,
-    :func:`completion_sums`) run as one compiled kernel each (``torch.compile``) instead of eager blocks of rows —
-    ``auto`` (default) where the layer has at least ``FUSE_ENTRIES`` entries on this rank, on the CPU (the compile,
-    seconds once per process, pays off on long runs of that size), ``on`` for every CPU layer, ``off`` never.  CUDA
-    runs eager (one whole-matrix piece)."""
-    mode = os.environ.get("BCD_FUSE", "auto").strip().lower() or "auto"
-    if mode not in FUSE_MODES:
-        raise ValueError(f"BCD_FUSE={os.environ['BCD_FUSE']!r} is not allowed; give one of {', '.join(FUSE_MODES)}")
-    return mode
-
-
-def pass_function(fn: Callable, mode: str, like: Tensor) -> tuple[Callable, int]:
-    """(``fn``, :func:`bcd.activations.chunk_size`) or, where ``mode`` asks for it for a layer like ``like``, its
-    compiled form and ``FUSE_CHUNK``: the entries per call.  The caller calls it on blocks of rows of about that
-    many entries, so that a compiled call's outputs stay below glibc's largest mmap threshold and are reused instead
-    of page-faulted in afresh, and an eager call's temporaries stay in cache.  A compile that fails (e.g. no C++
-    compiler) warns once and ``fn`` runs from then on; the call is repeated eagerly, which rewrites whatever the
-    failed one may have written."""
-    eager = (fn, chunk_size(like))
-    if like.device.type != "cpu" or mode == "off" or (mode == "auto" and like.numel() < FUSE_ENTRIES):
-        return eager
-    if fn not in _compiled:
-        _compiled[fn] = torch.compile(fn, dynamic=True)
-    if _compiled[fn] is None:
-        return eager
-
-    def run(*args):
-        fused = _compiled[fn]
-        if fused is None:
-            return fn(*args)
-        try:
-            return fused(*args)
-        except Exception as exc:  # any compiler failure means: run eagerly
-            _compiled[fn] = None
-            first = (str(exc).strip().splitlines() or [""])[0]
-            warnings.warn(f"BCD_FUSE: compiling the recorder's {fn.__name__} failed ({type(exc).__name__}: {first}); "
-                          "running it eagerly", RuntimeWarning, stacklevel=2)
-            return fn(*args)
-
-    return run, FUSE_CHUNK
 
 
 class Algorithm2FastPath:

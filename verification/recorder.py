@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from bcd.blocks import affine
+from bcd.fusion import fuse_mode
 from bcd.objective import accuracy, objective_terms
 from bcd.problem import BCDState, Problem
 from bcd.reduction import SampleNorms, block_norm, block_sq, over_samples, sample_sq
@@ -42,7 +43,7 @@ from bcd.schedule import Step, schedule_for
 from bcd.subproblems import subproblem_for
 from theory.constants import RunConstants, iterate_bound
 from verification import schema as S  # noqa: N812
-from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux, fuse_mode, in_layer_pass
+from verification.fast_path import G_DEFINITION, Algorithm2FastPath, fill_aux, in_layer_pass
 from verification.subgradient import definition as g_definition
 from verification.subgradient import least_norm_subgradient
 from verification.trace import Trace
