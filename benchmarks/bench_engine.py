@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_engine.py --authors       # also the authors' loop (peer script)
     .venv/bin/python benchmarks/bench_engine.py --device cuda --n 60000 --tf32 off,on --dtype float32,float64
     .venv/bin/python benchmarks/bench_engine.py --json out.json                  # also write the numbers
+    .venv/bin/python benchmarks/bench_engine.py --threads 1 --fuse off,on        # the compiled U-prox, interleaved
 
 For each network (d_0 = 784 MNIST inputs, hidden ``LxW``, 10 outputs), dtype, TF32 setting and thread count it
 times, **interleaved round by round** (so that load drift on a shared machine hits every figure alike) and reports
@@ -21,6 +22,8 @@ as medians over the rounds:
   fresh tensors of the same shapes; ``sweep / replay`` says how much time goes outside those products;
 * ``authors`` (with ``--authors``): one sweep of the authors' loop at the same shapes (``benchmarks/authors_loop.py``,
   a peer written from their published algorithm) and ``speedup = authors / sweep`` (target ≥ 2);
+* ``BCD_FUSE`` (with ``--fuse off,on``): a sweep under each mode of :mod:`bcd.fusion` (the U-prox eager on cache-sized
+  chunks, or compiled into one kernel), each mode's compile done before the rounds, and the speedup over the first;
 * ``objective``: the L̄ evaluation that ``bcd train`` runs after every sweep (:func:`bcd.objective.objective_terms`),
   and inside it the N layer products P_i = W̃_iṼ_{i-1} that the next sweep's U steps form again (the same
   iterates: neither W̃_i nor V_{i-1} changes in between).  ``share_speedup`` = (sweep + objective) /
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import statistics
 import time
@@ -49,6 +53,7 @@ from bcd import BCDConfig, initial_state
 from bcd.blocks import affine
 from bcd.data import load_mnist
 from bcd.engine import sweep
+from bcd.fusion import FUSE_MODES, fuse_mode
 from bcd.inputs import make_problem
 from bcd.objective import objective_terms
 from bcd.schedule import schedule_for
@@ -211,7 +216,7 @@ def peak_sweep_bytes(run_sweep, device: torch.device) -> int:
 
 
 def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds: int, gemm_size: int,
-                  authors: bool) -> dict:
+                  authors: bool, fuse: tuple[str, ...] = ()) -> dict:
     cfg = BCDConfig(hidden=(width,) * depth, dtype=dtype, device=device, seed=0)
     problem = make_problem(X, y, cfg, n_classes=10)
     state = initial_state(problem)
@@ -220,6 +225,19 @@ def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds:
 
     def run_sweep():
         sweep(state, problem, schedule)
+
+    def fused_sweep(mode):
+        def run():
+            os.environ["BCD_FUSE"] = mode
+            try:
+                run_sweep()
+            finally:
+                os.environ["BCD_FUSE"] = default_mode
+        return run
+
+    default_mode = fuse_mode()
+    for mode in fuse:  # untimed: each mode's compile, once per process
+        fused_sweep(mode)()
 
     products = sweep_products(state, problem, schedule)
     replay, replay_flops = _replay(products, problem.X.dtype, dev)
@@ -248,6 +266,8 @@ def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds:
         times["replay"].append(_timed(replay, dev))
         if peer is not None:
             times["authors"].append(_timed(peer, dev))
+        for mode in fuse:
+            times.setdefault(f"fuse_{mode}", []).append(_timed(fused_sweep(mode), dev))
     med = {k: statistics.median(v) for k, v in times.items() if v}
     flops = sweep_flops(list(problem.widths), problem.n)
     rate = 2 * gemm_size**3 / med["gemm"]
@@ -269,6 +289,10 @@ def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds:
     }
     if "authors" in med:
         out |= {"authors_s": med["authors"], "speedup_vs_authors": med["authors"] / med["sweep"]}
+    if fuse:
+        out["bcd_fuse"] = default_mode
+        out["fuse_sweep_s"] = {mode: med[f"fuse_{mode}"] for mode in fuse}
+        out["fuse_speedup"] = {mode: med[f"fuse_{fuse[0]}"] / med[f"fuse_{mode}"] for mode in fuse}
     return out
 
 
@@ -282,6 +306,11 @@ def _line(r: dict) -> str:
          f" sharing them at most x{r['share_speedup']:.2f} per logged sweep for +{r['share_memory']:.2f} x state")
     if "authors_s" in r:
         s += f" | authors {r['authors_s'] * 1e3:.1f} ms = x{r['speedup_vs_authors']:.2f} ours (target >= 2)"
+    if "fuse_sweep_s" in r:
+        first = next(iter(r["fuse_sweep_s"]))
+        s += " | BCD_FUSE " + ", ".join(
+            f"{m} {t * 1e3:.1f} ms" + ("" if m == first else f" (x{r['fuse_speedup'][m]:.2f})")
+            for m, t in r["fuse_sweep_s"].items())
     return s
 
 
@@ -296,8 +325,14 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--gemm-size", type=int, default=0, help="s of the square GEMM (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--authors", action="store_true", help="also time the authors' loop (benchmarks/authors_loop.py)")
+    p.add_argument("--fuse", default="", help="comma-separated BCD_FUSE modes (auto, on, off) to time a sweep under, "
+                   "interleaved with the rest; speedups are against the first (e.g. off,on)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    fuse = tuple(m.strip() for m in args.fuse.split(",") if m.strip())
+    bad_modes = [m for m in fuse if m not in FUSE_MODES]
+    if bad_modes:
+        p.error(f"--fuse {','.join(bad_modes)} is not allowed; allowed: {', '.join(FUSE_MODES)}")
     dtypes = args.dtype.split(",")
     bad = [d for d in dtypes if d not in ("float32", "float64")]
     if bad:
@@ -320,7 +355,7 @@ def main(argv=None):
                     torch.set_num_threads(t)
                     torch.backends.cuda.matmul.allow_tf32 = tf32
                     rows.append(bench_network(X, y, depth, width, dtype, args.device, args.rounds, gemm_size,
-                                              args.authors))
+                                              args.authors, fuse))
                     print(_line(rows[-1]), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
