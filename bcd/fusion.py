@@ -54,8 +54,8 @@ def pass_function(fn: Callable, mode: str, like: Tensor) -> tuple[Callable, int]
     fails (e.g. no C++ compiler) warns once and ``fn`` runs from then on, the failed call repeated eagerly, which
     rewrites whatever it may have written.  A call whose tensor arguments share storage runs eagerly
     (:func:`_aliased`).  Float arguments (γ, α, an activation's slope) are compiled in as constants, one graph per
-    value (``specialize_float``): as symbolic inputs, torch 2.13's compiled code computed with a value of an earlier
-    call (``tests/test_fusion.py``)."""
+    value (``specialize_float``; past torch's recompile limit of 8 graphs the pass runs eagerly): as symbolic inputs,
+    torch 2.13's compiled code computed with a value of an earlier call (``tests/test_fusion.py``)."""
     eager = (fn, chunk_size(like))
     if like.device.type != "cpu" or mode == "off" or (mode == "auto" and like.numel() < FUSE_ENTRIES):
         return eager
