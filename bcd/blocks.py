@@ -169,16 +169,19 @@ def update_V_hidden(
     return rhs
 
 
-def prox_center(P: Tensor, U: Tensor, *, gamma: float, alpha: float) -> Tensor:
-    """m = (γP + αU_i⁻)/(γ + α): the point the U_i prox is centred at (a new tensor)."""
-    return torch.add(P, U, alpha=alpha / gamma).mul_(gamma / (gamma + alpha))
+def prox_center(P: Tensor, U: Tensor, *, gamma: float, alpha: float, out: Tensor | None = None) -> Tensor:
+    """m = (γP + αU_i⁻)/(γ + α): the point the U_i prox is centred at, in ``out`` (which may be P's or U's storage:
+    the arithmetic is elementwise) or a new tensor."""
+    return torch.add(P, U, alpha=alpha / gamma, out=out).mul_(gamma / (gamma + alpha))
 
 
-def u_prox_piece(a: Tensor, p: Tensor, u: Tensor, gamma: float, alpha: float, activation: Activation) -> Tensor:
-    """One piece (flat, of equal length) of the U_i update, as a new tensor: argmin_u ½(a − σ(u))² + (β/2)(u − m)²
-    entrywise, m = (γp + αu)/(γ + α), β = (γ + α)/γ.  Pure: the one body of the U step, eager or compiled
-    (:mod:`bcd.fusion`, whose compiled calls must not write into their arguments)."""
-    return activation.prox_(a, prox_center(p, u, gamma=gamma, alpha=alpha), (gamma + alpha) / gamma)
+def u_prox_piece(a: Tensor, p: Tensor, u: Tensor, gamma: float, alpha: float, activation: Activation,
+                 out: Tensor | None = None) -> Tensor:
+    """One piece (flat, of equal length) of the U_i update: argmin_u ½(a − σ(u))² + (β/2)(u − m)² entrywise,
+    m = (γp + αu)/(γ + α), β = (γ + α)/γ, written into ``out`` (which may be ``p``'s or ``u``'s storage: the
+    arithmetic is elementwise) or, without it, into a new tensor.  The one body of the U step: eager with ``out``,
+    compiled (:mod:`bcd.fusion`) without it, so that a compiled call writes none of its arguments."""
+    return activation.prox_(a, prox_center(p, u, gamma=gamma, alpha=alpha, out=out), (gamma + alpha) / gamma)
 
 
 def update_U_hidden(
@@ -199,10 +202,11 @@ def update_U_hidden(
     Completing the square: elementwise prox of σ at m = (γP + αU_i⁻)/(γ+α) with β = (γ+α)/γ,
     P = W_i⁻Ṽ_{i-1}⁻ (see :mod:`bcd.activations`).  On the CPU :func:`u_prox_piece` runs on chunks
     (:func:`bcd.activations.chunk_size`), so that its temporaries stay in cache: one pass over memory instead of
-    one per operation (``benchmarks/bench_engine.py`` measures the gain), or, for a closed-form prox under
-    ``BCD_FUSE`` (:mod:`bcd.fusion`), compiled into one kernel; on CUDA in one piece.  Each piece is copied into
-    ``out`` (which may be U itself: a piece is computed before its U entries are overwritten), else into P's storage
-    (``overwrite_P``: P is a scratch buffer), else into a new tensor.  Every chunking gives the same bits."""
+    one per operation (``benchmarks/bench_engine.py`` measures the gain); on CUDA in one piece.  Each piece's centre
+    and prox are formed in ``out`` (which may be U itself), else in P's storage (``overwrite_P``: P is a scratch
+    buffer), else in a new tensor.  Every chunking gives the same bits.  For a closed-form prox on the CPU,
+    ``BCD_FUSE`` (:mod:`bcd.fusion`) may compile the piece into one kernel instead, whose result is copied into place:
+    the same to rounding, not to the bit."""
     piece, chunk = (pass_function(u_prox_piece, fuse_mode(), P) if activation.closed_form_prox
                     else (u_prox_piece, chunk_size(P)))
     if out is None:
@@ -210,5 +214,8 @@ def update_U_hidden(
     flat_a, flat_p, flat_u, flat_out = V.reshape(-1), P.reshape(-1), U.reshape(-1), out.view(-1)
     for s in range(0, flat_p.numel(), chunk):  # a loop over memory chunks, not over entries
         sl = slice(s, s + chunk)
-        flat_out[sl].copy_(piece(flat_a[sl], flat_p[sl], flat_u[sl], gamma, alpha, activation))
+        if piece is u_prox_piece:
+            u_prox_piece(flat_a[sl], flat_p[sl], flat_u[sl], gamma, alpha, activation, out=flat_out[sl])
+        else:
+            flat_out[sl].copy_(piece(flat_a[sl], flat_p[sl], flat_u[sl], gamma, alpha, activation))
     return out

@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SHARDABLE = ("train", "verify", "record")  # the commands that train; the others read files in one process
+FUSES = (*SHARDABLE, "reproduce", "audit")  # the commands that run block updates, and so read BCD_FUSE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     nproc = getattr(args, "nproc", None)
     try:
-        fuse_mode()  # BCD_FUSE (bcd/fusion.py): a bad value is refused before anything is written
+        if args.command in FUSES:
+            fuse_mode()  # BCD_FUSE (bcd/fusion.py): a bad value is refused before anything is written
         if nproc is not None and args.command not in SHARDABLE:  # before launching: one line, not one per rank
             raise ValueError(f"--nproc does not apply to bcd {args.command}: it runs in one process; only "
                              f"{', '.join(SHARDABLE)} run sharded")

@@ -4,9 +4,10 @@ Eager torch runs every elementwise operation as a pass of its own over memory: t
 two branch tests, a division, a clamp, a select: :func:`bcd.blocks.u_prox_piece`) and the recorder's layer sums
 (:func:`verification.fast_path.layer_sums`) each cost about four times the read of their operands
 (``benchmarks/bench_layer_pass.py``, ``benchmarks/bench_engine.py --fuse off,on``).  ``torch.compile`` of the *same*
-Python function fuses them into one loop; nothing is written twice.  The compile costs seconds once per process
-(inductor's on-disk cache keeps later processes at 2–5 s), so ``auto`` compiles only for layers large enough to repay
-it.  CUDA runs eager (one whole-matrix piece: its kernels are bandwidth-bound already).
+Python function fuses them into one loop; nothing is written twice.  The compile costs seconds once per process and
+configuration (γ, α, the activation; inductor's on-disk cache keeps later processes at 2–5 s), so ``auto`` compiles
+only for layers large enough to repay it.  CUDA runs eager (one whole-matrix piece: its kernels are bandwidth-bound
+already).
 """
 
 from __future__ import annotations
@@ -50,12 +51,15 @@ def pass_function(fn: Callable, mode: str, like: Tensor) -> tuple[Callable, int]
     """(``fn``, :func:`bcd.activations.chunk_size`) or, where ``mode`` asks for it for a layer like ``like``, its
     compiled form and ``FUSE_CHUNK``: the entries per call.  The caller calls it on pieces of about that many entries,
     so that a compiled call's outputs stay below glibc's largest mmap threshold and are reused instead of
-    page-faulted in afresh, and an eager call's temporaries stay in cache.  ``fn`` must be repeatable: a compile that
-    fails (e.g. no C++ compiler) warns once and ``fn`` runs from then on, the failed call repeated eagerly, which
-    rewrites whatever it may have written.  A call whose tensor arguments share storage runs eagerly
-    (:func:`_aliased`).  Float arguments (γ, α, an activation's slope) are compiled in as constants, one graph per
-    value (``specialize_float``; past torch's recompile limit of 8 graphs the pass runs eagerly): as symbolic inputs,
-    torch 2.13's compiled code computed with a value of an earlier call (``tests/test_fusion.py``)."""
+    page-faulted in afresh, and an eager call's temporaries stay in cache.
+
+    A compile that fails (e.g. no C++ compiler) warns once and ``fn`` runs from then on: the failed call is repeated
+    eagerly (compile errors come before any kernel runs, so the arguments are as given); if the eager call fails too,
+    its own error is raised and the compiled form is kept.  A call whose tensor arguments share storage runs eagerly
+    (:func:`_aliased`).  Floats (γ, α as arguments, an activation's slope as an attribute of one) are compiled in as
+    constants, one graph per value (``specialize_float``; past torch's recompile limit of 8 graphs the pass runs
+    eagerly): left symbolic, torch 2.13's compiled code computed with a value of an earlier call
+    (``tests/test_fusion.py``)."""
     eager = (fn, chunk_size(like))
     if like.device.type != "cpu" or mode == "off" or (mode == "auto" and like.numel() < FUSE_ENTRIES):
         return eager
@@ -71,11 +75,12 @@ def pass_function(fn: Callable, mode: str, like: Tensor) -> tuple[Callable, int]
         try:
             with torch._dynamo.config.patch(specialize_float=True):
                 return fused(*args)
-        except Exception as exc:  # any compiler failure means: run eagerly
+        except Exception as exc:  # a compiler failure, unless fn fails eagerly too (then that error is fn's own)
+            result = fn(*args)
             _compiled[fn] = None
             first = (str(exc).strip().splitlines() or [""])[0]
             warnings.warn(f"BCD_FUSE: compiling {fn.__name__} failed ({type(exc).__name__}: {first}); "
                           "running it eagerly", RuntimeWarning, stacklevel=2)
-            return fn(*args)
+            return result
 
     return run, FUSE_CHUNK

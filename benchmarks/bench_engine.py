@@ -292,6 +292,7 @@ def bench_network(X, y, depth: int, width: int, dtype: str, device: str, rounds:
     if fuse:
         out["bcd_fuse"] = default_mode
         out["fuse_sweep_s"] = {mode: med[f"fuse_{mode}"] for mode in fuse}
+        out["fuse_all_s"] = {mode: times[f"fuse_{mode}"] for mode in fuse}
         out["fuse_speedup"] = {mode: med[f"fuse_{fuse[0]}"] / med[f"fuse_{mode}"] for mode in fuse}
     return out
 

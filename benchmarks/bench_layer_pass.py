@@ -18,18 +18,27 @@ here, interleaved in one process and reported as medians, on random operands of 
   compiler).
 
 The sums of every variant are compared with the chunked ones (relative difference printed).
+
+``--pass u`` times the engine's U_i step instead (:func:`bcd.blocks.update_U_hidden`, ReLU, into a buffer, as the
+engine's quiet path writes U_i⁺): ``read`` of its three operands V_i⁺, P and U_i⁻, ``eager`` (``BCD_FUSE=off``:
+:func:`bcd.blocks.u_prox_piece` on cache-sized pieces) and ``compiled`` (``BCD_FUSE=on``: the same function compiled,
+pieces of ``FUSE_CHUNK``), with the result's largest difference from the eager one relative to its largest entry:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_layer_pass.py --pass u --d 600 --n 10000 --dtype float32
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 
 import torch
 
-from bcd.activations import chunk_size
+from bcd.activations import chunk_size, get_activation
+from bcd.blocks import update_U_hidden
 from bcd.fusion import FUSE_CHUNK
 from verification.fast_path import LAYER_SUMS, layer_sums
 
@@ -41,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
+    p.add_argument("--pass", dest="which", default="layer", choices=("layer", "u"),
+                   help="layer: the recorder's hidden-layer pass (default); u: the engine's U_i step")
     args = p.parse_args(argv)
     if args.d < 1 or args.n < 1 or args.rounds < 1:
         p.error(f"--d {args.d}, --n {args.n} and --rounds {args.rounds} must each be >= 1")
+    if args.which == "u":
+        return u_step(args)
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
     V_old, V_new, U_old, U_new, P = (torch.randn(args.d, args.n, generator=gen, dtype=dtype) for _ in range(5))
@@ -93,6 +106,46 @@ def main(argv: list[str] | None = None) -> int:
         out = f().to(torch.float64)
         diff = "" if v == "read" else f"{((out - reference).abs().max() / reference.abs().max()).item():.1e}"
         print(f"{v:17s} {1e3 * med:9.2f} {med / floor:8.2f} {diff:>18s}")
+    return 0
+
+
+def u_step(args) -> int:
+    """``--pass u``: the engine's U_i step, eager against compiled, interleaved."""
+    dtype = getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    V, P, U = (torch.randn(args.d, args.n, generator=gen, dtype=dtype) for _ in range(3))
+    out, relu = torch.empty_like(U), get_activation("relu")
+
+    def step(mode):
+        def run():
+            os.environ["BCD_FUSE"] = mode
+            return update_U_hidden(V, P, U, gamma=1.0, alpha=1.0, activation=relu, out=out).clone()
+        return run
+
+    variants = {"read": lambda: torch.stack([torch.vdot(t.view(-1), t.view(-1)) for t in (V, P, U)]),
+                "eager": step("off")}
+    t0 = time.perf_counter()
+    reference = variants["eager"]()
+    if not args.no_compile:
+        variants["compiled"] = step("on")
+        t0 = time.perf_counter()
+        variants["compiled"]()
+    compile_s = time.perf_counter() - t0 if not args.no_compile else None
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for v, f in variants.items():
+            t0 = time.perf_counter()
+            f()
+            times[v].append(time.perf_counter() - t0)
+    floor = statistics.median(times["read"])
+    compiled = f"; compile {compile_s:.1f} s" if compile_s is not None else ""
+    print(f"U step {args.d}×{args.n} {args.dtype} (ReLU), torch threads {torch.get_num_threads()}, {args.rounds} rounds"
+          f"{compiled}")
+    print(f"{'variant':17s} {'ms':>9s} {'× read':>8s} {'rel. diff':>10s}")
+    for v, f in variants.items():
+        med = statistics.median(times[v])
+        diff = "" if v == "read" else f"{((f() - reference).abs().max() / reference.abs().max()).item():.1e}"
+        print(f"{v:17s} {1e3 * med:9.2f} {med / floor:8.2f} {diff:>10s}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """BCD_FUSE (bcd/fusion.py): the recorder's n-sized passes of a hidden layer and the engine's U-prox compiled into one
-kernel each give the trace of the eager passes up to rounding; a compiler that fails leaves the eager trace, bit for
-bit, with one warning per pass; a bad value is refused before anything runs."""
+kernel each give the trace of the eager passes up to rounding; a compiler that fails leaves the eager trace (bit for
+bit at these sizes, where a layer is one piece either way), with one warning per pass; a bad value is refused
+before anything runs."""
 
 from __future__ import annotations
 

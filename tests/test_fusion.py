@@ -18,23 +18,25 @@ from bcd.engine import train
 from verification.recorder import Recorder
 
 
-def _compiles() -> bool:
+@pytest.fixture(scope="session")
+def compiler():
     try:
         torch.compile(lambda x: x + 1)(torch.zeros(3))
-        return True
-    except Exception:  # no C++ compiler here: the eager fallback is tested in tests/test_fused_passes.py
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _compiles(), reason="torch.compile does not work on this machine")
+    except Exception as exc:  # no C++ compiler here: the eager fallback is tested in tests/test_fused_passes.py
+        pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}")
 
 
 @pytest.fixture
-def fused(monkeypatch):
-    """BCD_FUSE=on with pieces of 37 entries (so that a step runs several compiled calls and a shorter tail)."""
+def fused(compiler, monkeypatch):
+    """BCD_FUSE=on with pieces of 37 entries (so that a step runs several compiled calls and a shorter tail), from
+    no earlier graph, and a pass past torch's recompile limit failing (so that it runs eagerly and ``_compiled`` says
+    so, instead of torch falling back silently while the asserts below see a compiled pass)."""
+    torch._dynamo.reset()
     monkeypatch.setenv("BCD_FUSE", "on")
     monkeypatch.setattr(fusion, "_compiled", {})
     monkeypatch.setattr(fusion, "FUSE_CHUNK", 37)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        yield
 
 
 def _writer(p: torch.Tensor, u: torch.Tensor, target: torch.Tensor) -> None:
@@ -113,8 +115,14 @@ def test_the_fused_u_step_is_the_eager_step_on_every_storage_path(fused, monkeyp
     P3, U3 = P.clone(), U.clone()
     over_U = blocks.update_U_hidden(V, P3, U3, overwrite_P=True, out=U3, **kw)  # the engine's quiet path
     assert over_U.data_ptr() == U3.data_ptr()
+    U4 = U.clone()
+    over_U_keep_P = blocks.update_U_hidden(V, P, U4, out=U4, **kw)
+    assert over_U_keep_P.data_ptr() == U4.data_ptr() and torch.equal(P, before[1])
+    given = torch.full_like(U, float("nan"))
+    into_given = blocks.update_U_hidden(V, P, U, out=given, **kw)  # the recorded path: storage from the pool
+    assert into_given.data_ptr() == given.data_ptr()
     assert blocks.u_prox_piece in fusion._compiled and fusion._compiled[blocks.u_prox_piece] is not None
-    for got in (fresh, into_P, over_U):
+    for got in (fresh, into_P, over_U, over_U_keep_P, into_given):
         torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14 * want.abs().max().item())
 
 
@@ -127,6 +135,7 @@ def test_fused_runs_with_and_without_hooks_give_the_same_bits_and_the_eager_iter
         return train(data.X_train, data.y_train, cfg, hooks=hooks).state
 
     quiet, recorded = final([]), final([Recorder("standard")])
+    assert fusion._compiled[blocks.u_prox_piece] is not None  # both ran compiled
     monkeypatch.setenv("BCD_FUSE", "off")
     eager = final([])
     for blocks_q, blocks_r, blocks_e in ((quiet.U, recorded.U, eager.U), (quiet.W, recorded.W, eager.W)):
