@@ -144,6 +144,18 @@ def test_fused_runs_with_and_without_hooks_give_the_same_bits_and_the_eager_iter
             torch.testing.assert_close(q, e, rtol=1e-12, atol=1e-12 * e.abs().max().item())
 
 
+def test_an_error_of_the_pass_itself_is_raised_not_blamed_on_the_compiler(fused):
+    def pass_with_a_bug(x: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"a bug in the pass itself, on {x.numel()} entries")
+
+    run, _ = fusion.pass_function(pass_with_a_bug, "on", torch.zeros(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "compiling ... failed" warning
+        with pytest.raises(ValueError, match="a bug in the pass itself, on 3 entries"):
+            run(torch.zeros(3))
+    assert fusion._compiled[pass_with_a_bug] is not None  # the compiler is not blamed
+
+
 def test_a_bad_bcd_fuse_stops_bcd_train_before_anything_is_written(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("BCD_FUSE", "always")
     out = tmp_path / "run"
