@@ -43,6 +43,17 @@ from bcd.fusion import FUSE_CHUNK
 from verification.fast_path import LAYER_SUMS, layer_sums
 
 
+def interleaved(variants: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each variant per round, the variants taking turns within every round."""
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v, f in variants.items():
+            t0 = time.perf_counter()
+            f()
+            times[v].append(time.perf_counter() - t0)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--d", type=int, default=400, help="the layer's width d_i (default 400)")
@@ -88,14 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         variants["compiled chunked"] = lambda: chunked(fused, FUSE_CHUNK)
         variants["compiled whole"] = lambda: whole(fused)
     reference = chunked()
-    times: dict[str, list[float]] = {v: [] for v in variants}
     for f in variants.values():
         f()  # warm-up
-    for _ in range(args.rounds):
-        for v, f in variants.items():
-            t0 = time.perf_counter()
-            f()
-            times[v].append(time.perf_counter() - t0)
+    times = interleaved(variants, args.rounds)
     floor = statistics.median(times["read"])
     compiled = f"; compile {compile_s:.1f} s (once per process and shape)" if compile_s else ""
     print(f"layer {args.d}×{args.n} {args.dtype}, torch threads {torch.get_num_threads()}, {args.rounds} rounds, "
@@ -131,12 +137,7 @@ def u_step(args) -> int:
         t0 = time.perf_counter()
         variants["compiled"]()
     compile_s = time.perf_counter() - t0 if not args.no_compile else None
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for v, f in variants.items():
-            t0 = time.perf_counter()
-            f()
-            times[v].append(time.perf_counter() - t0)
+    times = interleaved(variants, args.rounds)
     floor = statistics.median(times["read"])
     compiled = f"; compile {compile_s:.1f} s" if compile_s is not None else ""
     print(f"U step {args.d}×{args.n} {args.dtype} (ReLU), torch threads {torch.get_num_threads()}, {args.rounds} rounds"
