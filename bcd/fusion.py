@@ -31,8 +31,8 @@ _compiled: dict[Callable, Callable | None] = {}  # per pass function: compiled, 
 def fuse_mode() -> str:
     """``BCD_FUSE``: whether the elementwise passes of a layer run as one compiled kernel each (``torch.compile``)
     instead of eager blocks — ``auto`` (default) where the layer has at least ``FUSE_ENTRIES`` entries on this rank, on
-    the CPU (the compile, seconds once per process, pays off on long runs of that size), ``on`` for every CPU layer,
-    ``off`` never.  A value not in ``FUSE_MODES`` is a ValueError naming it."""
+    the CPU (the compile, seconds once per process and configuration, pays off on long runs of that size), ``on`` for
+    every CPU layer, ``off`` never.  A value not in ``FUSE_MODES`` is a ValueError naming it."""
     mode = os.environ.get("BCD_FUSE", "auto").strip().lower() or "auto"
     if mode not in FUSE_MODES:
         raise ValueError(f"BCD_FUSE={os.environ['BCD_FUSE']!r} is not allowed; give one of {', '.join(FUSE_MODES)}")

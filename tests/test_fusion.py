@@ -1,6 +1,6 @@
 """BCD_FUSE for the engine (bcd/fusion.py): the U_i prox compiled into one kernel gives the eager step up to rounding
-on every storage path, the same bits with and without hooks, and a compiled call never sees aliased arguments (the
-torch 2.13 hazard that makes this guard necessary is pinned here)."""
+on every storage path, the same bits with and without hooks; a compiled call never sees aliased arguments and takes its
+own γ, α and slope (the two torch 2.13 hazards behind those guards are pinned here)."""
 
 from __future__ import annotations
 
