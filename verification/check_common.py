@@ -7,7 +7,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -176,25 +176,38 @@ def fmt(x: float | None) -> str:
 
 
 # ------------------------------------------------------------------ inner solves that stopped without their rule
-def rule_record(b: pd.DataFrame, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: (an inner solve, a solver reported on it, the stopping rule held, the recomputed stationarity meets
-    it).  A solver's report
-    (``rule_held``) says whether the rule held; a row without one but with a recomputed stationarity (a user's step or
-    a mutant that publishes no ``aux["inner"]``) is judged as an audit is: the rule held where
-    dist(0, ∂Φ) ≤ η‖Δ‖ up to the rounding of the two recomputed norms."""
+class RuleRecord(NamedTuple):
+    """Per row of a trace's blocks: an inner solve, a solver reported on it (``rule_held``), the stopping rule held,
+    the recomputed stationarity dist(0, ∂Φ) meets the rule's tolerance η‖Δ‖, and those two numbers (NaN where
+    absent)."""
+
+    inner: np.ndarray
+    reported: np.ndarray
+    held: np.ndarray
+    meets: np.ndarray
+    stationarity: np.ndarray
+    tolerance: np.ndarray
+
+
+def rule_record(b: pd.DataFrame, dtype: str) -> RuleRecord:
+    """Whether each row's inner solve met its stopping rule.  A solver's report (``rule_held``) says whether the rule
+    held; a row without one but with a recomputed stationarity (a user's step, a mutant that publishes no
+    ``aux["inner"]``, an audit) is judged by it: the rule held where dist(0, ∂Φ) ≤ η‖Δ‖ up to the rounding of the two
+    recomputed norms."""
     nan = pd.Series(np.nan, index=b.index)
     report, stat, rtol = (b.get(c, nan) for c in (sc.BLOCK_RULE_HELD, sc.BLOCK_STATIONARITY, sc.BLOCK_RULE_TOL))
     stat, rtol = stat.to_numpy(dtype=float), rtol.to_numpy(dtype=float)
     meets = stat <= rtol + rtol * ratio_tol(dtype) + np.finfo(float).tiny
     reported = report.notna().to_numpy()
     inner = reported | ~np.isnan(stat)
-    return inner, reported, np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner, meets
+    held = np.where(reported, report.to_numpy(dtype=float) == 1.0, meets) & inner
+    return RuleRecord(inner, reported, held, meets, stat, rtol)
 
 
 def capped_rows(b: pd.DataFrame, dtype: str) -> np.ndarray:
     """Rows of an inner solve that stopped without its rule (the cap, or a stall): only monotone (MATH.md §7)."""
-    inner, _, held, _ = rule_record(b, dtype)
-    return inner & ~held
+    r = rule_record(b, dtype)
+    return r.inner & ~r.held
 
 
 def capped_constants(ctx, b: pd.DataFrame) -> np.ndarray:

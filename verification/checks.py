@@ -432,17 +432,16 @@ def _inner_rules(bt: pd.DataFrame, names: np.ndarray, dtype: str) -> dict[str, A
     report (``rule_held``) or a recomputed stationarity.  A row with no report (a user's step or a mutant that
     publishes no ``aux["inner"]``) is judged by the recomputed stationarity alone, as an audit is: it met the rule or
     is listed with the capped ones; only a report can be false."""
-    inner, reported, held, meets = rule_record(bt, dtype)
-    if not inner.any():
+    r = rule_record(bt, dtype)
+    if not r.inner.any():
         return None
     missing = [c for c in (sc.BLOCK_STATIONARITY, sc.BLOCK_RULE_TOL, sc.BLOCK_INNER_ITERS) if c not in bt]
     if missing:
         raise MissingDataError(f"the trace records inner solves but not {', '.join(missing)}: their stopping rule "
                                "cannot be judged")
-    rows, nm, reported, held, meets = bt[inner], names[inner], reported[inner], held[inner], meets[inner]
-    stat = rows[sc.BLOCK_STATIONARITY].to_numpy(dtype=float)
-    rtol = rows[sc.BLOCK_RULE_TOL].to_numpy(dtype=float)
-    false = reported & held & ~meets
+    rows, nm = bt[r.inner], names[r.inner]
+    reported, held, stat, rtol = (x[r.inner] for x in (r.reported, r.held, r.stationarity, r.tolerance))
+    false = reported & held & ~r.meets[r.inner]
     sweeps = rows[sc.SWEEP].to_numpy(dtype=int)
     return {
         "n_updates": len(rows), "n_rule_held": int(held.sum()), "n_cap": int((~held).sum()),
