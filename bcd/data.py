@@ -266,13 +266,17 @@ def _take(ds: Dataset, cfg: DataConfig) -> Dataset:
         if X is None or n is None or n == len(y):
             return X, y
         if n > len(y):
+            default = ": without either, the command's embedded default config sets it" if key == "n_train" else ""
             raise ValueError(f"{key}={n} is more than the {len(y)} {key[2:]} samples of {ds.name}; give {key} <= "
-                             f"{len(y)} (in the config or as --{key.replace('_', '-')}: without either, the command's "
-                             "embedded default config sets it)")
+                             f"{len(y)} (in the config or as --{key.replace('_', '-')}{default})")
         labels = y if y.ndim == 1 else np.zeros(len(y), dtype=np.int64)
         idx = subset_indices(labels, n, cfg.subset if y.ndim == 1 else "leading")
         return X[idx], y[idx]
 
+    if ds.X_test is None and cfg.n_test is not None:
+        raise ValueError(f"n_test={cfg.n_test} asks for test samples but the {ds.name} data has none; leave out n_test "
+                         "(in the config or --n-test)" + (", or give a file with X_test and y_test"
+                                                          if cfg.dataset == "npz" else ""))
     Xtr, ytr = pick(ds.X_train, ds.y_train, cfg.n_train, "n_train")
     Xte, yte = pick(ds.X_test, ds.y_test, cfg.n_test, "n_test")
     return Dataset(ds.name, Xtr, ytr, Xte, yte, ds.n_classes)

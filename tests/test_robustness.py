@@ -384,6 +384,22 @@ def test_a_subset_larger_than_the_data_names_the_key_and_where_it_comes_from(tmp
     assert "embedded default config" in err and not (tmp_path / "r").exists()
 
 
+def test_n_test_for_data_without_a_test_set_is_refused_not_ignored(tmp_path, capsys):
+    """teacher data has no test split: --n-test was silently dropped; now it is exit 2 naming the value. Without
+    --n-test the same run trains (the embedded defaults set no n_test: MNIST's whole test set is n_test = None)."""
+    args = ["train", "--dataset", "teacher", "--n-train", "30", "--hidden", "4", "--sweeps", "1", "--no-progress"]
+    assert main([*args, "--n-test", "5", "--out", str(tmp_path / "r")]) == 2
+    err = _err(capsys)
+    assert "n_test=5 asks for test samples but the teacher data has none" in err, err
+    assert not (tmp_path / "r").exists()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X_train=rng.standard_normal((20, 3)), y_train=rng.integers(0, 2, 20))
+    npz = ["--dataset", "npz", "--data-path", str(tmp_path / "d.npz"), "--n-train", "20"]
+    assert main([*args[:1], *npz, *args[5:], "--n-test", "3", "--out", str(tmp_path / "r")]) == 2
+    assert "give a file with X_test and y_test" in _err(capsys)
+    assert main([*args, "--out", str(tmp_path / "r")]) == 0
+
+
 def test_help_shows_what_a_command_takes(capsys):
     assert main(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
