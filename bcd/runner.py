@@ -102,7 +102,8 @@ def train_from_config(
                  progress=progress and writer, log=log, checkpoint=save, checkpoint_every=checkpoint_every)
     wall = time.perf_counter() - t0
     env = environment(cfg.bcd.device)
-    env.update(n_train=problem.n_total, stop_reason=result.stop_reason,
+    env.update(n_train=problem.n_total, n_test=0 if ds.X_test is None else len(ds.X_test),
+               stop_reason=result.stop_reason,
                **run_segments(out if resume and writer else None, env, wall, first_sweep,
                               int(result.log["sweep"].iloc[-1])))
     if shard is not None:

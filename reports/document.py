@@ -160,7 +160,8 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
             6,
             (
                 "data",
-                f"{d.get('dataset')} (n_train {d.get('n_train')}, n_test {d.get('n_test')}, subset {d.get('subset')})",
+                f"{d.get('dataset')} (n_train {env.get('n_train', d.get('n_train'))}, n_test "
+                f"{env.get('n_test', d.get('n_test'))}, subset {d.get('subset')})",
             ),
         )
     return rows

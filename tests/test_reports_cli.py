@@ -35,6 +35,7 @@ def test_verify_trains_checks_and_reports_exit_0(tmp_path, capsys, monkeypatch):
     } <= names
     verdicts = json.loads((out / VERDICTS).read_text())
     assert {v["claim"] for v in verdicts} == set(constants.CLAIM_IDS)
+    assert "mixture (n_train 60, n_test 30, subset stratified)" in (out / "report.md").read_text()  # the counts run
     assert all(v["status"] != "fail" for v in verdicts if v["guaranteed"])
     run = load_run(out)
     assert run.trace.meta["preset"] == "full" and len(run.trace.blocks) > 0

@@ -5,6 +5,7 @@ and the sweep; guards refuse what cannot fit before anything is allocated."""
 from __future__ import annotations
 
 import errno
+import json
 import zipfile
 
 import numpy as np
@@ -398,6 +399,8 @@ def test_n_test_for_data_without_a_test_set_is_refused_not_ignored(tmp_path, cap
     assert main([*args[:1], *npz, *args[5:], "--n-test", "3", "--out", str(tmp_path / "r")]) == 2
     assert "give a file with X_test and y_test" in _err(capsys)
     assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    env = json.loads((tmp_path / "r" / "environment.json").read_text())
+    assert (env["n_train"], env["n_test"]) == (30, 0)  # the report's data row shows the counts that ran
 
 
 def test_help_shows_what_a_command_takes(capsys):
