@@ -30,18 +30,23 @@ def _slope(p) -> float:
     return p.activation.kink[0]
 
 
-def _state_with_kinks(seed: int, activation: str = "relu"):
+def _state_with_kinks(seed: int, activation: str = "relu", l1: float | None = None):
     """Random W̃, V (targets of both signs), then biases and one column of V_1 chosen so that Z_1, Z_2 have kink
-    entries: one per row of layer 1 (bias), one per row plus a whole column of layer 2 (bias, then V_1's column)."""
+    entries: one per row of layer 1 (bias), one per row plus a whole column of layer 2 (bias, then V_1's column).
+    ``l1``: r_i = l1·‖W̃_i‖₁ instead of the ridge, with entry (0, 0) of every W̃_i at 0 (where ∂|·| is an interval)."""
     d = gaussian_mixture(n=10, d=3, k=2, seed=seed)
-    cfg = BCDConfig(hidden=(3, 3), splitting="two", gamma=0.7, alpha=1.0, lam=0.1, init="kaiming", seed=seed % 7,
-                    activation=activation)
+    reg = {"lam": 0.1} if l1 is None else {"r": f"l1({l1})"}
+    cfg = BCDConfig(hidden=(3, 3), splitting="two", gamma=0.7, alpha=1.0, init="kaiming", seed=seed % 7,
+                    activation=activation, **reg)
     p = make_problem(d.X_train, d.y_train, cfg)
     st = initial_state(p)
     gen = torch.Generator().manual_seed(seed)
     for i in range(1, cfg.N + 1):
         st.V[i] = torch.randn(st.V[i].shape, generator=gen)
     n = p.n
+    if l1 is not None:
+        for i in range(1, cfg.N + 1):
+            st.W[i][0, 0] = 0.0
     for i in (1, 2):
         W = st.W[i].clone()
         cols = torch.randperm(n, generator=gen)[: W.shape[0]]
@@ -54,9 +59,11 @@ def _state_with_kinks(seed: int, activation: str = "relu"):
     return st, p
 
 
-def _reference(st, p):
+def _reference(st, p, l1: float | None = None):
     """Brute force, independently of verification.subgradient: g⁰ (every kink multiplier 0) by autograd of L written
-    out, and per layer the exact minima of ‖g + γJξ‖² over the hull box and over the limiting set."""
+    out, and per layer the exact minima of ‖g + γJξ‖² over the hull box and over the limiting set.  ``l1``: r_i is
+    l1·‖W̃_i‖₁, whose subgradient u is l1·sign(w) at w ≠ 0 (a shift of g) and free in [−l1, l1] at w = 0 (one more
+    box variable with a unit column), so every minimum is joint over ξ and u."""
     cfg, N, gamma, s = p.config, p.config.N, p.config.gamma, _slope(p)
     W = [None] + [w.clone().requires_grad_(True) for w in st.W[1:]]
     V = [p.X] + [v.clone().requires_grad_(True) for v in st.V[1:]]
@@ -72,7 +79,24 @@ def _reference(st, p):
     leaves = [*W[1:], *V[1:]]
     grads = torch.autograd.grad(L, leaves)
     g0 = {("W", i): grads[i - 1] for i in range(1, N + 1)} | {("V", i): grads[N + i - 1] for i in range(1, N + 1)}
-    total = {"s0": sum(float(g.square().sum()) for g in g0.values())}
+
+    def with_u(keys, g, J, lo, hi):
+        """(g, J, lo, hi) with ℓ1's u on the W̃ entries of ``keys`` folded in (unchanged without ``l1``)."""
+        if l1 is None:
+            return g, J, lo, hi
+        w = np.concatenate([st.W[k[1]].numpy().reshape(-1) if k[0] == "W" else np.full(g0[k].numel(), np.nan)
+                            for k in keys])
+        g = g + np.where(np.isnan(w), 0.0, l1 * np.sign(np.nan_to_num(w)))
+        free = np.flatnonzero(w == 0.0)
+        J = np.concatenate([J, np.eye(len(g))[:, free]], axis=1)
+        return g, J, np.concatenate([lo, np.full(len(free), -l1)]), np.concatenate([hi, np.full(len(free), l1)])
+
+    def at_zero(keys):  # min over u alone of the blocks' ‖g⁰ + u‖²
+        g = torch.cat([g0[k].reshape(-1) for k in keys]).numpy()
+        g, J, lo, hi = with_u(keys, g, np.zeros((len(g), 0)), np.zeros(0), np.zeros(0))
+        return _box_min(g, J, lo, hi)
+
+    total = {"s0": sum(at_zero([k]) for k in g0)}
     total["hull"] = total["limit"] = total["s0"]
     layers = {}
     for i in range(1, N):
@@ -92,7 +116,8 @@ def _reference(st, p):
         J = torch.stack(cols, dim=1).numpy()
         t = st.V[i][jj, kk].numpy()
         lo, hi = np.minimum(-s * t, -t), np.maximum(-s * t, -t)  # between the one-sided z-derivatives
-        base = float(g @ g)
+        base = at_zero(keys)
+        g, J, lo, hi = with_u(keys, g, J, lo, hi)
         hull = _box_min(g, J, lo, hi)
         concave = np.flatnonzero(t > 0)
         limit = np.inf
@@ -123,11 +148,12 @@ def _box_min(g, J, lo, hi) -> float:
     return best
 
 
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize(("activation", "l1"), [(a, None) for a in ACTS] + [("relu", 0.3), ("leaky_relu(0.3)", 2.0)])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_bracket_encloses_the_brute_force_least_norm(seed, activation):
-    st, p = _state_with_kinks(seed, activation)
-    total, layers = _reference(st, p)
+def test_bracket_encloses_the_brute_force_least_norm(seed, activation, l1):
+    """With ``l1`` the bound is joint over the kink multipliers and ℓ1's subgradient (it used to be 0 there)."""
+    st, p = _state_with_kinks(seed, activation, l1)
+    total, layers = _reference(st, p, l1)
     assert layers[1]["m"] >= 3 and layers[2]["m"] >= 5  # coupled kinks in rows and in a column
     assert any((lay["t"] > 0).any() for lay in layers.values()) and any((lay["t"] < 0).any() for lay in layers.values())
     ln = least_norm_subgradient(st, p)
@@ -142,12 +168,13 @@ def test_bracket_encloses_the_brute_force_least_norm(seed, activation):
     if activation == "relu":
         assert norm_sq <= total["s0"] * (1 + 1e-12)
     # membership: per layer, the element is g⁰ + Jξ with ξ in the box and every concave multiplier at −t or 0
+    # (with ℓ1, u at the zero entries of W̃ is the last box variables: their unit columns make ξ, u unique too)
     for lay in layers.values():
         mine = torch.cat([ln.parts[k].reshape(-1) for k in lay["keys"]]).numpy()
         xi, *_ = np.linalg.lstsq(lay["J"], mine - lay["g"], rcond=None)
         assert np.allclose(lay["J"] @ xi, mine - lay["g"], atol=1e-9)
         assert np.all(xi >= lay["lo"] - 1e-8) and np.all(xi <= lay["hi"] + 1e-8)
-        concave = lay["t"] > 0
+        xi, concave = xi[: lay["m"]], lay["t"] > 0
         at_end = np.minimum(np.abs(xi + lay["t"]), np.abs(xi + _slope(p) * lay["t"]))
         assert np.all(at_end[concave] <= 1e-8)
 

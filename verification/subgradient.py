@@ -47,9 +47,13 @@ V_0 = X is data).  Per layer, over the kink multipliers ξ (:func:`_layer_qp`):
   at most d_{i-1} + 1 kink entries per row of layer 1), the generic case.
 
 **Two-splitting with leaky ReLU** (slope s): the same QP with ξ between the one-sided z-derivatives −st and −t (ReLU
-is s = 0), the concave multipliers rounded to the nearer of {−t, −st}.  Where layer i has kink entries *and* a
-nonsmooth r_i or s_{i-1} (ℓ1, elastic net, an indicator), that record's element was fixed before the QP, so the QP's
-bound is not certified for the joint minimum: the layer's lower bound is then 0 (safe, uninformative).
+is s = 0), the concave multipliers rounded to the nearer of {−t, −st}.
+
+**With a nonsmooth r_i or s_{i-1}** (ℓ1, elastic net, an indicator) the layer's minimum is joint over ξ and
+u ∈ ∂t(X): min ½‖g⁰ + γJξ + u‖² over both.  Minimising over u first leaves ½ dist(g⁰ + γJξ, −∂t(X))², which is
+convex in ξ with gradient γJᵀ·LN(g⁰ + γJξ), LN being the term's own least-norm map G ↦ G − proj_{−∂t(X)}(G) (its
+``least_norm``; it is 1-Lipschitz, so the step stays 1/L).  The QP runs on that function, so its Frank–Wolfe bound is
+certified for the joint minimum and its element is LN of the residual, in ∂L(Q).
 
 The recorded g^k is the element (``parts``); :attr:`LeastNorm.lower_sq` is the certified lower bound; they coincide
 (up to the QP's accuracy) when no kink is concave.  Entries with |Z_jk| ≤ rtol·‖w̃_j‖‖ṽ_k‖ count as kinks (the
@@ -64,7 +68,9 @@ and term added to :mod:`bcd.model` is covered without a second formula.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -120,19 +126,19 @@ def _smooth_gradient(at: BCDState, problem: Problem, leaves: dict[Block, Tensor]
     return grads
 
 
-def _nonsmooth(state: BCDState, problem: Problem, out: dict[Block, Tensor]) -> None:
-    """Add each nonsmooth term's subgradient, in place: the least-norm element of G + ∂t(X) for the one block X it
-    acts on (G = the smooth part; the configuration admits at most one nonsmooth term per block, so this is the
+def _nonsmooth(state: BCDState, problem: Problem) -> dict[Block, Callable[[Tensor], Tensor]]:
+    """Each nonsmooth term's least-norm map G ↦ the least-norm element of G + ∂t(X), for the one block X it acts on
+    (G = the smooth part; the configuration admits at most one nonsmooth term per block, so the map's value is the
     least-norm element of that block's component of ∂L̄)."""
-    seen: set[Block] = set()
+    maps: dict[Block, Callable[[Tensor], Tensor]] = {}
     for t in problem.terms:
         if t.smooth:
             continue
         (key,) = t.blocks
-        if key in seen:
+        if key in maps:
             raise RuntimeError(f"two nonsmooth terms act on {key}: the least-norm element is not separable")
-        seen.add(key)
-        out[key] = t.least_norm(state, problem, out[key])
+        maps[key] = partial(t.least_norm, state, problem)
+    return maps
 
 
 def least_norm_subgradient(state: BCDState, problem: Problem) -> LeastNorm:
@@ -144,8 +150,9 @@ def least_norm_subgradient(state: BCDState, problem: Problem) -> LeastNorm:
     at = BCDState(list(state.W), list(state.V), list(state.U), state.sweep)
     for (b, i), leaf in leaves.items():
         at.set(b, i, leaf)
-    out = _smooth_gradient(at, problem, leaves)
-    _nonsmooth(state, problem, out)
+    smooth = _smooth_gradient(at, problem, leaves)
+    maps = _nonsmooth(state, problem)
+    out = {key: maps[key](g) if key in maps else g for key, g in smooth.items()}
     kink = problem.activation.kink
     if kink is not None and problem.variant != "two":
         sl, sr = kink
@@ -167,16 +174,18 @@ def least_norm_subgradient(state: BCDState, problem: Problem) -> LeastNorm:
         return LeastNorm(out, torch.stack(list(norm_sq.values())).sum())
     lower = dict(norm_sq)
     for i in range(1, cfg.N):
-        _layer_qp(state, problem, i, out, norm_sq, lower)
+        _layer_qp(state, problem, i, smooth, maps, out, norm_sq, lower)
     return LeastNorm(out, torch.stack(list(lower.values())).sum())
 
 
 # ---------------------------------------------------------------------- the coupled box QP of a two-splitting layer
 
 
-def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dict, lower: dict) -> None:
+def _layer_qp(state: BCDState, problem: Problem, i: int, smooth: dict, maps: dict, out: dict, norm_sq: dict,
+              lower: dict) -> None:
     """Layer i's kink multipliers (module docstring): update ``out`` (the element) and ``lower`` (the bound)
-    for the blocks W̃_i and V_{i-1} in place; ``norm_sq`` holds the current element's squared norms."""
+    for the blocks W̃_i and V_{i-1} in place; ``smooth`` holds the smooth parts g⁰, ``maps`` the nonsmooth terms'
+    least-norm maps, ``norm_sq`` the current element's squared norms."""
     gamma = problem.config.gamma
     W, Vp, T = state.W[i], state.V[i - 1], state.V[i]
     What = W[:, :-1]
@@ -197,8 +206,10 @@ def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dic
     lo = torch.minimum(torch.minimum(left, right) - xi0, torch.zeros_like(t))  # δ = ξ − ξ⁰ ∈ [lo, hi] ∋ 0
     hi = torch.maximum(torch.maximum(left, right) - xi0, torch.zeros_like(t))
     concave = t > 0
-    gW = out[("W", i)]
-    gV = out[("V", i - 1)] if with_V else None
+    gW = smooth[("W", i)]
+    gV = smooth[("V", i - 1)] if with_V else None
+    map_W = maps.get(("W", i), lambda G: G)  # G ↦ LN(G) of a nonsmooth r_i (identity for a smooth one)
+    map_V = maps.get(("V", i - 1), lambda G: G)
     Vt_rows = torch.cat([Vp.T[kk], torch.ones_like(t).unsqueeze(1)], dim=1)  # ṽ_k per kink (m × (d+1))
     W_rows = What[jj]  # ŵ_j per kink (m × d)
     spec = torch.linalg.matrix_norm(torch.cat([Vp, torch.ones_like(Vp[:1])]), ord=2).square()
@@ -208,12 +219,13 @@ def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dic
     L = (gamma * gamma * spec).clamp_min(torch.finfo(Z.dtype).tiny)
 
     def residuals(d: Tensor) -> tuple[Tensor, Tensor | None]:
-        """R_W = g_W + γE(δ)Ṽᵀ (replicated) and R_V = g_V + γŴᵀE(δ) (column-local)."""
+        """R_W = LN_W(g_W + γE(δ)Ṽᵀ) (replicated) and R_V = LN_V(g_V + γŴᵀE(δ)) (column-local); LN is the
+        identity without a nonsmooth term on the block."""
         RW = torch.zeros_like(gW).index_add_(0, jj, Vt_rows * d.unsqueeze(1))
-        RW = over_samples(RW).mul_(gamma).add_(gW)
+        RW = map_W(over_samples(RW).mul_(gamma).add_(gW))
         RV = None
         if with_V:
-            RV = torch.zeros_like(gV.T).index_add_(0, kk, W_rows * d.unsqueeze(1)).T.mul_(gamma).add_(gV)
+            RV = map_V(torch.zeros_like(gV.T).index_add_(0, kk, W_rows * d.unsqueeze(1)).T.mul_(gamma).add_(gV))
         return RW, RV
 
     def f_and_grad(d: Tensor) -> tuple[Tensor, Tensor]:
@@ -262,9 +274,7 @@ def _layer_qp(state: BCDState, problem: Problem, i: int, out: dict, norm_sq: dic
     keys = [("W", i)] + ([("V", i - 1)] if with_V else [])
     current = sum(norm_sq[k] for k in keys)
     lower_here = (2.0 * lb).clamp(min=0.0)
-    if problem.r[i].ridge is None or (with_V and problem.s[i - 1].ridge is None):
-        # a nonsmooth r_i or s_{i-1} couples its own subdifferential with the kink multipliers; the QP above held
-        # its element fixed, so its bound is not certified for the joint minimum: bound the layer by 0 instead
+    if not bool(torch.isfinite(current)):  # an indicator's block off its set: ∂L̄ is empty, no bound to certify
         lower_here = torch.zeros_like(lower_here)
     for k in keys:
         lower[k] = torch.zeros_like(lower[k])
