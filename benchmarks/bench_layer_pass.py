@@ -25,6 +25,14 @@ engine's quiet path writes U_i⁺): ``read`` of its three operands V_i⁺, P and
 pieces of ``FUSE_CHUNK``), with the result's largest difference from the eager one relative to its largest entry:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_layer_pass.py --pass u --d 600 --n 10000 --dtype float32
+
+``--pass vsolve`` times the V_i step's solve M⁻¹R, M = I + ŴᵀŴ (d×d, Ŵ = W̃_{i+1}'s weights, random with the
+authors' init scale), R d×n: ``cholesky`` (:func:`bcd.blocks.solve_spd_right_`, two triangular solves, as the engine
+runs it), ``inverse`` (the SPD inverse from the Cholesky factor, then one GEMM into a buffer: the lever the issue
+lists) and ``gemm`` (one GEMM of the same 2d²n FLOPs, the yardstick's rate), each with its relative residual
+‖MX − R‖/(‖M‖‖X‖), the exactness judge, and κ(M):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_layer_pass.py --pass vsolve --d 600 --n 10000 --dtype float32
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import time
 import torch
 
 from bcd.activations import chunk_size, get_activation
-from bcd.blocks import update_U_hidden
+from bcd.blocks import solve_spd_right_, update_U_hidden
 from bcd.fusion import FUSE_CHUNK
 from verification.fast_path import LAYER_SUMS, layer_sums
 
@@ -61,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
-    p.add_argument("--pass", dest="which", default="layer", choices=("layer", "u"),
-                   help="layer: the recorder's hidden-layer pass (default); u: the engine's U_i step")
+    p.add_argument("--pass", dest="which", default="layer", choices=("layer", "u", "vsolve"),
+                   help="layer: the recorder's hidden-layer pass (default); u: the engine's U_i step; vsolve: the "
+                   "V_i step's solve, Cholesky against inverse")
     args = p.parse_args(argv)
     if args.d < 1 or args.n < 1 or args.rounds < 1:
         p.error(f"--d {args.d}, --n {args.n} and --rounds {args.rounds} must each be >= 1")
     if args.which == "u":
         return u_step(args)
+    if args.which == "vsolve":
+        return v_solve(args)
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
     V_old, V_new, U_old, U_new, P = (torch.randn(args.d, args.n, generator=gen, dtype=dtype) for _ in range(5))
@@ -147,6 +158,43 @@ def u_step(args) -> int:
         med = statistics.median(times[v])
         diff = "" if v == "read" else f"{((f() - reference).abs().max() / reference.abs().max()).item():.1e}"
         print(f"{v:17s} {1e3 * med:9.2f} {med / floor:8.2f} {diff:>10s}")
+    return 0
+
+
+def v_solve(args) -> int:
+    """``--pass vsolve``: M⁻¹R by Cholesky and triangular solves, by the SPD inverse and a GEMM, and one GEMM."""
+    dtype = getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    W_hat = torch.randn(args.d, args.d, generator=gen, dtype=dtype) / args.d**0.5
+    M = W_hat.T @ W_hat
+    M.diagonal().add_(1.0)
+    R = torch.randn(args.d, args.n, generator=gen, dtype=dtype)
+    X, buf = torch.empty_like(R), torch.empty_like(R)
+
+    def cholesky():
+        X.copy_(R)
+        return solve_spd_right_(X.T, M).T
+
+    def inverse():
+        L, _ = torch.linalg.cholesky_ex(M)
+        return torch.mm(torch.cholesky_inverse(L), R, out=buf)
+
+    variants = {"cholesky": cholesky, "inverse": inverse, "gemm": lambda: torch.mm(M, R, out=buf)}
+    for f in variants.values():
+        f()  # warm-up
+    times = interleaved(variants, args.rounds)
+    kappa = torch.linalg.cond(M.double()).item()
+    print(f"V solve M⁻¹R, M = I + ŴᵀŴ {args.d}×{args.d} (κ = {kappa:.1f}), R {args.d}×{args.n} {args.dtype}, "
+          f"torch threads {torch.get_num_threads()}, {args.rounds} rounds")
+    print(f"{'variant':17s} {'ms':>9s} {'× gemm':>8s} {'residual':>10s}")
+    floor = statistics.median(times["gemm"])
+    for v, f in variants.items():
+        med = statistics.median(times[v])
+        res = ""
+        if v != "gemm":
+            Xv = f().double()
+            res = f"{((M.double() @ Xv - R.double()).norm() / (M.double().norm() * Xv.norm())).item():.1e}"
+        print(f"{v:17s} {1e3 * med:9.2f} {med / floor:8.2f} {res:>10s}")
     return 0
 
 
