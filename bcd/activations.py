@@ -630,7 +630,9 @@ class Polynomial(Activation):
         if k > 1:
             comp[:, 1:, :-1] = torch.eye(k - 1, dtype=m.dtype, device=m.device)
         comp[:, :, -1] = -C[:, :k] / C[:, k:k + 1]
-        roots = torch.linalg.eigvals(comp).real  # every real root (and the real parts of complex pairs: harmless)
+        finite = torch.isfinite(comp).flatten(1).all(dim=1, keepdim=True)  # an overflowed row crashes LAPACK's
+        roots = torch.linalg.eigvals(torch.where(finite[:, :, None], comp, 0.0)).real  # balancing: its roots are NaN,
+        roots = torch.where(finite, roots, math.nan)  # which the engine reports as divergence (real parts: harmless)
         cand = torch.cat([roots, m[:, None]], dim=1)
         A, Mx = a[:, None], m[:, None]
         for _ in range(2):  # Newton polish on f′, kept only where it does not increase f

@@ -103,6 +103,8 @@ def register(entry: Entry, **aliases: str) -> Entry:
     return entry
 
 
+MAX_PARAM = 1e12  # |a spec's number| (and |γ|, |α|, |λ|: bcd.config): beyond it products of two overflow float64
+
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 
@@ -125,8 +127,9 @@ def parse_spec(kind: str, spec: Any) -> tuple[str, tuple[float, ...]]:
                 v = float(part)
             except ValueError:
                 raise ValueError(f"{kind}={spec!r}: parameter {part.strip()!r} is not a number") from None
-            if not math.isfinite(v):
-                raise ValueError(f"{kind}={spec!r}: parameter {part.strip()!r} must be finite")
+            if not math.isfinite(v) or abs(v) > MAX_PARAM:
+                raise ValueError(f"{kind}={spec!r}: parameter {part.strip()!r} must be finite with magnitude <= "
+                                 f"{MAX_PARAM:g}")
             values.append(v)
     return name, tuple(values)
 

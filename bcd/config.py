@@ -41,7 +41,7 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(allowed)}")
 
 
-MIN_WEIGHT, MAX_WEIGHT = 1e-12, 1e12  # γ, α, λ: outside this range float64 arithmetic on L̄ breaks down
+MIN_WEIGHT, MAX_WEIGHT = 1e-12, catalogue.MAX_PARAM  # γ, α, λ: outside this range float64 arithmetic on L̄ breaks down
 
 
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:

@@ -1100,3 +1100,28 @@ def test_defaults_and_records_are_the_registry():
         for rec in catalogue.records(kind):
             assert catalogue.build(kind, rec) is rec
             assert rec.name in catalogue.REGISTRY[kind]
+
+
+def test_a_spec_number_beyond_the_float64_range_of_its_products_is_refused():
+    """polynomial(0,0,1e200) squared its coefficient to ∞ in the U-prox and crashed the process in LAPACK."""
+    from bcd.catalogue import MAX_PARAM, parse_spec
+
+    with pytest.raises(ValueError, match=r"'1e200' must be finite with magnitude <= 1e\+12"):
+        parse_spec("activation", "polynomial(0,0,1e200)")
+    assert parse_spec("activation", f"polynomial(0,0,{MAX_PARAM})")[1] == (0.0, 0.0, MAX_PARAM)
+
+
+def test_the_polynomial_prox_of_overflowed_entries_is_nan_not_a_lapack_crash():
+    """Entries whose companion matrix overflows (non-finite m, or |a|, |m| near the float64 limit) get NaN, which the
+    engine reports as divergence; LAPACK never sees them (it printed 'oneMKL ERROR … DGEBAL' and later crashed)."""
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom bcd.activations import Polynomial\n"
+            "act = Polynomial('polynomial', (0.0, 0.5, 1e60), 'p', False, False, False)\n"
+            "a = torch.tensor([1.0, 1e300, 1.0, 1.0], dtype=torch.float64)\n"
+            "m = torch.tensor([0.3, -1e300, float('nan'), float('inf')], dtype=torch.float64)\n"
+            "print(act.prox_(a, m, 2.0).isnan().tolist())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert done.stdout.strip() == "[False, True, True, True]"
