@@ -54,7 +54,8 @@ RUN_FLAGS: dict[str, tuple[str, str, Any]] = {
 }
 
 
-FLAG_HELP = {  # the catalogue's specs, for every command that takes them
+FLAG_HELP = {  # the catalogue's specs and the widths, for every command that takes them
+    "hidden": "hidden widths d_1..d_{N-1}, comma-separated; DEPTHxWIDTH repeats one (3x1500 = 1500,1500,1500)",
     "loss": "squared | logistic | cross_entropy | hinge",
     "activation": "relu | leaky_relu(s) | identity | sigmoid | tanh | softplus | polynomial(c0,..,ck) | quadratic",
     "r": "regulariser on W̃_i: none | l2(λ) | l1(λ) | elastic_net(λ1,λ2) | nonneg | box(l,u) | unit_interval; one per "
@@ -62,12 +63,32 @@ FLAG_HELP = {  # the catalogue's specs, for every command that takes them
     "s": "regulariser on V_i (same specs as --r)", "reg_bias": "true | false: r_i acts on the bias too"}
 
 
+MAX_DEPTH = 1000  # layers in one DEPTHxWIDTH item of --hidden (a list is built before the config checks it)
+
+
 def parse_widths(text: str) -> list[int]:
-    try:
-        widths = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--hidden {text!r} is not a comma-separated list of integers, e.g. 1500,1500,1500") from None
+    """``--hidden``: widths separated by commas, each a width or DEPTHxWIDTH (``10x600`` = ten layers of 600, the
+    benchmarks' notation), e.g. ``1500,1500,1500`` = ``3x1500``.  An empty item is refused, not skipped."""
+    widths: list[int] = []
+    for item in text.split(","):
+        depth, x, width = item.strip().rpartition("x")
+        try:
+            layers = int(depth) if x else 1
+            if not 1 <= layers <= MAX_DEPTH:
+                raise ValueError
+            widths += [int(width)] * layers
+        except ValueError:
+            raise ValueError(f"--hidden {text!r} is not allowed: {item.strip()!r} is not a width or DEPTHxWIDTH "
+                             f"(1 <= DEPTH <= {MAX_DEPTH}); give comma-separated integers, e.g. 1500,1500,1500 or "
+                             "3x1500") from None
     return widths
+
+
+def out_path(text: str) -> str:
+    """``--out``'s argparse type: a non-empty path (an empty one used to fall back to the default silently)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; give a directory path")
+    return text
 
 
 def add_run_arguments(p: argparse.ArgumentParser, trains: bool = True) -> None:
@@ -78,7 +99,7 @@ def add_run_arguments(p: argparse.ArgumentParser, trains: bool = True) -> None:
         return text if trains else argparse.SUPPRESS
 
     p.add_argument("config", nargs="?", help="TOML file with [data] and [bcd] tables (default: the embedded one)")
-    p.add_argument("--out", help=shown("run directory to write"))
+    p.add_argument("--out", type=out_path, help=shown("run directory to write"))
     p.add_argument("--overwrite", action="store_true", help=shown("replace an existing run in --out"))
     p.add_argument("--no-progress", action="store_true", help=shown("no progress bar"))
     p.add_argument("--nproc", type=int, default=None, metavar="K",

@@ -68,6 +68,10 @@ def train_from_config(
     fields = collectively(shard, problem_inputs, data[0], data[1], cfg.bcd, X_test=data[2], y_test=data[3],
                           n_classes=n_classes)
     problem = Problem(**fields)
+    if cfg.bcd.skip == "auto" and not any(problem.tau):  # Algorithm 3 with no skip is Algorithm 2: a no-op flag
+        raise ValueError(f"skip='auto' adds a skip connection to each layer with d_i = d_(i-1), but the widths "
+                         f"{'-'.join(map(str, problem.widths))} have none; give two equal consecutive widths (e.g. "
+                         "--hidden 64,64) or leave out skip")
     writer = shard is None or shard.writer
     out = Path(cfg.out)
     log = None

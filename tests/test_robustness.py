@@ -412,3 +412,27 @@ def test_help_shows_what_a_command_takes(capsys):
     assert "--trace" in out and not any(f in out for f in ("--out", "--overwrite", "--no-progress", "--nproc"))
     assert main(["theory", "--out", "x"]) == 2  # still parsed, to be refused by name
     assert "--out do(es) not apply to bcd theory" in _err(capsys)
+
+
+def test_flags_that_would_do_nothing_are_refused_by_name(tmp_path, capsys, monkeypatch):
+    """Each of these was accepted and silently changed nothing (or fell back to a default)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [a if a != "6,6" else "5,4" for a in SMALL]
+    assert main(["train", *SMALL, "--out", ""]) == 2  # used to write runs/train-default
+    assert "argument --out: '' is not allowed; give a directory path" in _err(capsys)
+    assert main(["train", *tiny, "--skip", "auto", "--out", "s"]) == 2  # 10-5-4-3 has no layer to skip
+    assert "widths 10-5-4-3 have none" in _err(capsys)
+    assert main(["train", *SMALL, "--hidden", "5,,4", "--out", "h"]) == 2  # used to train 5,4
+    assert "'' is not a width or DEPTHxWIDTH" in _err(capsys)
+    assert main(["theory", "--dataset", "npz", "--data-path", "nonexistent.npz"]) == 2  # never read
+    assert "--dataset, --data-path do(es) not apply to bcd theory without --trace" in _err(capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_hidden_takes_depth_x_width():
+    from bcd.cli import parse_widths
+
+    assert parse_widths("3x1500") == [1500] * 3 and parse_widths("784, 2x300,10") == [784, 300, 300, 10]
+    for bad in ("x5", "0x5", "5x", "10000000x5", "5.5", ""):
+        with pytest.raises(ValueError, match="is not a width or DEPTHxWIDTH"):
+            parse_widths(bad)

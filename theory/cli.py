@@ -189,6 +189,11 @@ def _theory(args: argparse.Namespace) -> int:
                                      ("--no-progress", args.no_progress)) if on]
     if ignored:
         raise ValueError(f"{', '.join(ignored)} do(es) not apply to bcd theory: it prints, and writes no run")
+    unread = [f"--{f.replace('_', '-')}" for f in ("dataset", "n_test", "subset", "data_path")
+              if getattr(args, f) is not None]
+    if unread and not args.trace:
+        raise ValueError(f"{', '.join(unread)} do(es) not apply to bcd theory without --trace: it reads no data, its "
+                         "constants need only n (--n-train) and the configuration")
     cfg = resolve_run_config(args, DEFAULT_TRAIN_CONFIG)
     B, L0 = _finite("B", args.B), _finite("L0", args.L0)
     n = cfg.data.n_train
