@@ -54,9 +54,15 @@ def _report(args: argparse.Namespace) -> int:
                              "--out DIR for the combined report")
         out = common / "report"
     _folder(out)
-    if (out / TRACE_SWEEPS).is_file() and out.resolve() not in {d.resolve() for d in dirs}:
-        raise ValueError(f"--out {str(out)!r} is the directory of another run, whose report would be replaced; give "
-                         "a folder of its own")
+    if out.resolve() not in {d.resolve() for d in dirs}:
+        if (out / TRACE_SWEEPS).is_file():
+            raise ValueError(f"--out {str(out)!r} is the directory of another run, whose report would be replaced; "
+                             "give a folder of its own")
+        if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARKER).is_file():
+            raise ValueError(f"--out {str(out)!r} holds files that bcd report did not write (they could be replaced); "
+                             "give a new or empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / REPORT_MARKER).touch()
     report = render_report(runs, out, title=args.title, formats=parse_formats(args.figure_formats))
     for w in report.warnings:
         print(f"warning: {w}")
@@ -107,6 +113,9 @@ def _seed_list(text: str) -> list[int]:
 def _method_list(text: str) -> list[str]:
     """--methods: the comma-separated names (checked against the experiment by ``load_experiment``)."""
     return [m.strip() for m in text.split(",") if m.strip()]
+
+
+REPORT_MARKER = ".bcd-report"  # marks a folder that bcd report wrote a combined report into (it may replace it)
 
 
 def _folder(out: Path) -> Path:

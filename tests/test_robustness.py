@@ -436,3 +436,20 @@ def test_hidden_takes_depth_x_width():
     for bad in ("x5", "0x5", "5x", "10000000x5", "5.5", ""):
         with pytest.raises(ValueError, match="is not a width or DEPTHxWIDTH"):
             parse_widths(bad)
+
+
+def test_report_out_never_replaces_files_it_did_not_write(verified_run, tmp_path, capsys):
+    """A folder of the user's own (a report.md and a figure of theirs) is refused and left as it was; a folder that bcd
+    report made is written again."""
+    mine = tmp_path / "mine"
+    (mine / "figures").mkdir(parents=True)
+    (mine / "report.md").write_text("my own notes")
+    (mine / "figures" / "objective.png").write_text("img")
+    assert main(["report", str(verified_run), "--out", str(mine), "--figure-formats", "png"]) == 2
+    assert "holds files that bcd report did not write" in _err(capsys)
+    assert (mine / "report.md").read_text() == "my own notes"
+    assert (mine / "figures" / "objective.png").read_text() == "img"
+    assert sorted(p.name for p in mine.rglob("*")) == ["figures", "objective.png", "report.md"]
+    for _ in range(2):
+        assert main(["report", str(verified_run), "--out", str(tmp_path / "new"), "--figure-formats", "png"]) == 0
+    assert (tmp_path / "new" / "report.html").is_file()
