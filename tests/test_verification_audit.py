@@ -171,6 +171,14 @@ def test_flags_override_audit_toml_and_bad_input_is_reported(tmp_path, data, cap
     (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\nr = "l1(-1)"\n')
     with pytest.raises(ValueError, match="l1"):
         audit(tmp_path)
+    for bad, named in (('reg_bias = "false"', "reg_bias='false' is not allowed"),  # bool("false") was True
+                       ("lam = true", "lam=True is not allowed"),  # float(True) was λ = 1
+                       ('gamma = "one"', "gamma='one' is not allowed")):
+        gamma = "" if "gamma" in bad else "gamma = 1.0\n"
+        (tmp_path / AUDIT_TOML).write_text(f'alpha = 1.0\nr = "l2(1)"\n{bad}\n{gamma}')
+        assert bcd_main(["audit", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert named in err and AUDIT_TOML in err, err
     (tmp_path / AUDIT_TOML).write_text('gamma = 1.0\nalpha = 1.0\n')
     z = dict(np.load(tmp_path / "iter_000001.npz"))
     z["V2"] = z["V2"][:, :-1]

@@ -45,10 +45,7 @@ Tensor = torch.Tensor
 DATA_FILE = "data.npz"
 AUDIT_TOML = "audit.toml"
 SUFFIXES = (".npz", ".safetensors")
-HYPERPARAMETERS: dict[str, type] = {
-    "gamma": float, "alpha": float, "lam": float, "activation": str, "reduction": str, "vn_update": str,
-    "loss": str, "r": lambda v: v, "s": lambda v: v, "reg_bias": bool,
-}
+HYPERPARAMETERS = ("gamma", "alpha", "lam", "activation", "reduction", "vn_update", "loss", "r", "s", "reg_bias")
 
 
 # --------------------------------------------------------------------------- reading a directory
@@ -195,9 +192,11 @@ def audit(directory: str | Path, overrides: dict[str, Any] | None = None, *, ord
     n, d0 = X_rows.shape
     first = load_iterate(files[0])
     widths = _widths(first, files[0], d0)
-    cfg = BCDConfig(hidden=widths[1:-1], sweeps=len(files) - 1, device=device, dtype=dtype,
-                    splitting="three" if any(k.startswith("U") for k in first) else "two",
-                    **{k: HYPERPARAMETERS[k](v) for k, v in hp.items()})
+    try:  # the values as written: BCDConfig checks their types (bool("false") was True, float(True) 1.0)
+        cfg = BCDConfig(hidden=widths[1:-1], sweeps=len(files) - 1, device=device, dtype=dtype,
+                        splitting="three" if any(k.startswith("U") for k in first) else "two", **hp)
+    except ValueError as e:
+        raise ValueError(f"{e} (the hyperparameters of {str(directory / AUDIT_TOML)!r} and the flags)") from None
     targets = y if Y_rows is None else Y_rows  # labels are validated as make_problem validates targets
     if Y_rows is not None and Y_rows.shape != (n, widths[-1]):
         raise ValueError(f"targets Y have shape {Y_rows.shape}; expected ({n}, {widths[-1]}) to match W{cfg.N}")
