@@ -128,6 +128,7 @@ def _folder(out: Path) -> Path:
 def _reproduce(args: argparse.Namespace) -> int:
     from reports.reproduce import (
         GLOBAL_MINIMUM,
+        folder_experiment,
         global_minimum,
         guaranteed_failures,
         load_experiment,
@@ -176,6 +177,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                           methods=_method_list(args.methods) if args.methods is not None else None)
     out = _folder(Path(args.out) if args.out else Path("runs") / "reproduce" / exp.name)
     if args.status:
+        folder_experiment(exp, out)  # read only: a folder a run would refuse (another experiment's, a run's) is refused
         rows = status(exp, out)
         for r in rows:
             print(f"{r['method']:>6} seed {r['seed']}: {r['state']}" + (f" ({r['detail']})" if r["detail"] else ""))

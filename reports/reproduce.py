@@ -154,13 +154,14 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
                     methods: list[str] | None = None) -> Experiment:
     """A packaged experiment by name, or a TOML file by path, with the command line's overrides applied."""
     shipped = packaged()
+    known = ", ".join(sorted([*shipped, GLOBAL_MINIMUM]))  # what `bcd reproduce` runs by name (--list)
     path = Path(name_or_path)
     if name_or_path in shipped:
         text, where = shipped[name_or_path], f"experiment {name_or_path!r}"
     elif path.suffix == ".toml":
         if not path.is_file():
             raise ValueError(f"experiment file {str(path)!r} {'is not a file' if path.exists() else 'does not exist'}; "
-                             f"give an experiment .toml, or a packaged one: {', '.join(sorted(shipped))}")
+                             f"give an experiment .toml, or a packaged one: {known}")
         try:
             text, where = path.read_text(encoding="utf-8"), str(path)
         except UnicodeDecodeError as e:
@@ -168,7 +169,7 @@ def load_experiment(name_or_path: str, *, seeds: list[int] | None = None, sweeps
                              "TOML, which is UTF-8") from None
     else:
         raise ValueError(f"experiment {name_or_path!r} is neither packaged nor a .toml file; packaged: "
-                         f"{', '.join(sorted(shipped))}")
+                         f"{known}")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

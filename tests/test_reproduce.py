@@ -370,6 +370,13 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
     states = {(r["method"], r["seed"]): (r["state"], r["detail"]) for r in status(more, out)}
     assert states[("sgd", 0)][0] == "damaged" and "log.csv' is damaged" in states[("sgd", 0)][1]
     assert states[("bcd", 0)][0] == "done"
+    foreign = tmp_path / "a-run"  # a folder a real run refuses: --status used to answer "0 of 2 runs done", exit 0
+    foreign.mkdir()
+    (foreign / "trace_sweeps.parquet").write_text("x")
+    assert main(["reproduce", "mlp3x1500-mnist", "--out", str(foreign), "--status"]) == 2
+    assert "holds no experiment.json: it is not a bcd reproduce folder" in capsys.readouterr().err
+    assert main(["reproduce", "foo"]) == 2  # the names it runs, global-minimum among them
+    assert "packaged: global-minimum, mlp10x600-fashion" in capsys.readouterr().err
 
 
 def test_a_folder_filled_one_seed_at_a_time_is_summarised_whole(tmp_path):
