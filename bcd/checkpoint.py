@@ -94,7 +94,7 @@ def _rank_of(name: str) -> int | None:
     return None if m is None else int(m.group(1))
 
 
-def _check_world(out: Path, meta: dict, world: int) -> None:
+def check_world(out: str | Path, meta: dict, world: int) -> None:
     """Refuse a resume with another world size than the checkpoint's (its columns are split by rank)."""
     saved = int(meta.get("world_size", 1))
     if saved != world:
@@ -158,7 +158,7 @@ def load_recorder(out: str | Path, device: str = "cpu", rank: int | None = None,
     if k is None:
         raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG}): nothing to resume")
     meta = json.loads((out / CHECKPOINT_LOG).read_text())
-    _check_world(out, meta, world)
+    check_world(out, meta, world)
     if not meta.get("recorder"):
         return None
     try:
@@ -179,7 +179,7 @@ def load(out: str | Path, problem: Problem, shard=None) -> tuple[BCDState, list[
     k = checkpoint_sweep(out)
     rank, world = (None, 1) if shard is None else (shard.rank, shard.world)
     if k is not None:
-        _check_world(out, json.loads((out / CHECKPOINT_LOG).read_text()), world)  # readable: k was read
+        check_world(out, json.loads((out / CHECKPOINT_LOG).read_text()), world)  # readable: k was read
     if k is None or not (out / _name(CHECKPOINT, k, rank)).is_file():
         raise ValueError(f"{str(out)!r} holds no checkpoint ({CHECKPOINT_LOG} and its data): nothing to resume")
     try:

@@ -289,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--nproc {nproc} is not allowed; give an integer >= 1")
             if nproc > 1:
                 _check_world(nproc, args.preflight(args))  # every flag and the config, once, before any rank starts
+                if getattr(args, "resume", None):  # the checkpoint's world size too (each rank would say it)
+                    from bcd.checkpoint import check_world, checkpoint_world
+
+                    check_world(args.resume, {"world_size": checkpoint_world(args.resume)}, nproc)
                 return distributed.launch(nproc, _without_nproc(argv))
         if distributed.launched() and args.command not in SHARDABLE:
             raise ValueError(f"bcd {args.command} runs in one process; only {', '.join(SHARDABLE)} run sharded")

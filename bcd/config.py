@@ -276,6 +276,7 @@ class RunConfig:
         unknown = set(d) - {"data", "bcd", "out"}
         if unknown:
             raise ValueError(f"unknown config section(s) {sorted(unknown)}; allowed: data, bcd, out")
+        _check_sections(d, "the config")
         return cls(
             data=_build(DataConfig, d.get("data", {}), "data"),
             bcd=_build(BCDConfig, d.get("bcd", {}), "bcd"),

@@ -453,3 +453,17 @@ def test_report_out_never_replaces_files_it_did_not_write(verified_run, tmp_path
     for _ in range(2):
         assert main(["report", str(verified_run), "--out", str(tmp_path / "new"), "--figure-formats", "png"]) == 0
     assert (tmp_path / "new" / "report.html").is_file()
+
+
+def test_misfits_a_launcher_can_see_are_one_line_before_any_rank_starts(tmp_path, capsys):
+    """A resume with another world size than its checkpoint's printed the error once per rank; a config.json whose
+    [bcd] is a string said "unknown key(s) ['x']" (it iterated the string)."""
+    out = tmp_path / "r"
+    assert main(["train", *SMALL, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--nproc", "2"]) == 2
+    assert "written by 1 process(es), this run has 2: resume it in one process" in _err(capsys)
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "bcd": "x"}))
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "bcd in the config must be a table ([bcd] with keys); got str 'x'" in _err(capsys)
