@@ -14,7 +14,8 @@ from typing import Any
 from bcd.config import BCDConfig
 from bcd.rundir import CONFIG, ENVIRONMENT, damaged, read_json
 from theory.assumptions import applicability
-from verification.trace import TRACE_META, Trace
+from verification.consistency import table_problem
+from verification.trace import TRACE_BLOCKS, TRACE_META, TRACE_SWEEPS, Trace
 from verification.verdict import FAIL, VERDICTS_FILE, Verdict
 
 # Keys that distinguish seeds of one configuration, not configurations.
@@ -107,6 +108,13 @@ def load_run(directory: str | Path, name: str | None = None) -> RunData:
         what = "is a file, not a run directory" if directory.exists() else "does not exist"
         raise ValueError(f"run directory {str(directory)!r} {what}")
     trace = Trace.load(directory)
+    for part in (TRACE_BLOCKS, TRACE_META):  # Trace.save writes all three files; only TRACE_SWEEPS is checked above
+        if not (directory / part).is_file():
+            raise ValueError(f"{str(directory / part)!r} is missing: a trace is {TRACE_SWEEPS}, {TRACE_BLOCKS} and "
+                             f"{TRACE_META}; restore it, or record the run again")
+    problem = table_problem(trace)
+    if problem is not None:
+        raise damaged(directory / problem[0], problem[1])
     env_path, cfg_path = directory / ENVIRONMENT, directory / CONFIG
     env = read_json(env_path) if env_path.is_file() else {}
     cfg = read_json(cfg_path, dict) if cfg_path.is_file() else {}

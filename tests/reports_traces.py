@@ -103,7 +103,7 @@ def synthetic_trace(
         "n": 50,
         "widths": list(WIDTHS),
         "preset": "full",
-        "source": "engine",
+        "source": "engine" if not (drop or drop_blocks) else "assembled",  # not the recorder's: columns may be absent
     }
     return Trace(sweeps_df, blocks, meta)
 

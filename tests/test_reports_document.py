@@ -92,6 +92,11 @@ def test_missing_columns_warn_and_skip_never_crash(tmp_path):
     html = report.html.read_text()
     assert "<h2>Warnings</h2>" in html and html.count("<p class='skipped'>") == len(skipped)
     assert not (d / FIGURES_DIR / "rate.png").exists()
+    meta = json.loads((d / "trace_meta.json").read_text())  # the same columns absent from a recorder's trace: edited
+    (d / "trace_meta.json").write_text(json.dumps({**meta, "source": "engine"}))
+    with pytest.raises(ValueError, match=r"trace_sweeps.parquet' is damaged \(it lacks the column\(s\) 'g_norm', "
+                                         r"'cum_g_sq' the recorder always writes\)"):
+        load_run(d)
 
 
 def test_log_axes_keep_zero_and_negative_values_visible():

@@ -467,3 +467,37 @@ def test_misfits_a_launcher_can_see_are_one_line_before_any_rank_starts(tmp_path
     (out / "config.json").write_text(json.dumps({**cfg, "bcd": "x"}))
     assert main(["train", "--resume", str(out)]) == 2
     assert "bcd in the config must be a table ([bcd] with keys); got str 'x'" in _err(capsys)
+
+
+def _meta(d, edit):
+    m = json.loads((d / "trace_meta.json").read_text())
+    edit(m)
+    (d / "trace_meta.json").write_text(json.dumps(m))
+
+
+def _sweeps(d, edit):
+    edit(pd.read_parquet(d / "trace_sweeps.parquet")).to_parquet(d / "trace_sweeps.parquet")
+
+
+@pytest.mark.parametrize(("damage", "named"), [
+    (lambda d: _meta(d, lambda m: m.update(config=None)), "trace_meta.json' is damaged (its 'config' is NoneType"),
+    (lambda d: _meta(d, lambda m: m["config"].update(hidden=[5])), "its 'config' has hidden widths [5] but"),
+    (lambda d: _meta(d, lambda m: m["config"].update(gamma="abc")), "its 'config' is not a configuration: gamma="),
+    (lambda d: _sweeps(d, lambda s: s.astype({S.OBJECTIVE: str})), "'objective' hold"),
+    (lambda d: _sweeps(d, lambda s: s.iloc[:0]), "trace_sweeps.parquet' is damaged (it has no sweep rows)"),
+    (lambda d: _sweeps(d, lambda s: s.drop(columns=[S.OBJECTIVE, S.DECREASE])),
+     "lacks the column(s) 'objective', 'decrease' the recorder always writes"),
+    (lambda d: (d / "trace_blocks.parquet").unlink(), "trace_blocks.parquet' is missing"),
+    (lambda d: (d / "trace_meta.json").unlink(), "trace_meta.json' is missing"),
+])
+def test_a_damaged_trace_is_refused_by_verify_and_report_and_nothing_is_rewritten(verified_run, capsys, damage,
+                                                                                  named):
+    """Each of these gave an internal error (exit 3), numpy's own message, or passed with exit 0 — and a failed
+    re-verify had already rewritten verdicts.json."""
+    damage(verified_run)
+    before = {p.name: p.read_bytes() for p in verified_run.iterdir() if p.is_file()}
+    assert main(["verify", str(verified_run), "--figure-formats", "png"]) == 2
+    assert named in _err(capsys)
+    assert main(["report", str(verified_run), "--figure-formats", "png"]) == 2
+    assert named in _err(capsys)
+    assert {p.name: p.read_bytes() for p in verified_run.iterdir() if p.is_file()} == before

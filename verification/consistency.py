@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bcd.config import BCDConfig
 from verification import schema as sc
 from verification.tolerance import objective_tol, ratio_tol
-from verification.trace import Trace
+from verification.trace import TRACE_BLOCKS, TRACE_META, TRACE_SWEEPS, Trace
 
 
 def _fail(column: str, sweep: int, what: str) -> None:
@@ -23,8 +24,46 @@ def _fail(column: str, sweep: int, what: str) -> None:
                      "of the recorder (edited, truncated or mixed with another run); re-record it")
 
 
+def table_problem(trace: Trace) -> tuple[str, str] | None:
+    """(file, why) when the trace's tables or meta are not of the shape the recorder writes, before any number is
+    read: no sweep rows; a column of text where numbers belong; a recorded trace (``source`` "engine") without a
+    column the recorder always writes; a meta config that is not a configuration, or of another network than the
+    meta's widths.  None when the shape is sound."""
+    sw, bt, meta = trace.sweeps, trace.blocks, trace.meta
+    if sw.empty:
+        return TRACE_SWEEPS, "it has no sweep rows"
+    for name, table in ((TRACE_SWEEPS, sw), (TRACE_BLOCKS, bt)):
+        text = [c for c in table.columns if c not in sc.TEXT_COLUMNS and not pd.api.types.is_numeric_dtype(table[c])
+                and not table[c].isna().all()]  # an empty table's columns have no dtype to speak of
+        if text:
+            return name, f"its column(s) {', '.join(map(repr, text))} hold {table[text[0]].dtype}, not numbers"
+    if sc.META_CONFIG in meta:
+        raw = meta[sc.META_CONFIG]
+        if not isinstance(raw, dict):
+            return TRACE_META, f"its {sc.META_CONFIG!r} is {type(raw).__name__}, not an object of settings"
+        try:
+            cfg = BCDConfig(**raw)
+        except (TypeError, ValueError) as e:
+            return TRACE_META, f"its {sc.META_CONFIG!r} is not a configuration: {e}"
+        widths = meta.get(sc.META_WIDTHS)
+        if isinstance(widths, list) and list(widths[1:-1]) != list(cfg.hidden):
+            return TRACE_META, (f"its {sc.META_CONFIG!r} has hidden widths {list(cfg.hidden)} but its "
+                                f"{sc.META_WIDTHS!r} are {widths}")
+        if meta.get(sc.META_SOURCE) == "engine":
+            terms = sc.term_names(cfg, tuple(widths)) if isinstance(widths, list) else ()
+            for name, table, need in ((TRACE_SWEEPS, sw, (*sc.RECORDED_SWEEP_COLUMNS, *terms)),
+                                      (TRACE_BLOCKS, bt, sc.RECORDED_BLOCK_COLUMNS)):
+                missing = [c for c in need if c not in table]
+                if missing:
+                    return name, f"it lacks the column(s) {', '.join(map(repr, missing))} the recorder always writes"
+    return None
+
+
 def check_trace(trace: Trace) -> None:
     """Raise ValueError (naming the column and the sweep) when the trace breaks one of its own identities."""
+    problem = table_problem(trace)
+    if problem is not None:
+        raise ValueError(f"the trace's {problem[0]} is not as the recorder writes it: {problem[1]}")
     if sc.SWEEP not in trace.sweeps:
         raise ValueError(f"the trace's sweep table has no {sc.SWEEP!r} column; it was not written by the recorder "
                          "(edited or truncated); re-record it")

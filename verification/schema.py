@@ -64,6 +64,12 @@ META_RECORDER_PATH = "recorder_path"  # "fast" (Algorithm 2's in-stream formulas
 META_B_DEFINITION = "B_definition"  # "iterate_bound" (theory.constants.iterate_bound: ‖W̃‖, ‖U‖, ‖Ṽ‖, X̃); absent in
 # traces written before 2026-12-03, whose B is the largest block norm only
 
+# ---------------------------------------------------------------- what a recorder trace always holds
+# (verification.consistency.table_problem refuses a recorded trace without them: an edited or truncated file)
+RECORDED_SWEEP_COLUMNS = (SWEEP, OBJECTIVE, DECREASE, DQ_SQ, G_NORM, BOUND_B, CUM_DQ, CUM_G_SQ)  # + every term of L̄
+RECORDED_BLOCK_COLUMNS = (SWEEP, STEP, BLOCK, LAYER, BLOCK_DECREASE, BLOCK_DELTA_SQ)
+TEXT_COLUMNS = (BLOCK,)  # every other column of either table is numeric
+
 __all__ = [
     "BLOCK",
     "BLOCK_CONST",
@@ -107,9 +113,12 @@ __all__ = [
     "NORM_V_MAX",
     "NORM_W_MAX",
     "OBJECTIVE",
+    "RECORDED_BLOCK_COLUMNS",
+    "RECORDED_SWEEP_COLUMNS",
     "STEP",
     "SWEEP",
     "TEST_ACC",
+    "TEXT_COLUMNS",
     "TIME_ENGINE",
     "TIME_EVAL",
     "TIME_HOOKS",
