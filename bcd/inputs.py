@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bcd.config import BCDConfig
+from bcd.envvars import env_int, env_positive
 from bcd.problem import Problem
 
 Tensor = torch.Tensor
@@ -119,7 +120,9 @@ def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
     t = t.to(torch.int64)
     k = int(t.max()) + 1 if n_classes is None else n_classes
     lo, hi = int(t.min()), int(t.max())
-    if lo < 0 or hi >= k:
+    if lo < 0:
+        raise ValueError(f"{name} has labels in [{lo}, {hi}]; labels are the integers 0..K-1 of K classes (>= 0)")
+    if hi >= k:
         raise ValueError(f"{name} has labels in [{lo}, {hi}]; allowed: 0..{k - 1} for {k} classes")
     if k > MAX_CLASSES:
         raise ValueError(f"{name} has a label {hi}, i.e. {k} classes (one output row each); at most {MAX_CLASSES} "
@@ -132,15 +135,17 @@ def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
 MAX_CLASSES = 100_000
 
 
+def memory_limit_gib() -> float | None:
+    """``BCD_MEMORY_LIMIT_GB`` (checked), or None when it is unset."""
+    return env_positive("BCD_MEMORY_LIMIT_GB", None, "GiB")
+
+
 def memory_limit(device: torch.device) -> int:
     """Bytes a run may plan to hold: ``BCD_MEMORY_LIMIT_GB`` if set, else the device's memory (physical memory on the
     CPU, the GPU's total on CUDA)."""
-    env = os.environ.get("BCD_MEMORY_LIMIT_GB")
-    if env:
-        try:
-            return int(float(env) * 2**30)
-        except ValueError:
-            raise ValueError(f"BCD_MEMORY_LIMIT_GB={env!r} is not a number of GiB") from None
+    gib = memory_limit_gib()
+    if gib is not None:
+        return int(min(gib, 2.0**32) * 2**30)  # beyond 4 EiB: no limit that any machine reaches
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -159,11 +164,11 @@ def state_bytes(config: BCDConfig, widths: tuple[int, ...], n: int) -> int:
 def ranks_sharing_memory(device: torch.device) -> int:
     """How many ranks of a sharded run hold their state in this device's memory: on the CPU every rank on this
     machine (``LOCAL_WORLD_SIZE``, set by ``--nproc`` and torchrun), on CUDA one (each rank has its own GPU)."""
-    from bcd.distributed import launched
+    from bcd.distributed import launched, launched_world
 
     if device.type == "cuda" or not launched():
         return 1
-    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return env_int("LOCAL_WORLD_SIZE", launched_world(), 1)
 
 
 def gathered_bytes(config: BCDConfig, widths: tuple[int, ...], n_total: int) -> int:
@@ -182,10 +187,10 @@ def check_memory(config: BCDConfig, widths: tuple[int, ...], n: int, device: tor
     """Refuse, before anything n-sized is allocated, a state that cannot fit (:func:`state_bytes` of this process's
     n samples plus what it gathers, :func:`gathered_bytes`, times the ranks that share this memory in a sharded
     run)."""
-    from bcd.distributed import launched
+    from bcd.distributed import launched, launched_world
 
     ranks = ranks_sharing_memory(device)
-    world = int(os.environ.get("WORLD_SIZE", "1")) if launched() else 1
+    world = launched_world() if launched() else 1
     gathered = gathered_bytes(config, widths, world * n) if world > 1 else 0
     need, limit = ranks * (state_bytes(config, widths, n) + gathered), memory_limit(device)
     if need > limit:
