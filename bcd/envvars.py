@@ -8,29 +8,25 @@ import math
 import os
 
 
-def env_int(name: str, default: int, minimum: int) -> int:
-    """An integer ≥ ``minimum`` (the launcher's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``)."""
+def _read(name: str, default, convert, ok, allowed: str):
+    """``convert(value)`` of ``name`` when ``ok`` holds for it, ``default`` when it is unset; else the error."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = convert(raw)
     except ValueError:
         value = None
-    if value is None or value < minimum:
-        raise ValueError(f"{name}={raw!r} is not allowed; {name} must be an integer >= {minimum}")
+    if value is None or not ok(value):
+        raise ValueError(f"{name}={raw!r} is not allowed; {name} must be {allowed}")
     return value
+
+
+def env_int(name: str, default: int, minimum: int) -> int:
+    """An integer ≥ ``minimum`` (the launcher's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``)."""
+    return _read(name, default, int, lambda v: v >= minimum, f"an integer >= {minimum}")
 
 
 def env_positive(name: str, default: float | None, unit: str) -> float | None:
     """A finite number > 0 of ``unit`` (``BCD_DIST_TIMEOUT_S`` seconds, ``BCD_MEMORY_LIMIT_GB`` GiB)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={raw!r} is not allowed; {name} must be a finite number of {unit} > 0")
-    return value
+    return _read(name, default, float, lambda v: math.isfinite(v) and v > 0, f"a finite number of {unit} > 0")
