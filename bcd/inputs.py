@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bcd.config import BCDConfig
-from bcd.envvars import env_int, env_positive
+from bcd.envvars import env_positive
 from bcd.problem import Problem
 
 Tensor = torch.Tensor
@@ -26,7 +26,7 @@ def _as_matrix(name: str, a, dtype: torch.dtype) -> Tensor:
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array with samples as rows; got shape {tuple(t.shape)}")
-    if not torch.is_floating_point(t) and t.dtype not in (torch.uint8, torch.int32, torch.int64):
+    if t.is_complex() or t.dtype == torch.bool:  # every other dtype numpy gives is a real floating or integer one
         raise ValueError(f"{name} has dtype {t.dtype}; allowed: a real floating or integer dtype")
     t = t.to(dtype)
     bad = ~torch.isfinite(t)
@@ -71,9 +71,7 @@ def problem_inputs(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but CUDA is not available here; allowed: cpu")
     Xr = _as_matrix("X", X, dtype)
-    n = Xr.shape[0]
-    if n == 0:
-        raise ValueError("X has no samples (shape (0, d)); give at least one row")
+    n = _samples("X", Xr)
     ya = y if isinstance(y, torch.Tensor) else np.asarray(y)
     if ya.ndim == 1 and ya.size and not (ya.dtype.is_floating_point if isinstance(ya, torch.Tensor)
                                          else np.issubdtype(ya.dtype, np.floating)):
@@ -85,6 +83,7 @@ def problem_inputs(
     labels_test = X_test_c = None
     if X_test is not None:
         Xt = _as_matrix("X_test", X_test, dtype)
+        _samples("X_test", Xt)
         if Xt.shape[1] != Xr.shape[1]:
             raise ValueError(f"X_test has {Xt.shape[1]} features but X has {Xr.shape[1]}; they must match")
         if y_test is None:
@@ -101,6 +100,13 @@ def problem_inputs(
         X_test=X_test_c,
         labels_test=labels_test,
     )
+
+
+def _samples(name: str, t: Tensor) -> int:
+    """The number of samples (rows) of ``t``, at least one."""
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} has no samples (shape {tuple(t.shape)}); give at least one row")
+    return t.shape[0]
 
 
 def _targets(name: str, y, n: int, n_classes: int | None, dtype: torch.dtype):
@@ -164,11 +170,10 @@ def state_bytes(config: BCDConfig, widths: tuple[int, ...], n: int) -> int:
 def ranks_sharing_memory(device: torch.device) -> int:
     """How many ranks of a sharded run hold their state in this device's memory: on the CPU every rank on this
     machine (``LOCAL_WORLD_SIZE``, set by ``--nproc`` and torchrun), on CUDA one (each rank has its own GPU)."""
-    from bcd.distributed import launched, launched_world
+    from bcd.distributed import launcher
 
-    if device.type == "cuda" or not launched():
-        return 1
-    return env_int("LOCAL_WORLD_SIZE", launched_world(), 1)
+    launch = launcher()
+    return 1 if device.type == "cuda" or launch is None else launch.local_world
 
 
 def gathered_bytes(config: BCDConfig, widths: tuple[int, ...], n_total: int) -> int:

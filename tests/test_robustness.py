@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -28,10 +29,18 @@ def _err(capsys) -> str:
 # ------------------------------------------------------------------------------ a trace is checked against itself
 
 
-@pytest.fixture
-def verified_run(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def _verified_template(tmp_path_factory):
+    out = tmp_path_factory.mktemp("template") / "run"
     assert main(["verify", *SMALL, "--figure-formats", "png", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def verified_run(_verified_template, tmp_path):
+    """A verified run directory of this test's own: a copy of one run per module (each run takes seconds)."""
+    out = tmp_path / "run"
+    shutil.copytree(_verified_template, out)
     return out
 
 
