@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from bcd.config import BCDConfig
+from bcd.model import variable_blocks, variant_name
 from verification import schema as sc
-from verification.tolerance import objective_tol, ratio_tol
+from verification.tolerance import dtype_name, objective_tol, ratio_tol
 from verification.trace import TRACE_BLOCKS, TRACE_META, TRACE_SWEEPS, Trace
 
 
@@ -26,9 +27,10 @@ def _fail(column: str, sweep: int, what: str) -> None:
 
 def table_problem(trace: Trace) -> tuple[str, str] | None:
     """(file, why) when the trace's tables or meta are not of the shape the recorder writes, before any number is
-    read: no sweep rows; a column of text where numbers belong; a recorded trace (``source`` "engine") without a
-    column the recorder always writes; a meta config that is not a configuration, or of another network than the
-    meta's widths.  None when the shape is sound."""
+    read: no sweep rows; a column of text where numbers belong; meta widths, dtype or config of another kind, or of
+    another network or precision than each other; a recorded trace (``source`` "engine") without a column the
+    recorder always writes; sweeps that are not distinct whole numbers; block rows of a block the network does not
+    have, or of a sweep the sweep table lacks.  None when the shape is sound."""
     sw, bt, meta = trace.sweeps, trace.blocks, trace.meta
     if sw.empty:
         return TRACE_SWEEPS, "it has no sweep rows"
@@ -37,25 +39,79 @@ def table_problem(trace: Trace) -> tuple[str, str] | None:
                 and not table[c].isna().all()]  # an empty table's columns have no dtype to speak of
         if text:
             return name, f"its column(s) {', '.join(map(repr, text))} hold {table[text[0]].dtype}, not numbers"
-    if sc.META_CONFIG in meta:
-        raw = meta[sc.META_CONFIG]
-        if not isinstance(raw, dict):
-            return TRACE_META, f"its {sc.META_CONFIG!r} is {type(raw).__name__}, not an object of settings"
+    why = _meta_problem(meta)
+    if why is not None:
+        return TRACE_META, why
+    cfg = BCDConfig(**meta[sc.META_CONFIG]) if sc.META_CONFIG in meta else None  # a configuration: checked above
+    widths = meta.get(sc.META_WIDTHS)
+    if cfg is not None and meta.get(sc.META_SOURCE) == "engine":
+        terms = sc.term_names(cfg, tuple(widths)) if widths is not None else ()
+        for name, table, need in ((TRACE_SWEEPS, sw, (*sc.RECORDED_SWEEP_COLUMNS, *terms)),
+                                  (TRACE_BLOCKS, bt, sc.RECORDED_BLOCK_COLUMNS)):
+            missing = [c for c in need if c not in table]
+            if missing:
+                return name, f"it lacks the column(s) {', '.join(map(repr, missing))} the recorder always writes"
+    return _rows_problem(sw, bt, cfg, widths)
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """Why the meta's widths, dtype or config are not what the recorder writes (None when they are)."""
+    widths, dtype = meta.get(sc.META_WIDTHS), meta.get(sc.META_DTYPE)
+    if sc.META_WIDTHS in meta and not (isinstance(widths, list) and len(widths) >= 2 and all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        return f"its {sc.META_WIDTHS!r} {widths!r} are not a list of positive integers d_0, ..., d_N"
+    if sc.META_DTYPE in meta:
         try:
-            cfg = BCDConfig(**raw)
-        except (TypeError, ValueError) as e:
-            return TRACE_META, f"its {sc.META_CONFIG!r} is not a configuration: {e}"
-        widths = meta.get(sc.META_WIDTHS)
-        if isinstance(widths, list) and list(widths[1:-1]) != list(cfg.hidden):
-            return TRACE_META, (f"its {sc.META_CONFIG!r} has hidden widths {list(cfg.hidden)} but its "
-                                f"{sc.META_WIDTHS!r} are {widths}")
-        if meta.get(sc.META_SOURCE) == "engine":
-            terms = sc.term_names(cfg, tuple(widths)) if isinstance(widths, list) else ()
-            for name, table, need in ((TRACE_SWEEPS, sw, (*sc.RECORDED_SWEEP_COLUMNS, *terms)),
-                                      (TRACE_BLOCKS, bt, sc.RECORDED_BLOCK_COLUMNS)):
-                missing = [c for c in need if c not in table]
-                if missing:
-                    return name, f"it lacks the column(s) {', '.join(map(repr, missing))} the recorder always writes"
+            dtype_name(dtype)
+        except ValueError as e:
+            return f"its {sc.META_DTYPE!r} {dtype!r} is not a precision: {e}"
+    if sc.META_CONFIG not in meta:
+        return None
+    raw = meta[sc.META_CONFIG]
+    if not isinstance(raw, dict):
+        return f"its {sc.META_CONFIG!r} is {type(raw).__name__}, not an object of settings"
+    try:
+        cfg = BCDConfig(**raw)
+    except (TypeError, ValueError) as e:
+        return f"its {sc.META_CONFIG!r} is not a configuration: {e}"
+    if widths is not None and list(widths[1:-1]) != list(cfg.hidden):
+        return f"its {sc.META_CONFIG!r} has hidden widths {list(cfg.hidden)} but its {sc.META_WIDTHS!r} are {widths}"
+    if dtype is not None and dtype != cfg.dtype:
+        return f"its {sc.META_CONFIG!r} has dtype {cfg.dtype!r} but its {sc.META_DTYPE!r} is {dtype!r}"
+    return None
+
+
+def _rows_problem(sw: pd.DataFrame, bt: pd.DataFrame, cfg: BCDConfig | None,
+                  widths: list[int] | None) -> tuple[str, str] | None:
+    """(file, why) when a sweep number is not a whole number, a sweep has two rows, or a block row is of a sweep the
+    sweep table lacks or of a block that the network (config and widths, where the meta has them) does not have."""
+    for name, table in ((TRACE_SWEEPS, sw), (TRACE_BLOCKS, bt)):
+        k = table.get(sc.SWEEP, pd.Series([], dtype=float))
+        bad = k[~(k.notna() & (k >= 0) & (k % 1 == 0))]
+        if len(bad):
+            return name, f"its {sc.SWEEP!r} column holds {bad.iloc[0]}, not a sweep number 0, 1, 2, ..."
+    if sc.SWEEP not in sw:
+        return None
+    twice = sw[sc.SWEEP].value_counts()
+    twice = twice[twice > 1]
+    if len(twice):
+        return TRACE_SWEEPS, f"sweep {int(twice.index[0])} has {int(twice.iloc[0])} rows (one row per sweep)"
+    if bt.empty or sc.SWEEP not in bt:
+        return None
+    orphans = sorted(set(bt[sc.SWEEP].astype(int)) - set(sw[sc.SWEEP].astype(int)))
+    if orphans:
+        return TRACE_BLOCKS, f"its rows of sweep {orphans[0]} have no row in {TRACE_SWEEPS}"
+    if cfg is None or widths is None or sc.BLOCK not in bt or sc.LAYER not in bt:
+        return None
+    variant, N = variant_name(cfg), len(widths) - 1
+    allowed = set(variable_blocks(variant, N))
+    is_block = [(b, layer) in allowed for b, layer in zip(bt[sc.BLOCK], bt[sc.LAYER])]
+    if not all(is_block):
+        j = is_block.index(False)
+        kinds = ", ".join(dict.fromkeys(b for b, _ in variable_blocks(variant, N)))
+        return TRACE_BLOCKS, (f"its row at sweep {int(bt[sc.SWEEP].iloc[j])} has {sc.BLOCK} {bt[sc.BLOCK].iloc[j]} "
+                              f"and {sc.LAYER} {bt[sc.LAYER].iloc[j]}, not a block of the {variant!r} network of {N} "
+                              f"layers ({sc.BLOCK} {kinds}; {sc.LAYER} 1..{N})")
     return None
 
 

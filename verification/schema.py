@@ -65,9 +65,13 @@ META_B_DEFINITION = "B_definition"  # "iterate_bound" (theory.constants.iterate_
 # traces written before 2026-12-03, whose B is the largest block norm only
 
 # ---------------------------------------------------------------- what a recorder trace always holds
-# (verification.consistency.table_problem refuses a recorded trace without them: an edited or truncated file)
-RECORDED_SWEEP_COLUMNS = (SWEEP, OBJECTIVE, DECREASE, DQ_SQ, G_NORM, BOUND_B, CUM_DQ, CUM_G_SQ)  # + every term of L̄
-RECORDED_BLOCK_COLUMNS = (SWEEP, STEP, BLOCK, LAYER, BLOCK_DECREASE, BLOCK_DELTA_SQ)
+# (verification.consistency.table_problem refuses a recorded trace without them: an edited or truncated file).  Every
+# preset writes every column (NaN where it does not compute one); those added after the first recorder
+# (G_NORM_LOWER, BLOCK_NOISE, the inner-solver columns) are absent from older traces, so they are not required.
+RECORDED_SWEEP_COLUMNS = (SWEEP, OBJECTIVE, DECREASE, DQ_SQ, G_NORM, BOUND_B, CUM_DQ, CUM_G_SQ,  # + every term of L̄
+                          TRAIN_ACC, TEST_ACC, TIME_ENGINE, TIME_HOOKS, TIME_EVAL)
+RECORDED_BLOCK_COLUMNS = (SWEEP, STEP, BLOCK, LAYER, BLOCK_DECREASE, BLOCK_DELTA_SQ, BLOCK_CONST, BLOCK_G_NORM,
+                          BLOCK_RESIDUAL)
 TEXT_COLUMNS = (BLOCK,)  # every other column of either table is numeric
 
 __all__ = [
