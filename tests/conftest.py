@@ -29,3 +29,27 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param
+
+
+SMALL_RUN = ["--dataset", "mixture", "--n-train", "60", "--n-test", "20", "--hidden", "6,6", "--sweeps", "3",
+             "--no-progress"]  # a tiny run that `bcd verify` trains, checks and reports in seconds
+
+
+@pytest.fixture(scope="session")
+def verified_template(tmp_path_factory):
+    """One `bcd verify` run directory per test worker; tests take copies (:func:`verified_run`)."""
+    from bcd.cli import main
+
+    out = tmp_path_factory.mktemp("template") / "run"
+    assert main(["verify", *SMALL_RUN, "--figure-formats", "png", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def verified_run(verified_template, tmp_path):
+    """A verified run directory of this test's own, to damage or extend: a copy of :func:`verified_template`."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(verified_template, out)
+    return out

@@ -4,37 +4,14 @@ one line naming the file (and the column or key), exit 2, and leave every file o
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_robustness import _err
 
 from bcd.cli import main
 from verification import schema as S  # noqa: N812
-
-SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "20", "--hidden", "5,4", "--sweeps", "3",
-         "--no-progress"]
-
-
-def _err(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
-
-
-@pytest.fixture(scope="module")
-def _verified_template(tmp_path_factory):
-    out = tmp_path_factory.mktemp("template") / "run"
-    assert main(["verify", *SMALL, "--figure-formats", "png", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture
-def verified_run(_verified_template, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(_verified_template, out)
-    return out
 
 
 def _meta(edit):

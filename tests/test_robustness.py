@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SMALL_RUN
 
 from bcd.cli import main
 from verification import schema as S  # noqa: N812
 
-SMALL = ["--dataset", "mixture", "--n-train", "60", "--n-test", "20", "--hidden", "6,6", "--sweeps", "3",
-         "--no-progress"]
+SMALL = SMALL_RUN
 
 
 def _err(capsys) -> str:
@@ -27,21 +26,6 @@ def _err(capsys) -> str:
 
 
 # ------------------------------------------------------------------------------ a trace is checked against itself
-
-
-@pytest.fixture(scope="module")
-def _verified_template(tmp_path_factory):
-    out = tmp_path_factory.mktemp("template") / "run"
-    assert main(["verify", *SMALL, "--figure-formats", "png", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture
-def verified_run(_verified_template, tmp_path):
-    """A verified run directory of this test's own: a copy of one run per module (each run takes seconds)."""
-    out = tmp_path / "run"
-    shutil.copytree(_verified_template, out)
-    return out
 
 
 @pytest.mark.parametrize(("table", "column", "sweep", "named"), [
