@@ -128,12 +128,11 @@ def load_run(directory: str | Path, name: str | None = None) -> RunData:
 
 
 def _check_meta(directory: Path, trace: Trace, cfg: dict[str, Any], cfg_path: Path) -> None:
-    """The trace meta's network and sample count are what the constants are computed from: a value of another kind,
-    or a config.json of another network beside the trace, is named here instead of giving wrong constants later."""
+    """The trace meta's sample count and the config.json beside it, which the constants are computed from (the
+    meta's widths were checked with the trace's shape, :func:`verification.consistency.table_problem`): a value of
+    another kind, or a config.json of another network, is named here instead of giving wrong constants later."""
     meta_path = directory / TRACE_META
     widths, n = trace.meta.get("widths"), trace.meta.get("n")
-    if widths is not None and not (isinstance(widths, list) and all(isinstance(w, int) and w > 0 for w in widths)):
-        raise damaged(meta_path, f"its widths {widths!r} are not a list of positive integers")
     if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
         raise damaged(meta_path, f"its n {n!r} is not a positive integer")
     hidden = (cfg.get("bcd") or {}).get("hidden")
