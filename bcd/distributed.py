@@ -199,15 +199,6 @@ class Launch:
 MAX_PORT = 65535
 
 
-def _env_below(name: str, default: int, minimum: int, bound: int, what: str) -> int:
-    """:func:`env_int` that must also be below ``bound`` (``what`` says why)."""
-    value = env_int(name, default, minimum)
-    if value >= bound:
-        raise ValueError(f"{name}={os.environ[name].strip()!r} is not allowed; {name} must be an integer in "
-                         f"{minimum}..{bound - 1} ({what})")
-    return value
-
-
 def launcher() -> Launch | None:
     """The launcher's variables of a process started as one of several ranks (``WORLD_SIZE`` > 1), each checked, or
     None for a plain run: RANK < WORLD_SIZE, LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE and the MASTER_PORT that
@@ -216,10 +207,10 @@ def launcher() -> Launch | None:
     world = launched_world()
     if world == 1:
         return None
-    rank = _env_below("RANK", 0, 0, world, f"WORLD_SIZE={world}")
-    local_world = _env_below("LOCAL_WORLD_SIZE", world, 1, world + 1, f"at most WORLD_SIZE={world}")
-    local_rank = _env_below("LOCAL_RANK", 0, 0, local_world, f"LOCAL_WORLD_SIZE={local_world}")
-    _env_below("MASTER_PORT", 1, 1, MAX_PORT + 1, "a TCP port")
+    rank = env_int("RANK", 0, 0, world, f"WORLD_SIZE={world}")
+    local_world = env_int("LOCAL_WORLD_SIZE", world, 1, world + 1, f"at most WORLD_SIZE={world}")
+    local_rank = env_int("LOCAL_RANK", 0, 0, local_world, f"LOCAL_WORLD_SIZE={local_world}")
+    env_int("MASTER_PORT", 1, 1, MAX_PORT + 1, "a TCP port")
     return Launch(rank, world, local_rank, local_world)
 
 

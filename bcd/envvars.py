@@ -22,9 +22,13 @@ def _read(name: str, default, convert, ok, allowed: str):
     return value
 
 
-def env_int(name: str, default: int, minimum: int) -> int:
-    """An integer ≥ ``minimum`` (the launcher's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``)."""
-    return _read(name, default, int, lambda v: v >= minimum, f"an integer >= {minimum}")
+def env_int(name: str, default: int, minimum: int, below: int | None = None, why: str = "") -> int:
+    """An integer ≥ ``minimum`` and, with ``below``, < ``below`` (``why`` says where that bound comes from): the
+    launcher's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_PORT``."""
+    if below is None:
+        return _read(name, default, int, lambda v: v >= minimum, f"an integer >= {minimum}")
+    return _read(name, default, int, lambda v: minimum <= v < below,
+                 f"an integer in {minimum}..{below - 1}" + (f" ({why})" if why else ""))
 
 
 def env_positive(name: str, default: float | None, unit: str) -> float | None:

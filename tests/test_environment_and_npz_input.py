@@ -22,7 +22,7 @@ def _err(capsys) -> str:
 @pytest.mark.parametrize(("var", "value", "named"), [
     ("WORLD_SIZE", "abc", "WORLD_SIZE='abc' is not allowed; WORLD_SIZE must be an integer >= 1"),
     ("WORLD_SIZE", "0", "WORLD_SIZE='0' is not allowed"),
-    ("RANK", "-1", "RANK='-1' is not allowed; RANK must be an integer >= 0"),
+    ("RANK", "-1", "RANK='-1' is not allowed; RANK must be an integer in 0..1 (WORLD_SIZE=2)"),
     ("BCD_DIST_TIMEOUT_S", "-5", "BCD_DIST_TIMEOUT_S='-5' is not allowed; BCD_DIST_TIMEOUT_S must be a finite number "
                                  "of seconds > 0"),
     ("BCD_DIST_TIMEOUT_S", "abc", "BCD_DIST_TIMEOUT_S='abc' is not allowed"),

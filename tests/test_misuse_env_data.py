@@ -25,7 +25,8 @@ def _err(capsys) -> str:
 
 
 @pytest.mark.parametrize(("env", "named"), [
-    ({"MASTER_PORT": "abc"}, "MASTER_PORT='abc' is not allowed; MASTER_PORT must be an integer >= 1"),  # int()'s
+    ({"MASTER_PORT": "abc"},  # int()'s
+     "MASTER_PORT='abc' is not allowed; MASTER_PORT must be an integer in 1..65535 (a TCP port)"),
     ({"MASTER_PORT": "99999"}, "MASTER_PORT='99999' is not allowed; MASTER_PORT must be an integer in 1..65535"),
     ({"RANK": "5"}, "RANK='5' is not allowed; RANK must be an integer in 0..1 (WORLD_SIZE=2)"),  # c10d frames, a wait
     ({"LOCAL_RANK": "x"}, "LOCAL_RANK='x' is not allowed"),  # never read on the CPU
