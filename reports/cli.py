@@ -71,16 +71,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bcd.cli import out_path
+
     q = sub.add_parser("report", help="re-render report.html / report.md from saved run directories")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    q.add_argument("--out", help="where to write (default: the run directory; several runs: <common parent>/report)")
+    q.add_argument("--out", type=out_path,
+                   help="where to write (default: the run directory; several runs: <common parent>/report)")
     q.add_argument("--title", help="report title")
     add_formats(q)
     q.set_defaults(func=_report)
     r = sub.add_parser("reproduce", help="the paper's experiments: BCD against SGD and Adam over seeds, one folder")
     r.add_argument("experiment", nargs="?", help="a packaged experiment (--list) or an experiment .toml file")
     r.add_argument("--list", action="store_true", help="list the packaged experiments and exit")
-    r.add_argument("--out", help="folder to write (default runs/reproduce/<experiment>); rerun to continue")
+    r.add_argument("--out", type=out_path,
+                   help="folder to write (default runs/reproduce/<experiment>); rerun to continue")
     r.add_argument("--seeds", help="comma-separated seeds (default: the experiment's)")
     r.add_argument("--sweeps", type=int, help="BCD sweeps = baseline epochs (default: the experiment's)")
     r.add_argument("--n-train", type=int, dest="n_train",

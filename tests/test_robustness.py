@@ -411,8 +411,9 @@ def test_flags_that_would_do_nothing_are_refused_by_name(tmp_path, capsys, monke
     """Each of these was accepted and silently changed nothing (or fell back to a default)."""
     monkeypatch.chdir(tmp_path)
     tiny = [a if a != "6,6" else "5,4" for a in SMALL]
-    assert main(["train", *SMALL, "--out", ""]) == 2  # used to write runs/train-default
-    assert "argument --out: '' is not allowed; give a directory path" in _err(capsys)
+    for command in (["train", *SMALL], ["report", "r"], ["audit", "a"], ["reproduce", "mlp3x1500-mnist"]):
+        assert main([*command, "--out", ""]) == 2  # train wrote runs/train-default; report's '' was the cwd
+        assert "argument --out: '' is not allowed; give a directory path" in _err(capsys)
     assert main(["train", *tiny, "--skip", "auto", "--out", "s"]) == 2  # 10-5-4-3 has no layer to skip
     assert "widths 10-5-4-3 have none" in _err(capsys)
     assert main(["train", *SMALL, "--hidden", "5,,4", "--out", "h"]) == 2  # used to train 5,4

@@ -254,7 +254,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bcd.cli import FLAG_HELP, add_resume_arguments, add_run_arguments
+    from bcd.cli import FLAG_HELP, add_resume_arguments, add_run_arguments, out_path
     from reports.cli import add_formats
     from verification.recorder import PRESETS
 
@@ -295,7 +295,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "are checked; with it every block's subproblem is rebuilt and checked (exactness, per-block "
                    "descent)")
     p.add_argument("--strict", action="store_true", help="exit 1 also when a guaranteed claim is left unchecked")
-    p.add_argument("--out", help="where to write the trace (default DIR/audit)")
+    p.add_argument("--out", type=out_path, help="where to write the trace (default DIR/audit)")
     p.add_argument("--gamma", type=float, help="γ (overrides audit.toml)")
     p.add_argument("--alpha", type=float, help="α (overrides audit.toml)")
     p.add_argument("--lam", type=float, help="λ of r_i = λ/2‖W̃_i‖² (overrides audit.toml)")
